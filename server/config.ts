@@ -1,0 +1,124 @@
+import path from 'node:path';
+
+/**
+ * Everything the server reads from its environment, checked once at start-up.
+ *
+ * Factories receive this object; nothing else reads `process.env`, so tests can build as many
+ * differently configured apps as they like in one process.
+ */
+export interface Config {
+  readonly port: number;
+  readonly host: string;
+  /** Public base URL (no trailing slash); when absent it is derived per request from Host / X-Forwarded-* headers. */
+  readonly baseUrl: string | undefined;
+  readonly dataDir: string;
+  readonly database: DatabaseConfig;
+  /** Largest accepted request body, in bytes. */
+  readonly maxBodyBytes: number;
+  /** Largest accepted batch/transaction Bundle, in entries. */
+  readonly maxBundleEntries: number;
+  readonly search: { readonly defaultCount: number; readonly maxCount: number };
+  readonly logLevel: LogLevel;
+}
+
+export type LogLevel = 'silent' | 'error' | 'info' | 'debug';
+
+export type DatabaseConfig =
+  | { readonly dialect: 'sqlite'; readonly storage: string; readonly synchronous: 'FULL' | 'NORMAL' }
+  | { readonly dialect: 'postgres'; readonly url: string; readonly poolMax: number };
+
+/** Thrown for a bad environment value; main.ts prints the message and exits non-zero. */
+export class ConfigError extends Error {
+  constructor(variable: string, problem: string) {
+    super(`${variable}: ${problem}`);
+    this.name = 'ConfigError';
+  }
+}
+
+type Env = Readonly<Record<string, string | undefined>>;
+
+/** Reads and checks the configuration; `cwd` anchors the relative default paths. */
+export function loadConfig(env: Env = process.env, cwd: string = process.cwd()): Config {
+  const dataDir = path.resolve(cwd, env.CUSTODIAN_DATA_DIR || './data');
+  return {
+    port: integer(env, 'PORT', 8080, 0, 65535),
+    host: env.HOST || '127.0.0.1',
+    baseUrl: baseUrl(env),
+    dataDir,
+    database: database(env, dataDir, cwd),
+    maxBodyBytes: byteSize(env, 'CUSTODIAN_MAX_BODY', 5 * 1024 * 1024),
+    maxBundleEntries: integer(env, 'CUSTODIAN_MAX_BUNDLE_ENTRIES', 1000, 1, 100000),
+    search: {
+      defaultCount: integer(env, 'CUSTODIAN_SEARCH_DEFAULT_COUNT', 20, 1, 10000),
+      maxCount: integer(env, 'CUSTODIAN_SEARCH_MAX_COUNT', 1000, 1, 10000),
+    },
+    logLevel: oneOf(env, 'LOG_LEVEL', ['silent', 'error', 'info', 'debug'], 'info'),
+  };
+}
+
+function baseUrl(env: Env): string | undefined {
+  const raw = env.CUSTODIAN_BASE_URL;
+  if (!raw) return undefined;
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw new ConfigError('CUSTODIAN_BASE_URL', `"${raw}" is not an absolute URL`);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    throw new ConfigError('CUSTODIAN_BASE_URL', 'must be an http or https URL');
+  }
+  if (url.search || url.hash) throw new ConfigError('CUSTODIAN_BASE_URL', 'must not carry a query or fragment');
+  return url.toString().replace(/\/+$/, '');
+}
+
+function database(env: Env, dataDir: string, cwd: string): DatabaseConfig {
+  const raw = env.DATABASE_URL;
+  const synchronous = oneOf(env, 'CUSTODIAN_SQLITE_SYNC', ['FULL', 'NORMAL'], 'FULL');
+  if (!raw) return { dialect: 'sqlite', storage: path.join(dataDir, 'custodian.sqlite'), synchronous };
+  if (raw.startsWith('sqlite:')) {
+    const file = raw.slice('sqlite:'.length).replace(/^\/\/(?=\/)/, '');
+    if (!file) throw new ConfigError('DATABASE_URL', 'sqlite: needs a file path, e.g. sqlite:./data/custodian.sqlite');
+    if (file === ':memory:') {
+      throw new ConfigError('DATABASE_URL', 'in-memory SQLite is not supported (readers and the writer need separate connections); use a file');
+    }
+    return { dialect: 'sqlite', storage: path.resolve(cwd, file), synchronous };
+  }
+  if (raw.startsWith('postgres://') || raw.startsWith('postgresql://')) {
+    try {
+      new URL(raw);
+    } catch {
+      throw new ConfigError('DATABASE_URL', 'is not a valid postgres:// URL');
+    }
+    return { dialect: 'postgres', url: raw, poolMax: integer(env, 'CUSTODIAN_DB_POOL_MAX', 10, 1, 500) };
+  }
+  throw new ConfigError('DATABASE_URL', 'must start with sqlite: or postgres://');
+}
+
+function integer(env: Env, name: string, fallback: number, min: number, max: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  if (!/^\d+$/.test(raw)) throw new ConfigError(name, `"${raw}" is not a whole number`);
+  const value = Number(raw);
+  if (value < min || value > max) throw new ConfigError(name, `${value} is outside ${min}..${max}`);
+  return value;
+}
+
+function byteSize(env: Env, name: string, fallback: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const m = /^(\d+)\s*(b|kb|mb)?$/i.exec(raw.trim());
+  if (!m) throw new ConfigError(name, `"${raw}" is not a size such as 5mb, 512kb or 1048576`);
+  const unit = (m[2] || 'b').toLowerCase();
+  const value = Number(m[1]) * (unit === 'mb' ? 1024 * 1024 : unit === 'kb' ? 1024 : 1);
+  if (value < 1024) throw new ConfigError(name, 'must be at least 1kb');
+  return value;
+}
+
+function oneOf<T extends string>(env: Env, name: string, allowed: readonly T[], fallback: T): T {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const match = allowed.find((a) => a.toLowerCase() === raw.toLowerCase());
+  if (!match) throw new ConfigError(name, `"${raw}" is not one of ${allowed.join(', ')}`);
+  return match;
+}

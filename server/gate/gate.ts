@@ -1,0 +1,299 @@
+import type { Resource } from 'fhir/r4';
+import { definitions, type ResourceType } from '../../resources';
+import { organizationKey, type AccessContext } from '../access/context';
+import type { Decision } from '../consent/decision';
+import { FhirError } from '../errors';
+import { StoreReader, type HistoryRequest, type ResourceFilter } from '../store/read';
+import type { HistoryVersion, StoredVersion } from '../store/records';
+import type { Store } from '../store/store';
+import type { Writer, WriteTx } from '../store/write';
+import type { AccessPolicy } from './policy';
+
+/**
+ * The one chokepoint between storage and responses (DESIGN.md invariant 1): every read of
+ * resource content, and every write, passes an access decision here with the request's
+ * AccessContext. Handlers and operations get a Gate, never the Store.
+ *
+ * Searches are filtered before paging and counting, so pages stay full and totals count only
+ * what the asker may see (HAPI's consent interceptor does the same, for the same reason:
+ * hiding existence).
+ */
+export class Gate {
+  private readonly reads: GatedReads;
+
+  constructor(
+    private readonly store: Store,
+    private readonly policy: AccessPolicy,
+  ) {
+    this.reads = new GatedReads(store.reader, policy);
+  }
+
+  read(ctx: AccessContext, type: ResourceType, id: string): Promise<StoredVersion> {
+    return this.reads.read(ctx, type, id);
+  }
+  vread(ctx: AccessContext, type: ResourceType, id: string, versionId: number): Promise<HistoryVersion> {
+    return this.reads.vread(ctx, type, id, versionId);
+  }
+  search(ctx: AccessContext, types: readonly ResourceType[], filter: ResourceFilter, page: SearchPage): Promise<SearchResult> {
+    return this.reads.search(ctx, types, filter, page);
+  }
+  count(ctx: AccessContext, types: readonly ResourceType[], filter: ResourceFilter): Promise<number> {
+    return this.reads.count(ctx, types, filter);
+  }
+  history(ctx: AccessContext, req: HistoryRequest): Promise<HistoryPage> {
+    return this.reads.history(ctx, req);
+  }
+
+  /**
+   * Runs writes (and the reads they need) in one database transaction; every write is
+   * authorised by the policy, and reads inside the transaction see only what the context may see.
+   */
+  transaction<T>(ctx: AccessContext, fn: (tx: GatedTx) => Promise<T>): Promise<T> {
+    return this.store.transaction((tx) => fn(new GatedTx(tx, ctx, this.policy)));
+  }
+}
+
+/** The read interactions, over the reader connection or inside a write transaction. */
+export class GatedReads {
+  constructor(
+    private readonly reader: StoreReader,
+    private readonly policy: AccessPolicy,
+  ) {}
+
+  private async decide(ctx: AccessContext, version: StoredVersion): Promise<Decision> {
+    const [decision] = await this.policy.canRead(ctx, [version], 'access');
+    return decision;
+  }
+
+  /** The current version of a resource: 404 if it never existed, 410 if deleted, 403 if hidden. */
+  async read(ctx: AccessContext, type: ResourceType, id: string): Promise<StoredVersion> {
+    const version = await this.reader.current(type, id);
+    if (!version) throw new FhirError('not-found', `${type}/${id} is not known`);
+    if (version.deleted) {
+      // A deletion carries no content, but that the resource existed is itself patient data.
+      await this.assertMayKnowOf(ctx, type, id);
+      throw new FhirError('gone', `${type}/${id} was deleted`, { headers: { ETag: `W/"${version.versionId}"` } });
+    }
+    const decision = await this.decide(ctx, version);
+    if (decision.effect === 'deny') throw forbidden(type, id, decision);
+    return version;
+  }
+
+  /** One version of a resource (vread). */
+  async vread(ctx: AccessContext, type: ResourceType, id: string, versionId: number): Promise<HistoryVersion> {
+    const version = await this.reader.version(type, id, versionId);
+    if (!version) {
+      await this.assertMayKnowOf(ctx, type, id, true);
+      throw new FhirError('not-found', `${type}/${id} has no version ${versionId}`);
+    }
+    if (version.deleted) {
+      await this.assertMayKnowOf(ctx, type, id);
+      throw new FhirError('gone', `${type}/${id} version ${versionId} is a deletion`);
+    }
+    const decision = await this.decide(ctx, version);
+    if (decision.effect === 'deny') throw forbidden(type, id, decision);
+    return version;
+  }
+
+  /**
+   * For answers that reveal only that a resource exists (410, unknown version): the asker must
+   * be allowed to see its last version with content. `unknown` says what to do when the
+   * resource never existed at all.
+   */
+  async assertMayKnowOf(ctx: AccessContext, type: ResourceType, id: string, notFoundIfUnknown = false): Promise<void> {
+    const versions = await this.reader.history({ types: [type], id, order: 'desc', limit: 100 });
+    if (versions.length === 0) {
+      if (notFoundIfUnknown) throw new FhirError('not-found', `${type}/${id} is not known`);
+      return;
+    }
+    const last = versions.find((v) => !v.deleted);
+    if (!last) return;
+    const decision = await this.decide(ctx, last);
+    if (decision.effect === 'deny') throw forbidden(type, id, decision);
+  }
+
+  /**
+   * One page of search results, filled with visible resources only: reads batches from the
+   * store in `rid` order until the page is full or the matches run out.
+   */
+  async search(ctx: AccessContext, types: readonly ResourceType[], filter: ResourceFilter, page: SearchPage): Promise<SearchResult> {
+    const backwards = page.before !== undefined;
+    const want = page.count + 1; // one extra says whether another page exists
+    const found: StoredVersion[] = [];
+    let after = page.after;
+    let before = page.before;
+    const batch = Math.min(Math.max(want * 2, 50), 2000);
+    if (page.count > 0) {
+      for (;;) {
+        const rows = await this.reader.page({ types, filter, afterRid: after, beforeRid: before, limit: batch });
+        const ordered = backwards ? [...rows].reverse() : rows;
+        const decisions = await this.policy.canRead(ctx, ordered, 'access');
+        ordered.forEach((v, i) => {
+          if (found.length < want && decisions[i].effect === 'permit') found.push(v);
+        });
+        if (found.length >= want || rows.length < batch) break;
+        if (backwards) before = rows[0].rid;
+        else after = rows[rows.length - 1].rid;
+      }
+    }
+    const more = found.length > page.count;
+    const entries = found.slice(0, page.count);
+    if (backwards) entries.reverse();
+    return {
+      entries,
+      next: entries.length && (backwards || more) ? { after: entries[entries.length - 1].rid } : undefined,
+      previous: entries.length && (backwards ? more : page.after !== undefined) ? { before: entries[0].rid } : undefined,
+    };
+  }
+
+  /** How many resources match the filter that this context may see. */
+  async count(ctx: AccessContext, types: readonly ResourceType[], filter: ResourceFilter): Promise<number> {
+    let total = 0;
+    let after: number | undefined;
+    for (;;) {
+      const rows = await this.reader.page({ types, filter, afterRid: after, limit: 1000 });
+      const decisions = await this.policy.canRead(ctx, rows, 'access');
+      total += decisions.filter((d) => d.effect === 'permit').length;
+      if (rows.length < 1000) return total;
+      after = rows[rows.length - 1].rid;
+    }
+  }
+
+  /**
+   * A page of history in commit order (newest first by default). Instance history of a hidden
+   * resource is refused outright (403); in type and system history hidden versions are left
+   * out before paging. A deletion is shown to whoever may see the version before it.
+   */
+  async history(ctx: AccessContext, req: HistoryRequest): Promise<HistoryPage> {
+    if (req.id !== undefined) await this.assertMayKnowOf(ctx, req.types[0], req.id, true);
+    const want = req.limit + 1;
+    const found: HistoryVersion[] = [];
+    let bounds = { beforeSeq: req.beforeSeq, afterSeq: req.afterSeq };
+    const batch = Math.min(Math.max(want * 2, 50), 2000);
+    for (;;) {
+      const rows = await this.reader.history({ ...req, ...bounds, limit: batch });
+      const visible = await this.decideVersions(ctx, rows);
+      rows.forEach((v, i) => {
+        if (found.length < want && visible[i]) found.push(v);
+      });
+      if (found.length >= want || rows.length < batch) break;
+      const last = rows[rows.length - 1].seq;
+      bounds = req.order === 'asc' ? { ...bounds, afterSeq: last } : { ...bounds, beforeSeq: last };
+    }
+    const entries = found.slice(0, req.limit);
+    return { entries, nextSeq: found.length > req.limit ? entries[entries.length - 1].seq : undefined };
+  }
+
+  private async decideVersions(ctx: AccessContext, rows: readonly HistoryVersion[]): Promise<boolean[]> {
+    const withContent = rows.filter((v) => !v.deleted);
+    const decisions = await this.policy.canRead(ctx, withContent, 'access');
+    const permitted = new Map(withContent.map((v, i) => [`${v.type}/${v.id}/${v.versionId}`, decisions[i].effect === 'permit']));
+    const out: boolean[] = [];
+    for (const v of rows) {
+      if (!v.deleted) {
+        out.push(permitted.get(`${v.type}/${v.id}/${v.versionId}`)!);
+        continue;
+      }
+      const previous = await this.reader.version(v.type, v.id, v.versionId - 1);
+      out.push(previous !== undefined && !previous.deleted && (await this.decide(ctx, previous)).effect === 'permit');
+    }
+    return out;
+  }
+}
+
+/** Search paging: `after`/`before` are exclusive `rid` bounds taken from a cursor. */
+export interface SearchPage {
+  readonly count: number;
+  readonly after?: number;
+  readonly before?: number;
+}
+
+export interface SearchResult {
+  readonly entries: StoredVersion[];
+  readonly next?: { after: number };
+  readonly previous?: { before: number };
+}
+
+export interface HistoryPage {
+  readonly entries: HistoryVersion[];
+  /** The seq bound for the next page, when there is one. */
+  readonly nextSeq?: number;
+}
+
+/**
+ * A write transaction seen through the gate: the interactions (create, update, patch, delete,
+ * their conditional forms, bundles) use only this, so a write can neither reveal nor modify a
+ * resource the context may not see.
+ */
+export class GatedTx {
+  /** Reads inside the transaction (they see its own uncommitted writes). */
+  readonly reads: GatedReads;
+
+  constructor(
+    private readonly tx: WriteTx,
+    readonly ctx: AccessContext,
+    private readonly policy: AccessPolicy,
+  ) {
+    this.reads = new GatedReads(new StoreReader(tx.q), policy);
+  }
+
+  /**
+   * The current version of a resource about to be changed, locked until commit. A resource the
+   * context may not see is reported as forbidden and left untouched.
+   */
+  async current(type: ResourceType, id: string): Promise<StoredVersion | undefined> {
+    const version = await this.tx.current(type, id);
+    if (!version) return undefined;
+    if (version.deleted) await this.reads.assertMayKnowOf(this.ctx, type, id);
+    else {
+      const [decision] = await this.policy.canRead(this.ctx, [version], 'access');
+      if (decision.effect === 'deny') throw forbidden(type, id, decision);
+    }
+    return version;
+  }
+
+  /**
+   * Resources matching conditional criteria, among those the context may see. Used by
+   * If-None-Exist, conditional update and conditional delete: hidden resources neither match
+   * nor show up in a 412.
+   */
+  async match(type: ResourceType, filter: ResourceFilter, limit = 2): Promise<StoredVersion[]> {
+    return (await this.reads.search(this.ctx, [type], filter, { count: limit })).entries;
+  }
+
+  /** See WriteTx.lockKey. */
+  lockKey(key: string): Promise<void> {
+    return this.tx.lockKey(key);
+  }
+
+  private async authorize(type: ResourceType, before: StoredVersion | undefined, after: Resource | undefined): Promise<void> {
+    const decision = await this.policy.canWrite(this.ctx, type, before, after);
+    if (decision.effect === 'deny') throw new FhirError('forbidden', `This client may not write ${type}${before ? '/' + before.id : ''}: ${decision.detail}`);
+  }
+
+  private writer(): Writer {
+    return { clientId: this.ctx.clientId, organization: organizationKey(this.ctx.organization) };
+  }
+
+  async create(type: ResourceType, resource: Resource): Promise<StoredVersion> {
+    await this.authorize(type, undefined, resource);
+    return this.tx.create(type, resource, this.writer());
+  }
+
+  async update(previous: StoredVersion, resource: Resource, method: 'PUT' | 'PATCH'): Promise<StoredVersion> {
+    if (!definitions[previous.type].interactions.includes(method === 'PUT' ? 'update' : 'patch')) {
+      throw new FhirError('method-not-allowed', `${previous.type} does not support ${method === 'PUT' ? 'update' : 'patch'}`);
+    }
+    await this.authorize(previous.type, previous, resource);
+    return this.tx.update(previous, resource, method);
+  }
+
+  async delete(previous: StoredVersion): Promise<StoredVersion> {
+    await this.authorize(previous.type, previous, undefined);
+    return this.tx.delete(previous);
+  }
+}
+
+function forbidden(type: ResourceType, id: string, decision?: Decision): FhirError {
+  return new FhirError('forbidden', `Access to ${type}/${id} is not permitted${decision ? ` (${decision.reason})` : ''}`);
+}

@@ -1,0 +1,53 @@
+import type { CapabilityStatement, CapabilityStatementRestResource } from 'fhir/r4';
+import { definitions, RESOURCE_TYPES } from '../../resources';
+import { OPERATIONS } from '../operations/registry';
+import { searchParams } from '../search/parameters';
+
+export const SOFTWARE_VERSION = '0.1.0';
+
+/**
+ * The CapabilityStatement (http://hl7.org/fhir/R4/capabilitystatement.html), built from the same
+ * tables the server runs on (resource definitions, search parameter registry, operation
+ * registry), so it lists exactly what is implemented. Tests exercise every entry.
+ */
+export function capabilityStatement(baseUrl: string, now: number): CapabilityStatement {
+  const resources: CapabilityStatementRestResource[] = RESOURCE_TYPES.map((type) => {
+    const def = definitions[type];
+    const can = (i: string) => def.interactions.includes(i as never);
+    return {
+      type,
+      profile: def.profile,
+      interaction: def.interactions.map((code) => ({ code })),
+      versioning: 'versioned-update',
+      readHistory: true,
+      updateCreate: can('update'),
+      conditionalCreate: true,
+      conditionalRead: 'not-supported',
+      conditionalUpdate: can('update'),
+      conditionalDelete: can('delete') ? 'single' : 'not-supported',
+      referencePolicy: ['literal', 'logical'],
+      searchParam: [...searchParams(type).values()].map((p) => ({ name: p.code, definition: p.url, type: p.type, documentation: p.description })),
+      operation: OPERATIONS.filter((o) => o.types.includes(type) && o.levels.some((l) => l !== 'system')).map((o) => ({ name: o.name.slice(1), definition: o.definition })),
+    };
+  });
+  return {
+    resourceType: 'CapabilityStatement',
+    status: 'active',
+    date: new Date(now).toISOString(),
+    publisher: 'Custodian',
+    kind: 'instance',
+    software: { name: 'Custodian', version: SOFTWARE_VERSION },
+    implementation: { description: 'Custodian FHIR R4 server: Patient, Consent and AuditEvent', url: baseUrl },
+    fhirVersion: '4.0.1',
+    format: ['application/fhir+json', 'json'],
+    patchFormat: ['application/json-patch+json'],
+    rest: [
+      {
+        mode: 'server',
+        resource: resources,
+        interaction: [{ code: 'transaction' }, { code: 'batch' }, { code: 'history-system' }],
+        operation: OPERATIONS.filter((o) => o.levels.includes('system')).map((o) => ({ name: o.name.slice(1), definition: o.definition })),
+      },
+    ],
+  };
+}

@@ -1,0 +1,33 @@
+import type { Request, Response } from 'express';
+import type { Config } from '../config';
+import type { Gate } from '../gate/gate';
+import type { InteractionEnv } from '../interactions/common';
+import type { BundleOptions } from '../interactions/reads';
+import type { Logger } from '../log';
+import type { Validator } from '../validation/validate';
+import { shaped, subsetting } from './format';
+import { locals, preferOf } from './request';
+
+/** What the HTTP layer is built from (no store: handlers reach data only through the gate). */
+export interface HttpDeps {
+  readonly config: Config;
+  readonly gate: Gate;
+  readonly validator: Validator;
+  readonly now: () => number;
+  readonly logger: Logger;
+}
+
+export function envOf(res: Response, deps: HttpDeps): InteractionEnv {
+  return { validator: deps.validator, now: deps.now, baseUrl: locals(res).baseUrl, maxCount: deps.config.search.maxCount };
+}
+
+export function bundleOptions(req: Request, res: Response, deps: HttpDeps, path: string): BundleOptions {
+  const shape = subsetting(req);
+  return {
+    baseUrl: locals(res).baseUrl,
+    path,
+    strict: preferOf(req).handling === 'strict',
+    defaultCount: deps.config.search.defaultCount,
+    shape: (type, resource) => shaped(type, resource, shape),
+  };
+}

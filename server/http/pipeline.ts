@@ -1,0 +1,41 @@
+import { randomUUID } from 'node:crypto';
+import type { NextFunction, Request, Response } from 'express';
+import type { Config } from '../config';
+import { locals } from './request';
+
+const REQUEST_ID = /^[A-Za-z0-9._:\-]{1,128}$/;
+
+/** X-Request-Id: the client's, when it is a sane token, otherwise a fresh UUID; echoed on the response. */
+export function requestId(req: Request, res: Response, next: NextFunction): void {
+  const given = req.get('x-request-id');
+  const id = given && REQUEST_ID.test(given) ? given : randomUUID();
+  locals(res).requestId = id;
+  locals(res).started = performance.now();
+  res.setHeader('X-Request-Id', id);
+  next();
+}
+
+const HOST = /^[A-Za-z0-9.\-]+(:\d{1,5})?$|^\[[0-9a-fA-F:.]+\](:\d{1,5})?$/;
+
+/**
+ * The base URL of this request: the configured one, or rebuilt from X-Forwarded-Proto /
+ * X-Forwarded-Host (first value each, as a reverse proxy sets them) and Host. Malformed
+ * header values are ignored rather than echoed into links.
+ */
+export function baseUrl(config: Config) {
+  return function setBaseUrl(req: Request, res: Response, next: NextFunction): void {
+    if (config.baseUrl) {
+      locals(res).baseUrl = config.baseUrl;
+      return next();
+    }
+    const first = (h: string | undefined) => h?.split(',')[0].trim();
+    const fproto = first(req.get('x-forwarded-proto'));
+    const proto = fproto === 'https' || fproto === 'http' ? fproto : req.protocol;
+    const fhost = first(req.get('x-forwarded-host'));
+    const host = fhost && HOST.test(fhost) ? fhost : req.get('host') && HOST.test(req.get('host')!) ? req.get('host')! : `localhost:${config.port}`;
+    const prefix = first(req.get('x-forwarded-prefix'));
+    const safePrefix = prefix && /^(\/[A-Za-z0-9._~\-]+)+$/.test(prefix) ? prefix : '';
+    locals(res).baseUrl = `${proto}://${host}${safePrefix}`;
+    next();
+  };
+}

@@ -1,0 +1,36 @@
+import { Router } from 'express';
+import { FhirError } from '../../errors';
+import { processBundle } from '../../interactions/bundle';
+import { historyBundle } from '../../interactions/reads';
+import { capabilityStatement } from '../capability';
+import { bundleOptions, envOf, type HttpDeps } from '../deps';
+import { sendJson } from '../format';
+import { ctxOf, locals, preferOf, queryPairs } from '../request';
+
+/** System-level interactions: capabilities, batch/transaction, system history. */
+export function systemRoutes(deps: HttpDeps): Router {
+  const router = Router();
+
+  router.get('/metadata', (_req, res) => {
+    sendJson(res, 200, capabilityStatement(locals(res).baseUrl, deps.now()));
+  });
+
+  router.post('/', async (req, res) => {
+    if (res.locals.bodyKind !== 'json') throw new FhirError('invalid-request', 'POST to the base URL takes a batch or transaction Bundle as application/fhir+json');
+    const options = {
+      ...bundleOptions(req, res, deps, ''),
+      maxEntries: deps.config.maxBundleEntries,
+      returnPreference: preferOf(req).return ?? 'representation',
+    };
+    sendJson(res, 200, await processBundle(deps.gate, ctxOf(res), envOf(res, deps), req.body, options));
+  });
+
+  router.get('/_history', async (req, res) => {
+    sendJson(res, 200, await historyBundle(deps.gate, ctxOf(res), envOf(res, deps), {}, queryPairs(req), bundleOptions(req, res, deps, '_history')));
+  });
+
+  router.all('/', (req) => {
+    throw new FhirError('method-not-allowed', `${req.method} / is not supported (system search is not offered; POST a batch or transaction Bundle)`, { headers: { Allow: 'POST' } });
+  });
+  return router;
+}

@@ -1,0 +1,33 @@
+import type { Request, Response } from 'express';
+import type { ResourceType } from '../../resources';
+import { FhirError } from '../errors';
+import type { HttpDeps } from '../http/deps';
+import { validateOperation } from './validate';
+
+export type OperationLevel = 'system' | 'type' | 'instance';
+
+/** One FHIR operation the server offers: where it can be invoked, and its handler. */
+export interface OperationDef {
+  /** With the leading `$`. */
+  readonly name: string;
+  /** Canonical URL of its OperationDefinition (listed in the CapabilityStatement). */
+  readonly definition: string;
+  readonly levels: readonly OperationLevel[];
+  readonly methods: readonly ('GET' | 'POST')[];
+  readonly types: readonly ResourceType[];
+  handler(req: Request, res: Response, deps: HttpDeps, target: { type?: ResourceType; id?: string }): Promise<void>;
+}
+
+/** Every operation, one file each under `server/operations/`. */
+export const OPERATIONS: readonly OperationDef[] = [validateOperation];
+
+/** Finds an operation for a URL: 404 if unknown, 405 for a level or method it does not take. */
+export function operation(name: string, level: OperationLevel, method: string): OperationDef {
+  const op = OPERATIONS.find((o) => o.name === name);
+  if (!op) throw new FhirError('not-found', `Operation ${name} is not supported by this server`);
+  if (!op.levels.includes(level)) throw new FhirError('method-not-allowed', `${name} cannot be invoked at ${level} level`);
+  if (!(op.methods as string[]).includes(method) && !(method === 'HEAD' && op.methods.includes('GET'))) {
+    throw new FhirError('method-not-allowed', `${name} takes ${op.methods.join(' or ')}`, { headers: { Allow: op.methods.join(', ') } });
+  }
+  return op;
+}

@@ -1,0 +1,201 @@
+import fhirpath from 'fhirpath';
+import r4model from 'fhirpath/fhir-context/r4';
+import type { Resource } from 'fhir/r4';
+import { definitions, parseRelativeReference, type ResourceType } from '../../resources';
+import { MAX_DATE, MIN_DATE, parseDateRange } from '../fhir/dates';
+import { searchParams, type SearchParamDef } from './parameters';
+
+/** Search-index rows of one resource version, by table. Written in the same transaction as the version. */
+export interface IndexRows {
+  readonly string: { param: string; norm: string; exact: string }[];
+  readonly token: { param: string; system: string | null; code: string | null; text: string | null }[];
+  readonly date: { param: string; lo: number; hi: number }[];
+  readonly reference: {
+    param: string;
+    targetType: string | null;
+    targetId: string | null;
+    url: string | null;
+    identSystem: string | null;
+    identValue: string | null;
+  }[];
+  readonly uri: { param: string; uri: string }[];
+}
+
+/** Lower-case, accents removed: the form string search compares (http://hl7.org/fhir/R4/search.html#string). */
+export function normalizeString(value: string): string {
+  return value.normalize('NFKD').replace(/[\u0300-\u036f]/g, '').toLowerCase();
+}
+
+/** American Soundex of one word, used for the `phonetic` parameter. */
+export function soundex(word: string): string {
+  const letters = normalizeString(word).replace(/[^a-z]/g, '');
+  if (!letters) return '';
+  const codes: Record<string, string> = { b: '1', f: '1', p: '1', v: '1', c: '2', g: '2', j: '2', k: '2', q: '2', s: '2', x: '2', z: '2', d: '3', t: '3', l: '4', m: '5', n: '5', r: '6' };
+  let out = letters[0].toUpperCase();
+  let last = codes[letters[0]] ?? '';
+  for (let i = 1; i < letters.length && out.length < 4; i++) {
+    const ch = letters[i];
+    const code = codes[ch] ?? '';
+    if (code && code !== last) out += code;
+    if (ch !== 'h' && ch !== 'w') last = code;
+  }
+  return out.padEnd(4, '0');
+}
+
+interface TypedNode {
+  getTypeInfo(): { name: string };
+  data: unknown;
+}
+type Compiled = (resource: unknown) => unknown[];
+const compiled = new Map<string, Compiled>();
+
+function compile(def: SearchParamDef): Compiled {
+  const key = `${def.resourceType}.${def.code}`;
+  let fn = compiled.get(key);
+  if (!fn) {
+    fn = def.expression
+      ? (fhirpath.compile(def.expression, r4model, { resolveInternalTypes: false }) as unknown as Compiled)
+      : () => [];
+    compiled.set(key, fn);
+  }
+  return fn;
+}
+
+/**
+ * Computes the index rows of a resource from the official search parameter expressions.
+ * `localBase` (the configured base URL) lets absolute references to this server index as
+ * local `Type/id` references.
+ */
+export function extractIndexRows(type: ResourceType, resource: Resource, localBase?: string): IndexRows {
+  const rows: IndexRows = { string: [], token: [], date: [], reference: [], uri: [] };
+  const systems = definitions[type].codeSystems;
+  for (const def of searchParams(type).values()) {
+    if (def.storage !== 'index') continue;
+    const values = compile(def)(resource);
+    for (const node of values) {
+      const [typeName, data] = unwrap(node);
+      switch (def.type) {
+        case 'string':
+          addStrings(rows, def.code, typeName, data);
+          break;
+        case 'token':
+          addTokens(rows, def.code, typeName, data, systems[def.code] ?? null);
+          break;
+        case 'date':
+          addDate(rows, def.code, typeName, data);
+          break;
+        case 'reference':
+          addReference(rows, def.code, typeName, data, localBase);
+          break;
+        case 'uri':
+          if (typeof data === 'string') rows.uri.push({ param: def.code, uri: data });
+          break;
+      }
+    }
+  }
+  return rows;
+}
+
+function unwrap(node: unknown): [string, unknown] {
+  if (node && typeof node === 'object' && typeof (node as TypedNode).getTypeInfo === 'function') {
+    return [(node as TypedNode).getTypeInfo().name, (node as TypedNode).data];
+  }
+  return [typeof node, node];
+}
+
+function addStrings(rows: IndexRows, param: string, typeName: string, data: unknown): void {
+  const push = (value: unknown) => {
+    if (typeof value !== 'string' || value === '') return;
+    if (param === 'phonetic') {
+      for (const word of value.split(/[\s,]+/)) {
+        const code = soundex(word);
+        if (code) rows.string.push({ param, norm: code.toLowerCase(), exact: word });
+      }
+      return;
+    }
+    rows.string.push({ param, norm: normalizeString(value), exact: value });
+  };
+  if (typeName === 'HumanName' && data && typeof data === 'object') {
+    const n = data as { family?: string; given?: string[]; prefix?: string[]; suffix?: string[]; text?: string };
+    [n.family, ...(n.given ?? []), ...(n.prefix ?? []), ...(n.suffix ?? []), n.text].forEach(push);
+  } else if (typeName === 'Address' && data && typeof data === 'object') {
+    const a = data as Record<string, unknown>;
+    [...((a.line as string[]) ?? []), a.city, a.district, a.state, a.postalCode, a.country, a.text].forEach(push);
+  } else {
+    push(data);
+  }
+}
+
+function addTokens(rows: IndexRows, param: string, typeName: string, data: unknown, boundSystem: string | null): void {
+  const push = (system: string | null | undefined, code: string | null | undefined, text: string | null | undefined) =>
+    rows.token.push({ param, system: system ?? null, code: code ?? null, text: text ? normalizeString(text) : null });
+  switch (typeName) {
+    case 'Coding': {
+      const c = data as { system?: string; code?: string; display?: string };
+      push(c.system, c.code, c.display);
+      return;
+    }
+    case 'CodeableConcept': {
+      const cc = data as { coding?: { system?: string; code?: string; display?: string }[]; text?: string };
+      for (const c of cc.coding ?? []) push(c.system, c.code, c.display ?? cc.text);
+      if (!cc.coding?.length && cc.text) push(null, null, cc.text);
+      return;
+    }
+    case 'Identifier': {
+      const id = data as { system?: string; value?: string; type?: { text?: string; coding?: { system?: string; code?: string }[] } };
+      push(id.system, id.value, id.type?.text);
+      // :of-type searches match type system|code|value together (http://hl7.org/fhir/R4/search.html#token).
+      for (const c of id.type?.coding ?? []) {
+        if (c.code && id.value) rows.token.push({ param: `${param}:of-type`, system: c.system ?? null, code: `${c.code}|${id.value}`, text: null });
+      }
+      return;
+    }
+    case 'ContactPoint': {
+      const cp = data as { system?: string; value?: string };
+      push(cp.system, cp.value, null);
+      return;
+    }
+    case 'boolean':
+      push(null, String(data), null);
+      return;
+    default:
+      if (typeof data === 'string') push(boundSystem, data, null);
+      else if (typeof data === 'boolean') push(null, String(data), null);
+  }
+}
+
+function addDate(rows: IndexRows, param: string, typeName: string, data: unknown): void {
+  if (typeName === 'Period' && data && typeof data === 'object') {
+    const p = data as { start?: string; end?: string };
+    const lo = p.start ? parseDateRange(p.start)?.lo : MIN_DATE;
+    const hi = p.end ? parseDateRange(p.end)?.hi : MAX_DATE;
+    if (lo !== undefined && hi !== undefined) rows.date.push({ param, lo, hi });
+    return;
+  }
+  if (typeof data === 'string') {
+    const range = parseDateRange(data);
+    if (range) rows.date.push({ param, lo: range.lo, hi: range.hi });
+  }
+}
+
+function addReference(rows: IndexRows, param: string, typeName: string, data: unknown, localBase?: string): void {
+  if (typeName !== 'Reference') {
+    // canonical / uri targets
+    if (typeof data === 'string') rows.reference.push({ param, targetType: null, targetId: null, url: data, identSystem: null, identValue: null });
+    return;
+  }
+  const ref = data as { reference?: string; identifier?: { system?: string; value?: string } };
+  let reference = ref.reference;
+  if (reference && localBase && reference.startsWith(localBase + '/')) reference = reference.slice(localBase.length + 1);
+  const local = parseRelativeReference(reference);
+  if (!reference && !ref.identifier) return;
+  if (reference?.startsWith('#')) return; // contained resources are not indexed as references
+  rows.reference.push({
+    param,
+    targetType: local?.type ?? null,
+    targetId: local?.id ?? null,
+    url: local ? null : reference ?? null,
+    identSystem: ref.identifier?.system ?? null,
+    identValue: ref.identifier?.value ?? null,
+  });
+}

@@ -1,0 +1,148 @@
+import { DataTypes, type ModelAttributes, type QueryInterface, type Sequelize, type Transaction } from 'sequelize';
+
+/**
+ * Schema migrations, applied in order at start-up and recorded in `custodian_migrations`.
+ * Append new migrations; never edit one that has shipped.
+ *
+ * Tables:
+ * - `resources`: the current version of every resource (one row per type/id, kept after
+ *   delete with `deleted = 1`). `rid` is an internal, never-reused row number: search pages
+ *   are keyed on it so that concurrent inserts never shift a page.
+ * - `resource_versions`: every version ever written. `seq` is the commit sequence: it is
+ *   assigned under a lock held until commit, so `seq` order is commit order (the history
+ *   feed's cursor relies on this).
+ * - `idx_*`: search-index rows of the current version, one table per search-parameter type.
+ */
+interface Migration {
+  readonly id: string;
+  up(m: MigrationContext): Promise<void>;
+}
+
+interface MigrationContext {
+  readonly qi: QueryInterface;
+  readonly pg: boolean;
+  readonly transaction: Transaction;
+  createTable(name: string, attributes: ModelAttributes): Promise<void>;
+  addIndex(table: string, fields: string[], name: string, unique?: boolean): Promise<void>;
+  sql(statement: string): Promise<void>;
+}
+
+const migrations: readonly Migration[] = [
+  {
+    id: '0001-resources',
+    async up(m) {
+      const bigId = m.pg ? DataTypes.BIGINT : DataTypes.INTEGER;
+      await m.createTable('resources', {
+        rid: { type: bigId, primaryKey: true, autoIncrement: true },
+        type: { type: DataTypes.STRING(64), allowNull: false },
+        id: { type: DataTypes.STRING(64), allowNull: false },
+        version_id: { type: DataTypes.INTEGER, allowNull: false },
+        last_updated: { type: DataTypes.BIGINT, allowNull: false },
+        deleted: { type: DataTypes.SMALLINT, allowNull: false, defaultValue: 0 },
+        content: { type: DataTypes.TEXT, allowNull: true },
+        created_by: { type: DataTypes.STRING(256), allowNull: true },
+        creator_org: { type: DataTypes.STRING(512), allowNull: true },
+      });
+      await m.addIndex('resources', ['type', 'id'], 'resources_type_id', true);
+      await m.addIndex('resources', ['type', 'deleted', 'rid'], 'resources_type_rid');
+      await m.addIndex('resources', ['type', 'last_updated'], 'resources_type_updated');
+
+      await m.createTable('resource_versions', {
+        seq: { type: DataTypes.BIGINT, primaryKey: true },
+        rid: { type: DataTypes.BIGINT, allowNull: false },
+        type: { type: DataTypes.STRING(64), allowNull: false },
+        id: { type: DataTypes.STRING(64), allowNull: false },
+        version_id: { type: DataTypes.INTEGER, allowNull: false },
+        last_updated: { type: DataTypes.BIGINT, allowNull: false },
+        deleted: { type: DataTypes.SMALLINT, allowNull: false, defaultValue: 0 },
+        method: { type: DataTypes.STRING(8), allowNull: false },
+        content: { type: DataTypes.TEXT, allowNull: true },
+      });
+      await m.addIndex('resource_versions', ['type', 'id', 'version_id'], 'versions_type_id_version', true);
+      await m.addIndex('resource_versions', ['type', 'seq'], 'versions_type_seq');
+      await m.addIndex('resource_versions', ['last_updated'], 'versions_updated');
+      if (m.pg) await m.sql('CREATE SEQUENCE IF NOT EXISTS commit_seq');
+
+      const index = async (table: string, columns: ModelAttributes, lookups: string[][]) => {
+        await m.createTable(table, {
+          rid: { type: DataTypes.BIGINT, allowNull: false },
+          type: { type: DataTypes.STRING(64), allowNull: false },
+          param: { type: DataTypes.STRING(64), allowNull: false },
+          ...columns,
+        });
+        await m.addIndex(table, ['rid'], `${table}_rid`);
+        for (const cols of lookups) await m.addIndex(table, ['type', 'param', ...cols], `${table}_${cols.join('_')}`);
+      };
+      await index('idx_string', { norm: { type: DataTypes.TEXT, allowNull: false }, exact: { type: DataTypes.TEXT, allowNull: false } }, [['norm']]);
+      await index(
+        'idx_token',
+        {
+          system: { type: DataTypes.TEXT, allowNull: true },
+          code: { type: DataTypes.TEXT, allowNull: true },
+          text: { type: DataTypes.TEXT, allowNull: true },
+        },
+        [['code', 'system'], ['system']],
+      );
+      await index('idx_date', { lo: { type: DataTypes.BIGINT, allowNull: false }, hi: { type: DataTypes.BIGINT, allowNull: false } }, [['lo'], ['hi']]);
+      await index(
+        'idx_reference',
+        {
+          target_type: { type: DataTypes.STRING(64), allowNull: true },
+          target_id: { type: DataTypes.STRING(64), allowNull: true },
+          url: { type: DataTypes.TEXT, allowNull: true },
+          ident_system: { type: DataTypes.TEXT, allowNull: true },
+          ident_value: { type: DataTypes.TEXT, allowNull: true },
+        },
+        [['target_id', 'target_type'], ['url'], ['ident_value']],
+      );
+      await index('idx_uri', { uri: { type: DataTypes.TEXT, allowNull: false } }, [['uri']]);
+      if (m.pg) {
+        // Prefix searches compare ranges of normalised strings: they need byte order, not the locale's.
+        for (const [table, column] of [['idx_string', 'norm'], ['idx_string', 'exact'], ['idx_token', 'code'], ['idx_uri', 'uri']]) {
+          await m.sql(`ALTER TABLE ${table} ALTER COLUMN ${column} TYPE TEXT COLLATE "C"`);
+        }
+      }
+    },
+  },
+];
+
+/** Ids of all migrations, in order (for the health report and tests). */
+export const migrationIds: readonly string[] = migrations.map((m) => m.id);
+
+/**
+ * Applies the migrations that have not run yet, all in one transaction (DDL is
+ * transactional on both engines). On PostgreSQL a transaction-scoped advisory lock makes
+ * several processes starting at once apply each migration exactly once.
+ */
+export async function migrate(sequelize: Sequelize): Promise<string[]> {
+  const qi = sequelize.getQueryInterface();
+  const pg = sequelize.getDialect() === 'postgres';
+  const applied: string[] = [];
+  await sequelize.transaction(async (transaction) => {
+    if (pg) await sequelize.query('SELECT pg_advisory_xact_lock(727000)', { transaction });
+    await qi.createTable(
+      'custodian_migrations',
+      { id: { type: DataTypes.STRING(128), primaryKey: true }, applied_at: { type: DataTypes.BIGINT, allowNull: false } },
+      { transaction },
+    );
+    const [rows] = await sequelize.query('SELECT id FROM custodian_migrations', { transaction });
+    const done = new Set((rows as { id: string }[]).map((r) => r.id));
+    const context: MigrationContext = {
+      qi,
+      pg,
+      transaction,
+      createTable: (name, attributes) => qi.createTable(name, attributes, { transaction }),
+      addIndex: (table, fields, name, unique = false) => qi.addIndex(table, fields, { name, unique, transaction }),
+      sql: async (statement) => {
+        await sequelize.query(statement, { transaction });
+      },
+    };
+    for (const m of migrations) {
+      if (done.has(m.id)) continue;
+      await m.up(context);
+      await sequelize.query('INSERT INTO custodian_migrations (id, applied_at) VALUES (?, ?)', { replacements: [m.id, Date.now()], transaction });
+      applied.push(m.id);
+    }
+  });
+  return applied;
+}

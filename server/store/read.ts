@@ -1,0 +1,124 @@
+import type { ResourceType } from '../../resources';
+import type { Queryable } from './driver';
+import { fromCurrentRow, fromVersionRow, type CurrentRow, type HistoryVersion, type StoredVersion, type VersionRow } from './records';
+
+/**
+ * The read side of the store. Only the gate may import this module (a test enforces it):
+ * every path that returns resource content must pass a consent decision first.
+ */
+
+/** A filter over current resources, compiled by `search/` into SQL over `resources r`. */
+export interface ResourceFilter {
+  /** SQL boolean expression over `r`, with `?` placeholders. */
+  readonly where: string;
+  readonly params: readonly unknown[];
+}
+
+/** One page of current resources, keyset-paged on `rid`. */
+export interface PageRequest {
+  readonly types: readonly ResourceType[];
+  readonly filter: ResourceFilter;
+  /** Exclusive lower bound on `rid` (next page) ... */
+  readonly afterRid?: number;
+  /** ... or exclusive upper bound (previous page, read backwards). */
+  readonly beforeRid?: number;
+  readonly limit: number;
+}
+
+export interface HistoryRequest {
+  readonly types: readonly ResourceType[];
+  readonly id?: string;
+  /** Versions written at or after this instant (ms). */
+  readonly since?: number;
+  /** Versions that were current at some point in [lo, hi] (ms). */
+  readonly at?: { lo: number; hi: number };
+  /** Keyset bounds on the commit sequence. */
+  readonly beforeSeq?: number;
+  readonly afterSeq?: number;
+  readonly order: 'desc' | 'asc';
+  readonly limit: number;
+}
+
+const CURRENT = 'r.rid, r.type, r.id, r.version_id, r.last_updated, r.deleted, r.content, r.created_by, r.creator_org';
+const VERSION = 'v.seq, v.rid, v.type, v.id, v.version_id, v.last_updated, v.deleted, v.method, v.content';
+
+export class StoreReader {
+  /** Reads through `driver`: the reader connection, or a write transaction's own connection. */
+  constructor(private readonly driver: Queryable) {}
+
+  /** The current version (possibly a deletion) of one resource. */
+  async current(type: ResourceType, id: string): Promise<StoredVersion | undefined> {
+    const row = await this.driver.get<CurrentRow>(`SELECT ${CURRENT} FROM resources r WHERE r.type = ? AND r.id = ?`, [type, id]);
+    return row ? fromCurrentRow(row) : undefined;
+  }
+
+  /** One version of a resource. */
+  async version(type: ResourceType, id: string, versionId: number): Promise<HistoryVersion | undefined> {
+    const row = await this.driver.get<VersionRow>(`SELECT ${VERSION} FROM resource_versions v WHERE v.type = ? AND v.id = ? AND v.version_id = ?`, [
+      type,
+      id,
+      versionId,
+    ]);
+    return row ? fromVersionRow(row) : undefined;
+  }
+
+  /** Current, non-deleted resources matching a filter, one keyset page (in `rid` order). */
+  async page(req: PageRequest): Promise<StoredVersion[]> {
+    const params: unknown[] = [...req.types];
+    let sql = `SELECT ${CURRENT} FROM resources r WHERE r.type IN (${req.types.map(() => '?').join(', ')}) AND r.deleted = 0 AND (${req.filter.where})`;
+    params.push(...req.filter.params);
+    if (req.afterRid !== undefined) {
+      sql += ' AND r.rid > ?';
+      params.push(req.afterRid);
+    }
+    if (req.beforeRid !== undefined) {
+      sql += ' AND r.rid < ?';
+      params.push(req.beforeRid);
+    }
+    const backwards = req.beforeRid !== undefined && req.afterRid === undefined;
+    sql += ` ORDER BY r.rid ${backwards ? 'DESC' : 'ASC'} LIMIT ?`;
+    params.push(req.limit);
+    const rows = (await this.driver.all<CurrentRow>(sql, params)).map(fromCurrentRow);
+    return backwards ? rows.reverse() : rows;
+  }
+
+  /** How many current resources match a filter. */
+  async count(types: readonly ResourceType[], filter: ResourceFilter): Promise<number> {
+    const row = await this.driver.get<{ n: number | string }>(
+      `SELECT COUNT(*) AS n FROM resources r WHERE r.type IN (${types.map(() => '?').join(', ')}) AND r.deleted = 0 AND (${filter.where})`,
+      [...types, ...filter.params],
+    );
+    return Number(row?.n ?? 0);
+  }
+
+  /** Versions in commit order (or its reverse), one keyset page. */
+  async history(req: HistoryRequest): Promise<HistoryVersion[]> {
+    const params: unknown[] = [...req.types];
+    let sql = `SELECT ${VERSION} FROM resource_versions v WHERE v.type IN (${req.types.map(() => '?').join(', ')})`;
+    if (req.id !== undefined) {
+      sql += ' AND v.id = ?';
+      params.push(req.id);
+    }
+    if (req.since !== undefined) {
+      sql += ' AND v.last_updated >= ?';
+      params.push(req.since);
+    }
+    if (req.at) {
+      // Current at some point in [lo, hi]: written by hi, and not replaced by a version written by lo.
+      sql +=
+        ' AND v.last_updated <= ? AND NOT EXISTS (SELECT 1 FROM resource_versions n WHERE n.type = v.type AND n.id = v.id AND n.version_id = v.version_id + 1 AND n.last_updated <= ?)';
+      params.push(req.at.hi, req.at.lo);
+    }
+    if (req.beforeSeq !== undefined) {
+      sql += ' AND v.seq < ?';
+      params.push(req.beforeSeq);
+    }
+    if (req.afterSeq !== undefined) {
+      sql += ' AND v.seq > ?';
+      params.push(req.afterSeq);
+    }
+    sql += ` ORDER BY v.seq ${req.order === 'asc' ? 'ASC' : 'DESC'} LIMIT ?`;
+    params.push(req.limit);
+    return (await this.driver.all<VersionRow>(sql, params)).map(fromVersionRow);
+  }
+}

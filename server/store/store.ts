@@ -1,0 +1,60 @@
+import { Sequelize } from 'sequelize';
+import type { DatabaseConfig } from '../config';
+import { openDriver, type Driver } from './driver';
+import { migrate } from './migrations';
+import { StoreReader } from './read';
+import { writeTransaction, type WriteTx } from './write';
+
+/**
+ * The versioned resource store: Sequelize owns the connections and the schema, the driver runs
+ * the hot-path statements over those same connections. Wired into the gate by app.ts; nothing
+ * in `http/` may import it.
+ */
+export class Store {
+  readonly reader: StoreReader;
+
+  private constructor(
+    readonly sequelize: Sequelize,
+    readonly driver: Driver,
+    private readonly now: () => number,
+    private readonly localBase: string | undefined,
+  ) {
+    this.reader = new StoreReader(driver);
+  }
+
+  /** Connects, applies pending migrations and prepares the driver. */
+  static async open(config: DatabaseConfig, options: { now: () => number; localBase?: string }): Promise<Store> {
+    const sequelize =
+      config.dialect === 'sqlite'
+        ? new Sequelize({ dialect: 'sqlite', storage: config.storage, logging: false })
+        : new Sequelize(config.url, { dialect: 'postgres', logging: false, pool: { max: config.poolMax, min: 0, idle: 10000, acquire: 30000 } });
+    try {
+      await sequelize.authenticate();
+      await migrate(sequelize);
+      const driver = await openDriver(sequelize, config.dialect === 'sqlite' ? { sqliteSynchronous: config.synchronous } : {});
+      return new Store(sequelize, driver, options.now, options.localBase);
+    } catch (err) {
+      await sequelize.close().catch(() => undefined);
+      throw err;
+    }
+  }
+
+  get dialect(): Driver['dialect'] {
+    return this.driver.dialect;
+  }
+
+  /** Runs `fn` in one write transaction (see WriteTx). */
+  transaction<T>(fn: (tx: WriteTx) => Promise<T>): Promise<T> {
+    return writeTransaction(this.driver, this.now, this.localBase, fn);
+  }
+
+  /** A cheap round trip, for health checks. */
+  async ping(): Promise<void> {
+    await this.driver.get('SELECT 1 AS ok');
+  }
+
+  async close(): Promise<void> {
+    await this.driver.close();
+    await this.sequelize.close();
+  }
+}

@@ -1,0 +1,202 @@
+import type { Resource } from 'fhir/r4';
+import type { ResourceType } from '../../resources';
+import { extractIndexRows, type IndexRows } from '../search/extract';
+import type { Dialect, Driver, Queryable } from './driver';
+import { fromCurrentRow, type CurrentRow, type StoredVersion } from './records';
+
+/** Who is writing: recorded server-side on create (the custodian rule for Patients without managingOrganization). */
+export interface Writer {
+  readonly clientId: string | null;
+  readonly organization: string | null;
+}
+
+interface PendingVersion {
+  rid: number;
+  type: ResourceType;
+  id: string;
+  versionId: number;
+  lastUpdated: number;
+  deleted: boolean;
+  method: 'POST' | 'PUT' | 'PATCH' | 'DELETE';
+  content: string | null;
+}
+
+const CURRENT_COLUMNS = 'rid, type, id, version_id, last_updated, deleted, content, created_by, creator_org';
+
+/**
+ * The write side of the versioned store: one instance per database transaction.
+ *
+ * A version, its history row and its index rows commit together or not at all (DESIGN.md
+ * invariant 4). History rows are buffered and inserted last, under a lock held until commit,
+ * so their `seq` (the commit sequence) is in commit order on PostgreSQL as on SQLite.
+ */
+export class WriteTx {
+  private readonly pending: PendingVersion[] = [];
+  private lastStamp = 0;
+
+  constructor(
+    readonly q: Queryable,
+    private readonly dialect: Dialect,
+    private readonly now: () => number,
+    private readonly localBase: string | undefined,
+  ) {}
+
+  /**
+   * The current row of a resource, locked for the rest of the transaction on PostgreSQL
+   * (SQLite transactions are already serialised). Concurrent updates of one resource therefore
+   * queue here and each sees the version the previous one wrote.
+   */
+  async current(type: ResourceType, id: string): Promise<StoredVersion | undefined> {
+    const lock = this.dialect === 'postgres' ? ' FOR UPDATE' : '';
+    const row = await this.q.get<CurrentRow>(`SELECT ${CURRENT_COLUMNS} FROM resources WHERE type = ? AND id = ?${lock}`, [type, id]);
+    return row ? fromCurrentRow(row) : undefined;
+  }
+
+  /**
+   * Serialises transactions that use the same key until they commit (PostgreSQL advisory lock;
+   * a no-op on SQLite, where writers are serialised already). Used where a row to lock may not
+   * exist yet: create-on-update with a client id, conditional create and update.
+   */
+  async lockKey(key: string): Promise<void> {
+    if (this.dialect === 'postgres') await this.q.run('SELECT pg_advisory_xact_lock(hashtext(?))', [key]);
+  }
+
+  /** A timestamp for a new version: the clock, but never earlier than the last one of this transaction. */
+  private stamp(): number {
+    this.lastStamp = Math.max(this.now(), this.lastStamp);
+    return this.lastStamp;
+  }
+
+  private withMeta(resource: Resource, versionId: number, lastUpdated: number): Resource {
+    const { resourceType, id, meta, ...rest } = resource;
+    return { resourceType, id, meta: { ...meta, versionId: String(versionId), lastUpdated: new Date(lastUpdated).toISOString() }, ...rest } as Resource;
+  }
+
+  /** Stores version 1 of a new resource; `resource.id` must already be set. */
+  async create(type: ResourceType, resource: Resource, writer: Writer): Promise<StoredVersion> {
+    const id = resource.id!;
+    const lastUpdated = this.stamp();
+    const stored = this.withMeta(resource, 1, lastUpdated);
+    const content = JSON.stringify(stored);
+    const row = await this.q.get<{ rid: number | string }>(
+      'INSERT INTO resources (type, id, version_id, last_updated, deleted, content, created_by, creator_org) VALUES (?, ?, 1, ?, 0, ?, ?, ?) RETURNING rid',
+      [type, id, lastUpdated, content, writer.clientId, writer.organization],
+    );
+    const rid = Number(row!.rid);
+    await this.writeIndex(rid, type, stored, false);
+    this.pending.push({ rid, type, id, versionId: 1, lastUpdated, deleted: false, method: 'POST', content });
+    return { rid, type, id, versionId: 1, lastUpdated, deleted: false, resource: stored, createdBy: writer.clientId, creatorOrg: writer.organization };
+  }
+
+  /** Stores the next version of an existing (possibly deleted) resource. */
+  async update(previous: StoredVersion, resource: Resource, method: 'PUT' | 'PATCH'): Promise<StoredVersion> {
+    const versionId = previous.versionId + 1;
+    const lastUpdated = Math.max(this.stamp(), previous.lastUpdated);
+    const stored = this.withMeta(resource, versionId, lastUpdated);
+    const content = JSON.stringify(stored);
+    const changed = await this.q.run('UPDATE resources SET version_id = ?, last_updated = ?, deleted = 0, content = ? WHERE rid = ? AND version_id = ?', [
+      versionId,
+      lastUpdated,
+      content,
+      previous.rid,
+      previous.versionId,
+    ]);
+    if (changed !== 1) throw new Error(`concurrent write to ${previous.type}/${previous.id} slipped past the row lock`);
+    await this.writeIndex(previous.rid, previous.type, stored, true);
+    this.pending.push({ rid: previous.rid, type: previous.type, id: previous.id, versionId, lastUpdated, deleted: false, method, content });
+    return { ...previous, versionId, lastUpdated, deleted: false, resource: stored };
+  }
+
+  /** Records a deletion as a new version; the resource leaves every search index. */
+  async delete(previous: StoredVersion): Promise<StoredVersion> {
+    const versionId = previous.versionId + 1;
+    const lastUpdated = Math.max(this.stamp(), previous.lastUpdated);
+    const changed = await this.q.run('UPDATE resources SET version_id = ?, last_updated = ?, deleted = 1, content = NULL WHERE rid = ? AND version_id = ?', [
+      versionId,
+      lastUpdated,
+      previous.rid,
+      previous.versionId,
+    ]);
+    if (changed !== 1) throw new Error(`concurrent write to ${previous.type}/${previous.id} slipped past the row lock`);
+    await this.clearIndex(previous.rid);
+    this.pending.push({ rid: previous.rid, type: previous.type, id: previous.id, versionId, lastUpdated, deleted: true, method: 'DELETE', content: null });
+    return { ...previous, versionId, lastUpdated, deleted: true, resource: undefined };
+  }
+
+  private async clearIndex(rid: number): Promise<void> {
+    for (const table of INDEX_TABLES) await this.q.run(`DELETE FROM ${table} WHERE rid = ?`, [rid]);
+  }
+
+  private async writeIndex(rid: number, type: ResourceType, resource: Resource, replace: boolean): Promise<void> {
+    if (replace) await this.clearIndex(rid);
+    const rows = extractIndexRows(type, resource, this.localBase);
+    await insertIndexRows(this.q, rid, type, rows);
+  }
+
+  /** Inserts the buffered history rows with their commit sequence numbers; called just before COMMIT. */
+  async flush(): Promise<void> {
+    if (this.pending.length === 0) return;
+    const cols = '(seq, rid, type, id, version_id, last_updated, deleted, method, content)';
+    if (this.dialect === 'postgres') {
+      await this.q.run('SELECT pg_advisory_xact_lock(727001)');
+      for (const chunk of chunks(this.pending, 200)) {
+        const values = chunk.map(() => "(nextval('commit_seq'), ?, ?, ?, ?, ?, ?, ?, ?)").join(', ');
+        await this.q.run(`INSERT INTO resource_versions ${cols} VALUES ${values}`, chunk.flatMap(versionParams));
+      }
+    } else {
+      const top = await this.q.get<{ s: number | string | null }>('SELECT MAX(seq) AS s FROM resource_versions');
+      let seq = Number(top?.s ?? 0);
+      for (const chunk of chunks(this.pending, 200)) {
+        const values = chunk.map(() => '(?, ?, ?, ?, ?, ?, ?, ?, ?)').join(', ');
+        await this.q.run(`INSERT INTO resource_versions ${cols} VALUES ${values}`, chunk.flatMap((v) => [++seq, ...versionParams(v)]));
+      }
+    }
+    this.pending.length = 0;
+  }
+}
+
+export const INDEX_TABLES = ['idx_string', 'idx_token', 'idx_date', 'idx_reference', 'idx_uri'] as const;
+
+function versionParams(v: PendingVersion): unknown[] {
+  return [v.rid, v.type, v.id, v.versionId, v.lastUpdated, v.deleted ? 1 : 0, v.method, v.content];
+}
+
+function* chunks<T>(items: readonly T[], size: number): Generator<T[]> {
+  for (let i = 0; i < items.length; i += size) yield items.slice(i, i + size);
+}
+
+/** Multi-row inserts of a resource's index rows (one statement per table that has rows). */
+export async function insertIndexRows(q: Queryable, rid: number, type: ResourceType, rows: IndexRows): Promise<void> {
+  const insert = async (table: string, columns: string[], values: unknown[][]) => {
+    for (const chunk of chunks(values, 100)) {
+      const placeholders = chunk.map(() => `(?, ?, ${columns.map(() => '?').join(', ')})`).join(', ');
+      await q.run(`INSERT INTO ${table} (rid, type, ${columns.join(', ')}) VALUES ${placeholders}`, chunk.flatMap((v) => [rid, type, ...v]));
+    }
+  };
+  if (rows.string.length) await insert('idx_string', ['param', 'norm', 'exact'], rows.string.map((r) => [r.param, r.norm, r.exact]));
+  if (rows.token.length) await insert('idx_token', ['param', 'system', 'code', 'text'], rows.token.map((r) => [r.param, r.system, r.code, r.text]));
+  if (rows.date.length) await insert('idx_date', ['param', 'lo', 'hi'], rows.date.map((r) => [r.param, r.lo, r.hi]));
+  if (rows.reference.length) {
+    await insert(
+      'idx_reference',
+      ['param', 'target_type', 'target_id', 'url', 'ident_system', 'ident_value'],
+      rows.reference.map((r) => [r.param, r.targetType, r.targetId, r.url, r.identSystem, r.identValue]),
+    );
+  }
+  if (rows.uri.length) await insert('idx_uri', ['param', 'uri'], rows.uri.map((r) => [r.param, r.uri]));
+}
+
+/** Runs `fn` in one transaction with a WriteTx, flushing history rows before commit. */
+export async function writeTransaction<T>(
+  driver: Driver,
+  now: () => number,
+  localBase: string | undefined,
+  fn: (tx: WriteTx) => Promise<T>,
+): Promise<T> {
+  return driver.transaction(async (q) => {
+    const tx = new WriteTx(q, driver.dialect, now, localBase);
+    const result = await fn(tx);
+    await tx.flush();
+    return result;
+  });
+}

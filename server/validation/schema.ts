@@ -1,0 +1,106 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import Ajv, { type ErrorObject, type ValidateFunction } from 'ajv';
+import draft06 from 'ajv/dist/refs/json-schema-draft-06.json';
+import type { OperationOutcomeIssue } from 'fhir/r4';
+import { profilesDir } from '../profiles-dir';
+import { pathExpression } from './paths';
+
+const SCHEMA_ID = 'http://hl7.org/fhir/json-schema/4.0';
+
+/**
+ * The official FHIR R4 JSON schema (`profiles/r4/fhir.schema.json`), compiled with ajv once per
+ * process: compiling takes 2-3 s, and the compiled functions are immutable, so every app and
+ * test in the process shares them.
+ */
+class SchemaValidator {
+  private readonly ajv: Ajv;
+  private readonly byType = new Map<string, ValidateFunction>();
+
+  constructor() {
+    const schema = JSON.parse(fs.readFileSync(path.join(profilesDir(), 'r4', 'fhir.schema.json'), 'utf8')) as Record<string, unknown>;
+    // ajv 8 needs the draft-06 meta-schema, `$id` instead of `id`, and no discriminator mapping
+    // (see ../shared/fhir/README.md).
+    schema.$id = schema.id;
+    delete schema.id;
+    delete (schema.discriminator as Record<string, unknown>).mapping;
+    this.ajv = new Ajv({ strict: false, discriminator: true, allErrors: true, verbose: true });
+    this.ajv.addMetaSchema(draft06);
+    this.ajv.addSchema(schema);
+  }
+
+  /** Issues for `resource` against the schema definition of its declared type. */
+  validate(type: string, resource: unknown): OperationOutcomeIssue[] {
+    let fn = this.byType.get(type);
+    if (!fn) {
+      fn = this.ajv.getSchema(`${SCHEMA_ID}#/definitions/${type}`);
+      if (!fn) throw new Error(`no schema definition for ${type}`);
+      this.byType.set(type, fn);
+    }
+    if (fn(resource)) return [];
+    return describe(type, fn.errors ?? []);
+  }
+}
+
+/** Turns ajv errors into OperationOutcome issues with FHIRPath locations, one per problem. */
+function describe(type: string, errors: ErrorObject[]): OperationOutcomeIssue[] {
+  const seen = new Set<string>();
+  const issues: OperationOutcomeIssue[] = [];
+  // Errors from inside a failing oneOf/anyOf branch (contained resources) repeat the parent's; keep the most specific.
+  for (const err of errors) {
+    if (err.keyword === 'oneOf' || err.keyword === 'anyOf' || err.keyword === 'if') continue;
+    let location = err.instancePath;
+    let message: string;
+    switch (err.keyword) {
+      case 'additionalProperties': {
+        const prop = String((err.params as { additionalProperty: string }).additionalProperty);
+        location = `${location}/${prop}`;
+        message = `Unrecognized property '${prop}'`;
+        break;
+      }
+      case 'pattern':
+        message = /^(\/contained\/\d+)?\/id$/.test(location)
+          ? invalidId(String(valueAt(err)))
+          : `Invalid value ${JSON.stringify(valueAt(err))}: does not match the FHIR format for this element`;
+        break;
+      case 'enum':
+        message = `Invalid code ${JSON.stringify(valueAt(err))}: must be one of ${((err.params as { allowedValues: unknown[] }).allowedValues ?? []).map((v) => JSON.stringify(v)).join(', ')}`;
+        break;
+      case 'const':
+        message = `Must be ${JSON.stringify((err.params as { allowedValue: unknown }).allowedValue)}`;
+        break;
+      case 'type':
+        message = `Wrong JSON type: ${err.message}`;
+        break;
+      case 'required':
+        location = `${location}/${(err.params as { missingProperty: string }).missingProperty}`;
+        message = 'Missing required property';
+        break;
+      default:
+        message = err.message ?? err.keyword;
+    }
+    const expression = pathExpression(type, location);
+    const key = `${expression}|${message}`;
+    if (seen.has(key)) continue;
+    seen.add(key);
+    issues.push({ severity: 'error', code: err.keyword === 'additionalProperties' ? 'structure' : 'value', diagnostics: message, expression: [expression] });
+  }
+  return issues;
+}
+
+function invalidId(id: string): string {
+  const problem = id.length > 64 ? `Too long (${id.length} chars)` : `Invalid Characters ('${id}')`;
+  return `Invalid Resource id: ${problem}; ids are 1 to 64 of A-Z a-z 0-9 - .`;
+}
+
+function valueAt(err: ErrorObject): unknown {
+  return (err as ErrorObject & { data?: unknown }).data;
+}
+
+let shared: SchemaValidator | undefined;
+
+/** The process-wide compiled schema (immutable once built). */
+export function schemaValidator(): SchemaValidator {
+  return (shared ??= new SchemaValidator());
+}
+export type { SchemaValidator };

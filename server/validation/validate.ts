@@ -1,0 +1,85 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import type { OperationOutcomeIssue, StructureDefinition } from 'fhir/r4';
+import { definitions, RESOURCE_TYPES, type ResourceType } from '../../resources';
+import { FhirError } from '../errors';
+import { profilesDir } from '../profiles-dir';
+import { checkSafety } from './safety';
+import { schemaValidator } from './schema';
+import { StructureChecker } from './structure';
+
+/**
+ * The outcome of validating one resource.
+ * - `base`: problems with FHIR R4 itself (schema, base cardinality and invariants, narrative
+ *   safety, ids): the request is malformed, 400.
+ * - `profile`: the resource is valid FHIR but breaks a Custodian profile: 422.
+ * - `warnings`: reported by $validate, never block a write.
+ */
+export interface ValidationReport {
+  readonly base: OperationOutcomeIssue[];
+  readonly profile: OperationOutcomeIssue[];
+  readonly warnings: OperationOutcomeIssue[];
+}
+
+/**
+ * Validates resources against the official R4 JSON schema, the base R4 StructureDefinitions
+ * and Custodian's profiles in `profiles/`. Loaded once per process (a few seconds) and immutable.
+ */
+export class Validator {
+  private readonly checkers = new Map<ResourceType, StructureChecker>();
+  readonly profiles: ReadonlyMap<string, StructureDefinition>;
+
+  constructor() {
+    const dir = profilesDir();
+    const profiles = new Map<string, StructureDefinition>();
+    for (const file of fs.readdirSync(dir).filter((f) => f.startsWith('StructureDefinition-') && f.endsWith('.json'))) {
+      const sd = JSON.parse(fs.readFileSync(path.join(dir, file), 'utf8')) as StructureDefinition;
+      profiles.set(sd.url, sd);
+    }
+    this.profiles = profiles;
+    for (const type of RESOURCE_TYPES) {
+      const base = JSON.parse(fs.readFileSync(path.join(dir, 'r4', `StructureDefinition-${type}.json`), 'utf8')) as StructureDefinition;
+      const own = profiles.get(definitions[type].profile);
+      if (!own) throw new Error(`profile ${definitions[type].profile} for ${type} is missing from profiles/`);
+      this.checkers.set(type, new StructureChecker(type, base, [own]));
+    }
+    schemaValidator();
+  }
+
+  /** Every issue of `resource`, sorted into base problems, profile problems and warnings. */
+  report(type: ResourceType, resource: unknown): ValidationReport {
+    const report: ValidationReport = { base: [], profile: [], warnings: [] };
+    if (!resource || typeof resource !== 'object' || Array.isArray(resource)) {
+      report.base.push({ severity: 'error', code: 'structure', diagnostics: 'A resource must be a JSON object' });
+      return report;
+    }
+    const declared = (resource as { resourceType?: unknown }).resourceType;
+    if (declared !== type) {
+      report.base.push({ severity: 'error', code: 'structure', diagnostics: `resourceType must be "${type}", found ${JSON.stringify(declared)}`, expression: [`${type}.resourceType`] });
+      return report;
+    }
+    report.base.push(...schemaValidator().validate(type, resource));
+    report.base.push(...checkSafety(type, resource));
+    for (const issue of this.checkers.get(type)!.check(resource as Record<string, unknown>)) {
+      const { origin, ...plain } = issue;
+      if (plain.severity !== 'error') report.warnings.push(plain);
+      else if (origin === 'base') report.base.push(plain);
+      else report.profile.push(plain);
+    }
+    return report;
+  }
+
+  /** Throws the 400 or 422 a write must answer with when `resource` is not acceptable. */
+  assertValid(type: ResourceType, resource: unknown): void {
+    const { base, profile } = this.report(type, resource);
+    if (base.length) throw new FhirError('invalid-resource', `The ${type} is not valid FHIR R4`, { issues: base });
+    if (profile.length) throw new FhirError('unprocessable', `The ${type} does not meet the Custodian profile`, { issues: profile });
+  }
+}
+
+let shared: Validator | undefined;
+
+/** The process-wide validator (schema and StructureDefinitions are immutable once loaded). */
+export function sharedValidator(): Validator {
+  return (shared ??= new Validator());
+}
