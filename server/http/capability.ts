@@ -30,6 +30,7 @@ export function capabilityStatement(baseUrl: string, now: number): CapabilitySta
       operation: OPERATIONS.filter((o) => o.types.includes(type) && o.levels.some((l) => l !== 'system')).map((o) => ({ name: o.name.slice(1), definition: o.definition })),
     };
   });
+  const systemOperations = OPERATIONS.filter((o) => o.levels.includes('system')).map((o) => ({ name: o.name.slice(1), definition: o.definition }));
   return {
     resourceType: 'CapabilityStatement',
     status: 'active',
@@ -46,7 +47,7 @@ export function capabilityStatement(baseUrl: string, now: number): CapabilitySta
         mode: 'server',
         resource: resources,
         interaction: [{ code: 'transaction' }, { code: 'batch' }, { code: 'history-system' }],
-        operation: OPERATIONS.filter((o) => o.levels.includes('system')).map((o) => ({ name: o.name.slice(1), definition: o.definition })),
+        ...(systemOperations.length ? { operation: systemOperations } : {}),
       },
     ],
   };

@@ -44,11 +44,20 @@ const ORDER: Record<Entry['method'], number> = { DELETE: 0, POST: 1, PUT: 2, PAT
 
 export async function processBundle(gate: Gate, ctx: AccessContext, env: InteractionEnv, body: unknown, options: BundleRequestOptions): Promise<Bundle> {
   const bundle = asBundle(body);
-  const entries = (bundle.entry ?? []).map((e, i) => parseEntry(e, i, options.baseUrl));
-  if (entries.length > options.maxEntries) {
-    throw new FhirError('payload-too-large', `The Bundle has ${entries.length} entries; this server accepts at most ${options.maxEntries}`);
+  const raw = bundle.entry ?? [];
+  if (raw.length > options.maxEntries) {
+    throw new FhirError('payload-too-large', `The Bundle has ${raw.length} entries; this server accepts at most ${options.maxEntries}`);
   }
-  if (bundle.type === 'transaction') return transaction(gate, ctx, env, entries, options);
+  if (bundle.type === 'transaction') return transaction(gate, ctx, env, raw.map((e, i) => parseEntry(e, i, options.baseUrl)), options);
+  // In a batch a malformed entry fails alone.
+  const entries = raw.map((e, i) => {
+    try {
+      return parseEntry(e, i, options.baseUrl);
+    } catch (err) {
+      if (err instanceof FhirError) return err;
+      throw err;
+    }
+  });
   return batch(gate, ctx, env, entries, options);
 }
 
@@ -216,9 +225,13 @@ async function runRead(reads: Pick<GatedReads, 'read' | 'vread' | 'search' | 'co
   return out;
 }
 
-async function batch(gate: Gate, ctx: AccessContext, env: InteractionEnv, entries: Entry[], options: BundleRequestOptions): Promise<Bundle> {
+async function batch(gate: Gate, ctx: AccessContext, env: InteractionEnv, entries: (Entry | FhirError)[], options: BundleRequestOptions): Promise<Bundle> {
   const out: BundleEntry[] = [];
   for (const entry of entries) {
+    if (entry instanceof FhirError) {
+      out.push(errorEntry(entry));
+      continue;
+    }
     try {
       if (entry.method === 'GET' || entry.method === 'HEAD') out.push(await runRead(gate, ctx, env, entry, options));
       else out.push(writeEntry(await gate.transaction(ctx, (tx) => runWrite(tx, env, entry)), options));
@@ -227,7 +240,7 @@ async function batch(gate: Gate, ctx: AccessContext, env: InteractionEnv, entrie
       out.push(errorEntry(err));
     }
   }
-  return { resourceType: 'Bundle', type: 'batch-response', timestamp: new Date(env.now()).toISOString(), entry: out };
+  return { resourceType: 'Bundle', type: 'batch-response', timestamp: new Date(env.now()).toISOString(), ...(out.length ? { entry: out } : {}) };
 }
 
 async function transaction(gate: Gate, ctx: AccessContext, env: InteractionEnv, entries: Entry[], options: BundleRequestOptions): Promise<Bundle> {
@@ -298,7 +311,7 @@ async function transaction(gate: Gate, ctx: AccessContext, env: InteractionEnv, 
       resourceType: 'Bundle',
       type: 'transaction-response',
       timestamp: new Date(env.now()).toISOString(),
-      entry: entries.map((e) => results.get(e.index)!),
+      ...(entries.length ? { entry: entries.map((e) => results.get(e.index)!) } : {}),
     } satisfies Bundle;
   });
 }

@@ -5,7 +5,7 @@ import { FhirError } from '../errors';
 import type { StoredVersion } from '../store/records';
 import { parseSearch } from '../search/parse';
 import { compileFilter } from '../search/sql';
-import type { ResourceFilter } from '../store/read';
+import type { ResourceFilter } from '../search/filter';
 import type { Validator } from '../validation/validate';
 
 /** What the interaction functions need besides the gated transaction. */

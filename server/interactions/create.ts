@@ -28,8 +28,9 @@ export async function createResource(
     if (matches.length > 1) throw new FhirError('precondition-failed', `If-None-Exist matched more than one ${type}`);
     if (matches.length === 1) return { status: 200, version: matches[0], message: `${type}/${matches[0].id} already exists; nothing was created` };
   }
+  // Validated as sent (a malformed id is bad input even though create replaces it).
+  env.validator.assertValid(type, withoutServerMeta(resource));
   const fresh: Resource = { ...withoutServerMeta(resource), id: assignedId ?? newId() };
-  env.validator.assertValid(type, fresh);
   const version = await tx.create(type, fresh);
   return { status: 201, version, message: `Created ${type}/${version.id}` };
 }

@@ -79,8 +79,9 @@ export async function searchBundle(
   if (!firstPage) bundle.link.push({ relation: 'first', url: link() });
   if (page.previous) bundle.link.push({ relation: 'previous', url: link(encodeCursor(page.previous)) });
   if (page.next) bundle.link.push({ relation: 'next', url: link(encodeCursor(page.next)) });
-  bundle.entry = page.entries.map((v) => matchEntry(v, options));
-  if (parsed.ignored.length) bundle.entry.push(outcomeEntry(parsed.ignored));
+  const entries = page.entries.map((v) => matchEntry(v, options));
+  if (parsed.ignored.length) entries.push(outcomeEntry(parsed.ignored));
+  if (entries.length) bundle.entry = entries; // FHIR JSON has no empty arrays
   return bundle;
 }
 
@@ -153,8 +154,9 @@ export async function historyBundle(
   };
   if (before !== undefined) bundle.link!.push({ relation: 'first', url: link() });
   if (page.nextSeq !== undefined) bundle.link!.push({ relation: 'next', url: link(page.nextSeq) });
-  bundle.entry = page.entries.map((v) => historyEntry(v, options));
-  if (ignored.length) bundle.entry.push({ resource: { resourceType: 'OperationOutcome', issue: ignored } as OperationOutcome });
+  const entries = page.entries.map((v) => historyEntry(v, options));
+  if (ignored.length) entries.push({ resource: { resourceType: 'OperationOutcome', issue: ignored } as OperationOutcome });
+  if (entries.length) bundle.entry = entries; // FHIR JSON has no empty arrays
   return bundle;
 }
 

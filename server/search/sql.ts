@@ -1,4 +1,4 @@
-import type { ResourceFilter } from '../store/read';
+import type { ResourceFilter } from '../search/filter';
 import { normalizeString } from './extract';
 import type { Criterion, DateValue, ReferenceValue, TokenValue } from './parse';
 

@@ -25,8 +25,8 @@ export interface Driver extends Queryable {
   readonly dialect: Dialect;
   /**
    * Runs `fn` in one database transaction: committed when it resolves, rolled back when it throws.
-   * On SQLite transactions are serialised in-process on a dedicated writer connection
-   * (`BEGIN IMMEDIATE`); on PostgreSQL each gets its own pooled connection.
+   * On SQLite transactions are serialised in-process on a dedicated writer connection and
+   * group-committed (see SqliteDriver); on PostgreSQL each gets its own pooled connection.
    */
   transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T>;
   close(): Promise<void>;
@@ -85,9 +85,20 @@ class SqliteConnection implements Queryable {
   }
 }
 
+interface QueuedTransaction {
+  fn: (tx: Queryable) => Promise<unknown>;
+  resolve: (value: unknown) => void;
+  reject: (err: unknown) => void;
+}
+
+/** Most transactions folded into one commit. */
+const MAX_GROUP = 256;
+
 class SqliteDriver implements Driver {
   readonly dialect = 'sqlite' as const;
-  private queue: Promise<unknown> = Promise.resolve();
+  private readonly queue: QueuedTransaction[] = [];
+  private draining = false;
+  private idle: Promise<void> = Promise.resolve();
 
   private constructor(
     private readonly reader: SqliteConnection,
@@ -99,7 +110,7 @@ class SqliteDriver implements Driver {
     const reader = new SqliteConnection(await manager.getConnection({ uuid: 'custodian-reader' }));
     const writer = new SqliteConnection(await manager.getConnection({ uuid: 'custodian-writer' }));
     // WAL lets readers see the last committed state while the writer works; FULL makes each
-    // commit (and so each group-committed audit batch) survive power loss, not just a crash.
+    // commit survive power loss, not just a crash.
     for (const conn of [writer, reader]) {
       await conn.exec(`PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; PRAGMA synchronous = ${synchronous}; PRAGMA foreign_keys = ON;`);
     }
@@ -117,24 +128,82 @@ class SqliteDriver implements Driver {
     return this.transaction((tx) => tx.run(sql, params));
   }
 
+  /**
+   * Group commit. SQLite has one writer, so transactions queue anyway; those that queue while a
+   * commit is in progress run together in the next database transaction, each inside its own
+   * SAVEPOINT (so one failing rolls back only itself), and share one COMMIT and one fsync.
+   * Every caller's promise settles only after that COMMIT.
+   */
   transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {
-    const result = this.queue.then(async () => {
-      await this.writer.exec('BEGIN IMMEDIATE');
-      try {
-        const value = await fn(this.writer);
-        await this.writer.exec('COMMIT');
-        return value;
-      } catch (err) {
-        await this.writer.exec('ROLLBACK').catch(() => undefined);
-        throw err;
+    return new Promise<T>((resolve, reject) => {
+      this.queue.push({ fn, resolve: resolve as (v: unknown) => void, reject });
+      if (!this.draining) {
+        this.draining = true;
+        this.idle = this.drain();
       }
     });
-    this.queue = result.catch(() => undefined);
-    return result;
+  }
+
+  private async drain(): Promise<void> {
+    try {
+      while (this.queue.length) await this.commitGroup(this.queue.splice(0, MAX_GROUP));
+    } finally {
+      // Cleared in the same turn as the last empty-queue check, so no transaction is stranded.
+      this.draining = false;
+    }
+  }
+
+  private async commitGroup(group: QueuedTransaction[]): Promise<void> {
+    const outcomes: ({ ok: true; value: unknown } | { ok: false; error: unknown })[] = [];
+    try {
+      await this.writer.exec('BEGIN IMMEDIATE');
+    } catch (err) {
+      for (const t of group) t.reject(err);
+      return;
+    }
+    let broken: unknown;
+    for (const t of group) {
+      if (broken) {
+        outcomes.push({ ok: false, error: broken });
+        continue;
+      }
+      await this.writer.exec('SAVEPOINT w');
+      try {
+        const value = await t.fn(this.writer);
+        await this.writer.exec('RELEASE w');
+        outcomes.push({ ok: true, value });
+      } catch (error) {
+        outcomes.push({ ok: false, error });
+        try {
+          await this.writer.exec('ROLLBACK TO w; RELEASE w');
+        } catch (err) {
+          // SQLite rolled the whole transaction back itself (I/O error, disk full): nothing of
+          // this group survives.
+          broken = err;
+        }
+      }
+    }
+    if (!broken) {
+      try {
+        await this.writer.exec('COMMIT');
+      } catch (err) {
+        broken = err;
+      }
+    }
+    if (broken) {
+      await this.writer.exec('ROLLBACK').catch(() => undefined);
+      group.forEach((t, i) => t.reject(outcomes[i] && !outcomes[i].ok ? (outcomes[i] as { error: unknown }).error : broken));
+      return;
+    }
+    group.forEach((t, i) => {
+      const o = outcomes[i];
+      if (o.ok) t.resolve(o.value);
+      else t.reject(o.error);
+    });
   }
 
   async close(): Promise<void> {
-    await this.queue;
+    await this.idle;
     await this.reader.finalize();
     await this.writer.finalize();
   }

@@ -48,7 +48,9 @@ const migrations: readonly Migration[] = [
       await m.addIndex('resources', ['type', 'last_updated'], 'resources_type_updated');
 
       await m.createTable('resource_versions', {
-        seq: { type: DataTypes.BIGINT, primaryKey: true },
+        // SQLite: INTEGER PRIMARY KEY is the rowid, assigned in insert order by the single writer.
+        // PostgreSQL: assigned from commit_seq under a lock held to commit (see store/write.ts).
+        seq: { type: m.pg ? DataTypes.BIGINT : DataTypes.INTEGER, primaryKey: true },
         rid: { type: DataTypes.BIGINT, allowNull: false },
         type: { type: DataTypes.STRING(64), allowNull: false },
         id: { type: DataTypes.STRING(64), allowNull: false },

@@ -1,4 +1,5 @@
 import type { ResourceType } from '../../resources';
+import type { ResourceFilter } from '../search/filter';
 import type { Queryable } from './driver';
 import { fromCurrentRow, fromVersionRow, type CurrentRow, type HistoryVersion, type StoredVersion, type VersionRow } from './records';
 
@@ -7,12 +8,6 @@ import { fromCurrentRow, fromVersionRow, type CurrentRow, type HistoryVersion, t
  * every path that returns resource content must pass a consent decision first.
  */
 
-/** A filter over current resources, compiled by `search/` into SQL over `resources r`. */
-export interface ResourceFilter {
-  /** SQL boolean expression over `r`, with `?` placeholders. */
-  readonly where: string;
-  readonly params: readonly unknown[];
-}
 
 /** One page of current resources, keyset-paged on `rid`. */
 export interface PageRequest {

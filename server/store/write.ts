@@ -27,8 +27,8 @@ const CURRENT_COLUMNS = 'rid, type, id, version_id, last_updated, deleted, conte
  * The write side of the versioned store: one instance per database transaction.
  *
  * A version, its history row and its index rows commit together or not at all (DESIGN.md
- * invariant 4). History rows are buffered and inserted last, under a lock held until commit,
- * so their `seq` (the commit sequence) is in commit order on PostgreSQL as on SQLite.
+ * invariant 4). A history row's `seq` (the commit sequence) is in commit order on both engines:
+ * see record() and flush().
  */
 export class WriteTx {
   private readonly pending: PendingVersion[] = [];
@@ -83,8 +83,7 @@ export class WriteTx {
       [type, id, lastUpdated, content, writer.clientId, writer.organization],
     );
     const rid = Number(row!.rid);
-    await this.writeIndex(rid, type, stored, false);
-    this.pending.push({ rid, type, id, versionId: 1, lastUpdated, deleted: false, method: 'POST', content });
+    await Promise.all([this.writeIndex(rid, type, stored, false), this.record({ rid, type, id, versionId: 1, lastUpdated, deleted: false, method: 'POST', content })]);
     return { rid, type, id, versionId: 1, lastUpdated, deleted: false, resource: stored, createdBy: writer.clientId, creatorOrg: writer.organization };
   }
 
@@ -102,8 +101,10 @@ export class WriteTx {
       previous.versionId,
     ]);
     if (changed !== 1) throw new Error(`concurrent write to ${previous.type}/${previous.id} slipped past the row lock`);
-    await this.writeIndex(previous.rid, previous.type, stored, true);
-    this.pending.push({ rid: previous.rid, type: previous.type, id: previous.id, versionId, lastUpdated, deleted: false, method, content });
+    await Promise.all([
+      this.writeIndex(previous.rid, previous.type, stored, true),
+      this.record({ rid: previous.rid, type: previous.type, id: previous.id, versionId, lastUpdated, deleted: false, method, content }),
+    ]);
     return { ...previous, versionId, lastUpdated, deleted: false, resource: stored };
   }
 
@@ -118,13 +119,16 @@ export class WriteTx {
       previous.versionId,
     ]);
     if (changed !== 1) throw new Error(`concurrent write to ${previous.type}/${previous.id} slipped past the row lock`);
-    await this.clearIndex(previous.rid);
-    this.pending.push({ rid: previous.rid, type: previous.type, id: previous.id, versionId, lastUpdated, deleted: true, method: 'DELETE', content: null });
+    await Promise.all([
+      this.clearIndex(previous.rid),
+      this.record({ rid: previous.rid, type: previous.type, id: previous.id, versionId, lastUpdated, deleted: true, method: 'DELETE', content: null }),
+    ]);
     return { ...previous, versionId, lastUpdated, deleted: true, resource: undefined };
   }
 
   private async clearIndex(rid: number): Promise<void> {
-    for (const table of INDEX_TABLES) await this.q.run(`DELETE FROM ${table} WHERE rid = ?`, [rid]);
+    // Independent statements are issued together: the driver pipelines them on the connection.
+    await Promise.all(INDEX_TABLES.map((table) => this.q.run(`DELETE FROM ${table} WHERE rid = ?`, [rid])));
   }
 
   private async writeIndex(rid: number, type: ResourceType, resource: Resource, replace: boolean): Promise<void> {
@@ -133,23 +137,30 @@ export class WriteTx {
     await insertIndexRows(this.q, rid, type, rows);
   }
 
-  /** Inserts the buffered history rows with their commit sequence numbers; called just before COMMIT. */
+  /**
+   * Records a version in history. On SQLite the row is inserted at once: its rowid (`seq`) is
+   * assigned in insert order by the one writer, which is commit order. On PostgreSQL it is
+   * buffered until flush(), just before COMMIT.
+   */
+  private async record(version: PendingVersion): Promise<void> {
+    if (this.dialect === 'postgres') {
+      this.pending.push(version);
+      return;
+    }
+    await this.q.run('INSERT INTO resource_versions (rid, type, id, version_id, last_updated, deleted, method, content) VALUES (?, ?, ?, ?, ?, ?, ?, ?)', versionParams(version));
+  }
+
+  /**
+   * PostgreSQL: inserts the buffered history rows under an advisory lock that is held until
+   * COMMIT, taking their `seq` from commit_seq, so `seq` order is commit order across processes.
+   * Taking the lock last (after every row lock of the transaction) cannot deadlock.
+   */
   async flush(): Promise<void> {
     if (this.pending.length === 0) return;
-    const cols = '(seq, rid, type, id, version_id, last_updated, deleted, method, content)';
-    if (this.dialect === 'postgres') {
-      await this.q.run('SELECT pg_advisory_xact_lock(727001)');
-      for (const chunk of chunks(this.pending, 200)) {
-        const values = chunk.map(() => "(nextval('commit_seq'), ?, ?, ?, ?, ?, ?, ?, ?)").join(', ');
-        await this.q.run(`INSERT INTO resource_versions ${cols} VALUES ${values}`, chunk.flatMap(versionParams));
-      }
-    } else {
-      const top = await this.q.get<{ s: number | string | null }>('SELECT MAX(seq) AS s FROM resource_versions');
-      let seq = Number(top?.s ?? 0);
-      for (const chunk of chunks(this.pending, 200)) {
-        const values = chunk.map(() => '(?, ?, ?, ?, ?, ?, ?, ?, ?)').join(', ');
-        await this.q.run(`INSERT INTO resource_versions ${cols} VALUES ${values}`, chunk.flatMap((v) => [++seq, ...versionParams(v)]));
-      }
+    await this.q.run('SELECT pg_advisory_xact_lock(727001)');
+    for (const chunk of chunks(this.pending, 200)) {
+      const values = chunk.map(() => "(nextval('commit_seq'), ?, ?, ?, ?, ?, ?, ?, ?)").join(', ');
+      await this.q.run(`INSERT INTO resource_versions (seq, rid, type, id, version_id, last_updated, deleted, method, content) VALUES ${values}`, chunk.flatMap(versionParams));
     }
     this.pending.length = 0;
   }
@@ -166,24 +177,27 @@ function* chunks<T>(items: readonly T[], size: number): Generator<T[]> {
 }
 
 /** Multi-row inserts of a resource's index rows (one statement per table that has rows). */
+/** Multi-row inserts of a resource's index rows, one statement per table, issued together. */
 export async function insertIndexRows(q: Queryable, rid: number, type: ResourceType, rows: IndexRows): Promise<void> {
-  const insert = async (table: string, columns: string[], values: unknown[][]) => {
+  const statements: Promise<number>[] = [];
+  const insert = (table: string, columns: string[], values: unknown[][]) => {
     for (const chunk of chunks(values, 100)) {
       const placeholders = chunk.map(() => `(?, ?, ${columns.map(() => '?').join(', ')})`).join(', ');
-      await q.run(`INSERT INTO ${table} (rid, type, ${columns.join(', ')}) VALUES ${placeholders}`, chunk.flatMap((v) => [rid, type, ...v]));
+      statements.push(q.run(`INSERT INTO ${table} (rid, type, ${columns.join(', ')}) VALUES ${placeholders}`, chunk.flatMap((v) => [rid, type, ...v])));
     }
   };
-  if (rows.string.length) await insert('idx_string', ['param', 'norm', 'exact'], rows.string.map((r) => [r.param, r.norm, r.exact]));
-  if (rows.token.length) await insert('idx_token', ['param', 'system', 'code', 'text'], rows.token.map((r) => [r.param, r.system, r.code, r.text]));
-  if (rows.date.length) await insert('idx_date', ['param', 'lo', 'hi'], rows.date.map((r) => [r.param, r.lo, r.hi]));
+  if (rows.string.length) insert('idx_string', ['param', 'norm', 'exact'], rows.string.map((r) => [r.param, r.norm, r.exact]));
+  if (rows.token.length) insert('idx_token', ['param', 'system', 'code', 'text'], rows.token.map((r) => [r.param, r.system, r.code, r.text]));
+  if (rows.date.length) insert('idx_date', ['param', 'lo', 'hi'], rows.date.map((r) => [r.param, r.lo, r.hi]));
   if (rows.reference.length) {
-    await insert(
+    insert(
       'idx_reference',
       ['param', 'target_type', 'target_id', 'url', 'ident_system', 'ident_value'],
       rows.reference.map((r) => [r.param, r.targetType, r.targetId, r.url, r.identSystem, r.identValue]),
     );
   }
-  if (rows.uri.length) await insert('idx_uri', ['param', 'uri'], rows.uri.map((r) => [r.param, r.uri]));
+  if (rows.uri.length) insert('idx_uri', ['param', 'uri'], rows.uri.map((r) => [r.param, r.uri]));
+  await Promise.all(statements);
 }
 
 /** Runs `fn` in one transaction with a WriteTx, flushing history rows before commit. */

@@ -83,10 +83,14 @@ export function checkSafety(type: string, resource: unknown): OperationOutcomeIs
       return;
     }
     if (Array.isArray(value)) {
+      // http://hl7.org/fhir/R4/json.html: arrays, objects and strings are never empty, and null only
+      // stands in for a missing entry of an array of primitives that has extensions.
+      if (value.length === 0) issues.push({ severity: 'error', code: 'structure', diagnostics: 'Arrays must not be empty in FHIR JSON; omit the property', expression: [expression] });
       value.forEach((v, i) => visit(v, `${expression}[${i}]`, key));
       return;
     }
     if (value && typeof value === 'object') {
+      if (Object.keys(value).length === 0) issues.push({ severity: 'error', code: 'structure', diagnostics: 'Objects must not be empty in FHIR JSON; omit the property', expression: [expression] });
       for (const [k, v] of Object.entries(value)) {
         visit(v, `${expression}.${k}`, k);
       }

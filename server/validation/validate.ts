@@ -43,7 +43,8 @@ export class Validator {
       if (!own) throw new Error(`profile ${definitions[type].profile} for ${type} is missing from profiles/`);
       this.checkers.set(type, new StructureChecker(type, base, [own]));
     }
-    schemaValidator();
+    // Compile the schema for our types now, not on the first write (it takes seconds).
+    for (const type of RESOURCE_TYPES) schemaValidator().validate(type, { resourceType: type });
   }
 
   /** Every issue of `resource`, sorted into base problems, profile problems and warnings. */

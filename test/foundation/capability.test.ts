@@ -1,0 +1,91 @@
+import assert from 'node:assert/strict';
+import type { CapabilityStatement, CapabilityStatementRestResource } from 'fhir/r4';
+import { consent, patient } from '../support/fixtures';
+import { startHarness, type Harness } from '../support/harness';
+
+/**
+ * The CapabilityStatement is checked against behaviour: everything it lists works, and what it
+ * leaves out is refused.
+ */
+describe('Foundation: the CapabilityStatement says exactly what the server does', () => {
+  let h: Harness;
+  let cs: CapabilityStatement;
+  const ALL = ['read', 'vread', 'update', 'patch', 'delete', 'history-instance', 'history-type', 'create', 'search-type'];
+  before(async () => {
+    h = await startHarness();
+    cs = (await h.api.get('/metadata')).body;
+  });
+  after(() => h.close());
+
+  const resource = (type: string) => cs.rest![0].resource!.find((r) => r.type === type) as CapabilityStatementRestResource;
+
+  it('is an R4 JSON server statement for Patient, Consent and AuditEvent', () => {
+    assert.equal(cs.fhirVersion, '4.0.1');
+    assert.deepEqual(cs.format, ['application/fhir+json', 'json']);
+    assert.deepEqual(cs.patchFormat, ['application/json-patch+json']);
+    assert.deepEqual(cs.rest![0].resource!.map((r) => r.type), ['Patient', 'Consent', 'AuditEvent']);
+    assert.deepEqual(cs.rest![0].interaction!.map((i) => i.code).sort(), ['batch', 'history-system', 'transaction']);
+  });
+
+  const samples: Record<string, () => Record<string, unknown>> = {
+    Patient: () => patient() as unknown as Record<string, unknown>,
+    Consent: () => consent('cap-p') as unknown as Record<string, unknown>,
+    AuditEvent: () => ({
+      resourceType: 'AuditEvent',
+      type: { system: 'http://terminology.hl7.org/CodeSystem/audit-event-type', code: 'rest' },
+      recorded: '2024-01-01T00:00:00Z',
+      agent: [{ requestor: true, who: { display: 'x' } }],
+      source: { observer: { display: 'y' } },
+    }),
+  };
+
+  for (const type of ['Patient', 'Consent', 'AuditEvent']) {
+    it(`${type}: each listed interaction works and each unlisted one is a 405`, async () => {
+      const listed = new Set<string>(resource(type).interaction!.map((i) => i.code));
+      const created = await h.api.post(`/${type}`, samples[type]());
+      assert.equal(created.status, listed.has('create') ? 201 : 405);
+      const id = created.body.id;
+      const body = { ...samples[type](), id };
+      const probes: Record<string, () => Promise<number>> = {
+        read: async () => (await h.api.get(`/${type}/${id}`)).status,
+        vread: async () => (await h.api.get(`/${type}/${id}/_history/1`)).status,
+        'search-type': async () => (await h.api.get(`/${type}?_id=${id}`)).status,
+        'history-instance': async () => (await h.api.get(`/${type}/${id}/_history`)).status,
+        'history-type': async () => (await h.api.get(`/${type}/_history`)).status,
+        update: async () => (await h.api.put(`/${type}/${id}`, body)).status,
+        patch: async () => (await h.api.patch(`/${type}/${id}`, [{ op: 'add', path: '/language', value: 'en' }])).status,
+        delete: async () => (await h.api.delete(`/${type}/${id}`)).status,
+      };
+      for (const code of ALL.filter((c) => c !== 'create')) {
+        const status = await probes[code]();
+        if (listed.has(code)) assert.ok(status >= 200 && status < 300, `${type} ${code} is listed but answered ${status}`);
+        else assert.equal(status, 405, `${type} ${code} is not listed but answered ${status}`);
+      }
+    });
+
+    it(`${type}: every listed search parameter is applied, and an unlisted one is reported as ignored`, async () => {
+      const params = resource(type).searchParam!;
+      assert.ok(params.length > 5);
+      const values: Record<string, string> = { string: 'a', token: 'x|y', date: 'ge2020-01-01', reference: 'Patient/1', uri: 'http://example.org' };
+      for (const p of params) {
+        const res = await h.api.get(`/${type}?${p.name}=${encodeURIComponent(values[p.type])}`, { Prefer: 'handling=strict' });
+        assert.equal(res.status, 200, `${type}?${p.name} answered ${res.status}: ${JSON.stringify(res.body.issue ?? '')}`);
+      }
+      for (const unlisted of ['_text', '_content', 'not-a-param']) {
+        assert.ok(!params.some((p) => p.name === unlisted));
+        assert.equal((await h.api.get(`/${type}?${unlisted}=a`, { Prefer: 'handling=strict' })).status, 400, unlisted);
+      }
+    });
+
+    it(`${type}: the listed operations exist`, async () => {
+      for (const op of resource(type).operation ?? []) {
+        const res = await h.api.post(`/${type}/$${op.name}`, samples[type]());
+        assert.equal(res.status, 200, `$${op.name}`);
+      }
+    });
+  }
+
+  it('lists the profile each type is held to, and the profile exists in profiles/', () => {
+    for (const r of cs.rest![0].resource!) assert.match(r.profile!, /StructureDefinition\/custodian-/);
+  });
+});

@@ -1,0 +1,90 @@
+import assert from 'node:assert/strict';
+import type { Express } from 'express';
+import supertest from 'supertest';
+import { schemaValidator } from '../../server/validation/schema';
+
+export type Method = 'get' | 'post' | 'put' | 'patch' | 'delete' | 'head';
+
+export interface ApiOptions {
+  body?: unknown;
+  headers?: Record<string, string>;
+  /** Defaults to application/fhir+json when a body is given. */
+  contentType?: string;
+  /** Send `body` as-is (a string), not JSON-encoded. */
+  raw?: boolean;
+}
+
+export interface ApiResponse {
+  status: number;
+  headers: Record<string, string>;
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  body: any;
+  text: string;
+}
+
+/**
+ * Drives an app through the real HTTP stack (supertest) and checks every JSON body it gets
+ * back against the official R4 JSON schema, so no test can pass on a malformed response.
+ */
+export class Api {
+  constructor(private readonly app: Express) {}
+
+  async request(method: Method, path: string, options: ApiOptions = {}): Promise<ApiResponse> {
+    let req = supertest(this.app)[method](path).buffer(true).parse((res, cb) => {
+      let data = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => (data += chunk));
+      res.on('end', () => cb(null, data));
+    });
+    for (const [k, v] of Object.entries(options.headers ?? {})) req = req.set(k, v);
+    if (options.body !== undefined) {
+      req = req.set('Content-Type', options.contentType ?? 'application/fhir+json');
+      req = req.send(options.raw ? (options.body as string) : JSON.stringify(options.body));
+    }
+    const res = await req;
+    const text = typeof res.body === 'string' ? res.body : '';
+    let body: unknown = undefined;
+    if (text && /json/.test(String(res.headers['content-type'] ?? ''))) {
+      body = JSON.parse(text);
+      assertValidFhir(body, `${method.toUpperCase()} ${path} -> ${res.status}`);
+    }
+    return { status: res.status, headers: res.headers as Record<string, string>, body, text };
+  }
+
+  get(path: string, headers?: Record<string, string>) {
+    return this.request('get', path, { headers });
+  }
+  post(path: string, body: unknown, headers?: Record<string, string>) {
+    return this.request('post', path, { body, headers });
+  }
+  put(path: string, body: unknown, headers?: Record<string, string>) {
+    return this.request('put', path, { body, headers });
+  }
+  patch(path: string, body: unknown, headers?: Record<string, string>) {
+    return this.request('patch', path, { body, headers, contentType: 'application/json-patch+json' });
+  }
+  delete(path: string, headers?: Record<string, string>) {
+    return this.request('delete', path, { headers });
+  }
+}
+
+/** Every body the server sends must be a valid R4 resource. */
+export function assertValidFhir(body: unknown, where: string): void {
+  const type = (body as { resourceType?: string })?.resourceType;
+  assert.ok(typeof type === 'string', `${where}: response body has no resourceType: ${JSON.stringify(body).slice(0, 200)}`);
+  const issues = schemaValidator().validate(type, body);
+  assert.deepEqual(issues, [], `${where}: response body is not valid FHIR R4: ${JSON.stringify(issues).slice(0, 800)}`);
+  // What the schema does not say but the JSON format does: no empty arrays, objects or strings, no nulls.
+  const walk = (v: unknown, path: string): void => {
+    assert.ok(v !== null, `${where}: null at ${path}`);
+    assert.ok(v !== '', `${where}: empty string at ${path}`);
+    if (Array.isArray(v)) {
+      assert.ok(v.length > 0, `${where}: empty array at ${path}`);
+      v.forEach((x, i) => walk(x, `${path}[${i}]`));
+    } else if (v && typeof v === 'object') {
+      assert.ok(Object.keys(v).length > 0, `${where}: empty object at ${path}`);
+      for (const [k, x] of Object.entries(v)) walk(x, `${path}.${k}`);
+    }
+  };
+  walk(body, type);
+}

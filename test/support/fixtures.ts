@@ -1,0 +1,58 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Resource } from 'fhir/r4';
+
+/**
+ * The shared FHIR material: CUSTODIAN_SHARED_FHIR, or the first `shared/fhir` found beside the
+ * repository or above it (the checkout lives next to `shared/`).
+ */
+export const SHARED = findShared();
+
+function findShared(): string {
+  if (process.env.CUSTODIAN_SHARED_FHIR) return process.env.CUSTODIAN_SHARED_FHIR;
+  let dir = path.resolve(__dirname, '..', '..', '..');
+  for (;;) {
+    const candidate = path.join(dir, 'shared', 'fhir');
+    if (fs.existsSync(path.join(candidate, 'schema'))) return candidate;
+    const parent = path.dirname(dir);
+    if (parent === dir) throw new Error('shared/fhir not found; set CUSTODIAN_SHARED_FHIR');
+    dir = parent;
+  }
+}
+
+export function loadJson<T = Resource>(...parts: string[]): T {
+  return JSON.parse(fs.readFileSync(path.join(SHARED, ...parts), 'utf8')) as T;
+}
+
+/** Every JSON example in a shared folder, as [file name, resource]. */
+export function examples(folder: string, filter: (r: Resource) => boolean = () => true): [string, Resource][] {
+  const dir = path.join(SHARED, folder);
+  return fs
+    .readdirSync(dir)
+    .filter((f) => f.endsWith('.json'))
+    .sort()
+    .map((f) => [f, JSON.parse(fs.readFileSync(path.join(dir, f), 'utf8')) as Resource] as [string, Resource])
+    .filter(([, r]) => filter(r));
+}
+
+/** A minimal valid Patient. */
+export function patient(extra: Record<string, unknown> = {}): Resource {
+  return { resourceType: 'Patient', name: [{ family: 'Smith', given: ['Jo'] }], ...extra } as Resource;
+}
+
+/** A minimal valid Consent for a patient. */
+export function consent(patientId: string, extra: Record<string, unknown> = {}): Resource {
+  return {
+    resourceType: 'Consent',
+    status: 'active',
+    scope: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/consentscope', code: 'patient-privacy' }] },
+    category: [{ coding: [{ system: 'http://loinc.org', code: '59284-0' }] }],
+    patient: { reference: `Patient/${patientId}` },
+    policyRule: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code: 'OPTIN' }] },
+    ...extra,
+  } as Resource;
+}
+
+/** A valid NHS number (Modulus 11). */
+export const NHS_VALID = '9000000009';
+export const NHS_INVALID = '9000000008';
