@@ -4,7 +4,8 @@ import type { Resource } from 'fhir/r4';
 
 /**
  * The shared FHIR material: CUSTODIAN_SHARED_FHIR, or the first `shared/fhir` found beside the
- * repository or above it (the checkout lives next to `shared/`).
+ * repository or above it (the checkout lives next to `shared/`), or the workplace's
+ * /work/shared/fhir for a clone made elsewhere.
  */
 export const SHARED = findShared();
 
@@ -15,7 +16,10 @@ function findShared(): string {
     const candidate = path.join(dir, 'shared', 'fhir');
     if (fs.existsSync(path.join(candidate, 'schema'))) return candidate;
     const parent = path.dirname(dir);
-    if (parent === dir) throw new Error('shared/fhir not found; set CUSTODIAN_SHARED_FHIR');
+    if (parent === dir) {
+      if (fs.existsSync('/work/shared/fhir/schema')) return '/work/shared/fhir';
+      throw new Error('shared/fhir not found; set CUSTODIAN_SHARED_FHIR');
+    }
     dir = parent;
   }
 }
