@@ -4,8 +4,10 @@ import os from 'node:os';
 import path from 'node:path';
 import autocannon from 'autocannon';
 import type { Patient } from 'fhir/r4';
+import { generateJwkPair } from '../server/access/keys';
 import type { DatabaseConfig } from '../server/config';
 import { Store } from '../server/store/store';
+import { fetchToken } from './token';
 
 /**
  * `npm run bench`: throughput and latency of Custodian's hot paths as ratios to a bare Express
@@ -88,7 +90,7 @@ async function seed(database: DatabaseConfig): Promise<string[]> {
     await store.transaction(async (tx) => {
       for (let j = i; j < Math.min(i + 500, PATIENTS); j++) {
         const id = `bench-${j}`;
-        await tx.create('Patient', { ...samplePatient(j), id }, { clientId: 'bench', organization: null });
+        await tx.create('Patient', { ...samplePatient(j), id }, { clientId: 'bench', organization: 'https://fhir.nhs.uk/Id/ods-organization-code|BENCH1' });
         ids.push(id);
       }
     });
@@ -99,8 +101,25 @@ async function seed(database: DatabaseConfig): Promise<string[]> {
   return ids;
 }
 
+/** A registry with one client for the benchmark, its private key kept in memory. */
+async function benchClient(dataDir: string): Promise<{ clientsFile: string; privateJwk: import('jose').JWK }> {
+  const { privateJwk, publicJwk } = await generateJwkPair();
+  const clientsFile = path.join(dataDir, 'clients.json');
+  const entry = {
+    client_id: 'bench',
+    name: 'Benchmark client',
+    jwks: { keys: [publicJwk] },
+    organization: { identifier: { system: 'https://fhir.nhs.uk/Id/ods-organization-code', value: 'BENCH1' } },
+    scopes: ['system/*.cruds'],
+    purposes: ['TREAT'],
+  };
+  fs.writeFileSync(clientsFile, JSON.stringify([entry], null, 2));
+  return { clientsFile, privateJwk };
+}
+
 async function main(): Promise<void> {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'custodian-bench-'));
+  const { clientsFile, privateJwk } = await benchClient(dataDir);
   const databaseUrl = process.env.BENCH_DATABASE_URL;
   const database: DatabaseConfig = databaseUrl
     ? { dialect: 'postgres', url: databaseUrl, poolMax: 10 }
@@ -117,13 +136,18 @@ async function main(): Promise<void> {
     PORT: '0',
     LOG_LEVEL: 'error',
     CUSTODIAN_DATA_DIR: dataDir,
+    CUSTODIAN_CLIENTS: clientsFile,
+    CUSTODIAN_TOKEN_LIFETIME: '3600',
     ...(databaseUrl ? { DATABASE_URL: databaseUrl } : {}),
   });
   try {
+    const token = await fetchToken({ base: server.base, clientId: 'bench', privateJwk, scope: 'system/*.cruds' });
+    const auth = { authorization: `Bearer ${token.access_token}` };
     let n = 0;
     results.push(
       await run('(b) GET /Patient/{id}', {
         url: server.base,
+        headers: auth,
         requests: [{ method: 'GET', setupRequest: (req) => ({ ...req, path: `/Patient/${ids[n++ % ids.length]}` }) }],
       }),
     );
@@ -132,7 +156,7 @@ async function main(): Promise<void> {
       await run('(c) POST /Patient', {
         url: `${server.base}/Patient`,
         method: 'POST',
-        headers: { 'content-type': 'application/fhir+json' },
+        headers: { ...auth, 'content-type': 'application/fhir+json' },
         body,
       }),
     );

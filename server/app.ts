@@ -1,15 +1,20 @@
 import express, { type Express } from 'express';
-import { anonymousAccess } from './access/middleware';
+import { authenticate } from './access/authenticate';
+import type { SigningKey } from './access/keys';
+import type { ClientRegistry } from './access/registry';
+import { scopePolicy } from './access/scope-policy';
+import { TokenService, type TrustedIssuer } from './access/tokens';
 import type { Config } from './config';
 import { FhirError } from './errors';
 import { Gate } from './gate/gate';
-import { openAccessPolicy, type AccessPolicy } from './gate/policy';
+import { allOf, openAccessPolicy, type AccessPolicy } from './gate/policy';
 import { bodyParser } from './http/body';
 import type { HttpDeps } from './http/deps';
 import { errorHandler } from './http/errors';
 import { negotiate } from './http/format';
 import { baseUrl, requestId } from './http/pipeline';
 import { resourceRoutes } from './http/routes/resources';
+import { smartRoutes } from './http/routes/smart';
 import { systemRoutes } from './http/routes/system';
 import { createLogger, type Logger } from './log';
 import type { Store } from './store/store';
@@ -21,22 +26,41 @@ export interface AppOptions {
   readonly now?: () => number;
   readonly logger?: Logger;
   readonly validator?: Validator;
+  /** The consent policy (scopes are always enforced in front of it). */
   readonly policy?: AccessPolicy;
+  readonly access: AccessSetup;
+}
+
+/** Who may get tokens, and the key the server signs them with. */
+export interface AccessSetup {
+  readonly registry: ClientRegistry;
+  readonly key: SigningKey;
+  readonly trusted?: readonly TrustedIssuer[];
 }
 
 export interface App {
   readonly express: Express;
   readonly gate: Gate;
+  readonly tokens: TokenService;
 }
 
 /**
  * Builds the HTTP application from explicit dependencies (no globals): the request pipeline is
- * request id → base URL → content negotiation → access context → body → routes → one error mapper.
+ * request id → base URL → content negotiation → body → authentication (AccessContext) → routes
+ * → one error mapper.
  */
 export function buildApp(options: AppOptions): App {
   const now = options.now ?? Date.now;
   const logger = options.logger ?? createLogger(options.config.logLevel, now);
-  const gate = new Gate(options.store, options.policy ?? openAccessPolicy);
+  const gate = new Gate(options.store, allOf(scopePolicy, options.policy ?? openAccessPolicy));
+  const tokens = new TokenService({
+    key: options.access.key,
+    registry: options.access.registry,
+    lifetime: options.config.auth.tokenLifetime,
+    now,
+    replay: (key, expiresAt) => options.store.rememberAssertion(key, expiresAt),
+    trusted: options.access.trusted ?? [],
+  });
   const deps: HttpDeps = { config: options.config, gate, validator: options.validator ?? sharedValidator(), now, logger };
 
   const app = express();
@@ -48,13 +72,14 @@ export function buildApp(options: AppOptions): App {
   app.use(requestId);
   app.use(baseUrl(options.config));
   app.use(negotiate);
-  app.use(anonymousAccess);
   app.use(bodyParser(options.config.maxBodyBytes));
+  app.use(authenticate(tokens, options.config.baseUrl));
+  app.use(smartRoutes(tokens, options.access.key, options.config.baseUrl));
   app.use(systemRoutes(deps));
   app.use(resourceRoutes(deps));
   app.use((req) => {
     throw new FhirError('not-found', `No route for ${req.method} ${req.path}`);
   });
   app.use(errorHandler(logger));
-  return { express: app, gate };
+  return { express: app, gate, tokens };
 }

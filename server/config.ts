@@ -19,6 +19,18 @@ export interface Config {
   readonly maxBundleEntries: number;
   readonly search: { readonly defaultCount: number; readonly maxCount: number };
   readonly logLevel: LogLevel;
+  readonly auth: AuthConfig;
+}
+
+export interface AuthConfig {
+  /** The client registry file (JSON array of clients). */
+  readonly clientsFile: string;
+  /** The server's token-signing key (private JWK); generated under the data dir when absent. */
+  readonly signingKeyFile: string;
+  /** Access token lifetime, seconds. */
+  readonly tokenLifetime: number;
+  /** Trusted external issuers (JSON file), if any. */
+  readonly trustedIssuersFile: string | undefined;
 }
 
 export type LogLevel = 'silent' | 'error' | 'info' | 'debug';
@@ -53,6 +65,12 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
       maxCount: integer(env, 'CUSTODIAN_SEARCH_MAX_COUNT', 1000, 1, 10000),
     },
     logLevel: oneOf(env, 'LOG_LEVEL', ['silent', 'error', 'info', 'debug'], 'info'),
+    auth: {
+      clientsFile: path.resolve(cwd, env.CUSTODIAN_CLIENTS || path.join(dataDir, 'clients.json')),
+      signingKeyFile: path.resolve(cwd, env.CUSTODIAN_SIGNING_KEY || path.join(dataDir, 'keys', 'server-signing-key.json')),
+      tokenLifetime: integer(env, 'CUSTODIAN_TOKEN_LIFETIME', 300, 30, 3600),
+      trustedIssuersFile: env.CUSTODIAN_TRUSTED_ISSUERS ? path.resolve(cwd, env.CUSTODIAN_TRUSTED_ISSUERS) : undefined,
+    },
   };
 }
 

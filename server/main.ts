@@ -1,30 +1,57 @@
 import fs from 'node:fs';
+import path from 'node:path';
 import type { Server } from 'node:http';
+import { createDemoRegistry } from './access/demo';
+import { loadOrCreateSigningKey } from './access/keys';
+import { ClientRegistry, RegistryError } from './access/registry';
+import { loadTrustedIssuers } from './access/tokens';
 import { buildApp } from './app';
 import { ConfigError, loadConfig } from './config';
 import { createLogger } from './log';
 import { Store } from './store/store';
 
 /**
- * Process entry: read the configuration, open (and migrate) the store, listen, and shut down
- * gracefully on SIGTERM/SIGINT: stop accepting connections, let in-flight requests finish,
- * then close the database.
+ * Process entry: read the configuration and the client registry (creating demo clients on a
+ * first start), open (and migrate) the store, listen, and shut down gracefully on
+ * SIGTERM/SIGINT: stop accepting connections, let in-flight requests finish, close the database.
  */
 async function main(): Promise<void> {
   let config;
   try {
     config = loadConfig();
   } catch (err) {
-    if (err instanceof ConfigError) {
-      process.stderr.write(`custodian: configuration error: ${err.message}\n`);
-      process.exit(2);
-    }
+    if (err instanceof ConfigError) fail(`configuration error: ${err.message}`, 2);
     throw err;
   }
   const logger = createLogger(config.logLevel);
   fs.mkdirSync(config.dataDir, { recursive: true });
+
+  if (!fs.existsSync(config.auth.clientsFile) && !process.env.CUSTODIAN_CLIENTS) {
+    const lines = await createDemoRegistry(config.auth.clientsFile, path.join(config.dataDir, 'keys'));
+    process.stdout.write(lines.join('\n') + '\n');
+  }
+  let registry: ClientRegistry;
+  try {
+    registry = ClientRegistry.load(config.auth.clientsFile);
+  } catch (err) {
+    if (err instanceof RegistryError) fail(`client registry error: ${err.message}`, 2);
+    throw err;
+  }
+  const { key, created } = await loadOrCreateSigningKey(config.auth.signingKeyFile);
+  if (created) logger.info('generated the token signing key', { file: config.auth.signingKeyFile, kid: key.kid });
+  let trusted;
+  try {
+    trusted = loadTrustedIssuers(config.auth.trustedIssuersFile);
+  } catch (err) {
+    fail(`trusted issuers error: ${(err as Error).message}`, 2);
+  }
+
   const store = await Store.open(config.database, { now: Date.now, localBase: config.baseUrl });
-  const app = buildApp({ config, store, logger });
+  const app = buildApp({ config, store, logger, access: { registry, key, trusted } });
+  const stopWatching = registry.watch((result) => {
+    if (result.ok) logger.info('client registry reloaded', { file: registry.file, clients: result.count });
+    else logger.error('client registry change refused; the previous clients stay in force', { error: result.error });
+  });
 
   const server: Server = app.express.listen(config.port, config.host);
   await new Promise<void>((resolve, reject) => {
@@ -35,14 +62,15 @@ async function main(): Promise<void> {
   const port = typeof address === 'object' && address ? address.port : config.port;
   const shownHost = config.host === '0.0.0.0' || config.host === '::' ? 'localhost' : config.host;
   const base = config.baseUrl ?? `http://${shownHost}:${port}`;
-  logger.info('listening', { baseUrl: base, port, database: config.database.dialect });
-  process.stdout.write(`Custodian FHIR R4 server listening at ${base} (database: ${config.database.dialect})\n`);
+  logger.info('listening', { baseUrl: base, port, database: config.database.dialect, clients: registry.all().length });
+  process.stdout.write(`Custodian FHIR R4 server listening at ${base} (database: ${config.database.dialect}; ${registry.all().length} clients in ${config.auth.clientsFile})\n`);
 
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;
     stopping = true;
     logger.info('shutting down', { signal });
+    stopWatching();
     server.close(async () => {
       await store.close().catch((err) => logger.error('closing the store failed', { error: String(err) }));
       logger.info('stopped');
@@ -57,6 +85,11 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+}
+
+function fail(message: string, code: number): never {
+  process.stderr.write(`custodian: ${message}\n`);
+  process.exit(code);
 }
 
 main().catch((err) => {

@@ -43,6 +43,11 @@ describe('Architecture: the store is reachable only through the gate', () => {
     assert.deepEqual(offenders, []);
   });
 
+  it('only the authentication middleware reads the Authorization header; everything else sees the AccessContext', () => {
+    const readers = files.filter((f) => /get\(['"]authorization['"]\)|headers\.authorization/i.test(fs.readFileSync(path.join(ROOT, f), 'utf8')));
+    assert.deepEqual(readers, ['server/access/authenticate.ts']);
+  });
+
   it('this test can fail: it sees a store import planted in a handler', () => {
     const planted = "import { StoreReader } from '../store/read';";
     const m = /^import\s+(?!type\b)[^;]*?from\s+'(\.[^']+)'/m.exec(planted);

@@ -8,7 +8,8 @@ import { StoreReader, type HistoryRequest } from '../store/read';
 import type { HistoryVersion, StoredVersion } from '../store/records';
 import type { Store } from '../store/store';
 import type { Writer, WriteTx } from '../store/write';
-import type { AccessPolicy } from './policy';
+import type { Permission } from '../access/scopes';
+import type { AccessPolicy, ReadPurpose, SystemInteraction } from './policy';
 
 /**
  * The one chokepoint between storage and responses (DESIGN.md invariant 1): every read of
@@ -35,11 +36,11 @@ export class Gate {
   vread(ctx: AccessContext, type: ResourceType, id: string, versionId: number): Promise<HistoryVersion> {
     return this.reads.vread(ctx, type, id, versionId);
   }
-  search(ctx: AccessContext, types: readonly ResourceType[], filter: ResourceFilter, page: SearchPage): Promise<SearchResult> {
-    return this.reads.search(ctx, types, filter, page);
+  search(ctx: AccessContext, type: ResourceType, filter: ResourceFilter, page: SearchPage): Promise<SearchResult> {
+    return this.reads.search(ctx, type, filter, page);
   }
-  count(ctx: AccessContext, types: readonly ResourceType[], filter: ResourceFilter): Promise<number> {
-    return this.reads.count(ctx, types, filter);
+  count(ctx: AccessContext, type: ResourceType, filter: ResourceFilter): Promise<number> {
+    return this.reads.count(ctx, type, filter);
   }
   history(ctx: AccessContext, req: HistoryRequest): Promise<HistoryPage> {
     return this.reads.history(ctx, req);
@@ -61,37 +62,47 @@ export class GatedReads {
     private readonly policy: AccessPolicy,
   ) {}
 
-  private async decide(ctx: AccessContext, version: StoredVersion): Promise<Decision> {
-    const [decision] = await this.policy.canRead(ctx, [version], 'access');
+  private async decide(ctx: AccessContext, version: StoredVersion, purpose: ReadPurpose): Promise<Decision> {
+    const [decision] = await this.policy.canRead(ctx, [version], purpose);
     return decision;
+  }
+
+  /** 403 unless the context's scopes allow the interaction on the type at all (checked before any data is touched). */
+  allow(ctx: AccessContext, type: ResourceType, interaction: SystemInteraction): void {
+    const decision = this.policy.allowsInteraction(ctx, type, interaction);
+    if (decision.effect === 'deny') throw refused(`${interaction} on ${type}`, decision);
   }
 
   /** The current version of a resource: 404 if it never existed, 410 if deleted, 403 if hidden. */
   async read(ctx: AccessContext, type: ResourceType, id: string): Promise<StoredVersion> {
+    this.allow(ctx, type, 'read');
+    const purpose: ReadPurpose = { permission: 'r', action: 'access' };
     const version = await this.reader.current(type, id);
     if (!version) throw new FhirError('not-found', `${type}/${id} is not known`);
     if (version.deleted) {
       // A deletion carries no content, but that the resource existed is itself patient data.
-      await this.assertMayKnowOf(ctx, type, id);
+      await this.assertMayKnowOf(ctx, type, id, purpose);
       throw new FhirError('gone', `${type}/${id} was deleted`, { headers: { ETag: `W/"${version.versionId}"` } });
     }
-    const decision = await this.decide(ctx, version);
+    const decision = await this.decide(ctx, version, purpose);
     if (decision.effect === 'deny') throw forbidden(type, id, decision);
     return version;
   }
 
   /** One version of a resource (vread). */
   async vread(ctx: AccessContext, type: ResourceType, id: string, versionId: number): Promise<HistoryVersion> {
+    this.allow(ctx, type, 'vread');
+    const purpose: ReadPurpose = { permission: 'r', action: 'access' };
     const version = await this.reader.version(type, id, versionId);
     if (!version) {
-      await this.assertMayKnowOf(ctx, type, id, true);
+      await this.assertMayKnowOf(ctx, type, id, purpose, true);
       throw new FhirError('not-found', `${type}/${id} has no version ${versionId}`);
     }
     if (version.deleted) {
-      await this.assertMayKnowOf(ctx, type, id);
+      await this.assertMayKnowOf(ctx, type, id, purpose);
       throw new FhirError('gone', `${type}/${id} version ${versionId} is a deletion`);
     }
-    const decision = await this.decide(ctx, version);
+    const decision = await this.decide(ctx, version, purpose);
     if (decision.effect === 'deny') throw forbidden(type, id, decision);
     return version;
   }
@@ -101,7 +112,7 @@ export class GatedReads {
    * be allowed to see its last version with content. `unknown` says what to do when the
    * resource never existed at all.
    */
-  async assertMayKnowOf(ctx: AccessContext, type: ResourceType, id: string, notFoundIfUnknown = false): Promise<void> {
+  async assertMayKnowOf(ctx: AccessContext, type: ResourceType, id: string, purpose: ReadPurpose, notFoundIfUnknown = false): Promise<void> {
     const versions = await this.reader.history({ types: [type], id, order: 'desc', limit: 100 });
     if (versions.length === 0) {
       if (notFoundIfUnknown) throw new FhirError('not-found', `${type}/${id} is not known`);
@@ -109,15 +120,25 @@ export class GatedReads {
     }
     const last = versions.find((v) => !v.deleted);
     if (!last) return;
-    const decision = await this.decide(ctx, last);
+    const decision = await this.decide(ctx, last, purpose);
     if (decision.effect === 'deny') throw forbidden(type, id, decision);
+  }
+
+  /** The filter plus whatever the policy restricts this context's searches to. */
+  private restricted(ctx: AccessContext, type: ResourceType, filter: ResourceFilter): ResourceFilter {
+    const extra = this.policy.searchFilter?.(ctx, type);
+    return extra ? { where: `(${filter.where}) AND (${extra.where})`, params: [...filter.params, ...extra.params] } : filter;
   }
 
   /**
    * One page of search results, filled with visible resources only: reads batches from the
    * store in `rid` order until the page is full or the matches run out.
    */
-  async search(ctx: AccessContext, types: readonly ResourceType[], filter: ResourceFilter, page: SearchPage): Promise<SearchResult> {
+  async search(ctx: AccessContext, type: ResourceType, unrestricted: ResourceFilter, page: SearchPage, interaction: SystemInteraction = 'search-type'): Promise<SearchResult> {
+    this.allow(ctx, type, interaction);
+    const purpose: ReadPurpose = { permission: interaction === 'search-type' ? 's' : permissionOf(interaction), action: 'access' };
+    const filter = this.restricted(ctx, type, unrestricted);
+    const types = [type];
     const backwards = page.before !== undefined;
     const want = page.count + 1; // one extra says whether another page exists
     const found: StoredVersion[] = [];
@@ -128,7 +149,7 @@ export class GatedReads {
       for (;;) {
         const rows = await this.reader.page({ types, filter, afterRid: after, beforeRid: before, limit: batch });
         const ordered = backwards ? [...rows].reverse() : rows;
-        const decisions = await this.policy.canRead(ctx, ordered, 'access');
+        const decisions = await this.policy.canRead(ctx, ordered, purpose);
         ordered.forEach((v, i) => {
           if (found.length < want && decisions[i].effect === 'permit') found.push(v);
         });
@@ -148,12 +169,16 @@ export class GatedReads {
   }
 
   /** How many resources match the filter that this context may see. */
-  async count(ctx: AccessContext, types: readonly ResourceType[], filter: ResourceFilter): Promise<number> {
+  async count(ctx: AccessContext, type: ResourceType, unrestricted: ResourceFilter): Promise<number> {
+    this.allow(ctx, type, 'search-type');
+    const purpose: ReadPurpose = { permission: 's', action: 'access' };
+    const filter = this.restricted(ctx, type, unrestricted);
+    const types = [type];
     let total = 0;
     let after: number | undefined;
     for (;;) {
       const rows = await this.reader.page({ types, filter, afterRid: after, limit: 1000 });
-      const decisions = await this.policy.canRead(ctx, rows, 'access');
+      const decisions = await this.policy.canRead(ctx, rows, purpose);
       total += decisions.filter((d) => d.effect === 'permit').length;
       if (rows.length < 1000) return total;
       after = rows[rows.length - 1].rid;
@@ -165,15 +190,30 @@ export class GatedReads {
    * resource is refused outright (403); in type and system history hidden versions are left
    * out before paging. A deletion is shown to whoever may see the version before it.
    */
-  async history(ctx: AccessContext, req: HistoryRequest): Promise<HistoryPage> {
-    if (req.id !== undefined) await this.assertMayKnowOf(ctx, req.types[0], req.id, true);
+  async history(ctx: AccessContext, unscoped: HistoryRequest): Promise<HistoryPage> {
+    let req = unscoped;
+    let purpose: ReadPurpose;
+    if (req.id !== undefined) {
+      this.allow(ctx, req.types[0], 'history-instance');
+      purpose = { permission: 'r', action: 'access' };
+      await this.assertMayKnowOf(ctx, req.types[0], req.id, purpose, true);
+    } else if (req.types.length === 1) {
+      this.allow(ctx, req.types[0], 'history-type');
+      purpose = { permission: 's', action: 'access' };
+    } else {
+      // System history covers the types this context may list; others are left out, not refused.
+      const types = req.types.filter((t) => this.policy.allowsInteraction(ctx, t, 'history-system').effect === 'permit');
+      if (types.length === 0) this.allow(ctx, req.types[0], 'history-system');
+      req = { ...req, types };
+      purpose = { permission: 's', action: 'access' };
+    }
     const want = req.limit + 1;
     const found: HistoryVersion[] = [];
     let bounds = { beforeSeq: req.beforeSeq, afterSeq: req.afterSeq };
     const batch = Math.min(Math.max(want * 2, 50), 2000);
     for (;;) {
       const rows = await this.reader.history({ ...req, ...bounds, limit: batch });
-      const visible = await this.decideVersions(ctx, rows);
+      const visible = await this.decideVersions(ctx, rows, purpose);
       rows.forEach((v, i) => {
         if (found.length < want && visible[i]) found.push(v);
       });
@@ -185,9 +225,9 @@ export class GatedReads {
     return { entries, nextSeq: found.length > req.limit ? entries[entries.length - 1].seq : undefined };
   }
 
-  private async decideVersions(ctx: AccessContext, rows: readonly HistoryVersion[]): Promise<boolean[]> {
+  private async decideVersions(ctx: AccessContext, rows: readonly HistoryVersion[], purpose: ReadPurpose): Promise<boolean[]> {
     const withContent = rows.filter((v) => !v.deleted);
-    const decisions = await this.policy.canRead(ctx, withContent, 'access');
+    const decisions = await this.policy.canRead(ctx, withContent, purpose);
     const permitted = new Map(withContent.map((v, i) => [`${v.type}/${v.id}/${v.versionId}`, decisions[i].effect === 'permit']));
     const out: boolean[] = [];
     for (const v of rows) {
@@ -196,7 +236,7 @@ export class GatedReads {
         continue;
       }
       const previous = await this.reader.version(v.type, v.id, v.versionId - 1);
-      out.push(previous !== undefined && !previous.deleted && (await this.decide(ctx, previous)).effect === 'permit');
+      out.push(previous !== undefined && !previous.deleted && (await this.decide(ctx, previous, purpose)).effect === 'permit');
     }
     return out;
   }
@@ -242,12 +282,14 @@ export class GatedTx {
    * The current version of a resource about to be changed, locked until commit. A resource the
    * context may not see is reported as forbidden and left untouched.
    */
-  async current(type: ResourceType, id: string): Promise<StoredVersion | undefined> {
+  async current(type: ResourceType, id: string, interaction: 'update' | 'patch' | 'delete'): Promise<StoredVersion | undefined> {
+    this.reads.allow(this.ctx, type, interaction);
+    const purpose: ReadPurpose = { permission: permissionOf(interaction), action: 'access' };
     const version = await this.tx.current(type, id);
     if (!version) return undefined;
-    if (version.deleted) await this.reads.assertMayKnowOf(this.ctx, type, id);
+    if (version.deleted) await this.reads.assertMayKnowOf(this.ctx, type, id, purpose);
     else {
-      const [decision] = await this.policy.canRead(this.ctx, [version], 'access');
+      const [decision] = await this.policy.canRead(this.ctx, [version], purpose);
       if (decision.effect === 'deny') throw forbidden(type, id, decision);
     }
     return version;
@@ -258,8 +300,8 @@ export class GatedTx {
    * If-None-Exist, conditional update and conditional delete: hidden resources neither match
    * nor show up in a 412.
    */
-  async match(type: ResourceType, filter: ResourceFilter, limit = 2): Promise<StoredVersion[]> {
-    return (await this.reads.search(this.ctx, [type], filter, { count: limit })).entries;
+  async match(type: ResourceType, filter: ResourceFilter, interaction: 'create' | 'update' | 'delete', limit = 2): Promise<StoredVersion[]> {
+    return (await this.reads.search(this.ctx, type, filter, { count: limit }, interaction)).entries;
   }
 
   /** See WriteTx.lockKey. */
@@ -267,9 +309,10 @@ export class GatedTx {
     return this.tx.lockKey(key);
   }
 
-  private async authorize(type: ResourceType, before: StoredVersion | undefined, after: Resource | undefined): Promise<void> {
-    const decision = await this.policy.canWrite(this.ctx, type, before, after);
-    if (decision.effect === 'deny') throw new FhirError('forbidden', `This client may not write ${type}${before ? '/' + before.id : ''}: ${decision.detail}`);
+  private async authorize(type: ResourceType, interaction: 'create' | 'update' | 'patch' | 'delete', before: StoredVersion | undefined, after: Resource | undefined): Promise<void> {
+    this.reads.allow(this.ctx, type, interaction);
+    const decision = await this.policy.canWrite(this.ctx, type, before, after, permissionOf(interaction));
+    if (decision.effect === 'deny') throw refused(`${interaction} of ${type}${before ? '/' + before.id : ''}`, decision);
   }
 
   private writer(): Writer {
@@ -277,7 +320,7 @@ export class GatedTx {
   }
 
   async create(type: ResourceType, resource: Resource): Promise<StoredVersion> {
-    await this.authorize(type, undefined, resource);
+    await this.authorize(type, 'create', undefined, resource);
     return this.tx.create(type, resource, this.writer());
   }
 
@@ -285,16 +328,26 @@ export class GatedTx {
     if (!definitions[previous.type].interactions.includes(method === 'PUT' ? 'update' : 'patch')) {
       throw new FhirError('method-not-allowed', `${previous.type} does not support ${method === 'PUT' ? 'update' : 'patch'}`);
     }
-    await this.authorize(previous.type, previous, resource);
+    await this.authorize(previous.type, method === 'PUT' ? 'update' : 'patch', previous, resource);
     return this.tx.update(previous, resource, method);
   }
 
   async delete(previous: StoredVersion): Promise<StoredVersion> {
-    await this.authorize(previous.type, previous, undefined);
+    await this.authorize(previous.type, 'delete', previous, undefined);
     return this.tx.delete(previous);
   }
 }
 
 function forbidden(type: ResourceType, id: string, decision?: Decision): FhirError {
-  return new FhirError('forbidden', `Access to ${type}/${id} is not permitted${decision ? ` (${decision.reason})` : ''}`);
+  return refused(`access to ${type}/${id}`, decision);
+}
+
+/** The 403 for a refused decision; a scope refusal also says so in WWW-Authenticate (RFC 6750 §3.1). */
+function refused(what: string, decision?: Decision): FhirError {
+  const headers = decision?.reason === 'insufficient-scope' ? { 'WWW-Authenticate': `Bearer error="insufficient_scope", error_description="${decision.detail}"` } : undefined;
+  return new FhirError('forbidden', `Not permitted: ${what}${decision ? ` (${decision.reason}: ${decision.detail})` : ''}`, { headers });
+}
+
+function permissionOf(interaction: SystemInteraction): Permission {
+  return interaction === 'create' ? 'c' : interaction === 'update' || interaction === 'patch' ? 'u' : interaction === 'delete' ? 'd' : interaction === 'read' || interaction === 'vread' || interaction === 'history-instance' ? 'r' : 's';
 }

@@ -1,26 +1,37 @@
 import type { Resource } from 'fhir/r4';
-import type { ResourceType } from '../../resources';
+import type { Interaction, ResourceType } from '../../resources';
 import type { AccessContext } from '../access/context';
+import type { Permission } from '../access/scopes';
 import { permit, type Decision } from '../consent/decision';
+import type { ResourceFilter } from '../search/filter';
 import type { StoredVersion } from '../store/records';
 
-/** What a read is for: the consent engine distinguishes `access` from `disclose` (exports). */
-export type ReadAction = 'access' | 'disclose';
-
-/**
- * The gate's question to the policy: may this context see these versions / make this write?
- * Implementations load whatever they need (Patients, Consents) and return one Decision each.
- */
-export interface AccessPolicy {
-  canRead(ctx: AccessContext, versions: readonly StoredVersion[], action: ReadAction): Promise<Decision[]>;
-  canWrite(ctx: AccessContext, type: ResourceType, before: StoredVersion | undefined, after: Resource | undefined): Promise<Decision>;
+/** Why content is being read: the scope permission that covers it, and the consent action. */
+export interface ReadPurpose {
+  /** `r` for read/vread/instance history, `s` for search and type/system history, or the write permission when reading for a write. */
+  readonly permission: Permission;
+  /** `access` for ordinary reads, `disclose` for exports. */
+  readonly action: 'access' | 'disclose';
 }
 
+export type SystemInteraction = Interaction | 'history-system' | 'operation';
+
 /**
- * Permits everything. The foundation's policy while no client identity exists; the consent
- * engine replaces it.
+ * The gate's questions: may this context use this interaction on this type at all, may it see
+ * these versions, may it make this write? Implementations load what they need (Patients,
+ * Consents) and answer with Decisions.
  */
+export interface AccessPolicy {
+  allowsInteraction(ctx: AccessContext, type: ResourceType, interaction: SystemInteraction): Decision;
+  canRead(ctx: AccessContext, versions: readonly StoredVersion[], purpose: ReadPurpose): Promise<Decision[]>;
+  canWrite(ctx: AccessContext, type: ResourceType, before: StoredVersion | undefined, after: Resource | undefined, permission: Permission): Promise<Decision>;
+  /** A restriction to add to this context's searches (pushed into SQL so pages fill fast); canRead still decides. */
+  searchFilter?(ctx: AccessContext, type: ResourceType): ResourceFilter | undefined;
+}
+
+/** Permits everything; the inner policy until the consent engine replaces it. */
 export const openAccessPolicy: AccessPolicy = {
+  allowsInteraction: () => permit('open-access', 'no access policy configured'),
   async canRead(_ctx, versions) {
     return versions.map(() => permit('open-access', 'no access policy configured'));
   },
@@ -28,3 +39,48 @@ export const openAccessPolicy: AccessPolicy = {
     return permit('open-access', 'no access policy configured');
   },
 };
+
+/**
+ * Deny-overrides across policies: an interaction, read or write is allowed only when every
+ * policy permits it; the first deny (in the given order) is the answer.
+ */
+export function allOf(...policies: AccessPolicy[]): AccessPolicy {
+  return {
+    allowsInteraction(ctx, type, interaction) {
+      let last: Decision | undefined;
+      for (const p of policies) {
+        last = p.allowsInteraction(ctx, type, interaction);
+        if (last.effect === 'deny') return last;
+      }
+      return last!;
+    },
+    async canRead(ctx, versions, purpose) {
+      let decisions: Decision[] = versions.map(() => permit('open-access', 'no policy'));
+      let pending = versions.map((_, i) => i);
+      for (const p of policies) {
+        if (pending.length === 0) break;
+        const answers = await p.canRead(ctx, pending.map((i) => versions[i]), purpose);
+        const next: number[] = [];
+        answers.forEach((d, k) => {
+          decisions[pending[k]] = d;
+          if (d.effect === 'permit') next.push(pending[k]);
+        });
+        pending = next;
+      }
+      return decisions;
+    },
+    async canWrite(ctx, type, before, after, permission) {
+      let last: Decision | undefined;
+      for (const p of policies) {
+        last = await p.canWrite(ctx, type, before, after, permission);
+        if (last.effect === 'deny') return last;
+      }
+      return last!;
+    },
+    searchFilter(ctx, type) {
+      const filters = policies.map((p) => p.searchFilter?.(ctx, type)).filter((f): f is ResourceFilter => f !== undefined);
+      if (filters.length === 0) return undefined;
+      return { where: filters.map((f) => `(${f.where})`).join(' AND '), params: filters.flatMap((f) => [...f.params]) };
+    },
+  };
+}

@@ -45,6 +45,18 @@ export function capabilityStatement(baseUrl: string, now: number): CapabilitySta
     rest: [
       {
         mode: 'server',
+        security: {
+          cors: false,
+          service: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/restful-security-service', code: 'SMART-on-FHIR' }] }],
+          extension: [
+            {
+              url: 'http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris',
+              extension: [{ url: 'token', valueUri: `${baseUrl}/auth/token` }],
+            },
+          ],
+          description:
+            'SMART Backend Services (client_credentials with a private_key_jwt assertion, RS384 or ES384). Every route but /metadata, /.well-known/smart-configuration, /.well-known/jwks.json and /auth/token needs a bearer token; scopes (SMART v1 and v2) are enforced per interaction.',
+        },
         resource: resources,
         interaction: [{ code: 'transaction' }, { code: 'batch' }, { code: 'history-system' }],
         ...(systemOperations.length ? { operation: systemOperations } : {}),

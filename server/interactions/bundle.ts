@@ -266,7 +266,7 @@ async function transaction(gate: Gate, ctx: AccessContext, env: InteractionEnv, 
         let existing: StoredVersion | undefined;
         if (e.request.ifNoneExist) {
           await tx.lockKey(`create:${e.type}?${e.request.ifNoneExist}`);
-          const matches = await tx.match(e.type, conditionalFilter(e.type, e.request.ifNoneExist, env));
+          const matches = await tx.match(e.type, conditionalFilter(e.type, e.request.ifNoneExist, env), 'create');
           if (matches.length > 1) throw new FhirError('precondition-failed', `If-None-Exist matched more than one ${e.type}`);
           existing = matches[0];
         }
@@ -333,7 +333,7 @@ async function rewriteReferences(resource: Resource, mapping: ReadonlyMap<string
     const q = ref.indexOf('?');
     const type = ref.slice(0, q);
     if (!isResourceType(type)) throw new FhirError('invalid-request', `Conditional reference ${ref}: ${type} is not served here`);
-    const matches = await tx.match(type, conditionalFilter(type, ref.slice(q + 1), env));
+    const matches = await tx.match(type, conditionalFilter(type, ref.slice(q + 1), env), 'create');
     if (matches.length !== 1) throw new FhirError('precondition-failed', `Conditional reference ${ref} matched ${matches.length === 0 ? 'nothing' : 'more than one resource'}`);
     conditional.set(ref, `${type}/${matches[0].id}`);
   }

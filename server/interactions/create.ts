@@ -24,7 +24,7 @@ export async function createResource(
     const filter = conditionalFilter(type, ifNoneExist, env);
     // Serialise conditional creates with the same criteria, so two cannot both create.
     await tx.lockKey(`create:${type}?${ifNoneExist}`);
-    const matches = await tx.match(type, filter);
+    const matches = await tx.match(type, filter, 'create');
     if (matches.length > 1) throw new FhirError('precondition-failed', `If-None-Exist matched more than one ${type}`);
     if (matches.length === 1) return { status: 200, version: matches[0], message: `${type}/${matches[0].id} already exists; nothing was created` };
   }

@@ -10,7 +10,7 @@ import { assertInteraction, conditionalFilter, type InteractionEnv, type WriteRe
  */
 export async function deleteResource(tx: GatedTx, _env: InteractionEnv, type: ResourceType, id: string, ifMatch?: number): Promise<WriteResult> {
   assertInteraction(type, 'delete');
-  const current = await tx.current(type, id);
+  const current = await tx.current(type, id, 'delete');
   if (!current) throw new FhirError('not-found', `${type}/${id} is not known`);
   if (ifMatch !== undefined && current.versionId !== ifMatch) {
     throw new FhirError('precondition-failed', `If-Match W/"${ifMatch}" does not match the current version W/"${current.versionId}" of ${type}/${id}`);
@@ -28,7 +28,7 @@ export async function deleteResource(tx: GatedTx, _env: InteractionEnv, type: Re
 export async function conditionalDelete(tx: GatedTx, env: InteractionEnv, type: ResourceType, query: string): Promise<WriteResult> {
   assertInteraction(type, 'delete');
   const filter = conditionalFilter(type, query, env);
-  const matches = await tx.match(type, filter);
+  const matches = await tx.match(type, filter, 'delete');
   if (matches.length > 1) throw new FhirError('precondition-failed', `The criteria matched more than one ${type}; nothing was deleted`);
   if (matches.length === 0) return { status: 200, message: `No ${type} matched; nothing was deleted` };
   return deleteResource(tx, env, type, matches[0].id);

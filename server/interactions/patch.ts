@@ -20,7 +20,7 @@ export async function patchResource(
 ): Promise<WriteResult> {
   assertInteraction(type, 'patch');
   const operations = asPatch(patch);
-  const current = await tx.current(type, id);
+  const current = await tx.current(type, id, 'patch');
   if (!current) throw new FhirError('not-found', `${type}/${id} is not known`);
   if (current.deleted) throw new FhirError('gone', `${type}/${id} was deleted`);
   if (ifMatch !== undefined && current.versionId !== ifMatch) {

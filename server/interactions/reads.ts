@@ -67,13 +67,13 @@ export async function searchBundle(
   const bundle: Bundle = { resourceType: 'Bundle', type: 'searchset', timestamp: new Date(env.now()).toISOString() };
 
   if (summary === 'count') {
-    bundle.total = await reads.count(ctx, [type], filter);
+    bundle.total = await reads.count(ctx, type, filter);
     bundle.link = [{ relation: 'self', url: link() }];
     return bundle;
   }
-  const page = await reads.search(ctx, [type], filter, { count: parsed.count, ...(parsed.cursor ?? {}) });
+  const page = await reads.search(ctx, type, filter, { count: parsed.count, ...(parsed.cursor ?? {}) });
   const firstPage = !parsed.cursor;
-  if (totalMode === 'accurate' || totalMode === 'estimate') bundle.total = await reads.count(ctx, [type], filter);
+  if (totalMode === 'accurate' || totalMode === 'estimate') bundle.total = await reads.count(ctx, type, filter);
   else if (totalMode !== 'none' && firstPage && !page.next) bundle.total = page.entries.length;
   bundle.link = [{ relation: 'self', url: link(cursorValue) }];
   if (!firstPage) bundle.link.push({ relation: 'first', url: link() });

@@ -23,11 +23,11 @@ export async function updateResource(
   if (resource.id !== id) throw new FhirError('id-mismatch', `The body's id '${resource.id}' does not match the URL id '${id}'`, { expression: [`${type}.id`] });
   const next = withoutServerMeta(resource);
   env.validator.assertValid(type, next);
-  let current = await tx.current(type, id);
+  let current = await tx.current(type, id, 'update');
   if (!current) {
     // Two clients creating the same id at once: the second waits here and then updates.
     await tx.lockKey(`${type}/${id}`);
-    current = await tx.current(type, id);
+    current = await tx.current(type, id, 'update');
   }
   if (ifMatch !== undefined && (!current || current.versionId !== ifMatch)) {
     throw new FhirError('precondition-failed', current ? `If-Match W/"${ifMatch}" does not match the current version W/"${current.versionId}" of ${type}/${id}` : `If-Match given but ${type}/${id} does not exist`);
@@ -56,7 +56,7 @@ export async function conditionalUpdate(
   const resource = asResource(type, body);
   const filter = conditionalFilter(type, query, env);
   await tx.lockKey(`update:${type}?${query}`);
-  const matches = await tx.match(type, filter);
+  const matches = await tx.match(type, filter, 'update');
   if (matches.length > 1) throw new FhirError('precondition-failed', `The criteria matched more than one ${type}`);
   if (matches.length === 1) {
     const target = matches[0];

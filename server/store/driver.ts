@@ -230,20 +230,27 @@ function pgStatement(sql: string): { name: string; text: string } {
   return st;
 }
 
+/**
+ * One pooled connection. Statements issued together (Promise.all) are queued here one after
+ * another: a pg client runs one query at a time, and pg 9 will refuse to queue them itself.
+ */
 class PgQueryable implements Queryable {
+  private tail: Promise<unknown> = Promise.resolve();
   constructor(private readonly client: PgClient) {}
-  async all<T>(sql: string, params: readonly unknown[] = []): Promise<T[]> {
+  private query(sql: string, params: readonly unknown[]) {
     const st = pgStatement(sql);
-    const res = await this.client.query({ name: st.name, text: st.text, values: params as unknown[] });
-    return res.rows as T[];
+    const next = this.tail.then(() => this.client.query({ name: st.name, text: st.text, values: params as unknown[] }));
+    this.tail = next.catch(() => undefined);
+    return next;
+  }
+  async all<T>(sql: string, params: readonly unknown[] = []): Promise<T[]> {
+    return (await this.query(sql, params)).rows as T[];
   }
   async get<T>(sql: string, params?: readonly unknown[]): Promise<T | undefined> {
     return (await this.all<T>(sql, params))[0];
   }
   async run(sql: string, params: readonly unknown[] = []): Promise<number> {
-    const st = pgStatement(sql);
-    const res = await this.client.query({ name: st.name, text: st.text, values: params as unknown[] });
-    return res.rowCount ?? 0;
+    return (await this.query(sql, params)).rowCount ?? 0;
   }
 }
 

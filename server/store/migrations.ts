@@ -106,6 +106,18 @@ const migrations: readonly Migration[] = [
       }
     },
   },
+  {
+    id: '0002-assertion-jtis',
+    async up(m) {
+      // Client-assertion ids seen by the token endpoint, kept until they expire: a replay is
+      // refused by every server process sharing the database.
+      await m.createTable('assertion_jtis', {
+        jti_key: { type: DataTypes.STRING(512), primaryKey: true },
+        expires_at: { type: DataTypes.BIGINT, allowNull: false },
+      });
+      await m.addIndex('assertion_jtis', ['expires_at'], 'assertion_jtis_expires');
+    },
+  },
 ];
 
 /** Ids of all migrations, in order (for the health report and tests). */

@@ -48,6 +48,18 @@ export class Store {
     return writeTransaction(this.driver, this.now, this.localBase, fn);
   }
 
+  /**
+   * Records a client-assertion id until it expires; false if it was recorded before (a replay).
+   * Expired ids are swept as new ones arrive.
+   */
+  async rememberAssertion(key: string, expiresAt: number): Promise<boolean> {
+    return this.driver.transaction(async (q) => {
+      await q.run('DELETE FROM assertion_jtis WHERE expires_at < ?', [this.now() - 60000]);
+      const inserted = await q.run('INSERT INTO assertion_jtis (jti_key, expires_at) VALUES (?, ?) ON CONFLICT (jti_key) DO NOTHING', [key, expiresAt]);
+      return inserted === 1;
+    });
+  }
+
   /** A cheap round trip, for health checks. */
   async ping(): Promise<void> {
     await this.driver.get('SELECT 1 AS ok');

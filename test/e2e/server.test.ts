@@ -4,6 +4,9 @@ import { freshDatabase, type TestDatabase } from '../support/db';
 import { assertValidFhir } from '../support/api';
 import { patient } from '../support/fixtures';
 import { startServer, type ServerProcess } from '../support/server-process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fetchToken } from '../../scripts/token';
 
 import type { Client } from 'fhir-kit-client' with { 'resolution-mode': 'import' };
 
@@ -20,8 +23,11 @@ describe('End to end: the server process with fhir-kit-client', function () {
   before(async () => {
     db = await freshDatabase();
     server = await startServer({ DATABASE_URL: db.url });
+    // The demo GP practice the server registered on its first start, through the real token flow.
+    const { client_id: _c, ...privateJwk } = JSON.parse(fs.readFileSync(path.join(server.dataDir, 'keys', 'demo-gp.private.jwk.json'), 'utf8'));
+    const token = await fetchToken({ base: server.baseUrl, clientId: 'demo-gp', privateJwk, scope: 'system/Patient.cruds system/Consent.cruds' });
     const { Client } = await import('fhir-kit-client');
-    client = new Client({ baseUrl: server.baseUrl });
+    client = new Client({ baseUrl: server.baseUrl, bearerToken: token.access_token });
   });
   after(async () => {
     await server.stop('SIGKILL');
@@ -74,6 +80,14 @@ describe('End to end: the server process with fhir-kit-client', function () {
     assert.equal(result.type, 'transaction-response');
     const cs = check<{ fhirVersion: string }>(await client.capabilityStatement());
     assert.equal(cs.fhirVersion, '4.0.1');
+  });
+
+  it('refuses the same client without a token (401)', async () => {
+    const { Client } = await import('fhir-kit-client');
+    const anonymous = new Client({ baseUrl: server.baseUrl });
+    await assert.rejects(anonymous.search({ resourceType: 'Patient' }), (err: { response?: { status: number } }) => err.response?.status === 401);
+    await assert.rejects(anonymous.create({ resourceType: 'Patient', body: patient() as never }), (err: { response?: { status: number } }) => err.response?.status === 401);
+    assert.equal((await anonymous.capabilityStatement() as { resourceType: string }).resourceType, 'CapabilityStatement', '/metadata stays public');
   });
 
   it('shuts down gracefully on SIGTERM', async () => {

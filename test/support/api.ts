@@ -27,7 +27,11 @@ export interface ApiResponse {
  * back against the official R4 JSON schema, so no test can pass on a malformed response.
  */
 export class Api {
-  constructor(private readonly app: Express) {}
+  constructor(
+    private readonly app: Express,
+    /** Sent as `Authorization: Bearer …` unless a test sets its own Authorization header. */
+    readonly bearer?: string,
+  ) {}
 
   async request(method: Method, path: string, options: ApiOptions = {}): Promise<ApiResponse> {
     let req = supertest(this.app)[method](path).buffer(true).parse((res, cb) => {
@@ -36,6 +40,7 @@ export class Api {
       res.on('data', (chunk: string) => (data += chunk));
       res.on('end', () => cb(null, data));
     });
+    if (this.bearer && !Object.keys(options.headers ?? {}).some((k) => k.toLowerCase() === 'authorization')) req = req.set('Authorization', `Bearer ${this.bearer}`);
     for (const [k, v] of Object.entries(options.headers ?? {})) req = req.set(k, v);
     if (options.body !== undefined) {
       req = req.set('Content-Type', options.contentType ?? 'application/fhir+json');
@@ -46,7 +51,8 @@ export class Api {
     let body: unknown = undefined;
     if (text && /json/.test(String(res.headers['content-type'] ?? ''))) {
       body = JSON.parse(text);
-      assertValidFhir(body, `${method.toUpperCase()} ${path} -> ${res.status}`);
+      // FHIR endpoints answer with FHIR; the SMART endpoints answer with OAuth/SMART JSON.
+      if (!/^\/(auth\/token|\.well-known\/)/.test(path)) assertValidFhir(body, `${method.toUpperCase()} ${path} -> ${res.status}`);
     }
     return { status: res.status, headers: res.headers as Record<string, string>, body, text };
   }

@@ -1,13 +1,24 @@
+import { ClientRegistry } from '../../server/access/registry';
+import type { TrustedIssuer } from '../../server/access/tokens';
 import { buildApp, type App } from '../../server/app';
 import { loadConfig, type Config } from '../../server/config';
 import type { AccessPolicy } from '../../server/gate/policy';
 import { createLogger } from '../../server/log';
 import { Store } from '../../server/store/store';
 import { Api } from './api';
+import { clientAssertion, DEFAULT_CLIENTS, makeClients, testSigningKey, type ClientSpec, type TestClient } from './auth';
 import { freshDatabase, type TestDatabase } from './db';
 
 export interface Harness {
+  /** The API as the default client (test-admin: every scope, its own organisation). */
   readonly api: Api;
+  /** The API with no token at all. */
+  readonly anonymous: Api;
+  /** The API as another registered client, through the real token flow. */
+  as(clientId: string, options?: TokenOptions): Promise<Api>;
+  /** An access token for a client, through the real token flow (POST /auth/token). */
+  token(clientId: string, options?: TokenOptions): Promise<string>;
+  readonly clients: Map<string, TestClient>;
   readonly app: App;
   readonly store: Store;
   readonly config: Config;
@@ -17,8 +28,17 @@ export interface Harness {
   close(): Promise<void>;
 }
 
+export interface TokenOptions {
+  scope?: string;
+  purpose?: string;
+}
+
 export interface HarnessOptions {
   env?: Record<string, string>;
+  /** Registered clients besides test-admin. */
+  clients?: ClientSpec[];
+  /** Trusted external token issuers. */
+  trusted?: TrustedIssuer[];
   policy?: AccessPolicy;
   /** A frozen clock (ms); default: real time. */
   frozenAt?: number;
@@ -27,13 +47,50 @@ export interface HarnessOptions {
 /** A fresh database and app, driven in-process through the real HTTP stack. */
 export async function startHarness(options: HarnessOptions = {}): Promise<Harness> {
   const db = await freshDatabase();
-  const config = loadConfig({ CUSTODIAN_BASE_URL: 'http://custodian.test/fhir', LOG_LEVEL: 'silent', ...options.env }, process.cwd());
+  const config = loadConfig({ CUSTODIAN_BASE_URL: 'http://custodian.test/fhir', LOG_LEVEL: 'silent', CUSTODIAN_TOKEN_LIFETIME: '3600', ...options.env }, process.cwd());
   const clock = { now: options.frozenAt ?? Date.now(), auto: options.frozenAt === undefined };
   const now = () => (clock.auto ? Date.now() : clock.now);
   const store = await Store.open(db.config, { now, localBase: config.baseUrl });
-  const app = buildApp({ config, store, now, logger: createLogger('silent'), policy: options.policy });
+  const { clients, registry } = await makeClients([...DEFAULT_CLIENTS, ...(options.clients ?? [])]);
+  const app = buildApp({
+    config,
+    store,
+    now,
+    logger: createLogger('silent'),
+    policy: options.policy,
+    access: { registry: ClientRegistry.of(registry), key: await testSigningKey(), trusted: options.trusted },
+  });
+  const anonymous = new Api(app.express);
+  const tokens = new Map<string, string>();
+  const token = async (clientId: string, t: TokenOptions = {}): Promise<string> => {
+    const key = `${clientId}|${t.scope ?? ''}|${t.purpose ?? ''}`;
+    const cached = tokens.get(key);
+    if (cached) return cached;
+    const client = clients.get(clientId);
+    if (!client) throw new Error(`no test client ${clientId}`);
+    const tokenUrl = `${config.baseUrl}/auth/token`;
+    const form = new URLSearchParams({
+      grant_type: 'client_credentials',
+      client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
+      client_assertion: await clientAssertion(client, tokenUrl, now()),
+      scope: t.scope ?? (client.entry.scopes as string[]).join(' '),
+    });
+    if (t.purpose) form.set('purpose_of_use', t.purpose);
+    const res = await anonymous.request('post', '/auth/token', { body: form.toString(), raw: true, contentType: 'application/x-www-form-urlencoded' });
+    if (res.status !== 200) throw new Error(`token for ${clientId} failed: ${res.status} ${res.text}`);
+    const accessToken = JSON.parse(res.text).access_token as string;
+    tokens.set(key, accessToken);
+    return accessToken;
+  };
+  const api = new Api(app.express, await token('test-admin'));
   return {
-    api: new Api(app.express),
+    api,
+    anonymous,
+    token,
+    clients,
+    async as(clientId: string, t?: TokenOptions) {
+      return new Api(app.express, await token(clientId, t));
+    },
     app,
     store,
     config,

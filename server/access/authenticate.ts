@@ -1,0 +1,59 @@
+import type { NextFunction, Request, Response } from 'express';
+import { FhirError } from '../errors';
+import { locals } from '../http/request';
+import { freezeContext } from './context';
+import { TokenError, type TokenService } from './tokens';
+
+/** Routes anyone may call: the CapabilityStatement, SMART discovery, the server's JWKS and the token endpoint. */
+export const PUBLIC_PATHS = new Set(['/metadata', '/.well-known/smart-configuration', '/.well-known/jwks.json', '/auth/token', '/healthz']);
+
+/**
+ * Authenticates every request but the public ones: a valid bearer token becomes the request's
+ * frozen AccessContext; anything else is a 401 with `WWW-Authenticate` (RFC 6750) and an
+ * OperationOutcome, and no route runs.
+ */
+export function authenticate(tokens: TokenService, configuredBase: string | undefined) {
+  return async function checkToken(req: Request, res: Response, next: NextFunction): Promise<void> {
+    const { requestId, baseUrl } = locals(res);
+    if (PUBLIC_PATHS.has(req.path)) {
+      locals(res).ctx = freezeContext({ requestId, clientId: null, roles: [], scopes: [], purposeOfUse: 'TREAT', address: req.socket.remoteAddress });
+      return next();
+    }
+    const header = req.get('authorization');
+    const challenge = (error?: string, description?: string) =>
+      `Bearer realm="${baseUrl}"${error ? `, error="${error}"` : ''}${description ? `, error_description="${description.replace(/["\\]/g, "'")}"` : ''}`;
+    if (!header) {
+      throw new FhirError('unauthenticated', 'This server needs a bearer token (SMART Backend Services): see /.well-known/smart-configuration', {
+        headers: { 'WWW-Authenticate': challenge() },
+      });
+    }
+    const m = /^Bearer\s+([A-Za-z0-9\-_.~+/]+=*)\s*$/i.exec(header);
+    if (!m) {
+      throw new FhirError('unauthenticated', 'The Authorization header must be "Bearer <access token>"', {
+        headers: { 'WWW-Authenticate': challenge('invalid_request', 'malformed Authorization header') },
+      });
+    }
+    const audiences = configuredBase ? [configuredBase] : [baseUrl];
+    try {
+      const v = await tokens.verify(m[1], audiences);
+      locals(res).ctx = freezeContext({
+        requestId,
+        clientId: v.clientId,
+        clientName: v.clientName,
+        organization: v.organization,
+        practitioner: v.practitioner,
+        roles: v.roles,
+        scopes: v.scopes,
+        purposeOfUse: v.purposeOfUse,
+        patient: v.patient,
+        tokenId: v.tokenId,
+        issuer: v.issuer,
+        address: req.socket.remoteAddress,
+      });
+    } catch (err) {
+      if (!(err instanceof TokenError)) throw err;
+      throw new FhirError('unauthenticated', `Invalid access token: ${err.description}`, { headers: { 'WWW-Authenticate': challenge('invalid_token', err.description) } });
+    }
+    next();
+  };
+}

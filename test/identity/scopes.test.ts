@@ -1,0 +1,144 @@
+import assert from 'node:assert/strict';
+import { createLocalJWKSet, exportJWK, generateKeyPair, SignJWT, type KeyLike } from 'jose';
+import { formatScope, grant, intersect, parseScope } from '../../server/access/scopes';
+import { consent, patient } from '../support/fixtures';
+import { startHarness, type Harness } from '../support/harness';
+
+const BASE = 'http://custodian.test/fhir';
+const IDP = 'https://idp.hospital.example';
+const LOINC_PRIVACY = 'http://loinc.org|59284-0';
+const RESEARCH = 'http://terminology.hl7.org/CodeSystem/consentcategorycodes|research';
+
+describe('Identity: SMART scopes', () => {
+  describe('parsing and granting (table)', () => {
+    const cases: [string, string | null][] = [
+      ['system/Patient.read', 'system/Patient.read'],
+      ['system/*.write', 'system/*.write'],
+      ['patient/*.read', 'patient/*.read'],
+      ['user/Consent.*', 'user/Consent.*'],
+      ['system/Patient.rs', 'system/Patient.rs'],
+      ['system/Consent.cruds', 'system/Consent.cruds'],
+      ['system/Consent.rs?category=http://loinc.org|59284-0', 'system/Consent.rs?category=http%3A%2F%2Floinc.org%7C59284-0'],
+      ['system/Patient.sr', null],
+      ['system/Patient.rr', null],
+      ['system/Observation.read', null],
+      ['system/Patient.read?active=true', null],
+      ['launch/patient', null],
+      ['openid', null],
+    ];
+    for (const [text, expected] of cases) {
+      it(`${text} ${expected ? 'parses' : 'is refused'}`, () => {
+        const s = parseScope(text);
+        assert.equal(s ? formatScope(s) : null, expected);
+      });
+    }
+    it('intersects wildcards, permissions and granular queries', () => {
+      assert.equal(formatScope(intersect(parseScope('system/*.rs')!, parseScope('system/Consent.cruds')!)!), 'system/Consent.rs');
+      assert.equal(intersect(parseScope('patient/*.rs')!, parseScope('system/*.rs')!), null);
+      assert.equal(formatScope(intersect(parseScope('system/Consent.rs')!, parseScope('system/Consent.rs?category=a|b')!)!), 'system/Consent.rs?category=a%7Cb');
+      assert.deepEqual(grant(['system/*.read'], ['system/Patient.cruds', 'system/AuditEvent.c']), ['system/Patient.read']);
+    });
+  });
+
+  describe('enforced per interaction and per resource', () => {
+    let h: Harness;
+    let idpKey: KeyLike;
+    let alice: string;
+    let bob: string;
+    before(async () => {
+      const pair = await generateKeyPair('ES256');
+      idpKey = pair.privateKey;
+      const jwk = { ...(await exportJWK(pair.publicKey)), kid: 'idp-1', alg: 'ES256' };
+      h = await startHarness({
+        clients: [
+          { clientId: 'v1-reader', scopes: ['system/Patient.read'], purposes: ['TREAT'] },
+          { clientId: 'v2-creator', scopes: ['system/Patient.c', 'system/Consent.s'], purposes: ['TREAT'] },
+          { clientId: 'privacy-only', scopes: [`system/Consent.rs?category=${LOINC_PRIVACY}`], purposes: ['TREAT'] },
+        ],
+        trusted: [{ issuer: IDP, keys: createLocalJWKSet({ keys: [jwk] }), algorithms: ['ES256'] }],
+      });
+      alice = (await h.api.post('/Patient', patient({ name: [{ family: 'Alice' }] }))).body.id;
+      bob = (await h.api.post('/Patient', patient({ name: [{ family: 'Bob' }] }))).body.id;
+      await h.api.post('/Consent', consent(alice));
+      await h.api.post('/Consent', consent(bob));
+      await h.api.post('/Consent', consent(alice, { category: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/consentcategorycodes', code: 'research' }] }] }));
+    });
+    after(() => h.close());
+
+    async function external(claims: Record<string, unknown>): Promise<string> {
+      const now = Math.floor(Date.now() / 1000);
+      return new SignJWT({ iss: IDP, aud: BASE, exp: now + 300, iat: now, client_id: 'patient-app', ...claims }).setProtectedHeader({ alg: 'ES256', kid: 'idp-1' }).sign(idpKey);
+    }
+
+    it('v1 system/Patient.read: read and search Patients, nothing else', async () => {
+      const api = await h.as('v1-reader');
+      assert.equal((await api.get(`/Patient/${alice}`)).status, 200);
+      assert.equal((await api.get('/Patient')).status, 200);
+      assert.equal((await api.get(`/Patient/${alice}/_history`)).status, 200);
+      assert.equal((await api.post('/Patient', patient())).status, 403);
+      assert.equal((await api.get('/Consent')).status, 403);
+      assert.equal((await api.get('/AuditEvent')).status, 403);
+    });
+
+    it('v2 .c and .s: create but not read Patients; search but not read Consents', async () => {
+      const api = await h.as('v2-creator');
+      const created = await api.post('/Patient', patient());
+      assert.equal(created.status, 201);
+      assert.equal((await api.get(`/Patient/${created.body.id}`)).status, 403);
+      assert.equal((await api.get('/Patient')).status, 403);
+      assert.equal((await api.get('/Consent?_count=1')).status, 200);
+      const consentId = (await h.api.get('/Consent?_count=1')).body.entry[0].resource.id;
+      assert.equal((await api.get(`/Consent/${consentId}`)).status, 403);
+    });
+
+    it('system history lists only the types the scopes cover', async () => {
+      const api = await h.as('v1-reader');
+      const history = (await api.get('/_history?_count=100')).body;
+      assert.ok(history.entry.length >= 2);
+      assert.ok(history.entry.every((e: { fullUrl: string }) => e.fullUrl.includes('/Patient/')));
+    });
+
+    it('granular scopes (v2 ?category=): only matching Consents are readable or found', async () => {
+      const api = await h.as('privacy-only');
+      const found = (await api.get('/Consent?_total=accurate')).body;
+      assert.equal(found.total, 2);
+      for (const e of found.entry) assert.equal(e.resource.category[0].coding[0].code, '59284-0');
+      const research = (await h.api.get(`/Consent?category=${encodeURIComponent(RESEARCH)}`)).body.entry[0].resource.id;
+      const hidden = await api.get(`/Consent/${research}`);
+      assert.equal(hidden.status, 403);
+      assert.doesNotMatch(hidden.text, /research/);
+      assert.equal((await api.get(`/Consent?category=${encodeURIComponent(RESEARCH)}&_total=accurate`)).body.total, 0);
+      assert.equal((await api.get(`/Consent/${research}/_history`)).status, 403);
+    });
+
+    it('patient/ scopes confine a token to its patient\'s compartment', async () => {
+      const token = await external({ scope: 'patient/Patient.rs patient/Consent.rs', patient: alice, purpose_of_use: 'PATRQT' });
+      const headers = { Authorization: `Bearer ${token}` };
+      assert.equal((await h.anonymous.get(`/Patient/${alice}`, headers)).status, 200);
+      const other = await h.anonymous.get(`/Patient/${bob}`, headers);
+      assert.equal(other.status, 403);
+      assert.doesNotMatch(other.text, /Bob/);
+      const patients = (await h.anonymous.get('/Patient?_total=accurate', headers)).body;
+      assert.deepEqual(patients.entry.map((e: { resource: { id: string } }) => e.resource.id), [alice]);
+      const consents = (await h.anonymous.get('/Consent?_total=accurate', headers)).body;
+      assert.equal(consents.total, 2);
+      assert.ok(consents.entry.every((e: { resource: { patient: { reference: string } } }) => e.resource.patient.reference === `Patient/${alice}`));
+      assert.equal((await h.anonymous.get(`/Consent?patient=${bob}&_total=accurate`, headers)).body.total, 0);
+      const noPatient = await external({ scope: 'patient/Patient.rs' });
+      assert.equal((await h.anonymous.get(`/Patient/${alice}`, { Authorization: `Bearer ${noPatient}` })).status, 403);
+    });
+
+    it('accepts trusted external issuers\' tokens with fhirUser, organization and purpose; refuses unknown issuers', async () => {
+      const token = await external({ scope: 'user/Patient.rs', fhirUser: 'https://idp.hospital.example/fhir/Practitioner/dr-who', organization: 'R9D', purpose_of_use: 'urn:oid:2.16.840.1.113883.5.8#ETREAT' });
+      assert.equal((await h.anonymous.get(`/Patient/${alice}`, { Authorization: `Bearer ${token}` })).status, 200);
+      const { privateKey } = await generateKeyPair('ES256');
+      const now = Math.floor(Date.now() / 1000);
+      const stranger = await new SignJWT({ iss: 'https://evil.example', aud: BASE, exp: now + 60, scope: 'system/*.cruds', client_id: 'x' }).setProtectedHeader({ alg: 'ES256', kid: 'idp-1' }).sign(privateKey);
+      assert.equal((await h.anonymous.get(`/Patient/${alice}`, { Authorization: `Bearer ${stranger}` })).status, 401);
+      const forgedIdp = await new SignJWT({ iss: IDP, aud: BASE, exp: now + 60, scope: 'system/*.cruds', client_id: 'x' }).setProtectedHeader({ alg: 'ES256', kid: 'idp-1' }).sign(privateKey);
+      assert.equal((await h.anonymous.get(`/Patient/${alice}`, { Authorization: `Bearer ${forgedIdp}` })).status, 401);
+      const badPurpose = await external({ scope: 'user/Patient.rs', purpose_of_use: 'SNOOP' });
+      assert.equal((await h.anonymous.get(`/Patient/${alice}`, { Authorization: `Bearer ${badPurpose}` })).status, 401);
+    });
+  });
+});
