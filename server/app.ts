@@ -7,7 +7,9 @@ import { TokenService, type TrustedIssuer } from './access/tokens';
 import type { Config } from './config';
 import { FhirError } from './errors';
 import { Gate } from './gate/gate';
-import { allOf, openAccessPolicy, type AccessPolicy } from './gate/policy';
+import { ConsentPolicy } from './consent/policy';
+import { PatientFactsCache } from './gate/policy-data';
+import { allOf, type AccessPolicy } from './gate/policy';
 import { bodyParser } from './http/body';
 import type { HttpDeps } from './http/deps';
 import { errorHandler } from './http/errors';
@@ -26,7 +28,7 @@ export interface AppOptions {
   readonly now?: () => number;
   readonly logger?: Logger;
   readonly validator?: Validator;
-  /** The consent policy (scopes are always enforced in front of it). */
+  /** Replaces the consent policy (scopes are always enforced in front of it); for tests of the layers below. */
   readonly policy?: AccessPolicy;
   readonly access: AccessSetup;
 }
@@ -52,7 +54,8 @@ export interface App {
 export function buildApp(options: AppOptions): App {
   const now = options.now ?? Date.now;
   const logger = options.logger ?? createLogger(options.config.logLevel, now);
-  const gate = new Gate(options.store, allOf(scopePolicy, options.policy ?? openAccessPolicy));
+  const consent = options.policy ?? new ConsentPolicy(new PatientFactsCache(options.store.reader), { defaultPolicy: options.config.consentDefault, now });
+  const gate = new Gate(options.store, allOf(scopePolicy, consent));
   const tokens = new TokenService({
     key: options.access.key,
     registry: options.access.registry,

@@ -20,6 +20,8 @@ export interface Config {
   readonly search: { readonly defaultCount: number; readonly maxCount: number };
   readonly logLevel: LogLevel;
   readonly auth: AuthConfig;
+  /** The answer when no Consent applies: deny (opt-in model, the default) or permit (opt-out model). */
+  readonly consentDefault: 'deny' | 'permit';
 }
 
 export interface AuthConfig {
@@ -65,6 +67,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
       maxCount: integer(env, 'CUSTODIAN_SEARCH_MAX_COUNT', 1000, 1, 10000),
     },
     logLevel: oneOf(env, 'LOG_LEVEL', ['silent', 'error', 'info', 'debug'], 'info'),
+    consentDefault: oneOf(env, 'CUSTODIAN_CONSENT_DEFAULT', ['deny', 'permit'], 'deny'),
     auth: {
       clientsFile: path.resolve(cwd, env.CUSTODIAN_CLIENTS || path.join(dataDir, 'clients.json')),
       signingKeyFile: path.resolve(cwd, env.CUSTODIAN_SIGNING_KEY || path.join(dataDir, 'keys', 'server-signing-key.json')),

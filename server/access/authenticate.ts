@@ -45,6 +45,7 @@ export function authenticate(tokens: TokenService, configuredBase: string | unde
         roles: v.roles,
         scopes: v.scopes,
         purposeOfUse: v.purposeOfUse,
+        registeredPurposes: v.registeredPurposes,
         patient: v.patient,
         tokenId: v.tokenId,
         issuer: v.issuer,

@@ -17,6 +17,8 @@ export interface AccessContext {
   readonly scopes: readonly string[];
   /** v3-ActReason purpose of use code (TREAT, ETREAT, BTG, HRESCH, ...). */
   readonly purposeOfUse: string;
+  /** The purposes the client is registered for (to say when it could break the glass). */
+  readonly registeredPurposes?: readonly string[];
   /** The `patient` claim of patient-facing tokens (confines access to that compartment). */
   readonly patient?: string;
   /** Access token id (jti), for the audit trail. */

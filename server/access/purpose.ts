@@ -11,21 +11,33 @@ const ACT_REASON_OID = 'urn:oid:2.16.840.1.113883.5.8';
 export const DEFAULT_PURPOSE = 'TREAT';
 
 let codes: Set<string> | undefined;
+const parents = new Map<string, string>();
 
 /** Every code of v3-ActReason (profiles/r4/CodeSystem-v3-ActReason.json). */
 export function actReasonCodes(): ReadonlySet<string> {
   if (!codes) {
     const cs = JSON.parse(fs.readFileSync(path.join(profilesDir(), 'r4', 'CodeSystem-v3-ActReason.json'), 'utf8')) as CodeSystem;
     codes = new Set();
-    const walk = (list: CodeSystemConcept[] | undefined) => {
+    const walk = (list: CodeSystemConcept[] | undefined, parent?: string) => {
       for (const c of list ?? []) {
         if (!c.code.startsWith('_')) codes!.add(c.code);
-        walk(c.concept);
+        if (parent) parents.set(c.code, parent);
+        walk(c.concept, c.code);
       }
     };
     walk(cs.concept);
   }
   return codes;
+}
+
+/**
+ * True when `code` is `ancestor` or one of its descendants in the v3-ActReason hierarchy
+ * (HQUALIMP is a kind of HOPERAT; BTG a kind of ETREAT, itself a kind of TREAT).
+ */
+export function isA(code: string, ancestor: string): boolean {
+  actReasonCodes();
+  for (let c: string | undefined = code; c; c = parents.get(c)) if (c === ancestor) return true;
+  return false;
 }
 
 /**

@@ -65,6 +65,7 @@ export interface VerifiedToken {
   readonly roles: readonly Role[];
   readonly scopes: readonly string[];
   readonly purposeOfUse: string;
+  readonly registeredPurposes?: readonly string[];
   readonly patient?: string;
   readonly tokenId?: string;
   readonly issuer: string;
@@ -238,6 +239,7 @@ export class TokenService {
       roles: client.roles,
       scopes: String(payload.scope ?? '').split(' ').filter(Boolean),
       purposeOfUse: purpose,
+      registeredPurposes: client.purposes,
       tokenId: payload.jti,
       issuer: payload.iss!,
       expiresAt: payload.exp! * 1000,

@@ -1,23 +1,50 @@
 /**
  * The outcome of one access decision: data, not behaviour. Policies return it, the gate acts on
- * it, the audit trail records it, the HTTP layer maps it to a status. Reasons form one closed set.
+ * it, the audit trail records it, the HTTP layer maps it to a status. Reasons form one closed
+ * set, documented in the README's consent policy.
  */
 export type Decision =
-  | { readonly effect: 'permit'; readonly reason: PermitReason; readonly consents: readonly string[]; readonly detail: string }
-  | { readonly effect: 'deny'; readonly reason: DenyReason; readonly consents: readonly string[]; readonly detail: string };
+  | { readonly effect: 'permit'; readonly reason: PermitReason; readonly consents: readonly string[]; readonly provision?: string; readonly detail: string }
+  | { readonly effect: 'deny'; readonly reason: DenyReason; readonly consents: readonly string[]; readonly provision?: string; readonly detail: string };
 
 /** Why access was permitted. */
-export const PERMIT_REASONS = ['open-access', 'scope'] as const;
+export const PERMIT_REASONS = [
+  'scope', // the scope layer found nothing to object to (never the final word on patient data)
+  'custodian', // the patient's own organisation, for direct care or its own operations
+  'patient-self', // the patient, through a patient-facing app
+  'consent-permit', // an active Consent of the patient permits this actor, purpose, data and action
+  'default-permit', // no Consent applies and the server runs the opt-out (permit) model
+  'break-the-glass', // BTG / ETREAT over the default and over treatment denials
+  'national-service', // national services receive every Consent
+  'auditor', // auditors read the audit trail
+  'named-in-consent', // an organisation a Consent names may read that Consent
+  'recorded-by-client', // an audit source reads what it posted itself (events without a patient)
+  'open-access', // no policy configured (tests of the layers below)
+] as const;
 export type PermitReason = (typeof PERMIT_REASONS)[number];
 
 /** Why access was denied. */
-export const DENY_REASONS = ['insufficient-scope', 'outside-patient-compartment', 'granular-scope'] as const;
+export const DENY_REASONS = [
+  'insufficient-scope', // the token's scopes do not cover the interaction or type
+  'outside-patient-compartment', // a patient/ scope and another patient's data
+  'granular-scope', // a granular scope (?category=…) and a resource it does not match
+  'no-consent', // not the custodian and no Consent permits it (deny by default)
+  'consent-deny', // an active Consent denies it (deny overrides permit)
+  'national-opt-out', // secondary use of a patient with a national data opt-out
+  'type-1-objection', // secondary use of a patient with a Type 1 objection
+  'btg-denied', // break-the-glass refused because a Consent explicitly denies BTG
+  'unreadable-consent', // an applicable Consent whose meaning cannot be determined: fail closed
+  'consent-restricted', // a Consent resource is only for the custodian, named organisations, national services and the patient
+  'audit-restricted', // AuditEvents are only for auditors, the custodian and the patient
+  'not-custodian', // a write only the patient's custodian (or the patient) may make
+  'no-patient', // the data names no patient this server knows, and nothing else permits it
+] as const;
 export type DenyReason = (typeof DENY_REASONS)[number];
 
-export function permit(reason: PermitReason, detail: string, consents: readonly string[] = []): Decision {
-  return { effect: 'permit', reason, consents, detail };
+export function permit(reason: PermitReason, detail: string, consents: readonly string[] = [], provision?: string): Decision {
+  return { effect: 'permit', reason, consents, detail, ...(provision ? { provision } : {}) };
 }
 
-export function deny(reason: DenyReason, detail: string, consents: readonly string[] = []): Decision {
-  return { effect: 'deny', reason, consents, detail };
+export function deny(reason: DenyReason, detail: string, consents: readonly string[] = [], provision?: string): Decision {
+  return { effect: 'deny', reason, consents, detail, ...(provision ? { provision } : {}) };
 }

@@ -2,13 +2,15 @@ import type { Resource } from 'fhir/r4';
 import { definitions, type ResourceType } from '../../resources';
 import { organizationKey, type AccessContext } from '../access/context';
 import type { Decision } from '../consent/decision';
-import { FhirError } from '../errors';
+import { FhirError, outcomeOf } from '../errors';
 import type { ResourceFilter } from '../search/filter';
 import { StoreReader, type HistoryRequest } from '../store/read';
 import type { HistoryVersion, StoredVersion } from '../store/records';
 import type { Store } from '../store/store';
 import type { Writer, WriteTx } from '../store/write';
 import type { Permission } from '../access/scopes';
+import type { PolicyData } from '../consent/policy';
+import { TransactionView } from './policy-data';
 import type { AccessPolicy, ReadPurpose, SystemInteraction } from './policy';
 
 /**
@@ -51,7 +53,12 @@ export class Gate {
    * authorised by the policy, and reads inside the transaction see only what the context may see.
    */
   transaction<T>(ctx: AccessContext, fn: (tx: GatedTx) => Promise<T>): Promise<T> {
-    return this.store.transaction((tx) => fn(new GatedTx(tx, ctx, this.policy)));
+    return this.store.transaction(async (tx) => {
+      const gated = new GatedTx(tx, ctx, this.policy);
+      const result = await fn(gated);
+      await gated.settle();
+      return result;
+    });
   }
 }
 
@@ -60,10 +67,12 @@ export class GatedReads {
   constructor(
     private readonly reader: StoreReader,
     private readonly policy: AccessPolicy,
+    /** Inside a transaction: the transaction's view of patients and Consents for the policy. */
+    private readonly view?: PolicyData,
   ) {}
 
   private async decide(ctx: AccessContext, version: StoredVersion, purpose: ReadPurpose): Promise<Decision> {
-    const [decision] = await this.policy.canRead(ctx, [version], purpose);
+    const [decision] = await this.policy.canRead(ctx, [version], purpose, this.view);
     return decision;
   }
 
@@ -85,7 +94,7 @@ export class GatedReads {
       throw new FhirError('gone', `${type}/${id} was deleted`, { headers: { ETag: `W/"${version.versionId}"` } });
     }
     const decision = await this.decide(ctx, version, purpose);
-    if (decision.effect === 'deny') throw forbidden(type, id, decision);
+    if (decision.effect === 'deny') throw forbidden(type, id, decision, ctx);
     return version;
   }
 
@@ -103,7 +112,7 @@ export class GatedReads {
       throw new FhirError('gone', `${type}/${id} version ${versionId} is a deletion`);
     }
     const decision = await this.decide(ctx, version, purpose);
-    if (decision.effect === 'deny') throw forbidden(type, id, decision);
+    if (decision.effect === 'deny') throw forbidden(type, id, decision, ctx);
     return version;
   }
 
@@ -121,7 +130,7 @@ export class GatedReads {
     const last = versions.find((v) => !v.deleted);
     if (!last) return;
     const decision = await this.decide(ctx, last, purpose);
-    if (decision.effect === 'deny') throw forbidden(type, id, decision);
+    if (decision.effect === 'deny') throw forbidden(type, id, decision, ctx);
   }
 
   /** The filter plus whatever the policy restricts this context's searches to. */
@@ -149,7 +158,7 @@ export class GatedReads {
       for (;;) {
         const rows = await this.reader.page({ types, filter, afterRid: after, beforeRid: before, limit: batch });
         const ordered = backwards ? [...rows].reverse() : rows;
-        const decisions = await this.policy.canRead(ctx, ordered, purpose);
+        const decisions = await this.policy.canRead(ctx, ordered, purpose, this.view);
         ordered.forEach((v, i) => {
           if (found.length < want && decisions[i].effect === 'permit') found.push(v);
         });
@@ -178,7 +187,7 @@ export class GatedReads {
     let after: number | undefined;
     for (;;) {
       const rows = await this.reader.page({ types, filter, afterRid: after, limit: 1000 });
-      const decisions = await this.policy.canRead(ctx, rows, purpose);
+      const decisions = await this.policy.canRead(ctx, rows, purpose, this.view);
       total += decisions.filter((d) => d.effect === 'permit').length;
       if (rows.length < 1000) return total;
       after = rows[rows.length - 1].rid;
@@ -227,7 +236,7 @@ export class GatedReads {
 
   private async decideVersions(ctx: AccessContext, rows: readonly HistoryVersion[], purpose: ReadPurpose): Promise<boolean[]> {
     const withContent = rows.filter((v) => !v.deleted);
-    const decisions = await this.policy.canRead(ctx, withContent, purpose);
+    const decisions = await this.policy.canRead(ctx, withContent, purpose, this.view);
     const permitted = new Map(withContent.map((v, i) => [`${v.type}/${v.id}/${v.versionId}`, decisions[i].effect === 'permit']));
     const out: boolean[] = [];
     for (const v of rows) {
@@ -270,12 +279,16 @@ export class GatedTx {
   /** Reads inside the transaction (they see its own uncommitted writes). */
   readonly reads: GatedReads;
 
+  private readonly view: PolicyData;
+
   constructor(
     private readonly tx: WriteTx,
     readonly ctx: AccessContext,
     private readonly policy: AccessPolicy,
   ) {
-    this.reads = new GatedReads(new StoreReader(tx.q), policy);
+    const reader = new StoreReader(tx.q);
+    this.view = new TransactionView(reader);
+    this.reads = new GatedReads(reader, policy, this.view);
   }
 
   /**
@@ -289,8 +302,8 @@ export class GatedTx {
     if (!version) return undefined;
     if (version.deleted) await this.reads.assertMayKnowOf(this.ctx, type, id, purpose);
     else {
-      const [decision] = await this.policy.canRead(this.ctx, [version], purpose);
-      if (decision.effect === 'deny') throw forbidden(type, id, decision);
+      const [decision] = await this.policy.canRead(this.ctx, [version], purpose, this.view);
+      if (decision.effect === 'deny') throw forbidden(type, id, decision, this.ctx);
     }
     return version;
   }
@@ -309,10 +322,34 @@ export class GatedTx {
     return this.tx.lockKey(key);
   }
 
+  /** Checks of new content, made against the transaction's final state (see authorize). */
+  private readonly pending: (() => Promise<void>)[] = [];
+
+  /**
+   * The policy's say on a write. What is being replaced is judged now; the new content is judged
+   * when the transaction's work is done, against its final state, so a transaction may create a
+   * Patient and the Consents that name it in any order (and cannot slip a change past the check
+   * by reordering entries). A refusal then rolls everything back.
+   */
   private async authorize(type: ResourceType, interaction: 'create' | 'update' | 'patch' | 'delete', before: StoredVersion | undefined, after: Resource | undefined): Promise<void> {
     this.reads.allow(this.ctx, type, interaction);
-    const decision = await this.policy.canWrite(this.ctx, type, before, after, permissionOf(interaction));
-    if (decision.effect === 'deny') throw refused(`${interaction} of ${type}${before ? '/' + before.id : ''}`, decision);
+    const permission = permissionOf(interaction);
+    const what = `${interaction} of ${type}/${before?.id ?? after?.id ?? '(new)'}`;
+    if (before) {
+      const decision = await this.policy.canWrite(this.ctx, type, before, undefined, permission, this.view);
+      if (decision.effect === 'deny') throw refused(what, decision);
+    }
+    if (after) {
+      this.pending.push(async () => {
+        const decision = await this.policy.canWrite(this.ctx, type, undefined, after, permission, this.view);
+        if (decision.effect === 'deny') throw refused(what, decision);
+      });
+    }
+  }
+
+  /** Runs the deferred checks; called by Gate.transaction before COMMIT. */
+  async settle(): Promise<void> {
+    for (const check of this.pending.splice(0)) await check();
   }
 
   private writer(): Writer {
@@ -338,8 +375,27 @@ export class GatedTx {
   }
 }
 
-function forbidden(type: ResourceType, id: string, decision?: Decision): FhirError {
-  return refused(`access to ${type}/${id}`, decision);
+function forbidden(type: ResourceType, id: string, decision?: Decision, ctx?: AccessContext): FhirError {
+  const err = refused(`access to ${type}/${id}`, decision);
+  // The spec's break-the-glass hint (http://hl7.org/fhir/R4/operationoutcome-example-break-the-glass.json):
+  // said only to a client that could break the glass, and only when doing so would help.
+  const could = ctx?.registeredPurposes?.filter((p) => p === 'BTG' || p === 'ETREAT') ?? [];
+  const helps = decision && ['no-consent', 'consent-deny', 'unreadable-consent'].includes(decision.reason) && !['BTG', 'ETREAT'].includes(ctx?.purposeOfUse ?? '');
+  if (!could.length || !helps) return err;
+  const outcome = outcomeOf(err);
+  return new FhirError('forbidden', err.message, {
+    issues: [
+      ...outcome.issue,
+      {
+        severity: 'information',
+        code: 'suppressed',
+        details: {
+          coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ActReason', code: could.includes('BTG') ? 'BTG' : 'ETREAT', display: could.includes('BTG') ? 'break the glass' : 'Emergency Treatment' }],
+          text: 'Additional information may be available using the Break-The-Glass Protocol',
+        },
+      },
+    ],
+  });
 }
 
 /** The 403 for a refused decision; a scope refusal also says so in WWW-Authenticate (RFC 6750 §3.1). */

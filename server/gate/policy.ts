@@ -3,6 +3,7 @@ import type { Interaction, ResourceType } from '../../resources';
 import type { AccessContext } from '../access/context';
 import type { Permission } from '../access/scopes';
 import { permit, type Decision } from '../consent/decision';
+import type { PolicyData } from '../consent/policy';
 import type { ResourceFilter } from '../search/filter';
 import type { StoredVersion } from '../store/records';
 
@@ -23,8 +24,9 @@ export type SystemInteraction = Interaction | 'history-system' | 'operation';
  */
 export interface AccessPolicy {
   allowsInteraction(ctx: AccessContext, type: ResourceType, interaction: SystemInteraction): Decision;
-  canRead(ctx: AccessContext, versions: readonly StoredVersion[], purpose: ReadPurpose): Promise<Decision[]>;
-  canWrite(ctx: AccessContext, type: ResourceType, before: StoredVersion | undefined, after: Resource | undefined, permission: Permission): Promise<Decision>;
+  /** `view`: inside a write transaction, the transaction's own view of patients and Consents. */
+  canRead(ctx: AccessContext, versions: readonly StoredVersion[], purpose: ReadPurpose, view?: PolicyData): Promise<Decision[]>;
+  canWrite(ctx: AccessContext, type: ResourceType, before: StoredVersion | undefined, after: Resource | undefined, permission: Permission, view?: PolicyData): Promise<Decision>;
   /** A restriction to add to this context's searches (pushed into SQL so pages fill fast); canRead still decides. */
   searchFilter?(ctx: AccessContext, type: ResourceType): ResourceFilter | undefined;
 }
@@ -54,12 +56,12 @@ export function allOf(...policies: AccessPolicy[]): AccessPolicy {
       }
       return last!;
     },
-    async canRead(ctx, versions, purpose) {
-      let decisions: Decision[] = versions.map(() => permit('open-access', 'no policy'));
+    async canRead(ctx, versions, purpose, view) {
+      const decisions: Decision[] = versions.map(() => permit('open-access', 'no policy'));
       let pending = versions.map((_, i) => i);
       for (const p of policies) {
         if (pending.length === 0) break;
-        const answers = await p.canRead(ctx, pending.map((i) => versions[i]), purpose);
+        const answers = await p.canRead(ctx, pending.map((i) => versions[i]), purpose, view);
         const next: number[] = [];
         answers.forEach((d, k) => {
           decisions[pending[k]] = d;
@@ -69,10 +71,10 @@ export function allOf(...policies: AccessPolicy[]): AccessPolicy {
       }
       return decisions;
     },
-    async canWrite(ctx, type, before, after, permission) {
+    async canWrite(ctx, type, before, after, permission, view) {
       let last: Decision | undefined;
       for (const p of policies) {
-        last = await p.canWrite(ctx, type, before, after, permission);
+        last = await p.canWrite(ctx, type, before, after, permission, view);
         if (last.effect === 'deny') return last;
       }
       return last!;

@@ -47,6 +47,51 @@ export class StoreReader {
     return row ? fromCurrentRow(row) : undefined;
   }
 
+  /** Current versions of several resources of one type (deleted ones included). */
+  async currentMany(type: ResourceType, ids: readonly string[]): Promise<StoredVersion[]> {
+    if (ids.length === 0) return [];
+    const out: StoredVersion[] = [];
+    for (let i = 0; i < ids.length; i += 500) {
+      const chunk = ids.slice(i, i + 500);
+      const rows = await this.driver.all<CurrentRow>(`SELECT ${CURRENT} FROM resources r WHERE r.type = ? AND r.id IN (${chunk.map(() => '?').join(', ')})`, [type, ...chunk]);
+      out.push(...rows.map(fromCurrentRow));
+    }
+    return out;
+  }
+
+  /** Current, non-deleted resources of a type whose reference parameter points at one of these Patients. */
+  async byPatient(type: ResourceType, param: string, patientIds: readonly string[]): Promise<StoredVersion[]> {
+    if (patientIds.length === 0) return [];
+    const out: StoredVersion[] = [];
+    for (let i = 0; i < patientIds.length; i += 500) {
+      const chunk = patientIds.slice(i, i + 500);
+      const rows = await this.driver.all<CurrentRow>(
+        `SELECT ${CURRENT} FROM resources r WHERE r.type = ? AND r.deleted = 0 AND r.rid IN (SELECT rid FROM idx_reference WHERE type = ? AND param = ? AND target_type = 'Patient' AND target_id IN (${chunk.map(() => '?').join(', ')}))`,
+        [type, type, param, ...chunk],
+      );
+      out.push(...rows.map(fromCurrentRow));
+    }
+    return out;
+  }
+
+  /** The highest commit sequence of each type (0 when none), in one round trip. */
+  async latestSeq(types: readonly ResourceType[]): Promise<number[]> {
+    const row = await this.driver.get<Record<string, number | string | null>>(
+      `SELECT ${types.map((_, i) => `(SELECT MAX(seq) FROM resource_versions WHERE type = ?) AS s${i}`).join(', ')}`,
+      types,
+    );
+    return types.map((_, i) => Number(row?.[`s${i}`] ?? 0));
+  }
+
+  /** Type, id and content of versions of these types committed after `seq` (oldest first, at most `limit`). */
+  async changesSince(types: readonly ResourceType[], seq: number, limit: number): Promise<{ seq: number; type: ResourceType; id: string; content: string | null }[]> {
+    const rows = await this.driver.all<{ seq: number | string; type: string; id: string; content: string | null }>(
+      `SELECT v.seq, v.type, v.id, v.content FROM resource_versions v WHERE v.type IN (${types.map(() => '?').join(', ')}) AND v.seq > ? ORDER BY v.seq LIMIT ?`,
+      [...types, seq, limit],
+    );
+    return rows.map((r) => ({ seq: Number(r.seq), type: r.type as ResourceType, id: r.id, content: r.content }));
+  }
+
   /** One version of a resource. */
   async version(type: ResourceType, id: string, versionId: number): Promise<HistoryVersion | undefined> {
     const row = await this.driver.get<VersionRow>(`SELECT ${VERSION} FROM resource_versions v WHERE v.type = ? AND v.id = ? AND v.version_id = ?`, [

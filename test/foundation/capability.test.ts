@@ -13,6 +13,7 @@ describe('Foundation: the CapabilityStatement says exactly what the server does'
   const ALL = ['read', 'vread', 'update', 'patch', 'delete', 'history-instance', 'history-type', 'create', 'search-type'];
   before(async () => {
     h = await startHarness();
+    await h.api.put('/Patient/cap-p', patient({ id: 'cap-p' }));
     cs = (await h.api.get('/metadata')).body;
   });
   after(() => h.close());

@@ -22,10 +22,10 @@ describe('Foundation: history (instance, type, system)', () => {
     await h.api.put(`/Patient/${id}`, patient({ id, gender: 'female' }));
     at(20);
     await h.api.patch(`/Patient/${id}`, [{ op: 'add', path: '/active', value: true }]);
+    at(25);
+    await h.api.post('/Consent', consent(id));
     at(30);
     await h.api.delete(`/Patient/${id}`);
-    at(40);
-    await h.api.post('/Consent', consent(id));
   });
 
   it('instance history lists every version newest first, with request and response', async () => {
@@ -66,7 +66,8 @@ describe('Foundation: history (instance, type, system)', () => {
     assert.equal(type.entry.length, 4);
     const system = (await h.api.get('/_history')).body;
     assert.equal(system.entry.length, 5);
-    assert.equal(system.entry[0].resource.resourceType, 'Consent');
+    assert.equal(system.entry[0].request.method, 'DELETE');
+    assert.equal(system.entry[1].resource.resourceType, 'Consent');
   });
 
   it('pages with _count and next links that visit every version exactly once, also while others write', async () => {

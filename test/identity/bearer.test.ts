@@ -12,7 +12,7 @@ describe('Identity: bearer tokens on every FHIR request', () => {
   let secretId: string;
   const t0 = Date.UTC(2032, 0, 1);
   before(async () => {
-    h = await startHarness({ frozenAt: t0, clients: [{ clientId: 'reader', scopes: ['system/Patient.read'], purposes: ['TREAT'] }] });
+    h = await startHarness({ frozenAt: t0, clients: [{ clientId: 'reader', ods: 'TADMIN', scopes: ['system/Patient.read'], purposes: ['TREAT'] }] });
     secretId = (await h.api.post('/Patient', patient({ name: [{ family: 'Secretsworth' }] }))).body.id;
   });
   after(() => h.close());

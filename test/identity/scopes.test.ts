@@ -51,9 +51,9 @@ describe('Identity: SMART scopes', () => {
       const jwk = { ...(await exportJWK(pair.publicKey)), kid: 'idp-1', alg: 'ES256' };
       h = await startHarness({
         clients: [
-          { clientId: 'v1-reader', scopes: ['system/Patient.read'], purposes: ['TREAT'] },
-          { clientId: 'v2-creator', scopes: ['system/Patient.c', 'system/Consent.s'], purposes: ['TREAT'] },
-          { clientId: 'privacy-only', scopes: [`system/Consent.rs?category=${LOINC_PRIVACY}`], purposes: ['TREAT'] },
+          { clientId: 'v1-reader', ods: 'TADMIN', scopes: ['system/Patient.read'], purposes: ['TREAT'] },
+          { clientId: 'v2-creator', ods: 'TADMIN', scopes: ['system/Patient.c', 'system/Consent.s'], purposes: ['TREAT'] },
+          { clientId: 'privacy-only', ods: 'TADMIN', scopes: [`system/Consent.rs?category=${LOINC_PRIVACY}`], purposes: ['TREAT'] },
         ],
         trusted: [{ issuer: IDP, keys: createLocalJWKSet({ keys: [jwk] }), algorithms: ['ES256'] }],
       });
@@ -129,7 +129,7 @@ describe('Identity: SMART scopes', () => {
     });
 
     it('accepts trusted external issuers\' tokens with fhirUser, organization and purpose; refuses unknown issuers', async () => {
-      const token = await external({ scope: 'user/Patient.rs', fhirUser: 'https://idp.hospital.example/fhir/Practitioner/dr-who', organization: 'R9D', purpose_of_use: 'urn:oid:2.16.840.1.113883.5.8#ETREAT' });
+      const token = await external({ scope: 'user/Patient.rs', fhirUser: 'https://idp.hospital.example/fhir/Practitioner/dr-who', organization: 'TADMIN', purpose_of_use: 'urn:oid:2.16.840.1.113883.5.8#ETREAT' });
       assert.equal((await h.anonymous.get(`/Patient/${alice}`, { Authorization: `Bearer ${token}` })).status, 200);
       const { privateKey } = await generateKeyPair('ES256');
       const now = Math.floor(Date.now() / 1000);

@@ -30,7 +30,7 @@ async function keyPair(i: number): Promise<{ privateJwk: JWK; publicJwk: JWK }> 
 }
 
 export const DEFAULT_CLIENTS: ClientSpec[] = [
-  { clientId: 'test-admin', ods: 'TADMIN', scopes: ['system/*.cruds'], purposes: ['TREAT', 'ETREAT', 'BTG', 'HOPERAT', 'HRESCH', 'PUBHLTH', 'HPAYMT', 'PATRQT'] },
+  { clientId: 'test-admin', ods: 'TADMIN', scopes: ['system/*.cruds'], purposes: ['TREAT', 'ETREAT', 'BTG', 'HOPERAT', 'HRESCH', 'PUBHLTH', 'HPAYMT', 'PATRQT'], roles: ['auditor', 'national-service', 'audit-source'] },
 ];
 
 export async function makeClients(specs: ClientSpec[]): Promise<{ clients: Map<string, TestClient>; registry: RegisteredClient[]; json: unknown[] }> {

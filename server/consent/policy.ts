@@ -1,0 +1,151 @@
+import type { Consent, ConsentProvision, Patient, Reference, Resource } from 'fhir/r4';
+import { definitions, type ResourceType } from '../../resources';
+import { ODS_SYSTEM, type AccessContext, type OrganizationRef } from '../access/context';
+import type { AccessPolicy } from '../gate/policy';
+import type { StoredVersion } from '../store/records';
+import { decide } from './decide';
+import { deny, permit, type Decision } from './decision';
+import { isCustodian } from './evaluate';
+import type { Actor, DataItem, DecisionRequest, NamedParty, PatientFacts } from './request';
+
+/** What the consent policy needs to know about a patient, loaded (and cached) by the gate. */
+export interface PatientRecord {
+  readonly id: string;
+  /** The current Patient, when it exists and is not deleted. */
+  readonly resource?: Patient;
+  /** Organisation key of the client that created the Patient. */
+  readonly creatorOrg?: string | null;
+  readonly consents: readonly Consent[];
+}
+
+/**
+ * The gate's loader of patient facts (Patients and their Consents): the committed state, cached
+ * and fresh for every request, or a write transaction's own view of it.
+ */
+export interface PolicyData {
+  patients(ids: readonly string[], requestId: string): Promise<ReadonlyMap<string, PatientRecord>>;
+}
+
+export interface ConsentPolicyOptions {
+  readonly defaultPolicy: 'deny' | 'permit';
+  readonly now: () => number;
+}
+
+/**
+ * The consent side of the gate: turns stored versions and the AccessContext into engine
+ * requests and applies the engine's Decisions. Scopes are checked separately (scope-policy.ts);
+ * the gate combines both with deny-overrides.
+ */
+export class ConsentPolicy implements AccessPolicy {
+  constructor(
+    private readonly data: PolicyData,
+    private readonly options: ConsentPolicyOptions,
+  ) {}
+
+  allowsInteraction(): Decision {
+    return permit('scope', 'interactions are the scopes\' business');
+  }
+
+  async canRead(ctx: AccessContext, versions: readonly StoredVersion[], purpose: { action: 'access' | 'disclose' }, view?: PolicyData): Promise<Decision[]> {
+    const ids = new Set<string>();
+    for (const v of versions) if (v.resource) for (const id of definitions[v.type].patientIds(v.resource)) ids.add(id);
+    const records = await (view ?? this.data).patients([...ids], ctx.requestId);
+    return versions.map((v) =>
+      v.resource ? decide(engineRequest(actorOf(ctx), ctx.purposeOfUse, v.type, v.resource, v, records, purpose.action, this.options)) : deny('no-patient', 'a deletion carries no content'),
+    );
+  }
+
+  async canWrite(ctx: AccessContext, type: ResourceType, before: StoredVersion | undefined, after: Resource | undefined, _permission: unknown, view?: PolicyData): Promise<Decision> {
+    if (type === 'AuditEvent') {
+      return ctx.roles.includes('audit-source') ? permit('recorded-by-client', 'audit sources post AuditEvents') : deny('audit-restricted', 'posting AuditEvents needs the audit-source role');
+    }
+    const actor = actorOf(ctx);
+    if (type === 'Patient') {
+      // Only the custodian changes a Patient (including handing it to another organisation by
+      // changing managingOrganization). Anyone with the scope may register a new one: its
+      // managingOrganization, or else its creator, is its custodian from then on.
+      if (before?.resource) {
+        const custodians = custodiansOf(before.resource as Patient, before.creatorOrg);
+        if (!isCustodian(actor.organization, custodians)) return deny('not-custodian', `only the custodian of Patient/${before.id} may change it`);
+        return permit('custodian', `the custodian of Patient/${before.id}`);
+      }
+      return permit('custodian', 'a new Patient: its managingOrganization, or its creator, becomes its custodian');
+    }
+    // Consent: the custodian of its patient, or the patient.
+    const ids = new Set<string>();
+    for (const r of [before?.resource, after]) if (r) for (const id of definitions.Consent.patientIds(r)) ids.add(id);
+    if (ids.size === 0) return deny('no-patient', 'a Consent must name a patient of this server (Consent.patient = Patient/<id>)');
+    const records = await (view ?? this.data).patients([...ids], ctx.requestId);
+    for (const id of ids) {
+      if (actor.patient === id) continue;
+      const record = records.get(id);
+      if (!record?.resource) return deny('no-patient', `Patient/${id} is not known here`);
+      if (!isCustodian(actor.organization, custodiansOf(record.resource, record.creatorOrg))) {
+        return deny('not-custodian', `only the custodian of Patient/${id} or the patient may write its Consents`);
+      }
+    }
+    return permit('custodian', 'the custodian (or the patient) writes the Consent');
+  }
+}
+
+/** The engine request for `actor` reading `resource` (one version of it) for `purpose`. */
+export function engineRequest(
+  actor: Actor,
+  purpose: string,
+  type: ResourceType,
+  resource: Resource,
+  version: Pick<StoredVersion, 'createdBy' | 'creatorOrg'> | undefined,
+  records: ReadonlyMap<string, PatientRecord>,
+  action: DecisionRequest['action'],
+  options: ConsentPolicyOptions,
+): DecisionRequest {
+  const patients: PatientFacts[] = [];
+  for (const id of definitions[type].patientIds(resource)) {
+    const record = records.get(id);
+    if (type === 'Patient') {
+      // A Patient is judged by the version asked for (its custodian may have changed since).
+      patients.push({ id, custodians: custodiansOf(resource as Patient, version?.creatorOrg ?? record?.creatorOrg), consents: record?.consents ?? [] });
+    } else if (record?.resource) {
+      patients.push({ id, custodians: custodiansOf(record.resource, record.creatorOrg), consents: record.consents });
+    }
+  }
+  const data: DataItem = {
+    type,
+    id: resource.id!,
+    security: resource.meta?.security ?? [],
+    createdBy: version?.createdBy,
+    named: type === 'Consent' ? namedParties(resource as Consent) : undefined,
+  };
+  return { actor, purpose, action, data, patients, now: options.now(), defaultPolicy: options.defaultPolicy };
+}
+
+export function actorOf(ctx: AccessContext): Actor {
+  return { clientId: ctx.clientId, organization: ctx.organization, practitioner: ctx.practitioner, roles: ctx.roles, patient: ctx.patient };
+}
+
+/** The custodian organisation(s): managingOrganization, else the organisation that created the Patient. */
+export function custodiansOf(patient: Patient, creatorOrg: string | null | undefined): OrganizationRef[] {
+  if (patient.managingOrganization) return [toOrganizationRef(patient.managingOrganization)];
+  if (!creatorOrg) return [];
+  const bar = creatorOrg.indexOf('|');
+  return [bar >= 0 ? { identifier: { system: creatorOrg.slice(0, bar) || ODS_SYSTEM, value: creatorOrg.slice(bar + 1) } } : { reference: creatorOrg }];
+}
+
+export function toOrganizationRef(ref: Reference): OrganizationRef {
+  return {
+    reference: ref.reference,
+    identifier: ref.identifier?.value ? { system: ref.identifier.system ?? ODS_SYSTEM, value: ref.identifier.value } : undefined,
+  };
+}
+
+/** Every party a Consent names: provision actors at any depth, its organization and performers. */
+export function namedParties(c: Consent): NamedParty[] {
+  const out: NamedParty[] = [];
+  const walk = (p: ConsentProvision | undefined) => {
+    for (const a of p?.actor ?? []) out.push(a.reference);
+    for (const child of p?.provision ?? []) walk(child);
+  };
+  walk(c.provision);
+  for (const r of [...(c.organization ?? []), ...(c.performer ?? [])]) out.push(r);
+  return out;
+}

@@ -1,0 +1,110 @@
+import type { Consent, Patient } from 'fhir/r4';
+import { definitions } from '../../resources';
+import type { PatientRecord, PolicyData } from '../consent/policy';
+import type { StoreReader } from '../store/read';
+
+const WATCHED = ['Patient', 'Consent'] as const;
+const MAX_CACHED = 50000;
+
+/**
+ * Patients and their Consents for the consent policy, cached per patient. Before serving a
+ * request it asks the database for the newest Patient and Consent commit (one indexed round
+ * trip, once per request) and drops every patient changed since: a Consent change is enforced
+ * on the very next request, also when the change was made by another server process.
+ */
+export class PatientFactsCache implements PolicyData {
+  private readonly cache = new Map<string, PatientRecord>();
+  private watermark: number[] | undefined;
+  private checkedFor: string | undefined;
+  private refreshing: Promise<void> | undefined;
+  /** Bumped whenever a change is seen: a load that raced with a change is used once, not cached. */
+  private generation = 0;
+
+  constructor(private readonly reader: StoreReader) {}
+
+  async patients(ids: readonly string[], requestId: string): Promise<ReadonlyMap<string, PatientRecord>> {
+    if (this.checkedFor !== requestId) {
+      await this.refresh();
+      this.checkedFor = requestId;
+    }
+    const out = new Map<string, PatientRecord>();
+    const missing: string[] = [];
+    for (const id of ids) {
+      const r = this.cache.get(id);
+      if (r) out.set(id, r);
+      else missing.push(id);
+    }
+    if (missing.length) for (const r of await this.load(missing)) out.set(r.id, r);
+    return out;
+  }
+
+  /** Forgets everything (used when a change cannot be attributed to patients). */
+  clear(): void {
+    this.cache.clear();
+  }
+
+  private refresh(): Promise<void> {
+    // Concurrent requests share one check.
+    this.refreshing ??= this.check().finally(() => {
+      this.refreshing = undefined;
+    });
+    return this.refreshing;
+  }
+
+  private async check(): Promise<void> {
+    const latest = await this.reader.latestSeq(WATCHED);
+    const before = this.watermark;
+    this.watermark = latest;
+    if (!before) return;
+    if (latest.every((s, i) => s === before[i])) return;
+    this.generation++;
+    const since = Math.min(...before);
+    const changes = await this.reader.changesSince(WATCHED, since, 1001);
+    if (changes.length > 1000) {
+      this.cache.clear();
+      return;
+    }
+    for (const c of changes) {
+      if (c.type === 'Patient') this.cache.delete(c.id);
+      else if (c.content) for (const id of definitions.Consent.patientIds(JSON.parse(c.content) as Consent)) this.cache.delete(id);
+      else this.cache.clear(); // a deleted Consent: its patient is no longer in the row
+    }
+  }
+
+  private async load(ids: string[]): Promise<PatientRecord[]> {
+    const generation = this.generation;
+    const records = await loadRecords(this.reader, ids);
+    // Cache only what no change overtook while it was being read.
+    if (generation === this.generation) {
+      if (this.cache.size + ids.length > MAX_CACHED) this.cache.clear();
+      for (const r of records) this.cache.set(r.id, r);
+    }
+    return records;
+  }
+}
+
+/** Patients and their Consents as one write transaction sees them (its own writes included), uncached. */
+export class TransactionView implements PolicyData {
+  constructor(private readonly reader: StoreReader) {}
+  async patients(ids: readonly string[]): Promise<ReadonlyMap<string, PatientRecord>> {
+    return new Map((await loadRecords(this.reader, [...ids])).map((r) => [r.id, r]));
+  }
+}
+
+async function loadRecords(reader: StoreReader, ids: string[]): Promise<PatientRecord[]> {
+  if (ids.length === 0) return [];
+  const [patients, consents] = await Promise.all([reader.currentMany('Patient', ids), reader.byPatient('Consent', 'patient', ids)]);
+  const byPatient = new Map<string, Consent[]>();
+  for (const v of consents) {
+    for (const id of definitions.Consent.patientIds(v.resource!)) {
+      const list = byPatient.get(id) ?? [];
+      list.push(v.resource as Consent);
+      byPatient.set(id, list);
+    }
+  }
+  const found = new Map(patients.map((p) => [p.id, p]));
+  return ids.map((id) => {
+    const p = found.get(id);
+    return { id, resource: p && !p.deleted ? (p.resource as Patient) : undefined, creatorOrg: p?.creatorOrg ?? null, consents: byPatient.get(id) ?? [] };
+  });
+}

@@ -1,0 +1,2 @@
+import type { DenyReason, PermitReason } from '../../server/consent/decision';
+export type DecisionReason = PermitReason | DenyReason;
