@@ -3,27 +3,31 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import autocannon from 'autocannon';
-import type { Patient } from 'fhir/r4';
+import type { Consent, Patient } from 'fhir/r4';
+import type { JWK } from 'jose';
 import { generateJwkPair } from '../server/access/keys';
 import type { DatabaseConfig } from '../server/config';
 import { Store } from '../server/store/store';
 import { fetchToken } from './token';
 
 /**
- * `npm run bench`: throughput and latency of Custodian's hot paths as ratios to a bare Express
- * route, measured side by side in one run (these machines are shared and noisy: only ratios
- * from one run mean anything). Loopback only; every workload is bounded in time.
+ * `npm run bench`: throughput and latency of Custodian's hot paths as ratios, measured side by
+ * side in one run (these machines are shared and noisy: only ratios from one run mean anything).
+ * Loopback only; every workload is bounded in time.
  *
  *   BENCH_DURATION     seconds per workload (default 10)
  *   BENCH_CONNECTIONS  concurrent connections (default 50)
  *   BENCH_PATIENTS     Patients seeded before measuring (default 10000)
- *   BENCH_DATABASE_URL run against this database instead of a fresh SQLite file
+ *   BENCH_DATABASE_URL run against this (empty) PostgreSQL database instead of a fresh SQLite file
  */
 const DURATION = Number(process.env.BENCH_DURATION ?? 10);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50);
 const PATIENTS = Number(process.env.BENCH_PATIENTS ?? 10000);
+/** Patients with 5 Consents each; the even ones permit the hospital, the odd ones do not. */
+const COHORT = Math.min(2000, PATIENTS);
 const MAIN = path.resolve(__dirname, '..', 'server', 'main.js');
 const BASELINE = path.resolve(__dirname, 'bench', 'baseline-server.js');
+const ODS = 'https://fhir.nhs.uk/Id/ods-organization-code';
 
 interface Result {
   name: string;
@@ -65,61 +69,94 @@ async function run(name: string, options: autocannon.Options): Promise<Result> {
     errors: result.errors + result.timeouts,
     non2xx: result.non2xx,
   };
-  process.stdout.write(`  ${name.padEnd(34)} ${r.rps.toFixed(0).padStart(7)} req/s  p50 ${String(r.p50).padStart(4)} ms  p99 ${String(r.p99).padStart(4)} ms${r.non2xx || r.errors ? `  (non-2xx ${r.non2xx}, errors ${r.errors})` : ''}\n`);
+  process.stdout.write(`  ${name.padEnd(46)} ${r.rps.toFixed(0).padStart(7)} req/s  p50 ${String(r.p50).padStart(4)} ms  p99 ${String(r.p99).padStart(4)} ms${r.non2xx || r.errors ? `  (non-2xx ${r.non2xx}, errors ${r.errors})` : ''}\n`);
   return r;
 }
 
 function samplePatient(i: number): Patient {
   return {
     resourceType: 'Patient',
-    identifier: [{ system: 'urn:bench:mrn', value: `B${i}` }],
+    identifier: [{ system: 'urn:bench:mrn', value: `B${i}` }, ...(i < COHORT ? [{ system: 'urn:bench:cohort', value: 'C1' }] : [])],
     active: true,
     name: [{ use: 'official', family: `Family${i % 997}`, given: [`Given${i % 113}`, 'Middle'] }],
     telecom: [{ system: 'phone', value: `0161 ${String(i).padStart(6, '0')}`, use: 'home' }],
     gender: i % 2 ? 'female' : 'male',
     birthDate: `19${String(40 + (i % 60)).padStart(2, '0')}-0${1 + (i % 9)}-1${i % 9}`,
     address: [{ line: [`${i} High Street`], city: 'Leeds', postalCode: 'LS1 1AA', country: 'GB' }],
+    managingOrganization: { identifier: { system: ODS, value: 'BENCH1' } },
   };
+}
+
+/** Five Consents for patient i: for even i one of them permits the hospital (HOSP1). */
+function sampleConsents(i: number): Consent[] {
+  const actor = (code: string) => [{ role: { text: 'recipient' }, reference: { identifier: { system: ODS, value: code } } }];
+  const base = (n: number, provision: Consent['provision']): Consent => ({
+    resourceType: 'Consent',
+    id: `bench-${i}-c${n}`,
+    status: 'active',
+    scope: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/consentscope', code: 'patient-privacy' }] },
+    category: [{ coding: [{ system: 'http://loinc.org', code: '59284-0' }] }],
+    patient: { reference: `Patient/bench-${i}` },
+    policyRule: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code: 'OPTIN' }] },
+    provision,
+  });
+  return [
+    base(0, { type: i % 2 === 0 ? 'permit' : 'deny', actor: actor('HOSP1'), purpose: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ActReason', code: 'TREAT' }] }),
+    base(1, { type: 'deny', actor: actor('X1') }),
+    base(2, { type: 'permit', actor: actor('X2'), period: { start: '2020-01-01', end: '2030-12-31' } }),
+    base(3, { type: 'deny', purpose: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ActReason', code: 'HMARKT' }] }),
+    base(4, { type: 'permit', actor: actor('X3'), class: [{ system: 'http://hl7.org/fhir/resource-types', code: 'Patient' }] }),
+  ];
 }
 
 async function seed(database: DatabaseConfig): Promise<string[]> {
   const store = await Store.open(database, { now: Date.now });
   const ids: string[] = [];
-  const started = performance.now();
+  const writer = { clientId: 'bench', organization: `${ODS}|BENCH1` };
+  let started = performance.now();
   for (let i = 0; i < PATIENTS; i += 500) {
     await store.transaction(async (tx) => {
       for (let j = i; j < Math.min(i + 500, PATIENTS); j++) {
         const id = `bench-${j}`;
-        await tx.create('Patient', { ...samplePatient(j), id }, { clientId: 'bench', organization: 'https://fhir.nhs.uk/Id/ods-organization-code|BENCH1' });
+        await tx.create('Patient', { ...samplePatient(j), id }, writer);
         ids.push(id);
       }
     });
   }
-  const seconds = (performance.now() - started) / 1000;
+  let seconds = (performance.now() - started) / 1000;
   process.stdout.write(`  seeded ${ids.length} Patients through the store in ${seconds.toFixed(1)} s (${(ids.length / seconds).toFixed(0)} rows/s)\n`);
+  started = performance.now();
+  for (let i = 0; i < COHORT; i += 100) {
+    await store.transaction(async (tx) => {
+      for (let j = i; j < Math.min(i + 100, COHORT); j++) for (const c of sampleConsents(j)) await tx.create('Consent', c, writer);
+    });
+  }
+  seconds = (performance.now() - started) / 1000;
+  process.stdout.write(`  seeded ${COHORT * 5} Consents (5 for each of ${COHORT} Patients) in ${seconds.toFixed(1)} s (${((COHORT * 5) / seconds).toFixed(0)} rows/s)\n`);
   await store.close();
   return ids;
 }
 
-/** A registry with one client for the benchmark, its private key kept in memory. */
-async function benchClient(dataDir: string): Promise<{ clientsFile: string; privateJwk: import('jose').JWK }> {
-  const { privateJwk, publicJwk } = await generateJwkPair();
+/** The benchmark's clients: the custodian of every seeded Patient, and a hospital some Consents permit. */
+async function benchClients(dataDir: string): Promise<{ clientsFile: string; keys: Record<string, JWK> }> {
+  const keys: Record<string, JWK> = {};
+  const entries = [];
+  for (const [clientId, ods] of [
+    ['bench', 'BENCH1'],
+    ['hospital', 'HOSP1'],
+  ]) {
+    const { privateJwk, publicJwk } = await generateJwkPair();
+    keys[clientId] = privateJwk;
+    entries.push({ client_id: clientId, name: `Benchmark ${clientId}`, jwks: { keys: [publicJwk] }, organization: { identifier: { system: ODS, value: ods } }, scopes: ['system/*.cruds'], purposes: ['TREAT'] });
+  }
   const clientsFile = path.join(dataDir, 'clients.json');
-  const entry = {
-    client_id: 'bench',
-    name: 'Benchmark client',
-    jwks: { keys: [publicJwk] },
-    organization: { identifier: { system: 'https://fhir.nhs.uk/Id/ods-organization-code', value: 'BENCH1' } },
-    scopes: ['system/*.cruds'],
-    purposes: ['TREAT'],
-  };
-  fs.writeFileSync(clientsFile, JSON.stringify([entry], null, 2));
-  return { clientsFile, privateJwk };
+  fs.writeFileSync(clientsFile, JSON.stringify(entries, null, 2));
+  return { clientsFile, keys };
 }
 
 async function main(): Promise<void> {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'custodian-bench-'));
-  const { clientsFile, privateJwk } = await benchClient(dataDir);
+  const { clientsFile, keys } = await benchClients(dataDir);
   const databaseUrl = process.env.BENCH_DATABASE_URL;
   const database: DatabaseConfig = databaseUrl
     ? { dialect: 'postgres', url: databaseUrl, poolMax: 10 }
@@ -127,9 +164,9 @@ async function main(): Promise<void> {
   process.stdout.write(`Custodian benchmark: ${CONNECTIONS} connections, ${DURATION} s per workload, ${database.dialect}, ${os.cpus().length} CPUs\n`);
   const ids = await seed(database);
 
-  const results: Result[] = [];
+  const results: Record<string, Result> = {};
   const baseline = await start(BASELINE, {});
-  results.push(await run('(a) bare Express, 1 KB JSON', { url: `${baseline.base}/baseline` }));
+  results.a = await run('(a) bare Express, 1 KB JSON', { url: `${baseline.base}/baseline` });
   await stop(baseline.child);
 
   const server = await start(MAIN, {
@@ -140,35 +177,47 @@ async function main(): Promise<void> {
     CUSTODIAN_TOKEN_LIFETIME: '3600',
     ...(databaseUrl ? { DATABASE_URL: databaseUrl } : {}),
   });
+  let halfHiddenPage = 0;
   try {
-    const token = await fetchToken({ base: server.base, clientId: 'bench', privateJwk, scope: 'system/*.cruds' });
-    const auth = { authorization: `Bearer ${token.access_token}` };
+    const auth = async (clientId: string) => ({ authorization: `Bearer ${(await fetchToken({ base: server.base, clientId, privateJwk: keys[clientId], scope: 'system/*.cruds' })).access_token}` });
+    const custodian = await auth('bench');
+    const hospital = await auth('hospital');
     let n = 0;
-    results.push(
-      await run('(b) GET /Patient/{id}', {
-        url: server.base,
-        headers: auth,
-        requests: [{ method: 'GET', setupRequest: (req) => ({ ...req, path: `/Patient/${ids[n++ % ids.length]}` }) }],
-      }),
-    );
-    const body = JSON.stringify(samplePatient(424242));
-    results.push(
-      await run('(c) POST /Patient', {
-        url: `${server.base}/Patient`,
-        method: 'POST',
-        headers: { ...auth, 'content-type': 'application/fhir+json' },
-        body,
-      }),
-    );
+    results.b = await run('(b) GET /Patient/{id}, custodian', {
+      url: server.base,
+      headers: custodian,
+      requests: [{ method: 'GET', setupRequest: (req) => ({ ...req, path: `/Patient/${ids[n++ % ids.length]}` }) }],
+    });
+    let m = 0;
+    results.d = await run('(d) GET /Patient/{id}, hospital via a Consent', {
+      url: server.base,
+      headers: hospital,
+      requests: [{ method: 'GET', setupRequest: (req) => ({ ...req, path: `/Patient/bench-${(2 * m++) % COHORT}` }) }],
+    });
+    const page = (await (await fetch(`${server.base}/Patient?identifier=urn:bench:cohort|C1&_count=50`, { headers: hospital })).json()) as { entry?: unknown[] };
+    halfHiddenPage = page.entry?.length ?? 0;
+    results.e = await run('(e) search, half the matches hidden, _count=50', {
+      url: `${server.base}/Patient?identifier=urn:bench:cohort|C1&_count=50`,
+      headers: hospital,
+    });
+    results.c = await run('(c) POST /Patient', {
+      url: `${server.base}/Patient`,
+      method: 'POST',
+      headers: { ...custodian, 'content-type': 'application/fhir+json' },
+      body: JSON.stringify(samplePatient(424242)),
+    });
   } finally {
     await stop(server.child);
     if (!databaseUrl) fs.rmSync(dataDir, { recursive: true, force: true });
   }
 
-  const base = results[0].rps;
-  process.stdout.write('\nRatios to (a), same run:\n');
-  for (const r of results.slice(1)) process.stdout.write(`  ${r.name.padEnd(34)} ${(r.rps / base).toFixed(2)}x\n`);
-  if (results.some((r) => r.errors || r.non2xx)) {
+  const ratio = (x: Result, y: Result) => (x.rps / y.rps).toFixed(2);
+  process.stdout.write('\nRatios, same run:\n');
+  process.stdout.write(`  (b) read / (a) bare Express                    ${ratio(results.b, results.a)}x\n`);
+  process.stdout.write(`  (c) create / (a) bare Express                  ${ratio(results.c, results.a)}x\n`);
+  process.stdout.write(`  (d) read via Consent / (b) custodian read      ${ratio(results.d, results.b)}x   (target >= 0.80)\n`);
+  process.stdout.write(`  (e) half-hidden search: entries on page 1      ${halfHiddenPage} of 50 (full pages: ${halfHiddenPage === 50 ? 'yes' : 'NO'})\n`);
+  if (Object.values(results).some((r) => r.errors || r.non2xx)) {
     process.stdout.write('\nSome requests failed; the figures above are not valid.\n');
     process.exitCode = 1;
   }

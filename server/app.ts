@@ -54,8 +54,9 @@ export interface App {
 export function buildApp(options: AppOptions): App {
   const now = options.now ?? Date.now;
   const logger = options.logger ?? createLogger(options.config.logLevel, now);
-  const consent = options.policy ?? new ConsentPolicy(new PatientFactsCache(options.store.reader), { defaultPolicy: options.config.consentDefault, now });
-  const gate = new Gate(options.store, allOf(scopePolicy, consent));
+  const facts = new PatientFactsCache(options.store.reader);
+  const consent = options.policy ?? new ConsentPolicy(facts, { defaultPolicy: options.config.consentDefault, now });
+  const gate = new Gate(options.store, allOf(scopePolicy, consent), facts);
   const tokens = new TokenService({
     key: options.access.key,
     registry: options.access.registry,
@@ -64,7 +65,7 @@ export function buildApp(options: AppOptions): App {
     replay: (key, expiresAt) => options.store.rememberAssertion(key, expiresAt),
     trusted: options.access.trusted ?? [],
   });
-  const deps: HttpDeps = { config: options.config, gate, validator: options.validator ?? sharedValidator(), now, logger };
+  const deps: HttpDeps = { config: options.config, gate, validator: options.validator ?? sharedValidator(), now, logger, registry: options.access.registry };
 
   const app = express();
   app.disable('x-powered-by');

@@ -61,9 +61,11 @@ async function main(): Promise<void> {
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : config.port;
   const shownHost = config.host === '0.0.0.0' || config.host === '::' ? 'localhost' : config.host;
-  const base = config.baseUrl ?? `http://${shownHost}:${port}`;
-  logger.info('listening', { baseUrl: base, port, database: config.database.dialect, clients: registry.all().length });
-  process.stdout.write(`Custodian FHIR R4 server listening at ${base} (database: ${config.database.dialect}; ${registry.all().length} clients in ${config.auth.clientsFile})\n`);
+  const listening = `http://${shownHost.includes(':') ? `[${shownHost}]` : shownHost}:${port}`;
+  logger.info('listening', { address: listening, baseUrl: config.baseUrl ?? listening, database: config.database.dialect, clients: registry.all().length });
+  process.stdout.write(
+    `Custodian FHIR R4 server listening at ${listening}${config.baseUrl ? ` (public base URL ${config.baseUrl})` : ''} (database: ${config.database.dialect}; ${registry.all().length} clients in ${config.auth.clientsFile})\n`,
+  );
 
   let stopping = false;
   const stop = (signal: string) => {

@@ -22,8 +22,19 @@ export interface Scope {
 
 const V1: Record<string, Permission[]> = { read: ['r', 's'], write: ['c', 'u', 'd'], '*': ['c', 'r', 'u', 'd', 's'] };
 
-/** Parses one scope string; null when it is not a resource scope this server understands. */
+const parsed = new Map<string, Scope | null>();
+
+/** Parses one scope string (memoised: tokens repeat the same few); null when it is not a resource scope this server understands. */
 export function parseScope(text: string): Scope | null {
+  let s = parsed.get(text);
+  if (s === undefined) {
+    s = parseScopeText(text);
+    if (parsed.size < 10000) parsed.set(text, s);
+  }
+  return s;
+}
+
+function parseScopeText(text: string): Scope | null {
   const m = /^(patient|user|system)\/([A-Za-z]+|\*)\.(read|write|\*|[cruds]+)(\?.+)?$/.exec(text);
   if (!m) return null;
   const [, level, type, perms, query] = m;

@@ -1,6 +1,7 @@
 import type { Consent } from 'fhir/r4';
 import { deny, permit, type Decision } from './decision';
-import { actorMatches, consentRef, evaluateConsent, isCustodian, matches, type ConsentResult } from './evaluate';
+import { parseDateRange } from '../fhir/dates';
+import { actorMatches, consentRef, evaluateConsent, isCustodian, type ConsentResult } from './evaluate';
 import { objectionKind } from './opt-out';
 import { isBreakGlassPurpose, isCustodianPurpose, isSecondaryPurpose } from './purposes';
 import type { DecisionRequest, PatientFacts } from './request';
@@ -83,7 +84,7 @@ function decideForPatient(req: DecisionRequest, p: PatientFacts): Decision {
   if (isSecondaryPurpose(purpose)) {
     for (const c of active) {
       const kind = objectionKind(c);
-      if (kind && inForce(c, req)) return deny(kind, `Patient/${p.id} has a ${kind === 'national-opt-out' ? 'national data opt-out' : 'Type 1 objection'}; ${purpose} is secondary use`, [consentRef(c)]);
+      if (kind && inForce(c, req.now)) return deny(kind, `Patient/${p.id} has a ${kind === 'national-opt-out' ? 'national data opt-out' : 'Type 1 objection'}; ${purpose} is secondary use`, [consentRef(c)]);
     }
   }
   const results = active.map((c) => evaluateConsent(c, req));
@@ -119,11 +120,13 @@ export function combineDenyOverrides(results: readonly ConsentResult[], p: Patie
     : deny('no-consent', `no active Consent of Patient/${p.id} permits this organisation ${req.purpose} ${req.action}`);
 }
 
-/** The objection Consent is active and within its root period. */
-function inForce(c: Consent, req: DecisionRequest): boolean {
-  const root = c.provision;
-  if (!root?.period) return true;
-  return matches({ period: root.period }, req, 'permit').ok;
+/** A Consent is in force when `now` is within its root provision's period (if it has one). */
+export function inForce(c: Consent, now: number): boolean {
+  const period = c.provision?.period;
+  if (!period) return true;
+  const start = period.start ? parseDateRange(period.start)?.lo : undefined;
+  const end = period.end ? parseDateRange(period.end)?.hi : undefined;
+  return (start === undefined || now >= start) && (end === undefined || now <= end);
 }
 
 /** An active Consent with a deny provision, applying to this requester, that names purpose BTG. */

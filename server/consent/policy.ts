@@ -6,6 +6,7 @@ import type { StoredVersion } from '../store/records';
 import { decide } from './decide';
 import { deny, permit, type Decision } from './decision';
 import { isCustodian } from './evaluate';
+import { isCustodianPurpose } from './purposes';
 import type { Actor, DataItem, DecisionRequest, NamedParty, PatientFacts } from './request';
 
 /** What the consent policy needs to know about a patient, loaded (and cached) by the gate. */
@@ -48,11 +49,25 @@ export class ConsentPolicy implements AccessPolicy {
 
   async canRead(ctx: AccessContext, versions: readonly StoredVersion[], purpose: { action: 'access' | 'disclose' }, view?: PolicyData): Promise<Decision[]> {
     const ids = new Set<string>();
-    for (const v of versions) if (v.resource) for (const id of definitions[v.type].patientIds(v.resource)) ids.add(id);
-    const records = await (view ?? this.data).patients([...ids], ctx.requestId);
+    for (const v of versions) {
+      if (!v.resource || this.decidedByItself(ctx, v)) continue;
+      for (const id of definitions[v.type].patientIds(v.resource)) ids.add(id);
+    }
+    // Patients and Consents are loaded only when some version needs them.
+    const records = ids.size ? await (view ?? this.data).patients([...ids], ctx.requestId) : new Map<string, PatientRecord>();
     return versions.map((v) =>
       v.resource ? decide(engineRequest(actorOf(ctx), ctx.purposeOfUse, v.type, v.resource, v, records, purpose.action, this.options)) : deny('no-patient', 'a deletion carries no content'),
     );
+  }
+
+  /**
+   * A Patient read by its patient, or by its custodian for a custodian purpose: the engine's
+   * first two rules decide from the Patient alone, so its Consents need not be loaded.
+   */
+  private decidedByItself(ctx: AccessContext, v: StoredVersion): boolean {
+    if (v.type !== 'Patient') return false;
+    if (ctx.patient === v.id) return true;
+    return isCustodianPurpose(ctx.purposeOfUse) && isCustodian(ctx.organization, custodiansOf(v.resource as Patient, v.creatorOrg));
   }
 
   async canWrite(ctx: AccessContext, type: ResourceType, before: StoredVersion | undefined, after: Resource | undefined, _permission: unknown, view?: PolicyData): Promise<Decision> {

@@ -9,7 +9,8 @@ import type { HistoryVersion, StoredVersion } from '../store/records';
 import type { Store } from '../store/store';
 import type { Writer, WriteTx } from '../store/write';
 import type { Permission } from '../access/scopes';
-import type { PolicyData } from '../consent/policy';
+import { custodiansOf, type PatientRecord, type PolicyData } from '../consent/policy';
+import { isCustodian } from '../consent/evaluate';
 import { TransactionView } from './policy-data';
 import type { AccessPolicy, ReadPurpose, SystemInteraction } from './policy';
 
@@ -28,8 +29,39 @@ export class Gate {
   constructor(
     private readonly store: Store,
     private readonly policy: AccessPolicy,
+    /** Patient facts for the review operations ($access-decision, $sharing-summary). */
+    private readonly facts?: PolicyData,
   ) {
     this.reads = new GatedReads(store.reader, policy);
+  }
+
+  /**
+   * For the operations that explain access to a patient's record: the patient's facts (Patient,
+   * creator, Consents), for its custodian, auditors and the patient only. Anyone else gets a 403
+   * that does not say whether the patient exists.
+   */
+  async reviewPatient(ctx: AccessContext, patientId: string): Promise<{ record: PatientRecord; resource: (type: ResourceType, id: string) => Promise<StoredVersion | undefined> }> {
+    const reads = ['Patient', 'Consent', 'AuditEvent'] as const;
+    if (!reads.some((t) => this.policy.allowsInteraction(ctx, t, 'read').effect === 'permit')) {
+      throw refused(`review of Patient/${patientId}`, this.policy.allowsInteraction(ctx, 'Patient', 'read'));
+    }
+    if (!this.facts) throw new FhirError('internal', 'no patient facts configured');
+    const record = (await this.facts.patients([patientId], ctx.requestId)).get(patientId);
+    const auditor = ctx.roles.includes('auditor');
+    const notPermitted = () => new FhirError('forbidden', `Only the custodian of Patient/${patientId}, auditors and the patient may review who can see it`);
+    if (!record?.resource) {
+      if (auditor) throw new FhirError('not-found', `Patient/${patientId} is not known`);
+      throw notPermitted();
+    }
+    if (!(auditor || ctx.patient === patientId || isCustodian(ctx.organization, custodiansOf(record.resource, record.creatorOrg)))) throw notPermitted();
+    return {
+      record,
+      // The reviewer may learn decisions about any of the patient's data, never its content.
+      resource: async (type, id) => {
+        const v = await this.store.reader.current(type, id);
+        return v && !v.deleted && v.resource && definitions[type].patientIds(v.resource).includes(patientId) ? v : undefined;
+      },
+    };
   }
 
   read(ctx: AccessContext, type: ResourceType, id: string): Promise<StoredVersion> {

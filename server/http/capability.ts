@@ -10,7 +10,9 @@ export const SOFTWARE_VERSION = '0.1.0';
  * tables the server runs on (resource definitions, search parameter registry, operation
  * registry), so it lists exactly what is implemented. Tests exercise every entry.
  */
-export function capabilityStatement(baseUrl: string, now: number): CapabilityStatement {
+export const CONSENT_DEFAULT_EXTENSION = 'https://custodian.example.org/fhir/StructureDefinition/consent-default-policy';
+
+export function capabilityStatement(baseUrl: string, now: number, consentDefault: 'deny' | 'permit'): CapabilityStatement {
   const resources: CapabilityStatementRestResource[] = RESOURCE_TYPES.map((type) => {
     const def = definitions[type];
     const can = (i: string) => def.interactions.includes(i as never);
@@ -53,9 +55,11 @@ export function capabilityStatement(baseUrl: string, now: number): CapabilitySta
               url: 'http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris',
               extension: [{ url: 'token', valueUri: `${baseUrl}/auth/token` }],
             },
+            // What happens when no Consent of the patient applies: deny (opt-in model) or permit (opt-out model).
+            { url: CONSENT_DEFAULT_EXTENSION, valueCode: consentDefault },
           ],
           description:
-            'SMART Backend Services (client_credentials with a private_key_jwt assertion, RS384 or ES384). Every route but /metadata, /.well-known/smart-configuration, /.well-known/jwks.json and /auth/token needs a bearer token; scopes (SMART v1 and v2) are enforced per interaction.',
+            `SMART Backend Services (client_credentials with a private_key_jwt assertion, RS384 or ES384). Every route but /metadata, /.well-known/smart-configuration, /.well-known/jwks.json and /auth/token needs a bearer token; scopes (SMART v1 and v2) are enforced per interaction. Every read is decided by the patient's Consents: the custodian organisation sees its own patients' data for direct care and its own operations; everyone else is ${consentDefault === 'deny' ? 'denied unless an active Consent of the patient permits them (deny by default)' : 'permitted unless an active Consent of the patient denies them (permit by default)'}; national data opt-outs and Type 1 objections refuse secondary use.`,
         },
         resource: resources,
         interaction: [{ code: 'transaction' }, { code: 'batch' }, { code: 'history-system' }],

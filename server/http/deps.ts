@@ -1,4 +1,5 @@
 import type { Request, Response } from 'express';
+import type { ClientRegistry } from '../access/registry';
 import type { Config } from '../config';
 import type { Gate } from '../gate/gate';
 import type { InteractionEnv } from '../interactions/common';
@@ -15,6 +16,8 @@ export interface HttpDeps {
   readonly validator: Validator;
   readonly now: () => number;
   readonly logger: Logger;
+  /** Registered clients ($access-decision answers for a named client). */
+  readonly registry: ClientRegistry;
 }
 
 export function envOf(res: Response, deps: HttpDeps): InteractionEnv {

@@ -2,6 +2,8 @@ import type { Request, Response } from 'express';
 import type { ResourceType } from '../../resources';
 import { FhirError } from '../errors';
 import type { HttpDeps } from '../http/deps';
+import { accessDecisionOperation } from './access-decision';
+import { sharingSummaryOperation } from './sharing-summary';
 import { validateOperation } from './validate';
 
 export type OperationLevel = 'system' | 'type' | 'instance';
@@ -19,12 +21,13 @@ export interface OperationDef {
 }
 
 /** Every operation, one file each under `server/operations/`. */
-export const OPERATIONS: readonly OperationDef[] = [validateOperation];
+export const OPERATIONS: readonly OperationDef[] = [validateOperation, accessDecisionOperation, sharingSummaryOperation];
 
 /** Finds an operation for a URL: 404 if unknown, 405 for a level or method it does not take. */
-export function operation(name: string, level: OperationLevel, method: string): OperationDef {
+export function operation(name: string, level: OperationLevel, method: string, type?: ResourceType): OperationDef {
   const op = OPERATIONS.find((o) => o.name === name);
   if (!op) throw new FhirError('not-found', `Operation ${name} is not supported by this server`);
+  if (type && !op.types.includes(type)) throw new FhirError('not-found', `Operation ${name} is not defined on ${type}`);
   if (!op.levels.includes(level)) throw new FhirError('method-not-allowed', `${name} cannot be invoked at ${level} level`);
   if (!(op.methods as string[]).includes(method) && !(method === 'HEAD' && op.methods.includes('GET'))) {
     throw new FhirError('method-not-allowed', `${name} takes ${op.methods.join(' or ')}`, { headers: { Allow: op.methods.join(', ') } });

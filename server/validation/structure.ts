@@ -22,6 +22,8 @@ interface Rule {
   readonly max: number; // Infinity for '*'
   readonly origin: 'base' | 'profile';
   readonly profile: string;
+  /** A fixed[x] primitive value the element must have, when the definition sets one. */
+  readonly fixed?: unknown;
 }
 
 interface Constraint {
@@ -68,12 +70,19 @@ export class StructureChecker {
       const path = el.path;
       if (el.contentReference) this.aliases.set(path, el.contentReference.replace(/^#/, ''));
       if (path.endsWith('[x]')) this.choices.set(path.slice(0, -3), path);
-      if (path !== this.type && (el.min !== undefined || el.max !== undefined)) {
+      const fixedKey = Object.keys(el).find((k) => k.startsWith('fixed'));
+      if (path !== this.type && (el.min !== undefined || el.max !== undefined || fixedKey)) {
         const parent = path.slice(0, path.lastIndexOf('.'));
         const list = this.children.get(parent) ?? [];
         if (!list.includes(path)) list.push(path);
         this.children.set(parent, list);
-        const rule: Rule = { min: el.min ?? 0, max: el.max === undefined || el.max === '*' ? Infinity : Number(el.max), origin, profile: url };
+        const rule: Rule = {
+          min: el.min ?? 0,
+          max: el.max === undefined || el.max === '*' ? Infinity : Number(el.max),
+          origin,
+          profile: url,
+          ...(fixedKey ? { fixed: (el as unknown as Record<string, unknown>)[fixedKey] } : {}),
+        };
         this.rules.set(path, [...(this.rules.get(path) ?? []), rule]);
       }
       for (const c of el.constraint ?? []) {
@@ -140,6 +149,14 @@ export class StructureChecker {
             origin: rule.origin,
             diagnostics: `${childPath} is required: minimum cardinality ${rule.min}, found ${count}${rule.origin === 'profile' ? ` (profile ${rule.profile})` : ''}`,
             expression: [`${expression}.${name.replace('[x]', '')}`],
+          });
+        } else if (rule.fixed !== undefined && count > 0 && !name.endsWith('[x]') && [node[name]].flat().some((v) => JSON.stringify(v) !== JSON.stringify(rule.fixed))) {
+          issues.push({
+            severity: 'error',
+            code: 'value',
+            origin: rule.origin,
+            diagnostics: `${childPath} must be ${JSON.stringify(rule.fixed)}${rule.origin === 'profile' ? ` (profile ${rule.profile})` : ''}`,
+            expression: [`${expression}.${name}`],
           });
         } else if (count > rule.max) {
           issues.push({

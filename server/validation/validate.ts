@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import type { OperationOutcomeIssue, StructureDefinition } from 'fhir/r4';
+import type { Consent, OperationOutcomeIssue, Resource, StructureDefinition } from 'fhir/r4';
+import { objectionKind } from '../consent/opt-out';
 import { definitions, RESOURCE_TYPES, type ResourceType } from '../../resources';
 import { FhirError } from '../errors';
 import { profilesDir } from '../profiles-dir';
@@ -27,6 +28,8 @@ export interface ValidationReport {
  */
 export class Validator {
   private readonly checkers = new Map<ResourceType, StructureChecker>();
+  /** Further Custodian profiles (objections), checked when claimed or when their category says so. */
+  private readonly extra = new Map<string, { type: string; checker: StructureChecker }>();
   readonly profiles: ReadonlyMap<string, StructureDefinition>;
 
   constructor() {
@@ -42,6 +45,11 @@ export class Validator {
       const own = profiles.get(definitions[type].profile);
       if (!own) throw new Error(`profile ${definitions[type].profile} for ${type} is missing from profiles/`);
       this.checkers.set(type, new StructureChecker(type, base, [own]));
+    }
+    const empty = { resourceType: 'StructureDefinition', snapshot: { element: [] } } as unknown as StructureDefinition;
+    for (const sd of profiles.values()) {
+      if (RESOURCE_TYPES.some((t) => definitions[t].profile === sd.url)) continue;
+      this.extra.set(sd.url, { type: sd.type, checker: new StructureChecker(sd.type, empty, [sd]) });
     }
     // Compile the schema for our types now, not on the first write (it takes seconds).
     for (const type of RESOURCE_TYPES) schemaValidator().validate(type, { resourceType: type });
@@ -61,13 +69,32 @@ export class Validator {
     }
     report.base.push(...schemaValidator().validate(type, resource));
     report.base.push(...checkSafety(type, resource));
-    for (const issue of this.checkers.get(type)!.check(resource as Record<string, unknown>)) {
+    const checks = [this.checkers.get(type)!, ...this.extraProfiles(type, resource as Resource).map((url) => this.extra.get(url)!.checker)];
+    for (const issue of checks.flatMap((c) => c.check(resource as Record<string, unknown>))) {
       const { origin, ...plain } = issue;
       if (plain.severity !== 'error') report.warnings.push(plain);
       else if (origin === 'base') report.base.push(plain);
       else report.profile.push(plain);
     }
     return report;
+  }
+
+  /**
+   * The further Custodian profiles a resource must meet: those it claims in meta.profile, and
+   * for a Consent categorised as an objection, the objection's profile (the consent engine acts
+   * on the category, so the shape must hold whether or not it is claimed).
+   */
+  private extraProfiles(type: ResourceType, resource: Resource): string[] {
+    const urls = new Set<string>();
+    for (const url of resource.meta?.profile ?? []) {
+      const bare = url.split('|')[0];
+      if (this.extra.get(bare)?.type === type) urls.add(bare);
+    }
+    if (type === 'Consent') {
+      const kind = objectionKind(resource as Consent);
+      if (kind) urls.add(`https://custodian.example.org/fhir/StructureDefinition/custodian-${kind === 'national-opt-out' ? 'national-data-opt-out' : 'type-1-objection'}`);
+    }
+    return [...urls];
   }
 
   /** Throws the 400 or 422 a write must answer with when `resource` is not acceptable. */

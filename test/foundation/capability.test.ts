@@ -78,11 +78,15 @@ describe('Foundation: the CapabilityStatement says exactly what the server does'
       }
     });
 
-    it(`${type}: the listed operations exist`, async () => {
-      for (const op of resource(type).operation ?? []) {
-        const res = await h.api.post(`/${type}/$${op.name}`, samples[type]());
-        assert.equal(res.status, 200, `$${op.name}`);
-      }
+    it(`${type}: the listed operations exist, and unlisted ones are 404`, async () => {
+      const listed = (resource(type).operation ?? []).map((o) => o.name);
+      const invoke: Record<string, () => Promise<number>> = {
+        validate: async () => (await h.api.post(`/${type}/$validate`, samples[type]())).status,
+        'access-decision': async () => (await h.api.get(`/${type}/cap-p/$access-decision?client=test-admin`)).status,
+        'sharing-summary': async () => (await h.api.get(`/${type}/cap-p/$sharing-summary`)).status,
+      };
+      for (const name of listed) assert.equal(await invoke[name](), 200, `$${name}`);
+      for (const name of Object.keys(invoke).filter((n) => !listed.includes(n))) assert.equal(await invoke[name](), 404, `$${name} is not listed for ${type}`);
     });
   }
 

@@ -60,3 +60,8 @@ export function consent(patientId: string, extra: Record<string, unknown> = {}):
 /** A valid NHS number (Modulus 11). */
 export const NHS_VALID = '9000000009';
 export const NHS_INVALID = '9000000008';
+
+/** A JSON file of this repository (profiles, resources), from the compiled test's location. */
+export function repoJson<T = Resource>(...parts: string[]): T {
+  return JSON.parse(fs.readFileSync(path.resolve(__dirname, '..', '..', '..', ...parts), 'utf8')) as T;
+}

@@ -86,13 +86,13 @@ export function resourceRoutes(deps: HttpDeps): Router {
   router.all('/:type/:id/:op', async (req, res, next) => {
     if (!req.params.op.startsWith('$')) return next();
     const type = resourceType(req.params.type);
-    await operation(req.params.op, 'instance', req.method).handler(req, res, deps, { type, id: logicalId(req.params.id) });
+    await operation(req.params.op, 'instance', req.method, type).handler(req, res, deps, { type, id: logicalId(req.params.id) });
   });
 
   router.all('/:type/:id', async (req, res, next) => {
     if (!req.params.id.startsWith('$')) return next();
     const type = resourceType(req.params.type);
-    await operation(req.params.id, 'type', req.method).handler(req, res, deps, { type });
+    await operation(req.params.id, 'type', req.method, type).handler(req, res, deps, { type });
   });
 
   router.get('/:type/:id', async (req, res) => {

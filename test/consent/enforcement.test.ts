@@ -1,0 +1,347 @@
+import assert from 'node:assert/strict';
+import type { Resource } from 'fhir/r4';
+import { loadJson, repoJson } from '../support/fixtures';
+import type { Api, ApiResponse } from '../support/api';
+import { startHarness, type Harness } from '../support/harness';
+
+const ODS = 'https://fhir.nhs.uk/Id/ods-organization-code';
+const NHS = 'https://fhir.nhs.uk/Id/nhs-number';
+const org = (code: string) => ({ identifier: { system: ODS, value: code } });
+const v3 = (code: string) => ({ system: 'http://terminology.hl7.org/CodeSystem/v3-ActReason', code });
+
+/** The hidden patient's identifying details: none may appear in any answer to the hospital. */
+const HIDDEN = { family: 'Hiddenham', nhs: '9434765919' };
+
+function patient(family: string, nhs: string, extra: Record<string, unknown> = {}): Resource {
+  return { resourceType: 'Patient', identifier: [{ system: NHS, value: nhs }], name: [{ family }], managingOrganization: org('GP1'), ...extra } as Resource;
+}
+function consentFor(patientId: string, provision: Record<string, unknown>, extra: Record<string, unknown> = {}): Resource {
+  return {
+    resourceType: 'Consent',
+    status: 'active',
+    scope: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/consentscope', code: 'patient-privacy' }] },
+    category: [{ coding: [{ system: 'http://loinc.org', code: '59284-0' }] }],
+    patient: { reference: `Patient/${patientId}` },
+    policyRule: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code: 'OPTIN' }] },
+    provision,
+    ...extra,
+  } as Resource;
+}
+
+describe('Consent enforcement through the HTTP API', () => {
+  let h: Harness;
+  let gp: Api;
+  let hospital: Api;
+  let hospitalBtg: Api;
+  let research: Api;
+  let national: Api;
+  let auditor: Api;
+  let audit: Api;
+  const ids: Record<string, string> = {};
+
+  before(async () => {
+    h = await startHarness({
+      clients: [
+        { clientId: 'gp', ods: 'GP1', scopes: ['system/Patient.cruds', 'system/Consent.cruds', 'system/AuditEvent.crs'], purposes: ['TREAT', 'HOPERAT'] },
+        { clientId: 'hospital', ods: 'HOSP1', scopes: ['system/Patient.cruds', 'system/Consent.rs', 'system/AuditEvent.rs'], purposes: ['TREAT', 'ETREAT', 'BTG', 'HRESCH'] },
+        { clientId: 'research', ods: 'RES1', scopes: ['system/Patient.rs'], purposes: ['HRESCH'] },
+        { clientId: 'national', ods: 'X26', scopes: ['system/Consent.rs', 'system/Patient.rs'], purposes: ['HOPERAT'], roles: ['national-service'] },
+        { clientId: 'auditor', ods: 'AUD1', scopes: ['system/AuditEvent.rs', 'system/Patient.rs'], purposes: ['HOPERAT'], roles: ['auditor'] },
+        { clientId: 'ehr-audit', ods: 'HOSP1', scopes: ['system/AuditEvent.c'], purposes: ['HOPERAT'], roles: ['audit-source'] },
+      ],
+    });
+    gp = await h.as('gp');
+    hospital = await h.as('hospital');
+    hospitalBtg = await h.as('hospital', { purpose: 'BTG' });
+    research = await h.as('research', { purpose: 'HRESCH' });
+    national = await h.as('national', { purpose: 'HOPERAT' });
+    auditor = await h.as('auditor', { purpose: 'HOPERAT' });
+    audit = await h.as('ehr-audit', { purpose: 'HOPERAT' });
+    ids.open = (await gp.post('/Patient', patient('Openshaw', '9000000009'))).body.id;
+    ids.hidden = (await gp.post('/Patient', patient(HIDDEN.family, HIDDEN.nhs))).body.id;
+    ids.optout = (await gp.post('/Patient', patient('Optoutson', '9876543210'))).body.id;
+    ids.openConsent = (await gp.post('/Consent', consentFor(ids.open, { type: 'permit', actor: [{ role: { text: 'recipient' }, reference: org('HOSP1') }] }))).body.id;
+    await gp.post('/Consent', consentFor(ids.optout, { type: 'permit', actor: [{ role: { text: 'recipient' }, reference: org('RES1') }], purpose: [v3('HRESCH')] }));
+    const optOut: Record<string, unknown> = { ...repoJson<Record<string, unknown>>('profiles', 'examples', 'Consent-example-national-data-opt-out.json'), patient: { reference: `Patient/${ids.optout}` } };
+    delete optOut.id;
+    assert.equal((await gp.post('/Consent', optOut)).status, 201);
+    assert.equal((await gp.put(`/Patient/${ids.hidden}`, { ...patient(HIDDEN.family, HIDDEN.nhs), id: ids.hidden, gender: 'female' })).status, 200);
+  });
+  after(() => h.close());
+
+  /**
+   * Nothing in the answer identifies the hidden patient. Links are left out of the check: they
+   * echo the asker's own search terms (an NHS number it typed is not a leak).
+   */
+  function noLeak(res: ApiResponse, allowId = false): void {
+    const text = JSON.stringify(res.body ?? res.text, (k, v) => (k === 'link' ? undefined : v));
+    assert.doesNotMatch(text, new RegExp(`${HIDDEN.family}|${HIDDEN.nhs}`), text.slice(0, 300));
+    if (!allowId) assert.ok(!text.includes(ids.hidden), `the hidden id leaked: ${text.slice(0, 300)}`);
+  }
+  const idsOf = (bundle: { entry?: { resource: { id: string; resourceType: string } }[] }) => (bundle.entry ?? []).filter((e) => e.resource.resourceType !== 'OperationOutcome').map((e) => e.resource.id);
+
+  describe('the custodian', () => {
+    it('reads its own patients without any Consent', async () => {
+      assert.equal((await gp.get(`/Patient/${ids.hidden}`)).status, 200);
+      assert.equal((await gp.get(`/Patient?_total=accurate`)).body.total, 3);
+    });
+  });
+
+  describe('read, vread and instance history: 403 for a hidden patient, 404 for none', () => {
+    it('permits what a Consent permits', async () => {
+      assert.equal((await hospital.get(`/Patient/${ids.open}`)).status, 200);
+      assert.equal((await hospital.get(`/Patient/${ids.open}/_history/1`)).status, 200);
+      assert.equal((await hospital.get(`/Patient/${ids.open}/_history`)).status, 200);
+    });
+    for (const [what, path] of [
+      ['read', (id: string) => `/Patient/${id}`],
+      ['vread', (id: string) => `/Patient/${id}/_history/1`],
+      ['instance history', (id: string) => `/Patient/${id}/_history`],
+    ] as const) {
+      it(`${what} of a hidden patient is 403 forbidden, with the break-the-glass hint, and nothing of it`, async () => {
+        const res = await hospital.get(path(ids.hidden));
+        assert.equal(res.status, 403);
+        assert.equal(res.body.issue[0].code, 'forbidden');
+        const hint = res.body.issue.find((i: { code: string }) => i.code === 'suppressed');
+        assert.ok(hint, 'the client is registered for BTG, so it is told it could break the glass');
+        assert.equal(hint.details.coding[0].system, 'http://terminology.hl7.org/CodeSystem/v3-ActReason');
+        noLeak(res, true);
+        assert.equal((await hospital.get(path('no-such-patient'))).status, 404);
+      });
+    }
+    it('a client that cannot break the glass gets no hint', async () => {
+      const res = await research.get(`/Patient/${ids.hidden}`);
+      assert.equal(res.status, 403);
+      assert.ok(!res.body.issue.some((i: { code: string }) => i.code === 'suppressed'));
+    });
+  });
+
+  describe('break the glass', () => {
+    it('opens a hidden record for BTG, for every read path', async () => {
+      assert.equal((await hospitalBtg.get(`/Patient/${ids.hidden}`)).status, 200);
+      assert.equal((await hospitalBtg.get(`/Patient/${ids.hidden}/_history/1`)).status, 200);
+      assert.ok(idsOf((await hospitalBtg.get(`/Patient?identifier=${NHS}|${HIDDEN.nhs}`)).body).includes(ids.hidden));
+    });
+    it('never for research', async () => {
+      assert.equal((await research.get(`/Patient/${ids.hidden}`)).status, 403);
+    });
+  });
+
+  describe('search, totals, counts and paging see only what the asker may see', () => {
+    it('filters matches before paging and counting', async () => {
+      const all = (await hospital.get('/Patient?_total=accurate')).body;
+      assert.deepEqual(idsOf(all), [ids.open]);
+      assert.equal(all.total, 1);
+      noLeak({ status: 200, headers: {}, body: all, text: JSON.stringify(all) });
+      const count = await hospital.get('/Patient?_summary=count');
+      assert.equal(count.body.total, 1);
+    });
+    it('a search for the hidden patient\'s own details finds nothing and says nothing', async () => {
+      for (const q of [`identifier=${NHS}|${HIDDEN.nhs}`, `family=${HIDDEN.family}`, `_id=${ids.hidden}`, `name=hidden`, 'gender=female']) {
+        const res = await hospital.get(`/Patient?${q}&_total=accurate`);
+        assert.equal(res.status, 200);
+        assert.equal(res.body.total, 0, q);
+        assert.equal(res.body.entry, undefined, q);
+        noLeak(res, q.startsWith('_id'));
+      }
+    });
+    it('pages stay full and the page count is that of the visible results', async () => {
+      const seen: string[] = [];
+      let res = await gp.get('/Patient?_count=1');
+      for (;;) {
+        seen.push(...idsOf(res.body));
+        const next = res.body.link.find((l: { relation: string }) => l.relation === 'next');
+        if (!next) break;
+        res = await gp.get(next.url.replace('http://custodian.test/fhir', ''));
+      }
+      assert.equal(seen.length, 3, 'the custodian walks all three');
+      const pages: string[][] = [];
+      res = await hospital.get('/Patient?_count=1');
+      for (;;) {
+        pages.push(idsOf(res.body));
+        noLeak(res);
+        const next = res.body.link.find((l: { relation: string }) => l.relation === 'next');
+        if (!next) break;
+        res = await hospital.get(next.url.replace('http://custodian.test/fhir', ''));
+      }
+      assert.deepEqual(pages, [[ids.open]], 'one full page, no empty page hinting at hidden matches');
+    });
+    it('Consents of a hidden patient are hidden too; national services see them all', async () => {
+      assert.equal((await hospital.get(`/Consent?patient=${ids.hidden}&_total=accurate`)).body.total, 0);
+      const mine = (await hospital.get('/Consent?_total=accurate')).body;
+      assert.deepEqual(idsOf(mine), [ids.openConsent], 'the Consent naming the hospital');
+      assert.equal((await national.get('/Consent?_total=accurate')).body.total, 3);
+      assert.equal((await national.get(`/Patient/${ids.hidden}`)).status, 403, 'national services get Consents, not records');
+    });
+  });
+
+  describe('history at type and system level', () => {
+    it('lists only visible versions', async () => {
+      const type = await hospital.get('/Patient/_history?_count=100');
+      assert.ok(type.body.entry.every((e: { fullUrl: string }) => e.fullUrl.endsWith(ids.open)));
+      noLeak(type);
+      const system = await hospital.get('/_history?_count=100');
+      noLeak(system);
+      assert.ok(system.body.entry.length >= 2);
+    });
+  });
+
+  describe('national data opt-out', () => {
+    it('refuses research even with a Consent permitting the researcher', async () => {
+      const res = await research.get(`/Patient/${ids.optout}`);
+      assert.equal(res.status, 403);
+      assert.match(res.body.issue[0].diagnostics, /national-opt-out/);
+      assert.equal((await research.get('/Patient?_total=accurate')).body.total, 0);
+    });
+  });
+
+  describe('batch and transaction entries', () => {
+    it('a batch GET of a hidden patient is a 403 entry without content', async () => {
+      const res = await hospital.post('/', {
+        resourceType: 'Bundle',
+        type: 'batch',
+        entry: [{ request: { method: 'GET', url: `Patient/${ids.hidden}` } }, { request: { method: 'GET', url: `Patient/${ids.open}` } }, { request: { method: 'GET', url: `Patient?family=${HIDDEN.family}` } }],
+      });
+      assert.equal(res.status, 200);
+      assert.deepEqual(res.body.entry.map((e: { response: { status: string } }) => e.response.status.slice(0, 3)), ['403', '200', '200']);
+      assert.equal(res.body.entry[2].resource.total, 0);
+      noLeak(res, true);
+    });
+    it('a transaction reading a hidden patient fails as a whole, and stores nothing', async () => {
+      const before = (await gp.get('/Patient?_summary=count')).body.total;
+      const res = await hospital.post('/', {
+        resourceType: 'Bundle',
+        type: 'transaction',
+        entry: [{ resource: patient('Newbie', '9000000017'), request: { method: 'POST', url: 'Patient' } }, { request: { method: 'GET', url: `Patient/${ids.hidden}` } }],
+      });
+      assert.equal(res.status, 403);
+      noLeak(res, true);
+      assert.equal((await gp.get('/Patient?_summary=count')).body.total, before);
+    });
+  });
+
+  describe('writes and conditional interactions neither reveal nor modify a hidden resource', () => {
+    it('an update, patch or delete of a hidden patient is refused and changes nothing', async () => {
+      const version = (await gp.get(`/Patient/${ids.hidden}`)).body.meta.versionId;
+      assert.equal((await hospital.put(`/Patient/${ids.hidden}`, { ...patient('Overwritten', HIDDEN.nhs), id: ids.hidden })).status, 403);
+      assert.equal((await hospital.patch(`/Patient/${ids.hidden}`, [{ op: 'replace', path: '/gender', value: 'male' }])).status, 403);
+      assert.equal((await hospital.delete(`/Patient/${ids.hidden}`)).status, 403);
+      assert.equal((await gp.get(`/Patient/${ids.hidden}`)).body.meta.versionId, version);
+    });
+    it('a visible patient of another custodian can be read but not changed', async () => {
+      const res = await hospital.put(`/Patient/${ids.open}`, { ...patient('Openshaw', '9000000009'), id: ids.open, active: false });
+      assert.equal(res.status, 403);
+      assert.match(res.body.issue[0].diagnostics, /not-custodian/);
+    });
+    it('conditional create: a hidden match does not count (a new Patient is made, the hidden one is not revealed)', async () => {
+      const res = await hospital.post('/Patient', patient('Hospitalcopy', '9000000025'), { 'If-None-Exist': `identifier=${NHS}|${HIDDEN.nhs}` });
+      assert.equal(res.status, 201);
+      assert.notEqual(res.body.id, ids.hidden);
+      noLeak(res);
+    });
+    it('conditional update and delete cannot reach a hidden patient', async () => {
+      const version = (await gp.get(`/Patient/${ids.hidden}`)).body.meta.versionId;
+      const del = await hospital.delete(`/Patient?identifier=${NHS}|${HIDDEN.nhs}`);
+      assert.equal(del.status, 200);
+      assert.match(del.body.issue[0].diagnostics, /nothing was deleted/);
+      const upd = await hospital.put(`/Patient?identifier=${NHS}|${HIDDEN.nhs}`, patient('Clobber', '9000000033'));
+      assert.equal(upd.status, 201, 'no visible match: a new resource');
+      assert.notEqual(upd.body.id, ids.hidden);
+      assert.equal((await gp.get(`/Patient/${ids.hidden}`)).body.meta.versionId, version);
+    });
+    it('Consents are written by the custodian or the patient only', async () => {
+      const res = await hospital.post('/Consent', consentFor(ids.open, { type: 'permit' }));
+      assert.equal(res.status, 403, 'the hospital holds only read scopes for Consent');
+      const stranger = await h.as('test-admin');
+      const byOther = await stranger.post('/Consent', consentFor(ids.open, { type: 'permit' }));
+      assert.equal(byOther.status, 403);
+      assert.match(byOther.body.issue[0].diagnostics, /not-custodian/);
+    });
+    it('$validate of a hidden resource (mode=update) answers like a read: 403', async () => {
+      const res = await hospital.post(`/Patient/${ids.hidden}/$validate?mode=update`, { ...patient('X', '9000000009'), id: ids.hidden });
+      assert.equal(res.status, 403);
+      noLeak(res, true);
+    });
+  });
+
+  describe('AuditEvents', () => {
+    let eventId: string;
+    before(async () => {
+      const event = loadJson<Record<string, unknown>>('ihe', 'balp', 'json', 'instances', 'AuditEvent-ex-auditBasicReadServer.json');
+      const entity = (event.entity as { what: { reference: string } }[]).find((e) => e.what.reference.startsWith('Patient/'))!;
+      entity.what.reference = `Patient/${ids.hidden}`;
+      delete event.id;
+      const res = await audit.post('/AuditEvent', event);
+      assert.equal(res.status, 201, res.text);
+      eventId = res.body.id;
+    });
+    it('are posted only by audit sources', async () => {
+      const event = loadJson<Record<string, unknown>>('ihe', 'balp', 'json', 'instances', 'AuditEvent-ex-auditBasicReadServer.json');
+      delete event.id;
+      assert.equal((await h.api.post('/AuditEvent', event)).status, 201, 'test-admin has the audit-source role');
+      const stranger = await h.as('hospital');
+      assert.equal((await stranger.post('/AuditEvent', event)).status, 403, 'no AuditEvent.c scope');
+      const noRole = await gp.post('/AuditEvent', event);
+      assert.equal(noRole.status, 403);
+    });
+    it('are read by auditors and the custodian, not by others, whatever the Consents say', async () => {
+      assert.equal((await auditor.get(`/AuditEvent/${eventId}`)).status, 200);
+      assert.equal((await gp.get(`/AuditEvent/${eventId}`)).status, 200);
+      assert.equal((await hospital.get(`/AuditEvent/${eventId}`)).status, 403);
+      assert.equal((await hospital.get(`/AuditEvent?patient=${ids.hidden}&_total=accurate`)).body.total, 0);
+    });
+  });
+
+  describe('a Consent change is enforced on the very next request', () => {
+    it('withdrawn a moment ago: the next read, search and history are refused', async () => {
+      const consent = (await gp.get(`/Consent/${ids.openConsent}`)).body;
+      assert.equal((await hospital.get(`/Patient/${ids.open}`)).status, 200);
+      assert.equal((await gp.put(`/Consent/${ids.openConsent}`, { ...consent, status: 'inactive' })).status, 200);
+      assert.equal((await hospital.get(`/Patient/${ids.open}`)).status, 403);
+      assert.equal((await hospital.get('/Patient?_total=accurate')).body.total, 0);
+      assert.equal((await hospital.get(`/Patient/${ids.open}/_history`)).status, 403);
+      assert.equal((await gp.put(`/Consent/${ids.openConsent}`, { ...consent, status: 'active' })).status, 200);
+      assert.equal((await hospital.get(`/Patient/${ids.open}`)).status, 200, 'and given again, on the next request too');
+      assert.equal((await gp.delete(`/Consent/${ids.openConsent}`)).status, 204);
+      assert.equal((await hospital.get(`/Patient/${ids.open}`)).status, 403, 'a deleted Consent counts for nothing');
+    });
+  });
+
+  describe('explaining decisions', () => {
+    it('$access-decision tells the custodian what a client would get, and why', async () => {
+      const res = await gp.get(`/Patient/${ids.optout}/$access-decision?client=research&purpose=HRESCH`);
+      assert.equal(res.status, 200);
+      const p = Object.fromEntries(res.body.parameter.map((x: { name: string; valueCode?: string; valueString?: string }) => [x.name, x.valueCode ?? x.valueString]));
+      assert.equal(p.decision, 'deny');
+      assert.equal(p.reason, 'national-opt-out');
+      assert.match(p.rule, /Secondary use/);
+      assert.ok(res.body.parameter.some((x: { name: string }) => x.name === 'consent'));
+      const btg = await gp.get(`/Patient/${ids.hidden}/$access-decision?client=hospital&purpose=BTG`);
+      assert.equal(btg.body.parameter.find((x: { name: string }) => x.name === 'reason').valueCode, 'break-the-glass');
+    });
+    it('$access-decision and $sharing-summary are not for others', async () => {
+      const res = await hospital.get(`/Patient/${ids.hidden}/$access-decision?client=hospital&purpose=TREAT`);
+      assert.equal(res.status, 403);
+      noLeak(res, true);
+      assert.equal((await hospital.get(`/Patient/${ids.hidden}/$sharing-summary`)).status, 403);
+      assert.equal((await hospital.get(`/Patient/nobody/$sharing-summary`)).status, 403, 'and do not say whether the patient exists');
+      assert.equal((await auditor.get(`/Patient/nobody/$sharing-summary`)).status, 404);
+    });
+    it('$sharing-summary lists the custodian, the Consents\' permissions and the opt-out', async () => {
+      const res = await gp.get(`/Patient/${ids.optout}/$sharing-summary`);
+      assert.equal(res.status, 200);
+      const names = res.body.parameter.map((x: { name: string }) => x.name);
+      assert.ok(names.includes('custodian') && names.includes('access') && names.includes('objection'));
+      const access = res.body.parameter.filter((x: { name: string }) => x.name === 'access');
+      const researchLine = access.find((a: { part: { name: string; valueReference?: { identifier?: { value: string } } }[] }) => a.part.some((p) => p.valueReference?.identifier?.value === 'RES1'));
+      assert.ok(researchLine);
+      assert.equal(res.body.parameter.find((x: { name: string }) => x.name === 'defaultPolicy').valueCode, 'deny');
+    });
+  });
+
+  it('the CapabilityStatement states the default policy', async () => {
+    const cs = (await h.anonymous.get('/metadata')).body;
+    const ext = cs.rest[0].security.extension.find((e: { url: string }) => e.url.endsWith('consent-default-policy'));
+    assert.equal(ext.valueCode, 'deny');
+  });
+});
