@@ -4,6 +4,9 @@ import type { SigningKey } from './access/keys';
 import type { ClientRegistry } from './access/registry';
 import { scopePolicy } from './access/scope-policy';
 import { TokenService, type TrustedIssuer } from './access/tokens';
+import { holdResponses } from './audit/hold';
+import { AuditTrail } from './audit/trail';
+import { AuditWriter } from './audit/writer';
 import type { Config } from './config';
 import { FhirError } from './errors';
 import { Gate } from './gate/gate';
@@ -14,7 +17,8 @@ import { bodyParser } from './http/body';
 import type { HttpDeps } from './http/deps';
 import { errorHandler } from './http/errors';
 import { negotiate } from './http/format';
-import { baseUrl, requestId } from './http/pipeline';
+import { baseUrl, requestId, requestLog } from './http/pipeline';
+import { healthRoutes } from './http/routes/health';
 import { resourceRoutes } from './http/routes/resources';
 import { smartRoutes } from './http/routes/smart';
 import { systemRoutes } from './http/routes/system';
@@ -48,15 +52,18 @@ export interface App {
 
 /**
  * Builds the HTTP application from explicit dependencies (no globals): the request pipeline is
- * request id → base URL → content negotiation → body → authentication (AccessContext) → routes
- * → one error mapper.
+ * request id → request log → base URL → audit hold → content negotiation → body →
+ * authentication (AccessContext) → routes → one error mapper.
  */
 export function buildApp(options: AppOptions): App {
   const now = options.now ?? Date.now;
   const logger = options.logger ?? createLogger(options.config.logLevel, now);
   const facts = new PatientFactsCache(options.store.reader);
   const consent = options.policy ?? new ConsentPolicy(facts, { defaultPolicy: options.config.consentDefault, now });
-  const gate = new Gate(options.store, allOf(scopePolicy, consent), facts);
+  const writer = options.config.benchUnaudited ? undefined : new AuditWriter(options.store);
+  if (!writer) logger.error('CUSTODIAN_BENCH_UNAUDITED=1: the audit trail is OFF. This setting exists for benchmarks only.');
+  const trail = new AuditTrail(writer, now);
+  const gate = new Gate(options.store, allOf(scopePolicy, consent), facts, trail);
   const tokens = new TokenService({
     key: options.access.key,
     registry: options.access.registry,
@@ -65,7 +72,7 @@ export function buildApp(options: AppOptions): App {
     replay: (key, expiresAt) => options.store.rememberAssertion(key, expiresAt),
     trusted: options.access.trusted ?? [],
   });
-  const deps: HttpDeps = { config: options.config, gate, validator: options.validator ?? sharedValidator(), now, logger, registry: options.access.registry };
+  const deps: HttpDeps = { config: options.config, gate, validator: options.validator ?? sharedValidator(), now, logger, registry: options.access.registry, audit: { writer } };
 
   const app = express();
   app.disable('x-powered-by');
@@ -74,10 +81,18 @@ export function buildApp(options: AppOptions): App {
   app.set('trust proxy', false);
 
   app.use(requestId);
+  app.use(requestLog(logger));
   app.use(baseUrl(options.config));
+  app.use(holdResponses(trail, logger));
   app.use(negotiate);
   app.use(bodyParser(options.config.maxBodyBytes));
   app.use(authenticate(tokens, options.config.baseUrl));
+  app.use((_req, res, next) => {
+    const audit = res.locals.audit;
+    if (audit && res.locals.ctx) trail.attach(res.locals.ctx, audit);
+    next();
+  });
+  app.use(healthRoutes(() => options.store.probeWrite(), writer));
   app.use(smartRoutes(tokens, options.access.key, options.config.baseUrl));
   app.use(systemRoutes(deps));
   app.use(resourceRoutes(deps));

@@ -22,6 +22,11 @@ export interface Config {
   readonly auth: AuthConfig;
   /** The answer when no Consent applies: deny (opt-in model, the default) or permit (opt-out model). */
   readonly consentDefault: 'deny' | 'permit';
+  /**
+   * Bench-only: run without writing the audit trail, to measure what auditing costs
+   * (CUSTODIAN_BENCH_UNAUDITED=1). Never in service: every access must be audited.
+   */
+  readonly benchUnaudited: boolean;
 }
 
 export interface AuthConfig {
@@ -68,6 +73,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     },
     logLevel: oneOf(env, 'LOG_LEVEL', ['silent', 'error', 'info', 'debug'], 'info'),
     consentDefault: oneOf(env, 'CUSTODIAN_CONSENT_DEFAULT', ['deny', 'permit'], 'deny'),
+    benchUnaudited: env.CUSTODIAN_BENCH_UNAUDITED === '1',
     auth: {
       clientsFile: path.resolve(cwd, env.CUSTODIAN_CLIENTS || path.join(dataDir, 'clients.json')),
       signingKeyFile: path.resolve(cwd, env.CUSTODIAN_SIGNING_KEY || path.join(dataDir, 'keys', 'server-signing-key.json')),

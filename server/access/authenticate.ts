@@ -1,4 +1,5 @@
 import type { NextFunction, Request, Response } from 'express';
+import { decodeJwt } from 'jose';
 import { FhirError } from '../errors';
 import { locals } from '../http/request';
 import { freezeContext } from './context';
@@ -53,6 +54,16 @@ export function authenticate(tokens: TokenService, configuredBase: string | unde
       });
     } catch (err) {
       if (!(err instanceof TokenError)) throw err;
+      // A refused request is audited with whatever identity it presented (unverified).
+      const audit = res.locals.audit as { presented?: { clientId?: string; tokenId?: string } } | undefined;
+      if (audit) {
+        try {
+          const claims = decodeJwt(m[1]);
+          audit.presented = { clientId: String(claims.client_id ?? claims.sub ?? '') || undefined, tokenId: claims.jti };
+        } catch {
+          audit.presented = {};
+        }
+      }
       throw new FhirError('unauthenticated', `Invalid access token: ${err.description}`, { headers: { 'WWW-Authenticate': challenge('invalid_token', err.description) } });
     }
     next();

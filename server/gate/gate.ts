@@ -4,11 +4,14 @@ import { organizationKey, type AccessContext } from '../access/context';
 import type { Decision } from '../consent/decision';
 import { FhirError, outcomeOf } from '../errors';
 import type { ResourceFilter } from '../search/filter';
+import { verifyChain, type ChainReport } from '../store/audit-chain';
 import { StoreReader, type HistoryRequest } from '../store/read';
 import type { HistoryVersion, StoredVersion } from '../store/records';
 import type { Store } from '../store/store';
 import type { Writer, WriteTx } from '../store/write';
 import type { Permission } from '../access/scopes';
+import type { AuditInteraction } from '../audit/balp';
+import type { AuditSink } from '../audit/trail';
 import { custodiansOf, type PatientRecord, type PolicyData } from '../consent/policy';
 import { isCustodian } from '../consent/evaluate';
 import { TransactionView } from './policy-data';
@@ -31,8 +34,35 @@ export class Gate {
     private readonly policy: AccessPolicy,
     /** Patient facts for the review operations ($access-decision, $sharing-summary). */
     private readonly facts?: PolicyData,
+    /** Where every decided access is reported, for the audit trail. */
+    private readonly audit?: AuditSink,
   ) {
-    this.reads = new GatedReads(store.reader, policy);
+    this.reads = new GatedReads(store.reader, policy, undefined, audit);
+  }
+
+  /**
+   * `$verify`: walks the audit chain. For auditors only; it reads the trail to hash it and
+   * returns nothing of it but where it breaks.
+   */
+  async verifyAuditChain(ctx: AccessContext): Promise<ChainReport> {
+    this.reads.allow(ctx, 'AuditEvent', 'search-type');
+    if (!ctx.roles.includes('auditor')) throw new FhirError('forbidden', 'Only auditors may verify the audit trail');
+    this.audit?.note(ctx, { interaction: 'operation', reference: 'AuditEvent', patients: [], decision: PERMITTED });
+    return verifyChain(this.store.driver);
+  }
+
+  /**
+   * `$access-report`: the AuditEvents about a patient (newest first), for the patient, its
+   * custodian and auditors. Reading the trail is itself audited.
+   */
+  async accessReport(ctx: AccessContext, patientId: string, since: number | undefined, limit: number): Promise<StoredVersion[]> {
+    await this.reviewPatient(ctx, patientId);
+    this.audit?.note(ctx, { interaction: 'operation', reference: `Patient/${patientId}`, patients: [patientId], decision: PERMITTED });
+    const events = await this.store.reader.byPatient('AuditEvent', 'patient', [patientId]);
+    return events
+      .filter((v) => since === undefined || Date.parse((v.resource as unknown as { recorded: string }).recorded) >= since)
+      .sort((a, b) => b.rid - a.rid)
+      .slice(0, limit);
   }
 
   /**
@@ -86,7 +116,7 @@ export class Gate {
    */
   transaction<T>(ctx: AccessContext, fn: (tx: GatedTx) => Promise<T>): Promise<T> {
     return this.store.transaction(async (tx) => {
-      const gated = new GatedTx(tx, ctx, this.policy);
+      const gated = new GatedTx(tx, ctx, this.policy, this.audit);
       const result = await fn(gated);
       await gated.settle();
       return result;
@@ -101,7 +131,15 @@ export class GatedReads {
     private readonly policy: AccessPolicy,
     /** Inside a transaction: the transaction's view of patients and Consents for the policy. */
     private readonly view?: PolicyData,
+    private readonly audit?: AuditSink,
   ) {}
+
+  /** Reports one decided access of one version to the audit trail. */
+  note(ctx: AccessContext, interaction: AuditInteraction, v: StoredVersion, decision: Decision): void {
+    if (!this.audit) return;
+    const patients = v.resource ? definitions[v.type].patientIds(v.resource) : [];
+    this.audit.note(ctx, { interaction, reference: `${v.type}/${v.id}/_history/${v.versionId}`, patients, decision });
+  }
 
   private async decide(ctx: AccessContext, version: StoredVersion, purpose: ReadPurpose): Promise<Decision> {
     const [decision] = await this.policy.canRead(ctx, [version], purpose, this.view);
@@ -126,6 +164,7 @@ export class GatedReads {
       throw new FhirError('gone', `${type}/${id} was deleted`, { headers: { ETag: `W/"${version.versionId}"` } });
     }
     const decision = await this.decide(ctx, version, purpose);
+    this.note(ctx, 'read', version, decision);
     if (decision.effect === 'deny') throw forbidden(type, id, decision, ctx);
     return version;
   }
@@ -144,6 +183,7 @@ export class GatedReads {
       throw new FhirError('gone', `${type}/${id} version ${versionId} is a deletion`);
     }
     const decision = await this.decide(ctx, version, purpose);
+    this.note(ctx, 'vread', version, decision);
     if (decision.effect === 'deny') throw forbidden(type, id, decision, ctx);
     return version;
   }
@@ -162,7 +202,10 @@ export class GatedReads {
     const last = versions.find((v) => !v.deleted);
     if (!last) return;
     const decision = await this.decide(ctx, last, purpose);
-    if (decision.effect === 'deny') throw forbidden(type, id, decision, ctx);
+    if (decision.effect === 'deny') {
+      this.note(ctx, purpose.permission === 'r' ? 'read' : 'update', last, decision);
+      throw forbidden(type, id, decision, ctx);
+    }
   }
 
   /** The filter plus whatever the policy restricts this context's searches to. */
@@ -183,6 +226,7 @@ export class GatedReads {
     const backwards = page.before !== undefined;
     const want = page.count + 1; // one extra says whether another page exists
     const found: StoredVersion[] = [];
+    const decided = new Map<StoredVersion, Decision>();
     let after = page.after;
     let before = page.before;
     const batch = Math.min(Math.max(want * 2, 50), 2000);
@@ -192,7 +236,10 @@ export class GatedReads {
         const ordered = backwards ? [...rows].reverse() : rows;
         const decisions = await this.policy.canRead(ctx, ordered, purpose, this.view);
         ordered.forEach((v, i) => {
-          if (found.length < want && decisions[i].effect === 'permit') found.push(v);
+          if (found.length < want && decisions[i].effect === 'permit') {
+            found.push(v);
+            decided.set(v, decisions[i]);
+          }
         });
         if (found.length >= want || rows.length < batch) break;
         if (backwards) before = rows[0].rid;
@@ -202,6 +249,7 @@ export class GatedReads {
     const more = found.length > page.count;
     const entries = found.slice(0, page.count);
     if (backwards) entries.reverse();
+    for (const v of entries) this.note(ctx, interaction as AuditInteraction, v, decided.get(v)!);
     return {
       entries,
       next: entries.length && (backwards || more) ? { after: entries[entries.length - 1].rid } : undefined,
@@ -250,34 +298,41 @@ export class GatedReads {
     }
     const want = req.limit + 1;
     const found: HistoryVersion[] = [];
+    const decided = new Map<HistoryVersion, Decision>();
     let bounds = { beforeSeq: req.beforeSeq, afterSeq: req.afterSeq };
     const batch = Math.min(Math.max(want * 2, 50), 2000);
     for (;;) {
       const rows = await this.reader.history({ ...req, ...bounds, limit: batch });
       const visible = await this.decideVersions(ctx, rows, purpose);
       rows.forEach((v, i) => {
-        if (found.length < want && visible[i]) found.push(v);
+        if (found.length < want && visible[i].effect === 'permit') {
+          found.push(v);
+          decided.set(v, visible[i]);
+        }
       });
       if (found.length >= want || rows.length < batch) break;
       const last = rows[rows.length - 1].seq;
       bounds = req.order === 'asc' ? { ...bounds, afterSeq: last } : { ...bounds, beforeSeq: last };
     }
     const entries = found.slice(0, req.limit);
+    const interaction: AuditInteraction = req.id !== undefined ? 'history-instance' : req.types.length === 1 ? 'history-type' : 'history-system';
+    for (const v of entries) if (!v.deleted) this.note(ctx, interaction, v, decided.get(v)!);
     return { entries, nextSeq: found.length > req.limit ? entries[entries.length - 1].seq : undefined };
   }
 
-  private async decideVersions(ctx: AccessContext, rows: readonly HistoryVersion[], purpose: ReadPurpose): Promise<boolean[]> {
+  private async decideVersions(ctx: AccessContext, rows: readonly HistoryVersion[], purpose: ReadPurpose): Promise<Decision[]> {
     const withContent = rows.filter((v) => !v.deleted);
     const decisions = await this.policy.canRead(ctx, withContent, purpose, this.view);
-    const permitted = new Map(withContent.map((v, i) => [`${v.type}/${v.id}/${v.versionId}`, decisions[i].effect === 'permit']));
-    const out: boolean[] = [];
+    const byKey = new Map(withContent.map((v, i) => [`${v.type}/${v.id}/${v.versionId}`, decisions[i]]));
+    const out: Decision[] = [];
     for (const v of rows) {
       if (!v.deleted) {
-        out.push(permitted.get(`${v.type}/${v.id}/${v.versionId}`)!);
+        out.push(byKey.get(`${v.type}/${v.id}/${v.versionId}`)!);
         continue;
       }
+      // A deletion is shown to whoever may see the version before it.
       const previous = await this.reader.version(v.type, v.id, v.versionId - 1);
-      out.push(previous !== undefined && !previous.deleted && (await this.decide(ctx, previous, purpose)).effect === 'permit');
+      out.push(previous && !previous.deleted ? await this.decide(ctx, previous, purpose) : NO_CONTENT);
     }
     return out;
   }
@@ -317,10 +372,11 @@ export class GatedTx {
     private readonly tx: WriteTx,
     readonly ctx: AccessContext,
     private readonly policy: AccessPolicy,
+    private readonly audit?: AuditSink,
   ) {
     const reader = new StoreReader(tx.q);
     this.view = new TransactionView(reader);
-    this.reads = new GatedReads(reader, policy, this.view);
+    this.reads = new GatedReads(reader, policy, this.view, audit);
   }
 
   /**
@@ -335,7 +391,10 @@ export class GatedTx {
     if (version.deleted) await this.reads.assertMayKnowOf(this.ctx, type, id, purpose);
     else {
       const [decision] = await this.policy.canRead(this.ctx, [version], purpose, this.view);
-      if (decision.effect === 'deny') throw forbidden(type, id, decision, this.ctx);
+      if (decision.effect === 'deny') {
+        this.reads.note(this.ctx, interaction, version, decision);
+        throw forbidden(type, id, decision, this.ctx);
+      }
     }
     return version;
   }
@@ -369,12 +428,19 @@ export class GatedTx {
     const what = `${interaction} of ${type}/${before?.id ?? after?.id ?? '(new)'}`;
     if (before) {
       const decision = await this.policy.canWrite(this.ctx, type, before, undefined, permission, this.view);
-      if (decision.effect === 'deny') throw refused(what, decision);
+      if (decision.effect === 'deny') {
+        this.reads.note(this.ctx, interaction, before, decision);
+        throw refused(what, decision);
+      }
     }
     if (after) {
       this.pending.push(async () => {
         const decision = await this.policy.canWrite(this.ctx, type, undefined, after, permission, this.view);
-        if (decision.effect === 'deny') throw refused(what, decision);
+        if (decision.effect === 'deny') {
+          const patients = definitions[type].patientIds(after);
+          this.audit?.note(this.ctx, { interaction, reference: `${type}/${after.id ?? '(new)'}`, patients, decision });
+          throw refused(what, decision);
+        }
       });
     }
   }
@@ -390,7 +456,9 @@ export class GatedTx {
 
   async create(type: ResourceType, resource: Resource): Promise<StoredVersion> {
     await this.authorize(type, 'create', undefined, resource);
-    return this.tx.create(type, resource, this.writer());
+    const v = await this.tx.create(type, resource, this.writer());
+    this.reads.note(this.ctx, 'create', v, PERMITTED);
+    return v;
   }
 
   async update(previous: StoredVersion, resource: Resource, method: 'PUT' | 'PATCH'): Promise<StoredVersion> {
@@ -398,14 +466,23 @@ export class GatedTx {
       throw new FhirError('method-not-allowed', `${previous.type} does not support ${method === 'PUT' ? 'update' : 'patch'}`);
     }
     await this.authorize(previous.type, method === 'PUT' ? 'update' : 'patch', previous, resource);
-    return this.tx.update(previous, resource, method);
+    const v = await this.tx.update(previous, resource, method);
+    this.reads.note(this.ctx, method === 'PUT' ? 'update' : 'patch', v, PERMITTED);
+    return v;
   }
 
   async delete(previous: StoredVersion): Promise<StoredVersion> {
     await this.authorize(previous.type, 'delete', previous, undefined);
-    return this.tx.delete(previous);
+    const v = await this.tx.delete(previous);
+    // a deletion has no content: the trail names the patients of the version it replaced
+    this.audit?.note(this.ctx, { interaction: 'delete', reference: `${v.type}/${v.id}/_history/${v.versionId}`, patients: previous.resource ? definitions[previous.type].patientIds(previous.resource) : [], decision: PERMITTED });
+    return v;
   }
 }
+
+/** What a note records for an access the gate allowed after its decision (the decision itself is in the AuthZ events when a Consent made it). */
+const PERMITTED: Decision = { effect: 'permit', reason: 'scope', consents: [], detail: 'permitted' };
+const NO_CONTENT: Decision = { effect: 'deny', reason: 'no-patient', consents: [], detail: 'no earlier version with content' };
 
 function forbidden(type: ResourceType, id: string, decision?: Decision, ctx?: AccessContext): FhirError {
   const err = refused(`access to ${type}/${id}`, decision);

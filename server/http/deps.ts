@@ -1,5 +1,6 @@
 import type { Request, Response } from 'express';
 import type { ClientRegistry } from '../access/registry';
+import type { AuditWriter } from '../audit/writer';
 import type { Config } from '../config';
 import type { Gate } from '../gate/gate';
 import type { InteractionEnv } from '../interactions/common';
@@ -18,6 +19,7 @@ export interface HttpDeps {
   readonly logger: Logger;
   /** Registered clients ($access-decision answers for a named client). */
   readonly registry: ClientRegistry;
+  readonly audit: { readonly writer: AuditWriter | undefined };
 }
 
 export function envOf(res: Response, deps: HttpDeps): InteractionEnv {

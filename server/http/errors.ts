@@ -13,6 +13,8 @@ export function errorHandler(logger: Logger) {
   return function handleError(err: unknown, _req: Request, res: Response, next: NextFunction): void {
     if (res.headersSent) return next(err);
     const fhirError = toFhirError(err, locals(res).requestId);
+    const audit = res.locals.audit as { message?: string } | undefined;
+    if (audit) audit.message = `${fhirError.code}: ${fhirError.message}`;
     if (fhirError.code === 'internal' || fhirError.code === 'unavailable') {
       logger.error('request failed', { requestId: locals(res).requestId, error: describe(err) });
     }

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { NextFunction, Request, Response } from 'express';
 import type { Config } from '../config';
+import type { Logger } from '../log';
 import { locals } from './request';
 
 const REQUEST_ID = /^[A-Za-z0-9._:\-]{1,128}$/;
@@ -36,6 +37,27 @@ export function baseUrl(config: Config) {
     const prefix = first(req.get('x-forwarded-prefix'));
     const safePrefix = prefix && /^(\/[A-Za-z0-9._~\-]+)+$/.test(prefix) ? prefix : '';
     locals(res).baseUrl = `${proto}://${host}${safePrefix}`;
+    next();
+  };
+}
+
+/**
+ * One structured log line per request (request id, client, method, path, status, duration):
+ * operational logging, separate from the audit trail.
+ */
+export function requestLog(logger: Logger) {
+  return function logRequest(req: Request, res: Response, next: NextFunction): void {
+    res.on('finish', () => {
+      const l = locals(res);
+      logger.info('request', {
+        requestId: l.requestId,
+        client: l.ctx?.clientId ?? null,
+        method: req.method,
+        path: req.path,
+        status: res.statusCode,
+        durationMs: Math.round((performance.now() - l.started) * 10) / 10,
+      });
+    });
     next();
   };
 }

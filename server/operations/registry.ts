@@ -3,6 +3,8 @@ import type { ResourceType } from '../../resources';
 import { FhirError } from '../errors';
 import type { HttpDeps } from '../http/deps';
 import { accessDecisionOperation } from './access-decision';
+import { accessReportOperation } from './access-report';
+import { verifyOperation } from './verify';
 import { sharingSummaryOperation } from './sharing-summary';
 import { validateOperation } from './validate';
 
@@ -21,7 +23,7 @@ export interface OperationDef {
 }
 
 /** Every operation, one file each under `server/operations/`. */
-export const OPERATIONS: readonly OperationDef[] = [validateOperation, accessDecisionOperation, sharingSummaryOperation];
+export const OPERATIONS: readonly OperationDef[] = [validateOperation, accessDecisionOperation, sharingSummaryOperation, accessReportOperation, verifyOperation];
 
 /** Finds an operation for a URL: 404 if unknown, 405 for a level or method it does not take. */
 export function operation(name: string, level: OperationLevel, method: string, type?: ResourceType): OperationDef {

@@ -118,6 +118,26 @@ const migrations: readonly Migration[] = [
       await m.addIndex('assertion_jtis', ['expires_at'], 'assertion_jtis_expires');
     },
   },
+  {
+    id: '0003-audit-chain',
+    async up(m) {
+      // One row per stored AuditEvent, in chain order: hash = SHA-256(previous hash, seq, the
+      // event's id and stored content). See store/audit-chain.ts.
+      await m.createTable('audit_chain', {
+        seq: { type: DataTypes.BIGINT, primaryKey: true },
+        rid: { type: DataTypes.BIGINT, allowNull: false },
+        event_id: { type: DataTypes.STRING(64), allowNull: false },
+        prev_hash: { type: DataTypes.STRING(64), allowNull: false },
+        hash: { type: DataTypes.STRING(64), allowNull: false },
+      });
+      await m.addIndex('audit_chain', ['rid'], 'audit_chain_rid', true);
+      // A row the health check writes, proving the database (and so the audit trail) accepts writes.
+      await m.createTable('custodian_health', {
+        id: { type: DataTypes.INTEGER, primaryKey: true },
+        checked_at: { type: DataTypes.BIGINT, allowNull: false },
+      });
+    },
+  },
 ];
 
 /** Ids of all migrations, in order (for the health report and tests). */

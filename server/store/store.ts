@@ -60,6 +60,15 @@ export class Store {
     });
   }
 
+  /** Writes and commits the health row: proves the database accepts writes now. */
+  async probeWrite(): Promise<void> {
+    await this.driver.transaction(async (q) => {
+      const at = this.now();
+      const changed = await q.run('UPDATE custodian_health SET checked_at = ? WHERE id = 1', [at]);
+      if (changed === 0) await q.run('INSERT INTO custodian_health (id, checked_at) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET checked_at = ?', [at, at]);
+    });
+  }
+
   /** A cheap round trip, for health checks. */
   async ping(): Promise<void> {
     await this.driver.get('SELECT 1 AS ok');

@@ -1,6 +1,7 @@
 import type { Resource } from 'fhir/r4';
 import type { ResourceType } from '../../resources';
 import { extractIndexRows, type IndexRows } from '../search/extract';
+import { appendLinks, type PendingLink } from './audit-chain';
 import type { Dialect, Driver, Queryable } from './driver';
 import { fromCurrentRow, type CurrentRow, type StoredVersion } from './records';
 
@@ -32,6 +33,7 @@ const CURRENT_COLUMNS = 'rid, type, id, version_id, last_updated, deleted, conte
  */
 export class WriteTx {
   private readonly pending: PendingVersion[] = [];
+  private readonly links: PendingLink[] = [];
   private lastStamp = 0;
 
   constructor(
@@ -84,11 +86,14 @@ export class WriteTx {
     );
     const rid = Number(row!.rid);
     await Promise.all([this.writeIndex(rid, type, stored, false), this.record({ rid, type, id, versionId: 1, lastUpdated, deleted: false, method: 'POST', content })]);
+    // Every AuditEvent, however it arrives, joins the tamper-evident chain in this transaction.
+    if (type === 'AuditEvent') this.links.push({ rid, id, content });
     return { rid, type, id, versionId: 1, lastUpdated, deleted: false, resource: stored, createdBy: writer.clientId, creatorOrg: writer.organization };
   }
 
   /** Stores the next version of an existing (possibly deleted) resource. */
   async update(previous: StoredVersion, resource: Resource, method: 'PUT' | 'PATCH'): Promise<StoredVersion> {
+    if (previous.type === 'AuditEvent') throw new Error('AuditEvents are append-only');
     const versionId = previous.versionId + 1;
     const lastUpdated = Math.max(this.stamp(), previous.lastUpdated);
     const stored = this.withMeta(resource, versionId, lastUpdated);
@@ -110,6 +115,7 @@ export class WriteTx {
 
   /** Records a deletion as a new version; the resource leaves every search index. */
   async delete(previous: StoredVersion): Promise<StoredVersion> {
+    if (previous.type === 'AuditEvent') throw new Error('AuditEvents are append-only');
     const versionId = previous.versionId + 1;
     const lastUpdated = Math.max(this.stamp(), previous.lastUpdated);
     const changed = await this.q.run('UPDATE resources SET version_id = ?, last_updated = ?, deleted = 1, content = NULL WHERE rid = ? AND version_id = ?', [
@@ -156,6 +162,7 @@ export class WriteTx {
    * Taking the lock last (after every row lock of the transaction) cannot deadlock.
    */
   async flush(): Promise<void> {
+    await appendLinks(this.q, this.dialect, this.links.splice(0));
     if (this.pending.length === 0) return;
     await this.q.run('SELECT pg_advisory_xact_lock(727001)');
     for (const chunk of chunks(this.pending, 200)) {

@@ -84,6 +84,8 @@ describe('Foundation: the CapabilityStatement says exactly what the server does'
         validate: async () => (await h.api.post(`/${type}/$validate`, samples[type]())).status,
         'access-decision': async () => (await h.api.get(`/${type}/cap-p/$access-decision?client=test-admin`)).status,
         'sharing-summary': async () => (await h.api.get(`/${type}/cap-p/$sharing-summary`)).status,
+        'access-report': async () => (await h.api.get(`/${type}/cap-p/$access-report`)).status,
+        verify: async () => (await h.api.get(`/${type}/$verify`)).status,
       };
       for (const name of listed) assert.equal(await invoke[name](), 200, `$${name}`);
       for (const name of Object.keys(invoke).filter((n) => !listed.includes(n))) assert.equal(await invoke[name](), 404, `$${name} is not listed for ${type}`);

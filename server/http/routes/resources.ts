@@ -6,6 +6,7 @@ import { conditionalDelete, deleteResource } from '../../interactions/delete';
 import { patchResource } from '../../interactions/patch';
 import { historyBundle, searchBundle } from '../../interactions/reads';
 import { conditionalUpdate, updateResource } from '../../interactions/update';
+import { auditAs } from '../../audit/hold';
 import { operation } from '../../operations/registry';
 import { bundleOptions, envOf, type HttpDeps } from '../deps';
 import { sendJson, subsetting } from '../format';
@@ -25,6 +26,7 @@ export function resourceRoutes(deps: HttpDeps): Router {
   const ifMatch = (req: Request) => parseETag(req.get('if-match'), 'If-Match');
 
   const search = async (req: Request, res: Response, pairs: [string, string][]) => {
+    auditAs(req, res, 'search-type', { query: true });
     const type = resourceType(req.params.type);
     assertInteraction(type, 'search-type');
     const summary = subsetting(req).summary;
@@ -35,6 +37,7 @@ export function resourceRoutes(deps: HttpDeps): Router {
   router.get('/:type', (req, res) => search(req, res, queryPairs(req)));
 
   router.post('/:type', async (req, res) => {
+    auditAs(req, res, 'create');
     const type = resourceType(req.params.type);
     if (req.originalUrl.includes('?') && queryPairs(req).some(([k]) => k !== '_format' && k !== '_pretty')) {
       throw new FhirError('invalid-request', 'Create takes no search parameters; use the If-None-Exist header for a conditional create');
@@ -44,18 +47,21 @@ export function resourceRoutes(deps: HttpDeps): Router {
   });
 
   router.put('/:type', async (req, res) => {
+    auditAs(req, res, 'update', { query: true });
     const type = resourceType(req.params.type);
     const result = await deps.gate.transaction(ctxOf(res), (tx) => conditionalUpdate(tx, envOf(res, deps), type, queryString(req), req.body, ifMatch(req)));
     sendWrite(req, res, result);
   });
 
   router.delete('/:type', async (req, res) => {
+    auditAs(req, res, 'delete', { query: true });
     const type = resourceType(req.params.type);
     const result = await deps.gate.transaction(ctxOf(res), (tx) => conditionalDelete(tx, envOf(res, deps), type, queryString(req)));
     sendWrite(req, res, result);
   });
 
   router.post('/:type/_search', async (req, res) => {
+    auditAs(req, res, 'search-type', { query: true });
     const form = res.locals.bodyKind === 'form' ? [...(req.body as URLSearchParams).entries()] : [];
     if (res.locals.bodyKind !== 'form' && res.locals.bodyKind !== 'none') {
       throw new FhirError('unsupported-media-type', 'POST _search takes application/x-www-form-urlencoded parameters');
@@ -64,12 +70,14 @@ export function resourceRoutes(deps: HttpDeps): Router {
   });
 
   router.get('/:type/_history', async (req, res) => {
+    auditAs(req, res, 'history-type', { query: true });
     const type = resourceType(req.params.type);
     assertInteraction(type, 'history-type');
     sendJson(res, 200, await historyBundle(deps.gate, ctxOf(res), envOf(res, deps), { type }, queryPairs(req), bundleOptions(req, res, deps, `${type}/_history`)));
   });
 
   router.get('/:type/:id/_history', async (req, res) => {
+    auditAs(req, res, 'history-instance', { query: true });
     const type = resourceType(req.params.type);
     assertInteraction(type, 'history-instance');
     const id = logicalId(req.params.id);
@@ -77,6 +85,7 @@ export function resourceRoutes(deps: HttpDeps): Router {
   });
 
   router.get('/:type/:id/_history/:vid', async (req, res) => {
+    auditAs(req, res, 'vread');
     const type = resourceType(req.params.type);
     assertInteraction(type, 'vread');
     sendVersion(req, res, await deps.gate.vread(ctxOf(res), type, logicalId(req.params.id), versionId(req.params.vid)));
@@ -85,23 +94,27 @@ export function resourceRoutes(deps: HttpDeps): Router {
   // Operations share the URL shape of reads: /Type/$op and /Type/id/$op.
   router.all('/:type/:id/:op', async (req, res, next) => {
     if (!req.params.op.startsWith('$')) return next();
+    auditAs(req, res, 'operation', { operation: req.params.op, query: true });
     const type = resourceType(req.params.type);
     await operation(req.params.op, 'instance', req.method, type).handler(req, res, deps, { type, id: logicalId(req.params.id) });
   });
 
   router.all('/:type/:id', async (req, res, next) => {
     if (!req.params.id.startsWith('$')) return next();
+    auditAs(req, res, 'operation', { operation: req.params.id, query: true });
     const type = resourceType(req.params.type);
     await operation(req.params.id, 'type', req.method, type).handler(req, res, deps, { type });
   });
 
   router.get('/:type/:id', async (req, res) => {
+    auditAs(req, res, 'read');
     const type = resourceType(req.params.type);
     assertInteraction(type, 'read');
     sendVersion(req, res, await deps.gate.read(ctxOf(res), type, logicalId(req.params.id)));
   });
 
   router.put('/:type/:id', async (req, res) => {
+    auditAs(req, res, 'update');
     const type = resourceType(req.params.type);
     const id = logicalId(req.params.id);
     const result = await deps.gate.transaction(ctxOf(res), (tx) => updateResource(tx, envOf(res, deps), type, id, req.body, ifMatch(req)));
@@ -109,6 +122,7 @@ export function resourceRoutes(deps: HttpDeps): Router {
   });
 
   router.patch('/:type/:id', async (req, res) => {
+    auditAs(req, res, 'patch');
     const type = resourceType(req.params.type);
     const id = logicalId(req.params.id);
     if (res.locals.bodyKind !== 'json-patch') {
@@ -120,6 +134,7 @@ export function resourceRoutes(deps: HttpDeps): Router {
   });
 
   router.delete('/:type/:id', async (req, res) => {
+    auditAs(req, res, 'delete');
     const type = resourceType(req.params.type);
     const id = logicalId(req.params.id);
     const result = await deps.gate.transaction(ctxOf(res), (tx) => deleteResource(tx, envOf(res, deps), type, id, ifMatch(req)));

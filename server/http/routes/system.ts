@@ -1,4 +1,5 @@
 import { Router } from 'express';
+import { auditAs } from '../../audit/hold';
 import { FhirError } from '../../errors';
 import { processBundle } from '../../interactions/bundle';
 import { historyBundle } from '../../interactions/reads';
@@ -16,6 +17,7 @@ export function systemRoutes(deps: HttpDeps): Router {
   });
 
   router.post('/', async (req, res) => {
+    auditAs(req, res, (req.body as { type?: string } | undefined)?.type === 'transaction' ? 'transaction' : 'batch');
     if (res.locals.bodyKind !== 'json') throw new FhirError('invalid-request', 'POST to the base URL takes a batch or transaction Bundle as application/fhir+json');
     const options = {
       ...bundleOptions(req, res, deps, ''),
@@ -26,6 +28,7 @@ export function systemRoutes(deps: HttpDeps): Router {
   });
 
   router.get('/_history', async (req, res) => {
+    auditAs(req, res, 'history-system', { query: true });
     sendJson(res, 200, await historyBundle(deps.gate, ctxOf(res), envOf(res, deps), {}, queryPairs(req), bundleOptions(req, res, deps, '_history')));
   });
 

@@ -1,0 +1,269 @@
+import type { AuditEvent, AuditEventAgent, AuditEventEntity, Coding, Reference } from 'fhir/r4';
+import type { AccessContext, OrganizationRef } from '../access/context';
+import type { Decision } from '../consent/decision';
+
+/**
+ * AuditEvent builders following IHE Basic Audit Log Patterns (https://profiles.ihe.net/ITI/BALP/):
+ * RESTful read/query/create/update/delete events with the client, server, organisation and user
+ * as agents, and the patient, the data, the query and the request id as entities; and the
+ * AuthZconsent pattern for decisions a Consent made. Pure functions of what happened.
+ */
+export const CLIENT_ID_SYSTEM = 'https://custodian.example.org/fhir/NamingSystem/client-id';
+const DCM = 'http://dicom.nema.org/resources/ontology/DCM';
+const ENTITY_TYPE = 'http://terminology.hl7.org/CodeSystem/audit-entity-type';
+const OBJECT_ROLE = 'http://terminology.hl7.org/CodeSystem/object-role';
+const BALP_ENTITY = 'https://profiles.ihe.net/ITI/BALP/CodeSystem/BasicAuditEntityType';
+const V3_REASON = 'http://terminology.hl7.org/CodeSystem/v3-ActReason';
+
+/** restful-interaction codes (http://hl7.org/fhir/R4/codesystem-restful-interaction.html) plus BALP's. */
+export type AuditInteraction =
+  | 'read'
+  | 'vread'
+  | 'update'
+  | 'patch'
+  | 'delete'
+  | 'history-instance'
+  | 'history-type'
+  | 'history-system'
+  | 'create'
+  | 'search-type'
+  | 'search-system'
+  | 'batch'
+  | 'transaction'
+  | 'operation';
+
+/** BALP action per interaction: R for reads, E for queries and operations, C/U/D for writes. */
+export function actionOf(i: AuditInteraction): AuditEvent['action'] {
+  switch (i) {
+    case 'read':
+    case 'vread':
+    case 'history-instance':
+      return 'R';
+    case 'create':
+      return 'C';
+    case 'update':
+    case 'patch':
+      return 'U';
+    case 'delete':
+      return 'D';
+    default:
+      return 'E';
+  }
+}
+
+/** One access the gate saw: the data, whose it is, and what was decided. */
+export interface AccessNote {
+  readonly interaction: AuditInteraction;
+  readonly reference: string; // Type/id[/_history/v]
+  readonly patients: readonly string[];
+  readonly decision?: Decision;
+}
+
+/** The request as the audit trail records it. */
+export interface RequestFacts {
+  readonly requestId: string;
+  readonly recorded: string;
+  readonly baseUrl: string;
+  readonly interaction: AuditInteraction;
+  readonly operation?: string;
+  /** The request line and headers that matter, for query entities (BALP: base64 of the request). */
+  readonly query?: string;
+  readonly clientAddress?: string;
+  /** Who asked: the AccessContext, or what an unauthenticated request presented. */
+  readonly ctx?: AccessContext;
+  readonly presented?: { clientId?: string; tokenId?: string };
+  readonly status: number;
+  readonly message?: string;
+}
+
+/** FHIR audit-event-outcome from the HTTP status: 0 success, 4 client error, 8 refused or unavailable, 12 server fault. */
+export function outcomeOf(status: number): AuditEvent['outcome'] {
+  if (status < 400) return '0';
+  if (status === 403 || status === 503) return '8';
+  if (status < 500) return '4';
+  return '12';
+}
+
+function orgReference(o: OrganizationRef): Reference {
+  return {
+    ...(o.reference ? { reference: o.reference } : {}),
+    ...(o.identifier?.value ? { identifier: { system: o.identifier.system, value: o.identifier.value } } : {}),
+    type: 'Organization',
+    ...(o.display ? { display: o.display } : {}),
+  };
+}
+
+function clientReference(f: RequestFacts): Reference {
+  const clientId = f.ctx?.clientId ?? f.presented?.clientId;
+  if (!clientId) return { display: 'unidentified client (no valid token)' };
+  return { identifier: { system: CLIENT_ID_SYSTEM, value: clientId }, type: 'Device', display: f.ctx?.clientName ?? (f.ctx?.clientId ? clientId : `${clientId} (unverified)`) };
+}
+
+function serverReference(f: RequestFacts): Reference {
+  return { identifier: { system: 'urn:ietf:rfc:3986', value: f.baseUrl }, type: 'Device', display: 'Custodian FHIR server' };
+}
+
+function purposeOf(ctx: AccessContext | undefined) {
+  return ctx ? [{ coding: [{ system: V3_REASON, code: ctx.purposeOfUse }] }] : undefined;
+}
+
+function coding(system: string, code: string, display?: string): Coding {
+  return display ? { system, code, display } : { system, code };
+}
+
+/** BALP agents: the client application, this server, the client's organisation, the user when the token names one. */
+function restAgents(f: RequestFacts): AuditEventAgent[] {
+  const reads = actionOf(f.interaction) === 'R';
+  // In a read the data flows server → client; in a query or write client → server.
+  const clientRole = reads ? coding(DCM, '110152', 'Destination Role ID') : coding(DCM, '110153', 'Source Role ID');
+  const serverRole = reads ? coding(DCM, '110153', 'Source Role ID') : coding(DCM, '110152', 'Destination Role ID');
+  const user = f.ctx?.practitioner;
+  const agents: AuditEventAgent[] = [
+    {
+      type: { coding: [clientRole] },
+      who: clientReference(f),
+      requestor: !user,
+      ...(f.clientAddress ? { network: { address: f.clientAddress, type: '2' } } : {}),
+      ...(!user && purposeOf(f.ctx) ? { purposeOfUse: purposeOf(f.ctx) } : {}),
+    },
+    { type: { coding: [serverRole] }, who: serverReference(f), requestor: false, network: { address: f.baseUrl, type: '5' } },
+  ];
+  if (f.ctx?.organization) agents.push({ type: { coding: [coding('http://terminology.hl7.org/CodeSystem/v3-RoleClass', 'PROV', 'healthcare provider')] }, who: orgReference(f.ctx.organization), requestor: false });
+  if (user) {
+    // BALP: the user receives what is read or searched (IRCP) and authors what is written (AUT).
+    const writes = ['C', 'U', 'D'].includes(actionOf(f.interaction) as string);
+    agents.push({
+      type: { coding: [writes ? coding('http://terminology.hl7.org/CodeSystem/v3-ParticipationType', 'AUT', 'author (originator)') : coding('http://terminology.hl7.org/CodeSystem/v3-ParticipationType', 'IRCP', 'information recipient')] },
+      who: { reference: user },
+      requestor: true,
+      ...(purposeOf(f.ctx) ? { purposeOfUse: purposeOf(f.ctx) } : {}),
+    });
+  }
+  return agents;
+}
+
+function source(f: RequestFacts, securityServer = false): AuditEvent['source'] {
+  let site = f.baseUrl;
+  try {
+    site = new URL(f.baseUrl).host;
+  } catch {
+    /* keep the base URL */
+  }
+  return {
+    site,
+    observer: serverReference(f),
+    type: [securityServer ? coding('http://terminology.hl7.org/CodeSystem/security-source-type', '6', 'Security Server') : coding('http://terminology.hl7.org/CodeSystem/security-source-type', '4', 'Application Server')],
+  };
+}
+
+function patientEntity(patientId: string): AuditEventEntity {
+  return { type: coding(ENTITY_TYPE, '1', 'Person'), role: coding(OBJECT_ROLE, '1', 'Patient'), what: { reference: `Patient/${patientId}` } };
+}
+
+function requestIdEntity(requestId: string): AuditEventEntity {
+  return { type: coding(BALP_ENTITY, 'XrequestId'), what: { identifier: { value: requestId } } };
+}
+
+/**
+ * The events for one request: one RESTful event per patient whose data it touched (BALP
+ * PatientRead/PatientQuery/...; one without a patient when it touched none), and an AuthZconsent
+ * event per patient whose access a Consent decided.
+ */
+export function buildEvents(f: RequestFacts, notes: readonly AccessNote[]): AuditEvent[] {
+  const byPatient = new Map<string, AccessNote[]>();
+  for (const n of notes) {
+    for (const p of n.patients.length ? n.patients : ['']) {
+      const list = byPatient.get(p) ?? [];
+      list.push(n);
+      byPatient.set(p, list);
+    }
+  }
+  if (byPatient.size === 0) byPatient.set('', []);
+  const events: AuditEvent[] = [];
+  for (const [patient, list] of byPatient) {
+    events.push(restEvent(f, patient || undefined, list));
+    const consentDecision = patient ? authzConsentEvent(f, patient, list) : undefined;
+    if (consentDecision) events.push(consentDecision);
+  }
+  return events;
+}
+
+function restEvent(f: RequestFacts, patient: string | undefined, notes: readonly AccessNote[]): AuditEvent {
+  const interactions = [...new Set([f.interaction, ...notes.map((n) => n.interaction)])];
+  const denied = notes.find((n) => n.decision?.effect === 'deny');
+  const btg = notes.some((n) => n.decision?.reason === 'break-the-glass');
+  const status = denied && f.status < 400 ? 403 : f.status; // a filtered search still refused this patient's data
+  const outcome = outcomeOf(status);
+  const entities: AuditEventEntity[] = [];
+  if (patient) entities.push(patientEntity(patient));
+  const seen = new Set<string>();
+  // The data touched (a read of the Patient itself names its version here, the patient above).
+  for (const n of notes) {
+    if (seen.has(n.reference)) continue;
+    seen.add(n.reference);
+    entities.push({ type: coding(ENTITY_TYPE, '2', 'System Object'), role: coding(OBJECT_ROLE, '4', 'Domain Resource'), what: { reference: n.reference } });
+  }
+  if (f.query) {
+    entities.push({
+      type: coding(ENTITY_TYPE, '2', 'System Object'),
+      role: coding(OBJECT_ROLE, '24', 'Query'),
+      description: f.query,
+      query: Buffer.from(f.query).toString('base64'),
+    });
+  }
+  entities.push(requestIdEntity(f.requestId));
+  const description = denied ? `${denied.decision!.reason}: ${denied.decision!.detail}` : f.status >= 400 ? f.message : undefined;
+  return {
+    resourceType: 'AuditEvent',
+    type: coding('http://terminology.hl7.org/CodeSystem/audit-event-type', 'rest', 'Restful Operation'),
+    subtype: interactions.map((i) => coding('http://hl7.org/fhir/restful-interaction', i)),
+    action: actionOf(f.interaction),
+    recorded: f.recorded,
+    outcome,
+    ...(description ? { outcomeDesc: description.slice(0, 1000) } : {}),
+    ...(btg ? { purposeOfEvent: [{ coding: [coding(V3_REASON, f.ctx!.purposeOfUse)], text: 'break the glass' }] } : {}),
+    agent: restAgents(f),
+    source: source(f),
+    entity: entities,
+  };
+}
+
+const CONSENT_REASONS = new Set(['consent-permit', 'consent-deny', 'break-the-glass', 'btg-denied', 'national-opt-out', 'type-1-objection', 'unreadable-consent', 'no-consent', 'default-permit']);
+
+/** BALP AuthZconsent: a Consent (or the lack of one) decided this patient's access. */
+function authzConsentEvent(f: RequestFacts, patient: string, notes: readonly AccessNote[]): AuditEvent | undefined {
+  const decisions = notes.map((n) => n.decision).filter((d): d is Decision => d !== undefined && CONSENT_REASONS.has(d.reason));
+  if (decisions.length === 0) return undefined;
+  const consents = [...new Set(decisions.flatMap((d) => d.consents))];
+  if (consents.length === 0) return undefined; // BALP's pattern names the deciding Consent(s)
+  const deny = decisions.find((d) => d.effect === 'deny');
+  const decisive = deny ?? decisions[0];
+  const ctx = f.ctx;
+  const user = ctx?.practitioner;
+  const agents: AuditEventAgent[] = [
+    { type: { coding: [coding(DCM, '110150', 'Application')] }, who: clientReference(f), requestor: false, network: { address: f.clientAddress ?? 'unknown', type: '2' } },
+    {
+      type: { coding: [coding('http://terminology.hl7.org/CodeSystem/v3-ParticipationType', 'IRCP', 'information recipient')] },
+      who: user ? { reference: user } : clientReference(f),
+      requestor: true,
+      ...(purposeOf(ctx) ? { purposeOfUse: purposeOf(ctx) } : {}),
+    },
+    ...(ctx?.organization ? [{ type: { coding: [coding('http://terminology.hl7.org/CodeSystem/v3-RoleClass', 'PROV', 'healthcare provider')] }, who: orgReference(ctx.organization), requestor: false }] : []),
+    { type: { coding: [coding('http://terminology.hl7.org/CodeSystem/extra-security-role-type', 'authserver', 'authorization server')] }, who: serverReference(f), requestor: false },
+  ];
+  const entities: AuditEventEntity[] = [patientEntity(patient), ...consents.map((c) => ({ type: coding('http://hl7.org/fhir/resource-types', 'Consent', 'Consent'), what: { reference: c } }))];
+  if (ctx?.tokenId) entities.push({ type: coding('https://profiles.ihe.net/ITI/BALP/CodeSystem/UserAgentTypes', 'UserOauthAgent'), what: { identifier: { value: ctx.tokenId } } });
+  entities.push(requestIdEntity(f.requestId));
+  return {
+    resourceType: 'AuditEvent',
+    type: coding(DCM, '110113', 'Security Alert'),
+    subtype: [coding('https://profiles.ihe.net/ITI/BALP/CodeSystem/AuthZsubType', 'AuthZ-Consent', 'Authorization Decision by Consent')],
+    action: 'E',
+    recorded: f.recorded,
+    outcome: deny ? '8' : '0',
+    outcomeDesc: `${decisive.reason}: ${decisive.detail}${decisive.provision ? ` (${decisive.provision})` : ''}`.slice(0, 1000),
+    agent: agents,
+    source: source(f, true),
+    entity: entities,
+  };
+}
