@@ -178,16 +178,24 @@ async function main(): Promise<void> {
     ...(databaseUrl ? { DATABASE_URL: databaseUrl } : {}),
   });
   let halfHiddenPage = 0;
+  let auditRowsPerSecond = 0;
+  let largestBatch = 0;
+  const health = async () => (await (await fetch(`${server.base}/healthz`)).json()) as { auditEventsWritten: number; largestAuditBatch: number };
   try {
     const auth = async (clientId: string) => ({ authorization: `Bearer ${(await fetchToken({ base: server.base, clientId, privateJwk: keys[clientId], scope: 'system/*.cruds' })).access_token}` });
     const custodian = await auth('bench');
     const hospital = await auth('hospital');
     let n = 0;
+    const before = await health();
+    const t0 = performance.now();
     results.b = await run('(b) GET /Patient/{id}, custodian', {
       url: server.base,
       headers: custodian,
       requests: [{ method: 'GET', setupRequest: (req) => ({ ...req, path: `/Patient/${ids[n++ % ids.length]}` }) }],
     });
+    const after = await health();
+    auditRowsPerSecond = (after.auditEventsWritten - before.auditEventsWritten) / ((performance.now() - t0) / 1000);
+    largestBatch = after.largestAuditBatch;
     let m = 0;
     results.d = await run('(d) GET /Patient/{id}, hospital via a Consent', {
       url: server.base,
@@ -208,6 +216,28 @@ async function main(): Promise<void> {
     });
   } finally {
     await stop(server.child);
+  }
+
+  // The same read with the audit trail switched off (a bench-only setting), same database.
+  const unaudited = await start(MAIN, {
+    PORT: '0',
+    LOG_LEVEL: 'silent',
+    CUSTODIAN_DATA_DIR: dataDir,
+    CUSTODIAN_CLIENTS: clientsFile,
+    CUSTODIAN_TOKEN_LIFETIME: '3600',
+    CUSTODIAN_BENCH_UNAUDITED: '1',
+    ...(databaseUrl ? { DATABASE_URL: databaseUrl } : {}),
+  });
+  try {
+    const token = (await fetchToken({ base: unaudited.base, clientId: 'bench', privateJwk: keys.bench, scope: 'system/*.cruds' })).access_token;
+    let n = 0;
+    results.f = await run('(f) GET /Patient/{id}, custodian, audit OFF', {
+      url: unaudited.base,
+      headers: { authorization: `Bearer ${token}` },
+      requests: [{ method: 'GET', setupRequest: (req) => ({ ...req, path: `/Patient/${ids[n++ % ids.length]}` }) }],
+    });
+  } finally {
+    await stop(unaudited.child);
     if (!databaseUrl) fs.rmSync(dataDir, { recursive: true, force: true });
   }
 
@@ -217,6 +247,8 @@ async function main(): Promise<void> {
   process.stdout.write(`  (c) create / (a) bare Express                  ${ratio(results.c, results.a)}x\n`);
   process.stdout.write(`  (d) read via Consent / (b) custodian read      ${ratio(results.d, results.b)}x   (target >= 0.80)\n`);
   process.stdout.write(`  (e) half-hidden search: entries on page 1      ${halfHiddenPage} of 50 (full pages: ${halfHiddenPage === 50 ? 'yes' : 'NO'})\n`);
+  process.stdout.write(`  (b) audited read / (f) unaudited read          ${ratio(results.b, results.f)}x   (target >= 0.85)\n`);
+  process.stdout.write(`  audit rows committed during (b)                ${auditRowsPerSecond.toFixed(0)} rows/s (largest group commit: ${largestBatch} events)\n`);
   if (Object.values(results).some((r) => r.errors || r.non2xx)) {
     process.stdout.write('\nSome requests failed; the figures above are not valid.\n');
     process.exitCode = 1;

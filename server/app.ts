@@ -48,6 +48,8 @@ export interface App {
   readonly express: Express;
   readonly gate: Gate;
   readonly tokens: TokenService;
+  /** Resolves when every AuditEvent handed to the writer is committed (shutdown waits for it). */
+  drainAudit(): Promise<void>;
 }
 
 /**
@@ -92,7 +94,7 @@ export function buildApp(options: AppOptions): App {
     if (audit && res.locals.ctx) trail.attach(res.locals.ctx, audit);
     next();
   });
-  app.use(healthRoutes(() => options.store.probeWrite(), writer));
+  app.use(healthRoutes(() => options.store.probeWrite(), writer, () => options.store.auditIndex.backlog()));
   app.use(smartRoutes(tokens, options.access.key, options.config.baseUrl));
   app.use(systemRoutes(deps));
   app.use(resourceRoutes(deps));
@@ -100,5 +102,5 @@ export function buildApp(options: AppOptions): App {
     throw new FhirError('not-found', `No route for ${req.method} ${req.path}`);
   });
   app.use(errorHandler(logger));
-  return { express: app, gate, tokens };
+  return { express: app, gate, tokens, drainAudit: () => writer?.drained() ?? Promise.resolve() };
 }

@@ -43,7 +43,7 @@ export interface AuthConfig {
 export type LogLevel = 'silent' | 'error' | 'info' | 'debug';
 
 export type DatabaseConfig =
-  | { readonly dialect: 'sqlite'; readonly storage: string; readonly synchronous: 'FULL' | 'NORMAL' }
+  | { readonly dialect: 'sqlite'; readonly storage: string; readonly synchronous: 'FULL' | 'NORMAL'; readonly busyTimeoutMs?: number }
   | { readonly dialect: 'postgres'; readonly url: string; readonly poolMax: number };
 
 /** Thrown for a bad environment value; main.ts prints the message and exits non-zero. */
@@ -102,14 +102,15 @@ function baseUrl(env: Env): string | undefined {
 function database(env: Env, dataDir: string, cwd: string): DatabaseConfig {
   const raw = env.DATABASE_URL;
   const synchronous = oneOf(env, 'CUSTODIAN_SQLITE_SYNC', ['FULL', 'NORMAL'], 'FULL');
-  if (!raw) return { dialect: 'sqlite', storage: path.join(dataDir, 'custodian.sqlite'), synchronous };
+  const busyTimeoutMs = integer(env, 'CUSTODIAN_SQLITE_BUSY_TIMEOUT', 10000, 0, 600000);
+  if (!raw) return { dialect: 'sqlite', storage: path.join(dataDir, 'custodian.sqlite'), synchronous, busyTimeoutMs };
   if (raw.startsWith('sqlite:')) {
     const file = raw.slice('sqlite:'.length).replace(/^\/\/(?=\/)/, '');
     if (!file) throw new ConfigError('DATABASE_URL', 'sqlite: needs a file path, e.g. sqlite:./data/custodian.sqlite');
     if (file === ':memory:') {
       throw new ConfigError('DATABASE_URL', 'in-memory SQLite is not supported (readers and the writer need separate connections); use a file');
     }
-    return { dialect: 'sqlite', storage: path.resolve(cwd, file), synchronous };
+    return { dialect: 'sqlite', storage: path.resolve(cwd, file), synchronous, busyTimeoutMs };
   }
   if (raw.startsWith('postgres://') || raw.startsWith('postgresql://')) {
     try {

@@ -74,6 +74,8 @@ async function main(): Promise<void> {
     logger.info('shutting down', { signal });
     stopWatching();
     server.close(async () => {
+      // A client may hang up while its request's AuditEvents are still being committed.
+      await app.drainAudit();
       await store.close().catch((err) => logger.error('closing the store failed', { error: String(err) }));
       logger.info('stopped');
       process.exit(0);

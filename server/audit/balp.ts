@@ -203,6 +203,9 @@ function restEvent(f: RequestFacts, patient: string | undefined, notes: readonly
     seen.add(n.reference);
     entities.push({ type: coding(ENTITY_TYPE, '2', 'System Object'), role: coding(OBJECT_ROLE, '4', 'Domain Resource'), what: { reference: n.reference } });
   }
+  // In a query the Consents that decided are named here (no separate AuthZconsent event).
+  const queryConsents = new Set(notes.filter((n) => QUERIES.has(n.interaction)).flatMap((n) => n.decision?.consents ?? []));
+  for (const c of queryConsents) entities.push({ type: coding('http://hl7.org/fhir/resource-types', 'Consent', 'Consent'), what: { reference: c } });
   if (f.query) {
     entities.push({
       type: coding(ENTITY_TYPE, '2', 'System Object'),
@@ -230,9 +233,19 @@ function restEvent(f: RequestFacts, patient: string | undefined, notes: readonly
 
 const CONSENT_REASONS = new Set(['consent-permit', 'consent-deny', 'break-the-glass', 'btg-denied', 'national-opt-out', 'type-1-objection', 'unreadable-consent', 'no-consent', 'default-permit']);
 
-/** BALP AuthZconsent: a Consent (or the lack of one) decided this patient's access. */
+/** Searches and type/system history: their per-patient events name the deciding Consents instead (see restEvent). */
+const QUERIES = new Set<AuditInteraction>(['search-type', 'search-system', 'history-type', 'history-system']);
+
+/**
+ * BALP AuthZconsent: a Consent decided this patient's access. Written for direct access (read,
+ * vread, instance history, writes, operations); a search would otherwise double its events,
+ * one pair per patient of every page.
+ */
 function authzConsentEvent(f: RequestFacts, patient: string, notes: readonly AccessNote[]): AuditEvent | undefined {
-  const decisions = notes.map((n) => n.decision).filter((d): d is Decision => d !== undefined && CONSENT_REASONS.has(d.reason));
+  const decisions = notes
+    .filter((n) => !QUERIES.has(n.interaction))
+    .map((n) => n.decision)
+    .filter((d): d is Decision => d !== undefined && CONSENT_REASONS.has(d.reason));
   if (decisions.length === 0) return undefined;
   const consents = [...new Set(decisions.flatMap((d) => d.consents))];
   if (consents.length === 0) return undefined; // BALP's pattern names the deciding Consent(s)

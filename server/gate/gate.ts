@@ -37,7 +37,7 @@ export class Gate {
     /** Where every decided access is reported, for the audit trail. */
     private readonly audit?: AuditSink,
   ) {
-    this.reads = new GatedReads(store.reader, policy, undefined, audit);
+    this.reads = new GatedReads(store.reader, policy, undefined, audit, () => store.auditIndex.catchUp());
   }
 
   /**
@@ -58,6 +58,7 @@ export class Gate {
   async accessReport(ctx: AccessContext, patientId: string, since: number | undefined, limit: number): Promise<StoredVersion[]> {
     await this.reviewPatient(ctx, patientId);
     this.audit?.note(ctx, { interaction: 'operation', reference: `Patient/${patientId}`, patients: [patientId], decision: PERMITTED });
+    await this.store.auditIndex.catchUp();
     const events = await this.store.reader.byPatient('AuditEvent', 'patient', [patientId]);
     return events
       .filter((v) => since === undefined || Date.parse((v.resource as unknown as { recorded: string }).recorded) >= since)
@@ -132,6 +133,8 @@ export class GatedReads {
     /** Inside a transaction: the transaction's view of patients and Consents for the policy. */
     private readonly view?: PolicyData,
     private readonly audit?: AuditSink,
+    /** Brings the AuditEvent search index up to date (deferred indexing); unset inside transactions. */
+    private readonly indexAudit?: () => Promise<void>,
   ) {}
 
   /** Reports one decided access of one version to the audit trail. */
@@ -220,6 +223,7 @@ export class GatedReads {
    */
   async search(ctx: AccessContext, type: ResourceType, unrestricted: ResourceFilter, page: SearchPage, interaction: SystemInteraction = 'search-type'): Promise<SearchResult> {
     this.allow(ctx, type, interaction);
+    if (type === 'AuditEvent') await this.indexAudit?.();
     const purpose: ReadPurpose = { permission: interaction === 'search-type' ? 's' : permissionOf(interaction), action: 'access' };
     const filter = this.restricted(ctx, type, unrestricted);
     const types = [type];
@@ -260,6 +264,7 @@ export class GatedReads {
   /** How many resources match the filter that this context may see. */
   async count(ctx: AccessContext, type: ResourceType, unrestricted: ResourceFilter): Promise<number> {
     this.allow(ctx, type, 'search-type');
+    if (type === 'AuditEvent') await this.indexAudit?.();
     const purpose: ReadPurpose = { permission: 's', action: 'access' };
     const filter = this.restricted(ctx, type, unrestricted);
     const types = [type];

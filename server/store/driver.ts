@@ -33,9 +33,9 @@ export interface Driver extends Queryable {
 }
 
 /** Opens the driver over the connections of an already-authenticated Sequelize instance. */
-export async function openDriver(sequelize: Sequelize, options: { sqliteSynchronous?: 'FULL' | 'NORMAL' } = {}): Promise<Driver> {
+export async function openDriver(sequelize: Sequelize, options: { sqliteSynchronous?: 'FULL' | 'NORMAL'; sqliteBusyTimeoutMs?: number } = {}): Promise<Driver> {
   const dialect = sequelize.getDialect();
-  if (dialect === 'sqlite') return SqliteDriver.open(sequelize, options.sqliteSynchronous ?? 'FULL');
+  if (dialect === 'sqlite') return SqliteDriver.open(sequelize, options.sqliteSynchronous ?? 'FULL', options.sqliteBusyTimeoutMs ?? 10000);
   if (dialect === 'postgres') return new PgDriver(sequelize);
   throw new Error(`unsupported dialect ${dialect}`);
 }
@@ -105,14 +105,14 @@ class SqliteDriver implements Driver {
     private readonly writer: SqliteConnection,
   ) {}
 
-  static async open(sequelize: Sequelize, synchronous: 'FULL' | 'NORMAL'): Promise<SqliteDriver> {
+  static async open(sequelize: Sequelize, synchronous: 'FULL' | 'NORMAL', busyTimeoutMs: number): Promise<SqliteDriver> {
     const manager = (sequelize as unknown as { connectionManager: SqliteConnectionManager }).connectionManager;
     const reader = new SqliteConnection(await manager.getConnection({ uuid: 'custodian-reader' }));
     const writer = new SqliteConnection(await manager.getConnection({ uuid: 'custodian-writer' }));
     // WAL lets readers see the last committed state while the writer works; FULL makes each
     // commit survive power loss, not just a crash.
     for (const conn of [writer, reader]) {
-      await conn.exec(`PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; PRAGMA synchronous = ${synchronous}; PRAGMA foreign_keys = ON;`);
+      await conn.exec(`PRAGMA busy_timeout = ${Math.floor(busyTimeoutMs)}; PRAGMA journal_mode = WAL; PRAGMA synchronous = ${synchronous}; PRAGMA foreign_keys = ON;`);
     }
     return new SqliteDriver(reader, writer);
   }

@@ -138,6 +138,14 @@ const migrations: readonly Migration[] = [
       });
     },
   },
+  {
+    id: '0004-audit-index-queue',
+    async up(m) {
+      // AuditEvents the server wrote whose search-index rows are still to be built (see
+      // store/audit-index.ts): committed with the events, so a crash loses no indexing work.
+      await m.createTable('audit_index_queue', { rid: { type: DataTypes.BIGINT, primaryKey: true } });
+    },
+  },
 ];
 
 /** Ids of all migrations, in order (for the health report and tests). */

@@ -1,5 +1,6 @@
 import { Sequelize } from 'sequelize';
 import type { DatabaseConfig } from '../config';
+import { AuditIndexer } from './audit-index';
 import { openDriver, type Driver } from './driver';
 import { migrate } from './migrations';
 import { StoreReader } from './read';
@@ -12,6 +13,9 @@ import { writeTransaction, type WriteTx } from './write';
  */
 export class Store {
   readonly reader: StoreReader;
+  /** Builds the search-index rows of the AuditEvents the server writes (deferred; see audit-index.ts). */
+  readonly auditIndex: AuditIndexer;
+  private readonly timer: NodeJS.Timeout;
 
   private constructor(
     readonly sequelize: Sequelize,
@@ -20,6 +24,10 @@ export class Store {
     private readonly localBase: string | undefined,
   ) {
     this.reader = new StoreReader(driver);
+    this.auditIndex = new AuditIndexer(driver, localBase);
+    // Leftovers from before a restart, and events other processes queued.
+    this.auditIndex.nudge();
+    this.timer = setInterval(() => this.auditIndex.nudge(), 2000).unref();
   }
 
   /** Connects, applies pending migrations and prepares the driver. */
@@ -31,7 +39,7 @@ export class Store {
     try {
       await sequelize.authenticate();
       await migrate(sequelize);
-      const driver = await openDriver(sequelize, config.dialect === 'sqlite' ? { sqliteSynchronous: config.synchronous } : {});
+      const driver = await openDriver(sequelize, config.dialect === 'sqlite' ? { sqliteSynchronous: config.synchronous, sqliteBusyTimeoutMs: config.busyTimeoutMs } : {});
       return new Store(sequelize, driver, options.now, options.localBase);
     } catch (err) {
       await sequelize.close().catch(() => undefined);
@@ -60,9 +68,13 @@ export class Store {
     });
   }
 
-  /** Writes and commits the health row: proves the database accepts writes now. */
+  /**
+   * Writes and commits the health row, and takes the lock an audit append takes on the chain:
+   * proves the audit trail can be written now.
+   */
   async probeWrite(): Promise<void> {
     await this.driver.transaction(async (q) => {
+      if (this.driver.dialect === 'postgres') await q.run('LOCK TABLE audit_chain IN ROW EXCLUSIVE MODE');
       const at = this.now();
       const changed = await q.run('UPDATE custodian_health SET checked_at = ? WHERE id = 1', [at]);
       if (changed === 0) await q.run('INSERT INTO custodian_health (id, checked_at) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET checked_at = ?', [at, at]);
@@ -75,6 +87,8 @@ export class Store {
   }
 
   async close(): Promise<void> {
+    clearInterval(this.timer);
+    await this.auditIndex.settled();
     await this.driver.close();
     await this.sequelize.close();
   }

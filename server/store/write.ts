@@ -91,6 +91,44 @@ export class WriteTx {
     return { rid, type, id, versionId: 1, lastUpdated, deleted: false, resource: stored, createdBy: writer.clientId, creatorOrg: writer.organization };
   }
 
+  /**
+   * Stores version 1 of many new resources of one type with a handful of multi-row statements
+   * (the audit trail's group commit and bulk seeding): per-row statements cost a round trip each.
+   */
+  async createMany(type: ResourceType, resources: readonly Resource[], writer: Writer, options: { deferIndex?: boolean } = {}): Promise<StoredVersion[]> {
+    if (resources.length === 0) return [];
+    const prepared = resources.map((r) => {
+      const lastUpdated = this.stamp();
+      const stored = this.withMeta(r, 1, lastUpdated);
+      return { id: r.id!, lastUpdated, stored, content: JSON.stringify(stored) };
+    });
+    const rids = new Map<string, number>();
+    for (const chunk of chunks(prepared, 500)) {
+      const rows = await this.q.all<{ rid: number | string; id: string }>(
+        `INSERT INTO resources (type, id, version_id, last_updated, deleted, content, created_by, creator_org) VALUES ${chunk.map(() => '(?, ?, 1, ?, 0, ?, ?, ?)').join(', ')} RETURNING rid, id`,
+        chunk.flatMap((p) => [type, p.id, p.lastUpdated, p.content, writer.clientId, writer.organization]),
+      );
+      for (const row of rows) rids.set(row.id, Number(row.rid));
+    }
+    const versions = prepared.map((p) => ({ rid: rids.get(p.id)!, type, id: p.id, versionId: 1, lastUpdated: p.lastUpdated, deleted: false, method: 'POST' as const, content: p.content }));
+    if (options.deferIndex && type === 'AuditEvent') {
+      // The audit trail's own events: stored and chained now, indexed by the AuditIndexer soon
+      // after (and always before an AuditEvent search runs).
+      for (const chunk of chunks(versions, 1000)) await this.q.run(`INSERT INTO audit_index_queue (rid) VALUES ${chunk.map(() => '(?)').join(', ')}`, chunk.map((v) => v.rid));
+    } else {
+      await insertIndexRowsMany(this.q, versions.map((v, i) => ({ rid: v.rid, type, rows: extractIndexRows(type, prepared[i].stored, this.localBase) })));
+    }
+    if (this.dialect === 'postgres') this.pending.push(...versions);
+    else {
+      // One multi-row insert: SQLite assigns the rowids (seq) in VALUES order.
+      for (const chunk of chunks(versions, 500)) {
+        await this.q.run(`INSERT INTO resource_versions (rid, type, id, version_id, last_updated, deleted, method, content) VALUES ${chunk.map(() => '(?, ?, ?, ?, ?, ?, ?, ?)').join(', ')}`, chunk.flatMap(versionParams));
+      }
+    }
+    if (type === 'AuditEvent') for (const v of versions) this.links.push({ rid: v.rid, id: v.id, content: v.content });
+    return versions.map((v, i) => ({ rid: v.rid, type, id: v.id, versionId: 1, lastUpdated: v.lastUpdated, deleted: false, resource: prepared[i].stored, createdBy: writer.clientId, creatorOrg: writer.organization }));
+  }
+
   /** Stores the next version of an existing (possibly deleted) resource. */
   async update(previous: StoredVersion, resource: Resource, method: 'PUT' | 'PATCH'): Promise<StoredVersion> {
     if (previous.type === 'AuditEvent') throw new Error('AuditEvents are append-only');
@@ -185,25 +223,31 @@ function* chunks<T>(items: readonly T[], size: number): Generator<T[]> {
 
 /** Multi-row inserts of a resource's index rows (one statement per table that has rows). */
 /** Multi-row inserts of a resource's index rows, one statement per table, issued together. */
-export async function insertIndexRows(q: Queryable, rid: number, type: ResourceType, rows: IndexRows): Promise<void> {
+export function insertIndexRows(q: Queryable, rid: number, type: ResourceType, rows: IndexRows): Promise<void> {
+  return insertIndexRowsMany(q, [{ rid, type, rows }]);
+}
+
+/** Index rows of many resources: one multi-row statement per table (per chunk), issued together. */
+export async function insertIndexRowsMany(q: Queryable, entries: readonly { rid: number; type: ResourceType; rows: IndexRows }[]): Promise<void> {
   const statements: Promise<number>[] = [];
   const insert = (table: string, columns: string[], values: unknown[][]) => {
-    for (const chunk of chunks(values, 100)) {
+    if (values.length === 0) return;
+    // SQLite allows 32766 parameters per statement.
+    for (const chunk of chunks(values, Math.floor(30000 / (columns.length + 2)))) {
       const placeholders = chunk.map(() => `(?, ?, ${columns.map(() => '?').join(', ')})`).join(', ');
-      statements.push(q.run(`INSERT INTO ${table} (rid, type, ${columns.join(', ')}) VALUES ${placeholders}`, chunk.flatMap((v) => [rid, type, ...v])));
+      statements.push(q.run(`INSERT INTO ${table} (rid, type, ${columns.join(', ')}) VALUES ${placeholders}`, chunk.flat()));
     }
   };
-  if (rows.string.length) insert('idx_string', ['param', 'norm', 'exact'], rows.string.map((r) => [r.param, r.norm, r.exact]));
-  if (rows.token.length) insert('idx_token', ['param', 'system', 'code', 'text'], rows.token.map((r) => [r.param, r.system, r.code, r.text]));
-  if (rows.date.length) insert('idx_date', ['param', 'lo', 'hi'], rows.date.map((r) => [r.param, r.lo, r.hi]));
-  if (rows.reference.length) {
-    insert(
-      'idx_reference',
-      ['param', 'target_type', 'target_id', 'url', 'ident_system', 'ident_value'],
-      rows.reference.map((r) => [r.param, r.targetType, r.targetId, r.url, r.identSystem, r.identValue]),
-    );
-  }
-  if (rows.uri.length) insert('idx_uri', ['param', 'uri'], rows.uri.map((r) => [r.param, r.uri]));
+  const all = <T>(pick: (rows: IndexRows) => T[], map: (r: T) => unknown[]) => entries.flatMap((e) => pick(e.rows).map((r) => [e.rid, e.type, ...map(r)]));
+  insert('idx_string', ['param', 'norm', 'exact'], all((r) => r.string, (r) => [r.param, r.norm, r.exact]));
+  insert('idx_token', ['param', 'system', 'code', 'text'], all((r) => r.token, (r) => [r.param, r.system, r.code, r.text]));
+  insert('idx_date', ['param', 'lo', 'hi'], all((r) => r.date, (r) => [r.param, r.lo, r.hi]));
+  insert(
+    'idx_reference',
+    ['param', 'target_type', 'target_id', 'url', 'ident_system', 'ident_value'],
+    all((r) => r.reference, (r) => [r.param, r.targetType, r.targetId, r.url, r.identSystem, r.identValue]),
+  );
+  insert('idx_uri', ['param', 'uri'], all((r) => r.uri, (r) => [r.param, r.uri]));
   await Promise.all(statements);
 }
 

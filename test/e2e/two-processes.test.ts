@@ -36,6 +36,7 @@ describe('End to end: a Consent change reaches every server process at once', fu
     const { clients, json } = await makeClients([
       { clientId: 'gp', ods: 'GP1', scopes: ['system/Patient.cruds', 'system/Consent.cruds'], purposes: ['TREAT'] },
       { clientId: 'hospital', ods: 'HOSP1', scopes: ['system/Patient.rs'], purposes: ['TREAT'] },
+      { clientId: 'auditor', ods: 'AUD1', scopes: ['system/AuditEvent.rs'], purposes: ['HOPERAT'], roles: ['auditor'] },
     ]);
     fs.writeFileSync(path.join(dir, 'clients.json'), JSON.stringify(json));
     const portA = await freePort();
@@ -44,9 +45,9 @@ describe('End to end: a Consent change reaches every server process at once', fu
     a = await startServer({ ...shared, PORT: String(portA), CUSTODIAN_DATA_DIR: path.join(dir, 'a') });
     b = await startServer({ ...shared, CUSTODIAN_DATA_DIR: path.join(dir, 'b') });
     assert.notEqual(b.baseUrl, a.baseUrl, 'two processes, two addresses');
-    for (const id of ['gp', 'hospital']) {
+    for (const id of ['gp', 'hospital', 'auditor']) {
       const c = clients.get(id)!;
-      tokens[id] = (await fetchToken({ base, clientId: id, privateJwk: c.privateJwk, scope: (c.entry.scopes as string[]).join(' ') })).access_token;
+      tokens[id] = (await fetchToken({ base, clientId: id, privateJwk: c.privateJwk, scope: (c.entry.scopes as string[]).join(' '), purpose: (c.entry.purposes as string[])[0] })).access_token;
     }
   });
   after(async () => {
@@ -91,5 +92,16 @@ describe('End to end: a Consent change reaches every server process at once', fu
     // and given again through A, permitted again by B at once
     assert.equal((await call(a, 'gp', 'PUT', `/Consent/${created.body.id}`, { ...consent, id: created.body.id, status: 'active' })).status, 200);
     assert.equal((await call(b, 'hospital', 'GET', `/Patient/${patient.body.id}`)).status, 200);
+  });
+
+  it('both processes extend one audit chain, which verifies intact', async () => {
+    const reads = await Promise.all(
+      Array.from({ length: 60 }, (_, i) => call(i % 2 ? a : b, 'gp', 'GET', '/Patient?_count=5')),
+    );
+    assert.ok(reads.every((r) => r.status === 200));
+    const verify = await call(a, 'auditor', 'GET', '/AuditEvent/$verify');
+    const p = Object.fromEntries((verify.body.parameter as { name: string; valueBoolean?: boolean; valueInteger?: number }[]).map((x) => [x.name, x.valueBoolean ?? x.valueInteger]));
+    assert.equal(p.intact, true, JSON.stringify(verify.body));
+    assert.ok((p.links as number) >= 60);
   });
 });

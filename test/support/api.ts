@@ -52,7 +52,7 @@ export class Api {
     if (text && /json/.test(String(res.headers['content-type'] ?? ''))) {
       body = JSON.parse(text);
       // FHIR endpoints answer with FHIR; the SMART endpoints answer with OAuth/SMART JSON.
-      if (!/^\/(auth\/token|\.well-known\/)/.test(path)) assertValidFhir(body, `${method.toUpperCase()} ${path} -> ${res.status}`);
+      if (!/^\/(auth\/token|\.well-known\/|healthz)/.test(path)) assertValidFhir(body, `${method.toUpperCase()} ${path} -> ${res.status}`);
     }
     return { status: res.status, headers: res.headers as Record<string, string>, body, text };
   }

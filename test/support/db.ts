@@ -20,12 +20,13 @@ export interface TestDatabase {
   drop(): Promise<void>;
 }
 
-export async function freshDatabase(): Promise<TestDatabase> {
+/** `lockTimeoutMs`: how long the server waits for a lock before failing (fault tests). */
+export async function freshDatabase(options: { lockTimeoutMs?: number } = {}): Promise<TestDatabase> {
   if (ENGINE === 'sqlite') {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'custodian-test-'));
     const storage = path.join(dir, 'test.sqlite');
     return {
-      config: { dialect: 'sqlite', storage, synchronous: 'NORMAL' },
+      config: { dialect: 'sqlite', storage, synchronous: 'NORMAL', busyTimeoutMs: options.lockTimeoutMs ?? 10000 },
       url: `sqlite:${storage}`,
       async drop() {
         fs.rmSync(dir, { recursive: true, force: true });
@@ -37,7 +38,7 @@ export async function freshDatabase(): Promise<TestDatabase> {
   await admin.query(`CREATE SCHEMA ${schema}`);
   await admin.close();
   const sep = PG_URL.includes('?') ? '&' : '?';
-  const url = `${PG_URL}${sep}options=${encodeURIComponent(`-c search_path=${schema}`)}`;
+  const url = `${PG_URL}${sep}options=${encodeURIComponent(`-c search_path=${schema}${options.lockTimeoutMs ? ` -c lock_timeout=${options.lockTimeoutMs}` : ''}`)}`;
   return {
     config: { dialect: 'postgres', url, poolMax: 10 },
     url,

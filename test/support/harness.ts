@@ -42,11 +42,13 @@ export interface HarnessOptions {
   policy?: AccessPolicy;
   /** A frozen clock (ms); default: real time. */
   frozenAt?: number;
+  /** How long the server waits for a database lock (fault tests). */
+  lockTimeoutMs?: number;
 }
 
 /** A fresh database and app, driven in-process through the real HTTP stack. */
 export async function startHarness(options: HarnessOptions = {}): Promise<Harness> {
-  const db = await freshDatabase();
+  const db = await freshDatabase({ lockTimeoutMs: options.lockTimeoutMs });
   const config = loadConfig({ CUSTODIAN_BASE_URL: 'http://custodian.test/fhir', LOG_LEVEL: 'silent', CUSTODIAN_TOKEN_LIFETIME: '3600', ...options.env }, process.cwd());
   const clock = { now: options.frozenAt ?? Date.now(), auto: options.frozenAt === undefined };
   const now = () => (clock.auto ? Date.now() : clock.now);

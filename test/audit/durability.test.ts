@@ -1,0 +1,84 @@
+import assert from 'node:assert/strict';
+import sqlite3 from 'sqlite3';
+import { Client } from 'pg';
+import { ENGINE } from '../support/db';
+import { patient } from '../support/fixtures';
+import { startHarness, type Harness } from '../support/harness';
+
+/** Another connection that blocks the audit trail's writes until released. */
+interface Blocker {
+  release(): Promise<void>;
+}
+
+async function blockAuditWrites(h: Harness): Promise<Blocker> {
+  if (h.db.config.dialect === 'sqlite') {
+    const db = new sqlite3.Database(h.db.config.storage);
+    // WAL: readers keep reading while this connection holds the write lock.
+    await new Promise<void>((resolve, reject) => db.exec('BEGIN EXCLUSIVE', (err) => (err ? reject(err) : resolve())));
+    return {
+      release: () => new Promise<void>((resolve) => db.exec('ROLLBACK', () => db.close(() => resolve()))),
+    };
+  }
+  const client = new Client({ connectionString: h.db.url });
+  await client.connect();
+  await client.query('BEGIN');
+  await client.query('LOCK TABLE audit_chain IN ACCESS EXCLUSIVE MODE');
+  return {
+    async release() {
+      await client.query('ROLLBACK');
+      await client.end();
+    },
+  };
+}
+
+describe(`Audit: fail closed when the trail cannot be written (${ENGINE})`, () => {
+  let h: Harness;
+  let id: string;
+  before(async () => {
+    h = await startHarness({ lockTimeoutMs: 300 });
+    id = (await h.api.post('/Patient', patient({ name: [{ family: 'Durable' }] }))).body.id;
+  });
+  after(() => h.close());
+
+  it('answers 503 with no patient data while the audit store refuses writes, and recovers when it returns', async () => {
+    assert.equal((await h.api.get(`/Patient/${id}`)).status, 200);
+    assert.equal((await h.anonymous.get('/healthz')).status, 200);
+    const blocker = await blockAuditWrites(h);
+    try {
+      for (const path of [`/Patient/${id}`, '/Patient?family=Durable', `/Patient/${id}/_history`]) {
+        const res = await h.api.get(path);
+        assert.equal(res.status, 503, `${path}: ${res.text.slice(0, 200)}`);
+        assert.equal(res.body.resourceType, 'OperationOutcome');
+        assert.equal(res.body.issue[0].code, 'transient');
+        assert.doesNotMatch(res.text, /Durable/);
+        assert.equal(res.headers.etag, undefined, 'no header of the withheld response leaks either');
+        assert.equal(res.headers['retry-after'], '5');
+      }
+      const health = await h.anonymous.get('/healthz');
+      assert.equal(health.status, 503);
+      assert.match(JSON.parse(health.text).reason, /audit trail cannot be written/);
+    } finally {
+      await blocker.release();
+    }
+    const back = await h.api.get(`/Patient/${id}`, { 'X-Request-Id': 'after-recovery' });
+    assert.equal(back.status, 200);
+    assert.equal(back.body.name[0].family, 'Durable');
+    assert.equal((await h.anonymous.get('/healthz')).status, 200);
+    const events = (await h.api.get('/AuditEvent?entity:identifier=after-recovery')).body;
+    assert.equal(events.entry.length, 1, 'and its access is on the trail');
+    const verify = (await h.api.get('/AuditEvent/$verify')).body;
+    assert.equal(verify.parameter[0].valueBoolean, true, 'the chain is intact across the outage');
+  });
+
+  it('a write whose events cannot be recorded answers 503, and the trail stays whole', async () => {
+    const blocker = await blockAuditWrites(h);
+    let status: number;
+    try {
+      status = (await h.api.post('/Patient', patient({ name: [{ family: 'Lost' }] }))).status;
+    } finally {
+      await blocker.release();
+    }
+    assert.equal(status, 503);
+    assert.equal((await h.api.get('/AuditEvent/$verify')).body.parameter[0].valueBoolean, true);
+  });
+});

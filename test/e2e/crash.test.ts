@@ -1,0 +1,89 @@
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fetchToken } from '../../scripts/token';
+import { makeClients } from '../support/auth';
+import { freshDatabase, type TestDatabase } from '../support/db';
+import { startServer, type ServerProcess } from '../support/server-process';
+
+/**
+ * Durable before the response: under read load the server is killed (SIGKILL, no shutdown);
+ * after a restart every request that got a 200 has its AuditEvent, and the chain is intact.
+ */
+describe('End to end: killed under load, no 200 is missing from the audit trail', function () {
+  this.timeout(90000);
+  let db: TestDatabase;
+  let dir: string;
+  let env: Record<string, string>;
+  let server: ServerProcess;
+  let keys: Map<string, { privateJwk: import('jose').JWK }>;
+
+  before(async () => {
+    db = await freshDatabase();
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'custodian-crash-'));
+    const made = await makeClients([
+      { clientId: 'gp', ods: 'GP1', scopes: ['system/Patient.cruds'], purposes: ['TREAT'] },
+      { clientId: 'auditor', ods: 'AUD1', scopes: ['system/AuditEvent.rs'], purposes: ['HOPERAT'], roles: ['auditor'] },
+    ]);
+    keys = made.clients;
+    fs.writeFileSync(path.join(dir, 'clients.json'), JSON.stringify(made.json));
+    env = { DATABASE_URL: db.url, CUSTODIAN_DATA_DIR: dir, CUSTODIAN_CLIENTS: path.join(dir, 'clients.json'), CUSTODIAN_SQLITE_SYNC: 'FULL' };
+    server = await startServer(env);
+  });
+  after(async () => {
+    await server?.stop('SIGKILL');
+    await db.drop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  const token = async (base: string, clientId: string, scope: string, purpose?: string) =>
+    (await fetchToken({ base, clientId, privateJwk: keys.get(clientId)!.privateJwk, scope, purpose })).access_token;
+
+  it('every 200 has its AuditEvent after a SIGKILL and a restart, and $verify passes', async () => {
+    const gp = await token(server.baseUrl, 'gp', 'system/Patient.cruds');
+    const ids: string[] = [];
+    for (let i = 0; i < 20; i++) {
+      const res = await fetch(`${server.baseUrl}/Patient`, { method: 'POST', headers: { Authorization: `Bearer ${gp}`, 'Content-Type': 'application/fhir+json' }, body: JSON.stringify({ resourceType: 'Patient', name: [{ family: `Crash${i}` }] }) });
+      ids.push(((await res.json()) as { id: string }).id);
+    }
+    const ok: string[] = [];
+    let n = 0;
+    let stop = false;
+    const worker = async () => {
+      while (!stop) {
+        const requestId = `crash-${++n}`;
+        try {
+          const res = await fetch(`${server.baseUrl}/Patient/${ids[n % ids.length]}`, { headers: { Authorization: `Bearer ${gp}`, 'X-Request-Id': requestId } });
+          if (res.status === 200) {
+            await res.arrayBuffer();
+            ok.push(requestId);
+          }
+        } catch {
+          /* the server died under us */
+        }
+      }
+    };
+    const workers = Array.from({ length: 16 }, worker);
+    await new Promise((r) => setTimeout(r, 1500));
+    const killed = server.stop('SIGKILL');
+    await killed;
+    stop = true;
+    await Promise.all(workers);
+    assert.ok(ok.length > 50, `load ran (${ok.length} reads answered)`);
+
+    server = await startServer(env);
+    const auditor = await token(server.baseUrl, 'auditor', 'system/AuditEvent.rs', 'HOPERAT');
+    const found = new Set<string>();
+    for (let i = 0; i < ok.length; i += 50) {
+      const batch = ok.slice(i, i + 50);
+      const res = await fetch(`${server.baseUrl}/AuditEvent?entity:identifier=${batch.join(',')}&_count=1000`, { headers: { Authorization: `Bearer ${auditor}` } });
+      const bundle = (await res.json()) as { entry?: { resource: { entity: { what?: { identifier?: { value: string } } }[] } }[] };
+      for (const e of bundle.entry ?? []) for (const x of e.resource.entity) if (x.what?.identifier?.value?.startsWith('crash-')) found.add(x.what.identifier.value);
+    }
+    const missing = ok.filter((id) => !found.has(id));
+    assert.deepEqual(missing, [], `${missing.length} of ${ok.length} answered reads have no AuditEvent`);
+    const verify = (await (await fetch(`${server.baseUrl}/AuditEvent/$verify`, { headers: { Authorization: `Bearer ${auditor}` } })).json()) as { parameter: { name: string; valueBoolean?: boolean }[] };
+    assert.equal(verify.parameter.find((p) => p.name === 'intact')!.valueBoolean, true, JSON.stringify(verify));
+  });
+});
