@@ -133,6 +133,7 @@ async function seed(database: DatabaseConfig): Promise<string[]> {
   }
   seconds = (performance.now() - started) / 1000;
   process.stdout.write(`  seeded ${COHORT * 5} Consents (5 for each of ${COHORT} Patients) in ${seconds.toFixed(1)} s (${((COHORT * 5) / seconds).toFixed(0)} rows/s)\n`);
+  await store.analyze();
   await store.close();
   return ids;
 }

@@ -206,7 +206,22 @@ export function extractIndexRows(type: ResourceType, resource: Resource, localBa
       }
     }
   }
-  return rows;
+  return dedupe(rows);
+}
+
+/** The same value indexed twice for one resource (a name part that is also its text, a patient named twice) is one row. */
+function dedupe(rows: IndexRows): IndexRows {
+  const unique = <T>(list: T[]): T[] => {
+    if (list.length < 2) return list;
+    const seen = new Set<string>();
+    return list.filter((r) => {
+      const key = JSON.stringify(r);
+      if (seen.has(key)) return false;
+      seen.add(key);
+      return true;
+    });
+  };
+  return { string: unique(rows.string), token: unique(rows.token), date: unique(rows.date), reference: unique(rows.reference), uri: unique(rows.uri) };
 }
 
 function unwrap(node: unknown): [string, unknown] {

@@ -19,6 +19,9 @@ export class AuditIndexer {
   /** Events indexed by this process. */
   indexed = 0;
 
+  /** The last indexing failure (it is retried on the next nudge; searches catch up themselves). */
+  lastError: unknown;
+
   constructor(
     private readonly driver: Driver,
     private readonly localBase: string | undefined,
@@ -30,7 +33,15 @@ export class AuditIndexer {
       this.again = true;
       return;
     }
-    this.running = this.loop().finally(() => {
+    this.running = this.loop()
+      .then(() => {
+        this.lastError = undefined;
+      })
+      .catch((err: unknown) => {
+        // Never an unhandled rejection: a background pass that fails is retried later.
+        this.lastError = err;
+      })
+      .finally(() => {
       this.running = undefined;
       if (this.again) {
         this.again = false;

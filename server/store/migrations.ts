@@ -146,6 +146,14 @@ const migrations: readonly Migration[] = [
       await m.createTable('audit_index_queue', { rid: { type: DataTypes.BIGINT, primaryKey: true } });
     },
   },
+  {
+    id: '0005-leaner-token-index',
+    async up(m) {
+      // Every index is paid for on every write (the audit trail writes ~10 token rows per event).
+      // System-only token searches (`system|`) read the (type, param, code, system) index instead.
+      await m.sql('DROP INDEX idx_token_system');
+    },
+  },
 ];
 
 /** Ids of all migrations, in order (for the health report and tests). */

@@ -81,6 +81,15 @@ export class Store {
     });
   }
 
+  /**
+   * Refreshes the planner's statistics. PostgreSQL plans prepared statements from them, and
+   * right after a bulk load they still describe empty tables (autovacuum catches up within
+   * minutes); seeding scripts call this when they finish.
+   */
+  async analyze(): Promise<void> {
+    await this.driver.run('ANALYZE');
+  }
+
   /** A cheap round trip, for health checks. */
   async ping(): Promise<void> {
     await this.driver.get('SELECT 1 AS ok');
