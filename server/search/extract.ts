@@ -8,20 +8,27 @@ import { definitions, parseRelativeReference, type ResourceType } from '../../re
 import { MAX_DATE, MIN_DATE, parseDateRange } from '../fhir/dates';
 import { searchParams, type SearchParamDef } from './parameters';
 
-/** Search-index rows of one resource version, by table. Written in the same transaction as the version. */
+/**
+ * Search-index rows of one resource version, by table. Written in the same transaction as the
+ * version (or, for the audit trail's own events, soon after: see store/audit-index.ts).
+ *
+ * Tokens keep `''` for an absent system or code (index keys are never NULL); the normalised
+ * display/text a `:text` search matches is a token row of its own, under `<param>:text`, with
+ * the text as its code. References are one
+ * key string: `Type/id` for a reference to this server, `url:<absolute URL>` for anything else,
+ * `id:<value>|<system>` for a logical reference by identifier.
+ */
 export interface IndexRows {
   readonly string: { param: string; norm: string; exact: string }[];
-  readonly token: { param: string; system: string | null; code: string | null; text: string | null }[];
+  readonly token: { param: string; system: string; code: string }[];
   readonly date: { param: string; lo: number; hi: number }[];
-  readonly reference: {
-    param: string;
-    targetType: string | null;
-    targetId: string | null;
-    url: string | null;
-    identSystem: string | null;
-    identValue: string | null;
-  }[];
+  readonly reference: { param: string; ref: string }[];
   readonly uri: { param: string; uri: string }[];
+}
+
+/** The reference index key of a logical (identifier) reference. */
+export function identifierRef(value: string, system: string | null | undefined): string {
+  return `id:${value}|${system ?? ''}`;
 }
 
 /** Lower-case, accents removed: the form string search compares (http://hl7.org/fhir/R4/search.html#string). */
@@ -255,8 +262,10 @@ function addStrings(rows: IndexRows, param: string, typeName: string, data: unkn
 }
 
 function addTokens(rows: IndexRows, param: string, typeName: string, data: unknown, boundSystem: string | null): void {
-  const push = (system: string | null | undefined, code: string | null | undefined, text: string | null | undefined) =>
-    rows.token.push({ param, system: system ?? null, code: code ?? null, text: text ? normalizeString(text) : null });
+  const push = (system: string | null | undefined, code: string | null | undefined, text: string | null | undefined) => {
+    if (code || system) rows.token.push({ param, system: system ?? '', code: code ?? '' });
+    if (text) rows.token.push({ param: `${param}:text`, system: '', code: normalizeString(text) });
+  };
   switch (typeName) {
     case 'Coding': {
       const c = data as { system?: string; code?: string; display?: string };
@@ -265,8 +274,8 @@ function addTokens(rows: IndexRows, param: string, typeName: string, data: unkno
     }
     case 'CodeableConcept': {
       const cc = data as { coding?: { system?: string; code?: string; display?: string }[]; text?: string };
-      for (const c of cc.coding ?? []) push(c.system, c.code, c.display ?? cc.text);
-      if (!cc.coding?.length && cc.text) push(null, null, cc.text);
+      for (const c of cc.coding ?? []) push(c.system, c.code, c.display);
+      if (cc.text) push(null, null, cc.text);
       return;
     }
     case 'Identifier': {
@@ -274,7 +283,7 @@ function addTokens(rows: IndexRows, param: string, typeName: string, data: unkno
       push(id.system, id.value, id.type?.text);
       // :of-type searches match type system|code|value together (http://hl7.org/fhir/R4/search.html#token).
       for (const c of id.type?.coding ?? []) {
-        if (c.code && id.value) rows.token.push({ param: `${param}:of-type`, system: c.system ?? null, code: `${c.code}|${id.value}`, text: null });
+        if (c.code && id.value) rows.token.push({ param: `${param}:of-type`, system: c.system ?? '', code: `${c.code}|${id.value}` });
       }
       return;
     }
@@ -309,21 +318,16 @@ function addDate(rows: IndexRows, param: string, typeName: string, data: unknown
 function addReference(rows: IndexRows, param: string, typeName: string, data: unknown, localBase?: string): void {
   if (typeName !== 'Reference') {
     // canonical / uri targets
-    if (typeof data === 'string') rows.reference.push({ param, targetType: null, targetId: null, url: data, identSystem: null, identValue: null });
+    if (typeof data === 'string') rows.reference.push({ param, ref: `url:${data}` });
     return;
   }
   const ref = data as { reference?: string; identifier?: { system?: string; value?: string } };
   let reference = ref.reference;
   if (reference && localBase && reference.startsWith(localBase + '/')) reference = reference.slice(localBase.length + 1);
-  const local = parseRelativeReference(reference);
-  if (!reference && !ref.identifier) return;
-  if (reference?.startsWith('#')) return; // contained resources are not indexed as references
-  rows.reference.push({
-    param,
-    targetType: local?.type ?? null,
-    targetId: local?.id ?? null,
-    url: local ? null : reference ?? null,
-    identSystem: ref.identifier?.system ?? null,
-    identValue: ref.identifier?.value ?? null,
-  });
+  if (reference && !reference.startsWith('#')) {
+    // contained resources (#id) are not indexed as references
+    const local = parseRelativeReference(reference);
+    rows.reference.push({ param, ref: local ? `${local.type}/${local.id}` : `url:${reference}` });
+  }
+  if (ref.identifier?.value) rows.reference.push({ param, ref: identifierRef(ref.identifier.value, ref.identifier.system) });
 }

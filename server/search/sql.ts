@@ -1,12 +1,14 @@
 import type { ResourceFilter } from '../search/filter';
-import { normalizeString } from './extract';
+import { identifierRef, normalizeString, soundex } from './extract';
+import { paramId } from './param-id';
 import type { Criterion, DateValue, ReferenceValue, TokenValue } from './parse';
 
 /**
  * Compiles parsed search criteria into one SQL condition over `resources r`: each criterion is
- * `r.rid IN (SELECT rid FROM idx_… WHERE …)` against the search-index tables (never the JSON),
- * AND between parameters, OR between comma-separated values. The same SQL runs on SQLite and
- * PostgreSQL.
+ * `r.rid IN (SELECT rid FROM idx_… WHERE pid = ? AND …)` against the search-index tables (never
+ * the JSON), AND between parameters, OR between comma-separated values. Every lookup starts
+ * with the parameter's key and a value prefix of the table's primary key, so it is an index
+ * range scan. The same SQL runs on SQLite and PostgreSQL.
  */
 export function compileFilter(criteria: readonly Criterion[], now: number): ResourceFilter {
   const parts: string[] = [];
@@ -19,14 +21,14 @@ export function compileFilter(criteria: readonly Criterion[], now: number): Reso
   return { where: parts.length ? parts.join(' AND ') : '1 = 1', params };
 }
 
-type Sql = [string, unknown[]];
+export type Sql = [string, unknown[]];
 
 const TABLE: Record<string, string> = { string: 'idx_string', token: 'idx_token', date: 'idx_date', reference: 'idx_reference', uri: 'idx_uri' };
 
 function inIndex(table: string, c: Criterion, condition: string, params: unknown[], negate = false, param = c.def.code): Sql {
   return [
-    `r.rid ${negate ? 'NOT IN' : 'IN'} (SELECT rid FROM ${table} WHERE type = ? AND param = ?${condition ? ` AND (${condition})` : ''})`,
-    [c.def.resourceType, param, ...params],
+    `r.rid ${negate ? 'NOT IN' : 'IN'} (SELECT rid FROM ${table} WHERE pid = ?${condition ? ` AND (${condition})` : ''})`,
+    [paramId(c.def.resourceType, param), ...params],
   ];
 }
 
@@ -35,8 +37,8 @@ function any<T>(values: readonly T[], one: (v: T) => Sql): Sql {
   return [parts.map(([s]) => `(${s})`).join(' OR '), parts.flatMap(([, p]) => p)];
 }
 
-/** Upper bound for a prefix range: every string starting with `prefix` sorts below it. */
-function prefixEnd(prefix: string): string {
+/** Upper bound for a prefix range: every string starting with `prefix` sorts below it (byte order). */
+export function prefixEnd(prefix: string): string {
   return prefix + '\uffff';
 }
 
@@ -46,9 +48,14 @@ function escapeLike(value: string): string {
 
 function compileOne(c: Criterion, now: number): Sql {
   switch (c.kind) {
-    case 'missing':
+    case 'missing': {
       if (c.def.storage !== 'index') return [c.missing ? '1 = 0' : '1 = 1', []];
-      return inIndex(TABLE[c.def.type], c, '', [], c.missing);
+      const [sql, p] = inIndex(TABLE[c.def.type], c, '', [], c.missing);
+      if (c.def.type !== 'token') return [sql, p];
+      // A concept with only text is present too.
+      const [text, tp] = inIndex('idx_token', c, '', [], c.missing, `${c.def.code}:text`);
+      return [`(${sql}) ${c.missing ? 'AND' : 'OR'} (${text})`, [...p, ...tp]];
+    }
     case 'token': {
       if (c.def.storage === 'id-column') {
         const ids = c.values.map((v) => v.code ?? '');
@@ -58,36 +65,36 @@ function compileOne(c: Criterion, now: number): Sql {
       return inIndex('idx_token', c, cond, p, c.not, c.param);
     }
     case 'token-text': {
-      const [cond, p] = any(c.values, (v) => {
-        const n = escapeLike(normalizeString(v));
-        return ["text LIKE ? ESCAPE '\\' OR text LIKE ? ESCAPE '\\'", [`${n}%`, `% ${n}%`]];
+      // Word-prefix match on the normalised display/text (http://hl7.org/fhir/R4/search.html#text).
+      const [cond, p] = any(c.values, (v): Sql => {
+        const n = normalizeString(v);
+        return ["(code >= ? AND code < ?) OR code LIKE ? ESCAPE '\\'", [n, prefixEnd(n), `% ${escapeLike(n)}%`]];
       });
-      return inIndex('idx_token', c, cond, p);
+      return inIndex('idx_token', c, cond, p, false, `${c.def.code}:text`);
     }
     case 'string': {
       const [cond, p] = any(c.values, (v): Sql => {
-        if (c.mode === 'exact') return ['exact = ?', [v]];
-        const n = c.def.code === 'phonetic' ? v : normalizeString(v);
+        // phonetic: the Soundex code of the word, as indexed (http://hl7.org/fhir/R4/patient.html#search)
+        if (c.def.code === 'phonetic') return ['norm = ?', [soundex(v).toLowerCase()]];
+        const n = normalizeString(v);
+        if (c.mode === 'exact') return ['norm = ? AND exact = ?', [n, v]];
         if (c.mode === 'contains') return ["norm LIKE ? ESCAPE '\\'", [`%${escapeLike(n)}%`]];
         return ['norm >= ? AND norm < ?', [n, prefixEnd(n)]];
       });
       return inIndex('idx_string', c, cond, p);
     }
     case 'date': {
-      if (c.def.storage === 'last-updated-column') {
-        const [cond, p] = any(c.values, (v) => dateCondition(v, 'r.last_updated', 'r.last_updated', now));
-        return [cond, p];
-      }
+      if (c.def.storage === 'last-updated-column') return any(c.values, (v) => dateCondition(v, 'r.last_updated', 'r.last_updated', now));
       const [cond, p] = any(c.values, (v) => dateCondition(v, 'lo', 'hi', now));
       return inIndex('idx_date', c, cond, p);
     }
     case 'reference': {
-      const [cond, p] = any(c.values, referenceCondition);
+      const [cond, p] = any(c.values, (v) => referenceCondition(v, c.def.targets));
       return inIndex('idx_reference', c, cond, p);
     }
     case 'uri': {
       const [cond, p] = any(c.values, (v): Sql => {
-        if (c.mode === 'below') return ["uri LIKE ? ESCAPE '\\'", [`${escapeLike(v)}%`]];
+        if (c.mode === 'below') return ['uri >= ? AND uri < ?', [v, prefixEnd(v)]];
         if (c.mode === 'above') return ['substr(?, 1, length(uri)) = uri', [v]];
         return ['uri = ?', [v]];
       });
@@ -97,39 +104,33 @@ function compileOne(c: Criterion, now: number): Sql {
 }
 
 function tokenCondition(v: TokenValue): Sql {
-  const parts: string[] = [];
-  const params: unknown[] = [];
   if (v.code !== undefined) {
-    parts.push('code = ?');
-    params.push(v.code);
+    if (v.system === undefined) return ['code = ?', [v.code]];
+    return ['code = ? AND system = ?', [v.code, v.system ?? '']];
   }
-  if (v.system === null) parts.push('system IS NULL');
-  else if (v.system !== undefined) {
-    parts.push('system = ?');
-    params.push(v.system);
-  }
-  return [parts.length ? parts.join(' AND ') : '1 = 1', params];
+  if (v.system === undefined) return ['1 = 1', []];
+  return ['system = ?', [v.system ?? '']];
 }
 
-function referenceCondition(v: ReferenceValue): Sql {
+/** Reference keys (see IndexRows): `Type/id`, `url:<absolute>`, `id:<value>|<system>`. */
+function referenceCondition(v: ReferenceValue, targets: readonly string[]): Sql {
   if ('identifier' in v) {
-    const parts: string[] = [];
-    const params: unknown[] = [];
-    if (v.value !== undefined) {
-      parts.push('ident_value = ?');
-      params.push(v.value);
+    if (v.value === undefined) {
+      if (v.system === undefined) return ['1 = 0', []];
+      return ["ref >= 'id:' AND ref < 'id;' AND ref LIKE ? ESCAPE '\\'", [`id:%|${escapeLike(v.system ?? '')}`]];
     }
-    if (v.system === null) parts.push('ident_system IS NULL');
-    else if (v.system !== undefined) {
-      parts.push('ident_system = ?');
-      params.push(v.system);
+    if (v.system === undefined) {
+      const prefix = identifierRef(v.value, '');
+      return ['ref >= ? AND ref < ?', [prefix, prefixEnd(prefix)]];
     }
-    return [parts.join(' AND ') || '1 = 0', params];
+    return ['ref = ?', [identifierRef(v.value, v.system)]];
   }
   if (v.local) {
-    return v.type ? ['target_id = ? AND target_type = ?', [v.id, v.type]] : ['target_id = ?', [v.id]];
+    if (v.type) return ['ref = ?', [`${v.type}/${v.id}`]];
+    if (targets.length) return [`ref IN (${targets.map(() => '?').join(', ')})`, targets.map((t) => `${t}/${v.id}`)];
+    return ["ref LIKE ? ESCAPE '\\'", [`%/${escapeLike(v.id)}`]];
   }
-  return ['url = ?', [v.url]];
+  return ['ref = ?', [`url:${v.url}`]];
 }
 
 /**

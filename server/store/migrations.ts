@@ -154,6 +154,30 @@ const migrations: readonly Migration[] = [
       await m.sql('DROP INDEX idx_token_system');
     },
   },
+  {
+    id: '0006-keyed-search-index',
+    async up(m) {
+      // The search index, rebuilt around its lookups: each table's primary key is the lookup
+      // key (parameter id, value, rid), clustered on SQLite (WITHOUT ROWID), plus an index on
+      // rid for replacing a resource's rows. Half the B-trees per row of 0001's tables, and
+      // integer parameter ids instead of repeated type and code strings.
+      const c = m.pg ? ' COLLATE "C"' : '';
+      const clustered = m.pg ? '' : ' WITHOUT ROWID';
+      for (const t of ['idx_string', 'idx_token', 'idx_date', 'idx_reference', 'idx_uri']) await m.sql(`DROP TABLE ${t}`);
+      await m.sql(`CREATE TABLE idx_string (pid INTEGER NOT NULL, norm TEXT${c} NOT NULL, exact TEXT${c} NOT NULL, rid BIGINT NOT NULL, PRIMARY KEY (pid, norm, exact, rid))${clustered}`);
+      await m.sql(`CREATE TABLE idx_token (pid INTEGER NOT NULL, code TEXT${c} NOT NULL, system TEXT${c} NOT NULL, rid BIGINT NOT NULL, PRIMARY KEY (pid, code, system, rid))${clustered}`);
+      await m.sql(`CREATE TABLE idx_date (pid INTEGER NOT NULL, lo BIGINT NOT NULL, hi BIGINT NOT NULL, rid BIGINT NOT NULL, PRIMARY KEY (pid, lo, hi, rid))${clustered}`);
+      await m.sql(`CREATE TABLE idx_reference (pid INTEGER NOT NULL, ref TEXT${c} NOT NULL, rid BIGINT NOT NULL, PRIMARY KEY (pid, ref, rid))${clustered}`);
+      await m.sql(`CREATE TABLE idx_uri (pid INTEGER NOT NULL, uri TEXT${c} NOT NULL, rid BIGINT NOT NULL, PRIMARY KEY (pid, uri, rid))${clustered}`);
+      for (const t of ['idx_string', 'idx_token', 'idx_date', 'idx_reference', 'idx_uri']) await m.sql(`CREATE INDEX ${t}_by_rid ON ${t} (rid)`);
+      await m.sql('CREATE INDEX idx_date_hi ON idx_date (pid, hi)');
+      // Existing resources are re-indexed by Store.open (store/reindex.ts): the rows are derived
+      // from their content, and deriving them needs the search parameter code, not SQL.
+      await m.createTable('custodian_state', { name: { type: DataTypes.STRING(64), primaryKey: true }, value: { type: DataTypes.TEXT, allowNull: false } });
+      await m.sql("INSERT INTO custodian_state (name, value) VALUES ('reindex', 'all')");
+      await m.sql('DELETE FROM audit_index_queue');
+    },
+  },
 ];
 
 /** Ids of all migrations, in order (for the health report and tests). */

@@ -1,5 +1,6 @@
 import type { ResourceType } from '../../resources';
 import type { ResourceFilter } from '../search/filter';
+import { paramId } from '../search/param-id';
 import type { Queryable } from './driver';
 import { fromCurrentRow, fromVersionRow, type CurrentRow, type HistoryVersion, type StoredVersion, type VersionRow } from './records';
 
@@ -66,8 +67,8 @@ export class StoreReader {
     for (let i = 0; i < patientIds.length; i += 500) {
       const chunk = patientIds.slice(i, i + 500);
       const rows = await this.driver.all<CurrentRow>(
-        `SELECT ${CURRENT} FROM resources r WHERE r.type = ? AND r.deleted = 0 AND r.rid IN (SELECT rid FROM idx_reference WHERE type = ? AND param = ? AND target_type = 'Patient' AND target_id IN (${chunk.map(() => '?').join(', ')}))`,
-        [type, type, param, ...chunk],
+        `SELECT ${CURRENT} FROM resources r WHERE r.type = ? AND r.deleted = 0 AND r.rid IN (SELECT rid FROM idx_reference WHERE pid = ? AND ref IN (${chunk.map(() => '?').join(', ')}))`,
+        [type, paramId(type, param), ...chunk.map((id) => `Patient/${id}`)],
       );
       out.push(...rows.map(fromCurrentRow));
     }

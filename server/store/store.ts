@@ -4,6 +4,8 @@ import { AuditIndexer } from './audit-index';
 import { openDriver, type Driver } from './driver';
 import { migrate } from './migrations';
 import { StoreReader } from './read';
+import { reindexIfAsked } from './reindex';
+import { assertNoParamIdCollisions } from '../search/param-id';
 import { writeTransaction, type WriteTx } from './write';
 
 /**
@@ -32,6 +34,7 @@ export class Store {
 
   /** Connects, applies pending migrations and prepares the driver. */
   static async open(config: DatabaseConfig, options: { now: () => number; localBase?: string }): Promise<Store> {
+    assertNoParamIdCollisions();
     const sequelize =
       config.dialect === 'sqlite'
         ? new Sequelize({ dialect: 'sqlite', storage: config.storage, logging: false })
@@ -40,6 +43,7 @@ export class Store {
       await sequelize.authenticate();
       await migrate(sequelize);
       const driver = await openDriver(sequelize, config.dialect === 'sqlite' ? { sqliteSynchronous: config.synchronous, sqliteBusyTimeoutMs: config.busyTimeoutMs } : {});
+      await reindexIfAsked(driver, options.localBase);
       return new Store(sequelize, driver, options.now, options.localBase);
     } catch (err) {
       await sequelize.close().catch(() => undefined);

@@ -1,6 +1,7 @@
 import type { Resource } from 'fhir/r4';
 import type { ResourceType } from '../../resources';
 import { extractIndexRows, type IndexRows } from '../search/extract';
+import { paramId } from '../search/param-id';
 import { appendLinks, type PendingLink } from './audit-chain';
 import type { Dialect, Driver, Queryable } from './driver';
 import { fromCurrentRow, type CurrentRow, type StoredVersion } from './records';
@@ -221,7 +222,6 @@ function* chunks<T>(items: readonly T[], size: number): Generator<T[]> {
   for (let i = 0; i < items.length; i += size) yield items.slice(i, i + size);
 }
 
-/** Multi-row inserts of a resource's index rows (one statement per table that has rows). */
 /** Multi-row inserts of a resource's index rows, one statement per table, issued together. */
 export function insertIndexRows(q: Queryable, rid: number, type: ResourceType, rows: IndexRows): Promise<void> {
   return insertIndexRowsMany(q, [{ rid, type, rows }]);
@@ -232,22 +232,20 @@ export async function insertIndexRowsMany(q: Queryable, entries: readonly { rid:
   const statements: Promise<number>[] = [];
   const insert = (table: string, columns: string[], values: unknown[][]) => {
     if (values.length === 0) return;
-    // SQLite allows 32766 parameters per statement.
-    for (const chunk of chunks(values, Math.floor(30000 / (columns.length + 2)))) {
-      const placeholders = chunk.map(() => `(?, ?, ${columns.map(() => '?').join(', ')})`).join(', ');
-      statements.push(q.run(`INSERT INTO ${table} (rid, type, ${columns.join(', ')}) VALUES ${placeholders}`, chunk.flat()));
+    // SQLite allows 32766 parameters per statement. A key already present (the same value
+    // reached twice, e.g. an identifier's text) is one row.
+    for (const chunk of chunks(values, Math.floor(30000 / columns.length))) {
+      const placeholders = chunk.map(() => `(${columns.map(() => '?').join(', ')})`).join(', ');
+      statements.push(q.run(`INSERT INTO ${table} (${columns.join(', ')}) VALUES ${placeholders} ON CONFLICT DO NOTHING`, chunk.flat()));
     }
   };
-  const all = <T>(pick: (rows: IndexRows) => T[], map: (r: T) => unknown[]) => entries.flatMap((e) => pick(e.rows).map((r) => [e.rid, e.type, ...map(r)]));
-  insert('idx_string', ['param', 'norm', 'exact'], all((r) => r.string, (r) => [r.param, r.norm, r.exact]));
-  insert('idx_token', ['param', 'system', 'code', 'text'], all((r) => r.token, (r) => [r.param, r.system, r.code, r.text]));
-  insert('idx_date', ['param', 'lo', 'hi'], all((r) => r.date, (r) => [r.param, r.lo, r.hi]));
-  insert(
-    'idx_reference',
-    ['param', 'target_type', 'target_id', 'url', 'ident_system', 'ident_value'],
-    all((r) => r.reference, (r) => [r.param, r.targetType, r.targetId, r.url, r.identSystem, r.identValue]),
-  );
-  insert('idx_uri', ['param', 'uri'], all((r) => r.uri, (r) => [r.param, r.uri]));
+  const all = <T extends { param: string }>(pick: (rows: IndexRows) => T[], map: (r: T) => unknown[]) =>
+    entries.flatMap((e) => pick(e.rows).map((r) => [paramId(e.type, r.param), ...map(r), e.rid]));
+  insert('idx_string', ['pid', 'norm', 'exact', 'rid'], all((r) => r.string, (r) => [r.norm, r.exact]));
+  insert('idx_token', ['pid', 'code', 'system', 'rid'], all((r) => r.token, (r) => [r.code, r.system]));
+  insert('idx_date', ['pid', 'lo', 'hi', 'rid'], all((r) => r.date, (r) => [r.lo, r.hi]));
+  insert('idx_reference', ['pid', 'ref', 'rid'], all((r) => r.reference, (r) => [r.ref]));
+  insert('idx_uri', ['pid', 'uri', 'rid'], all((r) => r.uri, (r) => [r.uri]));
   await Promise.all(statements);
 }
 

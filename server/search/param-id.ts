@@ -1,0 +1,39 @@
+import { RESOURCE_TYPES } from '../../resources';
+import { searchParams } from './parameters';
+
+/**
+ * The integer key of a search parameter in the index tables: FNV-1a of `Type.code`, 31 bits.
+ * Deterministic, so every database and every process agrees without a lookup table; short, so
+ * index keys stay small (every audited request writes ~20 index rows).
+ */
+export function paramId(type: string, code: string): number {
+  let h = 0x811c9dc5;
+  const s = `${type}.${code}`;
+  for (let i = 0; i < s.length; i++) {
+    h ^= s.charCodeAt(i);
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  return h & 0x7fffffff;
+}
+
+/**
+ * Index parameters that are not search parameters themselves: identifier type + value for
+ * `:of-type`, and each token parameter's display/text for `:text`.
+ */
+function pseudoParams(type: (typeof RESOURCE_TYPES)[number]): string[] {
+  const tokens = [...searchParams(type).values()].filter((d) => d.type === 'token').map((d) => `${d.code}:text`);
+  return ['identifier:of-type', ...tokens];
+}
+
+/** Fails at start-up if two parameters would share a key (none do today; a new one must not). */
+export function assertNoParamIdCollisions(): void {
+  const seen = new Map<number, string>();
+  for (const type of RESOURCE_TYPES) {
+    for (const code of [...searchParams(type).keys(), ...pseudoParams(type)]) {
+      const id = paramId(type, code);
+      const other = seen.get(id);
+      if (other && other !== `${type}.${code}`) throw new Error(`search parameter ids collide: ${other} and ${type}.${code}`);
+      seen.set(id, `${type}.${code}`);
+    }
+  }
+}

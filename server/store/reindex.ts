@@ -1,0 +1,40 @@
+import type { Resource } from 'fhir/r4';
+import type { ResourceType } from '../../resources';
+import { extractIndexRows } from '../search/extract';
+import type { Driver } from './driver';
+import { INDEX_TABLES, insertIndexRowsMany } from './write';
+
+/**
+ * Rebuilds the search index of every current resource when a migration asked for it (the
+ * `reindex` row of `custodian_state`): index rows are derived from content by the search
+ * parameters' code, which SQL migrations cannot run. Called by Store.open before the server
+ * serves anything; one process does it while others starting at the same time wait (PostgreSQL
+ * advisory lock), and it commits in one transaction, so a crash midway leaves the request in place.
+ */
+export async function reindexIfAsked(driver: Driver, localBase: string | undefined): Promise<number> {
+  const asked = await driver.get<{ value: string }>("SELECT value FROM custodian_state WHERE name = 'reindex'");
+  if (!asked) return 0;
+  return driver.transaction(async (q) => {
+    if (driver.dialect === 'postgres') await q.run('SELECT pg_advisory_xact_lock(727002)');
+    const still = await q.get<{ value: string }>("SELECT value FROM custodian_state WHERE name = 'reindex'");
+    if (!still) return 0;
+    for (const table of INDEX_TABLES) await q.run(`DELETE FROM ${table}`);
+    let after = 0;
+    let total = 0;
+    for (;;) {
+      const rows = await q.all<{ rid: number | string; type: string; content: string }>(
+        'SELECT rid, type, content FROM resources WHERE rid > ? AND deleted = 0 ORDER BY rid LIMIT 1000',
+        [after],
+      );
+      if (rows.length === 0) break;
+      await insertIndexRowsMany(
+        q,
+        rows.map((r) => ({ rid: Number(r.rid), type: r.type as ResourceType, rows: extractIndexRows(r.type as ResourceType, JSON.parse(r.content) as Resource, localBase) })),
+      );
+      total += rows.length;
+      after = Number(rows[rows.length - 1].rid);
+    }
+    await q.run("DELETE FROM custodian_state WHERE name = 'reindex'");
+    return total;
+  });
+}
