@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Resource, StructureDefinition } from 'fhir/r4';
 import { RESOURCE_TYPES, type ResourceType } from '../../resources';
+import { FhirError } from '../errors';
 import { profilesDir } from '../profiles-dir';
 
 /**
@@ -111,4 +112,36 @@ export function selectElements(type: ResourceType, resource: Resource, elements:
     if (key === 'resourceType' || key === 'id' || key === 'meta' || wanted.has(name) || wanted.has(base) || shape.mandatory.has(name)) out[key] = value;
   }
   return tagged(out as unknown as Resource);
+}
+
+/** What `_summary` / `_elements` ask for. */
+export interface Subset {
+  readonly summary?: SummaryMode;
+  readonly elements?: readonly string[];
+}
+
+const SUMMARY_MODES: readonly string[] = ['true', 'text', 'data', 'count', 'false'];
+
+/** `_summary` / `_elements` from query (or form) parameters, validated: a bad `_summary` is a 400. */
+export function subsetOf(pairs: readonly (readonly [string, string])[]): Subset {
+  let summary: SummaryMode | undefined;
+  const elements: string[] = [];
+  let sawElements = false;
+  for (const [name, value] of pairs) {
+    if (name === '_summary') {
+      if (!SUMMARY_MODES.includes(value)) throw new FhirError('invalid-request', `_summary must be one of true, text, data, count, false`, { expression: ['_summary'] });
+      summary = value as SummaryMode;
+    } else if (name === '_elements') {
+      sawElements = true;
+      elements.push(...value.split(',').map((e) => e.trim()).filter(Boolean));
+    }
+  }
+  return { ...(summary ? { summary } : {}), ...(sawElements ? { elements } : {}) };
+}
+
+/** A resource shaped by `_summary` (which wins) or `_elements`, tagged SUBSETTED when anything was left out. */
+export function applySubset(type: ResourceType, resource: Resource, subset: Subset): Resource {
+  if (subset.summary && subset.summary !== 'false') return summarize(type, resource, subset.summary);
+  if (subset.elements?.length) return selectElements(type, resource, subset.elements);
+  return resource;
 }

@@ -5,7 +5,8 @@ import type { Decision } from '../consent/decision';
 import { FhirError, outcomeOf } from '../errors';
 import type { ResourceFilter } from '../search/filter';
 import { verifyChain, type ChainReport } from '../store/audit-chain';
-import { StoreReader, type HistoryRequest } from '../store/read';
+import { StoreReader, type HistoryRequest, type PagedVersion } from '../store/read';
+import type { Keyset, OrderSql } from '../search/order';
 import type { HistoryVersion, StoredVersion } from '../store/records';
 import type { Store } from '../store/store';
 import type { Writer, WriteTx } from '../store/write';
@@ -15,6 +16,7 @@ import type { AuditSink } from '../audit/trail';
 import { custodiansOf, type PatientRecord, type PolicyData } from '../consent/policy';
 import { isCustodian } from '../consent/evaluate';
 import { TransactionView } from './policy-data';
+import { linksHold } from './links';
 import type { AccessPolicy, ReadPurpose, SystemInteraction } from './policy';
 
 /**
@@ -101,11 +103,14 @@ export class Gate {
   vread(ctx: AccessContext, type: ResourceType, id: string, versionId: number): Promise<HistoryVersion> {
     return this.reads.vread(ctx, type, id, versionId);
   }
-  search(ctx: AccessContext, type: ResourceType, filter: ResourceFilter, page: SearchPage): Promise<SearchResult> {
-    return this.reads.search(ctx, type, filter, page);
+  search(ctx: AccessContext, q: SearchQuery): Promise<SearchResult> {
+    return this.reads.search(ctx, q);
   }
-  count(ctx: AccessContext, type: ResourceType, filter: ResourceFilter): Promise<number> {
-    return this.reads.count(ctx, type, filter);
+  count(ctx: AccessContext, q: Pick<SearchQuery, 'types' | 'filter'>): Promise<number> {
+    return this.reads.count(ctx, q);
+  }
+  included(ctx: AccessContext, refs: readonly { type: ResourceType; id: string }[]): Promise<StoredVersion[]> {
+    return this.reads.included(ctx, refs);
   }
   history(ctx: AccessContext, req: HistoryRequest): Promise<HistoryPage> {
     return this.reads.history(ctx, req);
@@ -211,71 +216,116 @@ export class GatedReads {
     }
   }
 
-  /** The filter plus whatever the policy restricts this context's searches to. */
-  private restricted(ctx: AccessContext, type: ResourceType, filter: ResourceFilter): ResourceFilter {
-    const extra = this.policy.searchFilter?.(ctx, type);
-    return extra ? { where: `(${filter.where}) AND (${extra.where})`, params: [...filter.params, ...extra.params] } : filter;
+  /**
+   * The types of a search this context may use the interaction on (system search leaves the
+   * others out; a one-type search is refused with 403), and the filter plus whatever the policy
+   * restricts this context's searches to, per type.
+   */
+  private restricted(ctx: AccessContext, q: SearchQuery, interaction: SystemInteraction): { types: ResourceType[]; filter: ResourceFilter } {
+    let types = [...q.types];
+    if (types.length === 1) this.allow(ctx, types[0], interaction);
+    else {
+      types = types.filter((t) => this.policy.allowsInteraction(ctx, t, interaction).effect === 'permit');
+      if (types.length === 0) this.allow(ctx, q.types[0], interaction);
+    }
+    const parts = [`(${q.filter.where})`];
+    const params = [...q.filter.params];
+    for (const t of types) {
+      const extra = this.policy.searchFilter?.(ctx, t);
+      if (!extra) continue;
+      if (types.length === 1) parts.push(`(${extra.where})`);
+      else parts.push(`(r.type <> '${t}' OR (${extra.where}))`);
+      params.push(...extra.params);
+    }
+    return { types, filter: { where: parts.join(' AND '), params, links: q.filter.links } };
   }
 
   /**
-   * One page of search results, filled with visible resources only: reads batches from the
-   * store in `rid` order until the page is full or the matches run out.
+   * Matches the context may see, in the query's order, from a keyset position: reads batches
+   * from the store until `want` permitted versions are found or the matches run out. Nothing
+   * is reported to the audit trail here.
    */
-  async search(ctx: AccessContext, type: ResourceType, unrestricted: ResourceFilter, page: SearchPage, interaction: SystemInteraction = 'search-type'): Promise<SearchResult> {
-    this.allow(ctx, type, interaction);
-    if (type === 'AuditEvent') await this.indexAudit?.();
+  private async collect(ctx: AccessContext, q: SearchQuery, want: number, interaction: SystemInteraction): Promise<{ found: PagedVersion[]; decided: Map<PagedVersion, Decision> }> {
+    const { types, filter } = this.restricted(ctx, q, interaction);
+    if (types.includes('AuditEvent')) await this.indexAudit?.();
     const purpose: ReadPurpose = { permission: interaction === 'search-type' ? 's' : permissionOf(interaction), action: 'access' };
-    const filter = this.restricted(ctx, type, unrestricted);
-    const types = [type];
-    const backwards = page.before !== undefined;
-    const want = page.count + 1; // one extra says whether another page exists
-    const found: StoredVersion[] = [];
-    const decided = new Map<StoredVersion, Decision>();
-    let after = page.after;
-    let before = page.before;
+    const backwards = q.before !== undefined;
+    const found: PagedVersion[] = [];
+    const decided = new Map<PagedVersion, Decision>();
+    let at = q.before ?? q.after;
     const batch = Math.min(Math.max(want * 2, 50), 2000);
-    if (page.count > 0) {
-      for (;;) {
-        const rows = await this.reader.page({ types, filter, afterRid: after, beforeRid: before, limit: batch });
-        const ordered = backwards ? [...rows].reverse() : rows;
-        const decisions = await this.policy.canRead(ctx, ordered, purpose, this.view);
-        ordered.forEach((v, i) => {
-          if (found.length < want && decisions[i].effect === 'permit') {
-            found.push(v);
-            decided.set(v, decisions[i]);
-          }
-        });
-        if (found.length >= want || rows.length < batch) break;
-        if (backwards) before = rows[0].rid;
-        else after = rows[rows.length - 1].rid;
-      }
+    if (want <= 0) return { found, decided };
+    for (;;) {
+      const rows = await this.reader.page({ types, filter, order: q.order, ...(at ? (backwards ? { before: at } : { after: at }) : {}), limit: batch });
+      const ordered = backwards ? [...rows].reverse() : rows;
+      const decisions = await this.policy.canRead(ctx, ordered, purpose, this.view);
+      const linked = filter.links ? await linksHold(this.reader, this.policy, ctx, this.view, ordered, filter.links) : undefined;
+      ordered.forEach((v, i) => {
+        if (found.length < want && decisions[i].effect === 'permit' && (!linked || linked[i])) {
+          found.push(v);
+          decided.set(v, decisions[i]);
+        }
+      });
+      if (found.length >= want || rows.length < batch) break;
+      at = ordered[ordered.length - 1].position;
     }
-    const more = found.length > page.count;
-    const entries = found.slice(0, page.count);
+    return { found, decided };
+  }
+
+  /**
+   * One page of search results, filled with visible resources only (filter before paging, so
+   * pages stay full and a hidden match leaves no gap), in the query's order.
+   */
+  async search(ctx: AccessContext, q: SearchQuery, interaction: SystemInteraction = 'search-type'): Promise<SearchResult> {
+    const backwards = q.before !== undefined;
+    // one extra says whether another page exists
+    const { found, decided } = await this.collect(ctx, q, q.count + 1, interaction);
+    const more = found.length > q.count;
+    const entries = found.slice(0, q.count);
     if (backwards) entries.reverse();
     for (const v of entries) this.note(ctx, interaction as AuditInteraction, v, decided.get(v)!);
     return {
       entries,
-      next: entries.length && (backwards || more) ? { after: entries[entries.length - 1].rid } : undefined,
-      previous: entries.length && (backwards ? more : page.after !== undefined) ? { before: entries[0].rid } : undefined,
+      next: entries.length && (backwards || more) ? entries[entries.length - 1].position : undefined,
+      previous: entries.length && (backwards ? more : q.after !== undefined) ? entries[0].position : undefined,
     };
   }
 
-  /** How many resources match the filter that this context may see. */
-  async count(ctx: AccessContext, type: ResourceType, unrestricted: ResourceFilter): Promise<number> {
-    this.allow(ctx, type, 'search-type');
-    if (type === 'AuditEvent') await this.indexAudit?.();
+  /**
+   * `_include`: the current versions of referenced resources that the context may see (each
+   * decided and audited like a search match); hidden, deleted and unknown ones are left out.
+   */
+  async included(ctx: AccessContext, refs: readonly { type: ResourceType; id: string }[]): Promise<StoredVersion[]> {
+    const out: StoredVersion[] = [];
     const purpose: ReadPurpose = { permission: 's', action: 'access' };
-    const filter = this.restricted(ctx, type, unrestricted);
-    const types = [type];
+    for (const type of new Set(refs.map((r) => r.type))) {
+      if (this.policy.allowsInteraction(ctx, type, 'search-type').effect === 'deny') continue;
+      const ids = [...new Set(refs.filter((r) => r.type === type).map((r) => r.id))];
+      const versions = (await this.reader.currentMany(type, ids)).filter((v) => !v.deleted);
+      const decisions = await this.policy.canRead(ctx, versions, purpose, this.view);
+      versions.forEach((v, i) => {
+        if (decisions[i].effect !== 'permit') return;
+        this.note(ctx, 'search-type', v, decisions[i]);
+        out.push(v);
+      });
+    }
+    return out;
+  }
+
+  /** How many resources match the filter that this context may see. */
+  async count(ctx: AccessContext, q: Pick<SearchQuery, 'types' | 'filter'>): Promise<number> {
+    const { types, filter } = this.restricted(ctx, { ...q, count: 0 }, 'search-type');
+    if (types.includes('AuditEvent')) await this.indexAudit?.();
+    const purpose: ReadPurpose = { permission: 's', action: 'access' };
     let total = 0;
-    let after: number | undefined;
+    let after: Keyset | undefined;
     for (;;) {
-      const rows = await this.reader.page({ types, filter, afterRid: after, limit: 1000 });
+      const rows = await this.reader.page({ types, filter, after, limit: 1000 });
       const decisions = await this.policy.canRead(ctx, rows, purpose, this.view);
-      total += decisions.filter((d) => d.effect === 'permit').length;
+      const linked = filter.links ? await linksHold(this.reader, this.policy, ctx, this.view, rows, filter.links) : undefined;
+      total += decisions.filter((d, i) => d.effect === 'permit' && (!linked || linked[i])).length;
       if (rows.length < 1000) return total;
-      after = rows[rows.length - 1].rid;
+      after = rows[rows.length - 1].position;
     }
   }
 
@@ -343,17 +393,22 @@ export class GatedReads {
   }
 }
 
-/** Search paging: `after`/`before` are exclusive `rid` bounds taken from a cursor. */
-export interface SearchPage {
+/** A compiled search over one or more types (several for system search), one page of it. */
+export interface SearchQuery {
+  readonly types: readonly ResourceType[];
+  readonly filter: ResourceFilter;
+  readonly order?: OrderSql;
   readonly count: number;
-  readonly after?: number;
-  readonly before?: number;
+  /** Keyset position from a cursor: the page after it, or the page before it. */
+  readonly after?: Keyset;
+  readonly before?: Keyset;
 }
 
 export interface SearchResult {
-  readonly entries: StoredVersion[];
-  readonly next?: { after: number };
-  readonly previous?: { before: number };
+  readonly entries: PagedVersion[];
+  /** Where the next / previous page starts, when there is one. */
+  readonly next?: Keyset;
+  readonly previous?: Keyset;
 }
 
 export interface HistoryPage {
@@ -410,7 +465,7 @@ export class GatedTx {
    * nor show up in a 412.
    */
   async match(type: ResourceType, filter: ResourceFilter, interaction: 'create' | 'update' | 'delete', limit = 2): Promise<StoredVersion[]> {
-    return (await this.reads.search(this.ctx, type, filter, { count: limit }, interaction)).entries;
+    return (await this.reads.search(this.ctx, { types: [type], filter, count: limit }, interaction)).entries;
   }
 
   /** See WriteTx.lockKey. */

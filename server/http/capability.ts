@@ -12,6 +12,16 @@ export const SOFTWARE_VERSION = '0.1.0';
  */
 export const CONSENT_DEFAULT_EXTENSION = 'https://custodian.example.org/fhir/StructureDefinition/consent-default-policy';
 
+/**
+ * `_include` values for a type: `Type:param` for each reference parameter, and `Type:param:Target`
+ * for each stored target type it can point at (http://hl7.org/fhir/R4/search.html#include).
+ */
+function includesFrom(type: (typeof RESOURCE_TYPES)[number]): string[] {
+  return [...searchParams(type).values()]
+    .filter((p) => p.type === 'reference' && RESOURCE_TYPES.some((t) => p.targets.includes(t)))
+    .flatMap((p) => [`${type}:${p.code}`, ...RESOURCE_TYPES.filter((t) => p.targets.includes(t)).map((t) => `${type}:${p.code}:${t}`)]);
+}
+
 export function capabilityStatement(baseUrl: string, now: number, consentDefault: 'deny' | 'permit'): CapabilityStatement {
   const resources: CapabilityStatementRestResource[] = RESOURCE_TYPES.map((type) => {
     const def = definitions[type];
@@ -29,6 +39,8 @@ export function capabilityStatement(baseUrl: string, now: number, consentDefault
       conditionalDelete: can('delete') ? 'single' : 'not-supported',
       referencePolicy: ['literal', 'logical'],
       searchParam: [...searchParams(type).values()].map((p) => ({ name: p.code, definition: p.url, type: p.type, documentation: p.description })),
+      searchInclude: ['*', ...includesFrom(type)],
+      searchRevInclude: RESOURCE_TYPES.flatMap((source) => includesFrom(source).filter((i) => i.endsWith(`:${type}`)).map((i) => i.slice(0, -type.length - 1))),
       operation: OPERATIONS.filter((o) => o.types.includes(type) && o.levels.some((l) => l !== 'system')).map((o) => ({ name: o.name.slice(1), definition: o.definition })),
     };
   });
@@ -62,7 +74,11 @@ export function capabilityStatement(baseUrl: string, now: number, consentDefault
             `SMART Backend Services (client_credentials with a private_key_jwt assertion, RS384 or ES384). Every route but /metadata, /.well-known/smart-configuration, /.well-known/jwks.json and /auth/token needs a bearer token; scopes (SMART v1 and v2) are enforced per interaction. Every read is decided by the patient's Consents: the custodian organisation sees its own patients' data for direct care and its own operations; everyone else is ${consentDefault === 'deny' ? 'denied unless an active Consent of the patient permits them (deny by default)' : 'permitted unless an active Consent of the patient denies them (permit by default)'}; national data opt-outs and Type 1 objections refuse secondary use.`,
         },
         resource: resources,
-        interaction: [{ code: 'transaction' }, { code: 'batch' }, { code: 'history-system' }],
+        interaction: [{ code: 'transaction' }, { code: 'batch' }, { code: 'search-system' }, { code: 'history-system' }],
+        // System search takes the parameters all three types share (and _type).
+        searchParam: [...searchParams('Patient').values()]
+          .filter((p) => RESOURCE_TYPES.every((t) => searchParams(t).has(p.code)))
+          .map((p) => ({ name: p.code, definition: p.url, type: p.type, documentation: p.description })),
         ...(systemOperations.length ? { operation: systemOperations } : {}),
       },
     ],

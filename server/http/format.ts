@@ -2,7 +2,7 @@ import type { NextFunction, Request, Response } from 'express';
 import type { Resource } from 'fhir/r4';
 import type { ResourceType } from '../../resources';
 import { FhirError } from '../errors';
-import { selectElements, summarize, type SummaryMode } from '../fhir/subset';
+import { applySubset, subsetOf, type Subset } from '../fhir/subset';
 import { locals, type ResponseFormat } from './request';
 
 /**
@@ -65,26 +65,16 @@ export function sendJson(res: Response, status: number, body: unknown, headers: 
 }
 
 /** Reads `_summary` / `_elements` from the query, validated. */
-export function subsetting(req: Request): { summary?: SummaryMode; elements?: string[] } {
-  const summary = req.query._summary;
-  const elements = req.query._elements;
-  const out: { summary?: SummaryMode; elements?: string[] } = {};
-  if (summary !== undefined) {
-    if (typeof summary !== 'string' || !['true', 'text', 'data', 'count', 'false'].includes(summary)) {
-      throw new FhirError('invalid-request', `_summary must be one of true, text, data, count, false`);
-    }
-    out.summary = summary as SummaryMode;
+export function subsetting(req: Request): Subset {
+  const pairs: [string, string][] = [];
+  for (const name of ['_summary', '_elements']) {
+    const v = req.query[name];
+    for (const one of v === undefined ? [] : Array.isArray(v) ? v : [v]) pairs.push([name, String(one)]);
   }
-  if (elements !== undefined) {
-    const list = (Array.isArray(elements) ? elements : [elements]).flatMap((e) => String(e).split(','));
-    out.elements = list.map((e) => e.trim()).filter(Boolean);
-  }
-  return out;
+  return subsetOf(pairs);
 }
 
 /** A resource shaped by `_summary` / `_elements` as requested. */
-export function shaped(type: ResourceType, resource: Resource, shape: { summary?: SummaryMode; elements?: string[] }): Resource {
-  if (shape.summary && shape.summary !== 'false') return summarize(type, resource, shape.summary);
-  if (shape.elements?.length) return selectElements(type, resource, shape.elements);
-  return resource;
+export function shaped(type: ResourceType, resource: Resource, shape: Subset): Resource {
+  return applySubset(type, resource, shape);
 }

@@ -9,7 +9,8 @@ import { createResource } from './create';
 import { conditionalDelete, deleteResource } from './delete';
 import { conditionalFilter, newId, type InteractionEnv, type WriteResult } from './common';
 import { patchResource } from './patch';
-import { historyBundle, searchBundle, type BundleOptions } from './reads';
+import { historyBundle, type BundleOptions } from './reads';
+import { searchBundle, systemSearchBundle } from './search';
 import { conditionalUpdate, updateResource } from './update';
 
 /**
@@ -194,13 +195,14 @@ async function runWrite(tx: GatedTx, env: InteractionEnv, entry: Entry, assigned
   }
 }
 
-async function runRead(reads: Pick<GatedReads, 'read' | 'vread' | 'search' | 'count' | 'history'>, ctx: AccessContext, env: InteractionEnv, entry: Entry, options: BundleRequestOptions): Promise<BundleEntry> {
+async function runRead(reads: Pick<GatedReads, 'read' | 'vread' | 'search' | 'count' | 'history' | 'included'>, ctx: AccessContext, env: InteractionEnv, entry: Entry, options: BundleRequestOptions): Promise<BundleEntry> {
   const pairs = entry.query ? [...new URLSearchParams(entry.query).entries()] : [];
   const sub = { ...options, path: entry.url.split('?')[0].replace(/^\//, '') };
   let resource: Resource;
   let version: StoredVersion | undefined;
-  if (entry.tail === '_history' || (entry.type === undefined && entry.tail === undefined)) {
-    if (entry.type === undefined && entry.tail === undefined) throw new FhirError('invalid-request', 'system search is not supported');
+  if (entry.type === undefined && entry.tail !== '_history') {
+    resource = await systemSearchBundle(reads, ctx, env, pairs, sub);
+  } else if (entry.tail === '_history') {
     resource = await historyBundle(reads, ctx, env, { type: entry.type, id: entry.id }, pairs, sub);
   } else if (entry.id && entry.versionId) {
     version = await reads.vread(ctx, entry.type!, entry.id, entry.versionId);

@@ -1,17 +1,15 @@
-import type { Bundle, BundleEntry, BundleLink, OperationOutcome, Resource } from 'fhir/r4';
+import type { Bundle, BundleEntry, OperationOutcome, Resource } from 'fhir/r4';
 import { RESOURCE_TYPES, type ResourceType } from '../../resources';
 import type { AccessContext } from '../access/context';
 import { FhirError } from '../errors';
 import { isInstant, parseDateRange } from '../fhir/dates';
 import type { SummaryMode } from '../fhir/subset';
 import type { GatedReads } from '../gate/gate';
-import { encodeCursor, parseSearch } from '../search/parse';
-import { compileFilter } from '../search/sql';
-import type { HistoryVersion, StoredVersion } from '../store/records';
+import type { HistoryVersion } from '../store/records';
 import type { InteractionEnv } from './common';
 
 /** The gated read operations a search or history bundle is built from (a Gate or a transaction's reads). */
-export type Reads = Pick<GatedReads, 'search' | 'count' | 'history'>;
+export type Reads = Pick<GatedReads, 'history'>;
 
 export interface Shape {
   readonly summary?: SummaryMode;
@@ -27,70 +25,6 @@ export interface BundleOptions {
   readonly defaultCount: number;
   /** Applies _summary/_elements to each resource. */
   readonly shape: (type: ResourceType, resource: Resource) => Resource;
-}
-
-/**
- * Type search (http://hl7.org/fhir/R4/http.html#search) as a searchset Bundle: filtered by the
- * gate before paging, with self/next/previous links carrying an opaque cursor, and ignored
- * parameters reported in an OperationOutcome entry (search mode `outcome`).
- */
-export async function searchBundle(
-  reads: Reads,
-  ctx: AccessContext,
-  env: InteractionEnv,
-  type: ResourceType,
-  query: readonly [string, string][],
-  options: BundleOptions,
-  summary?: SummaryMode,
-): Promise<Bundle> {
-  const parsed = parseSearch(type, query, {
-    strict: options.strict,
-    defaultCount: options.defaultCount,
-    maxCount: env.maxCount,
-    baseUrl: options.baseUrl,
-    now: env.now(),
-  });
-  const filter = compileFilter(parsed.criteria, env.now());
-  const totalMode = query.find(([k]) => k === '_total')?.[1];
-  if (totalMode !== undefined && !['none', 'estimate', 'accurate'].includes(totalMode)) {
-    throw new FhirError('invalid-search', `_total must be none, estimate or accurate`, { expression: ['_total'] });
-  }
-  const link = (cursor?: string): BundleLink['url'] => {
-    const params = new URLSearchParams(parsed.applied);
-    if (totalMode) params.set('_total', totalMode);
-    if (summary) params.set('_summary', summary);
-    if (cursor) params.set('_cursor', cursor);
-    const qs = params.toString();
-    return `${options.baseUrl}/${options.path}${qs ? '?' + qs : ''}`;
-  };
-  const cursorValue = parsed.cursor ? encodeCursor(parsed.cursor) : undefined;
-  const bundle: Bundle = { resourceType: 'Bundle', type: 'searchset', timestamp: new Date(env.now()).toISOString() };
-
-  if (summary === 'count') {
-    bundle.total = await reads.count(ctx, type, filter);
-    bundle.link = [{ relation: 'self', url: link() }];
-    return bundle;
-  }
-  const page = await reads.search(ctx, type, filter, { count: parsed.count, ...(parsed.cursor ?? {}) });
-  const firstPage = !parsed.cursor;
-  if (totalMode === 'accurate' || totalMode === 'estimate') bundle.total = await reads.count(ctx, type, filter);
-  else if (totalMode !== 'none' && firstPage && !page.next) bundle.total = page.entries.length;
-  bundle.link = [{ relation: 'self', url: link(cursorValue) }];
-  if (!firstPage) bundle.link.push({ relation: 'first', url: link() });
-  if (page.previous) bundle.link.push({ relation: 'previous', url: link(encodeCursor(page.previous)) });
-  if (page.next) bundle.link.push({ relation: 'next', url: link(encodeCursor(page.next)) });
-  const entries = page.entries.map((v) => matchEntry(v, options));
-  if (parsed.ignored.length) entries.push(outcomeEntry(parsed.ignored));
-  if (entries.length) bundle.entry = entries; // FHIR JSON has no empty arrays
-  return bundle;
-}
-
-function matchEntry(v: StoredVersion, options: BundleOptions): BundleEntry {
-  return { fullUrl: `${options.baseUrl}/${v.type}/${v.id}`, resource: options.shape(v.type, v.resource!), search: { mode: 'match' } };
-}
-
-function outcomeEntry(issues: OperationOutcome['issue']): BundleEntry {
-  return { resource: { resourceType: 'OperationOutcome', issue: issues } as OperationOutcome, search: { mode: 'outcome' } };
 }
 
 /** Parameters the history interaction understands (http://hl7.org/fhir/R4/http.html#history). */

@@ -1,6 +1,21 @@
+import type { ResourceType } from '../../resources';
+import type { SearchParamDef } from './parameters';
+
 /** A filter over current resources, compiled by `search/sql.ts` into SQL over `resources r`. */
 export interface ResourceFilter {
   /** SQL boolean expression over `r`, with `?` placeholders. */
   readonly where: string;
   readonly params: readonly unknown[];
+  /**
+   * Chained and `_has` criteria. The SQL above narrows candidates through them over all
+   * resources; the gate then keeps a candidate only if the link holds through a resource the
+   * asker may see (gate/links.ts), so hidden data cannot be probed through a chain.
+   */
+  readonly links?: readonly LinkCheck[];
 }
+
+export type LinkCheck =
+  /** The candidate's reference `param` points at a `type` resource matching `filter`. */
+  | { readonly kind: 'chain'; readonly param: SearchParamDef; readonly targets: readonly { readonly type: ResourceType; readonly filter: ResourceFilter }[] }
+  /** A `source` resource matching `filter` points at the candidate through `via`. */
+  | { readonly kind: 'has'; readonly source: ResourceType; readonly via: SearchParamDef; readonly filter: ResourceFilter };

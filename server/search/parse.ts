@@ -1,5 +1,5 @@
 import type { OperationOutcomeIssue } from 'fhir/r4';
-import type { ResourceType } from '../../resources';
+import { isResourceType, RESOURCE_TYPES, type ResourceType } from '../../resources';
 import { FhirError } from '../errors';
 import { parseDateRange, type DateRange } from '../fhir/dates';
 import { searchParams, UNSUPPORTED_PARAMS, type SearchParamDef } from './parameters';
@@ -13,13 +13,42 @@ export interface ParsedSearch {
   readonly criteria: Criterion[];
   readonly count: number;
   readonly cursor?: Cursor;
-  /** Parameters that were applied, for the `self` link. */
+  readonly sort: SortKey[];
+  readonly include: IncludeSpec[];
+  readonly revinclude: IncludeSpec[];
+  readonly total?: 'none' | 'estimate' | 'accurate';
+  /** Parameters that were applied, for the `self` link (result parameters included). */
   readonly applied: [string, string][];
   /** Issues about parameters that were ignored (lenient handling). */
   readonly ignored: OperationOutcomeIssue[];
 }
 
-export type Cursor = { readonly after: number } | { readonly before: number };
+/**
+ * A keyset position: the sort-key values and `rid` of the last (or first) entry of a page.
+ * `after` walks forwards from it, `before` backwards.
+ */
+export interface Cursor {
+  readonly dir: 'after' | 'before';
+  readonly rid: number;
+  readonly keys: readonly (string | number)[];
+}
+
+export interface SortKey {
+  readonly def: SearchParamDef;
+  readonly desc: boolean;
+}
+
+/**
+ * `_include` / `_revinclude` (http://hl7.org/fhir/R4/search.html#include): the reference
+ * parameter `param` of `source` resources, optionally only to `target` resources; `param`
+ * undefined means every reference parameter (`*`).
+ */
+export interface IncludeSpec {
+  readonly source: ResourceType;
+  readonly param?: SearchParamDef;
+  readonly target?: ResourceType;
+  readonly iterate: boolean;
+}
 
 export type Criterion =
   | { kind: 'missing'; def: SearchParamDef; missing: boolean }
@@ -28,7 +57,11 @@ export type Criterion =
   | { kind: 'string'; def: SearchParamDef; mode: 'starts' | 'exact' | 'contains'; values: string[] }
   | { kind: 'date'; def: SearchParamDef; values: DateValue[] }
   | { kind: 'reference'; def: SearchParamDef; values: ReferenceValue[] }
-  | { kind: 'uri'; def: SearchParamDef; mode: 'exact' | 'below' | 'above'; values: string[] };
+  | { kind: 'uri'; def: SearchParamDef; mode: 'exact' | 'below' | 'above'; values: string[] }
+  /** `patient.identifier=…`: resources whose reference `def` points at a `target` that the inner criterion matches. */
+  | { kind: 'chain'; def: SearchParamDef; targets: { type: ResourceType; inner: Criterion }[] }
+  /** `_has:Consent:patient:status=active`: resources that a `source` matching `inner` points at through `via`. */
+  | { kind: 'has'; source: ResourceType; via: SearchParamDef; target: ResourceType; inner: Criterion };
 
 export interface TokenValue {
   /** undefined: any system; null: no system (`|code`). */
@@ -48,11 +81,8 @@ export type ReferenceValue =
   | { readonly local: false; readonly url: string }
   | { readonly identifier: true; readonly system: string | null | undefined; readonly value: string | undefined };
 
-/** Parameters that shape results rather than filter them. */
-const RESULT_PARAMS = new Set(['_count', '_cursor', '_format', '_pretty', '_summary', '_elements', '_total', '_sort', '_include', '_revinclude', '_contained', '_containedType']);
-
-/** Result parameters the server does not implement yet; treated like unknown parameters. */
-const NOT_YET = new Set(['_sort', '_include', '_revinclude', '_contained', '_containedType']);
+/** Parameters that shape results rather than filter them; `_summary`/`_elements` are read by the bundle builder. */
+const RESULT_PARAMS = new Set(['_count', '_cursor', '_format', '_pretty', '_summary', '_elements', '_total', '_sort', '_include', '_revinclude', '_contained', '_containedType', '_type']);
 
 export interface ParseOptions {
   readonly strict: boolean;
@@ -61,6 +91,8 @@ export interface ParseOptions {
   /** The request's base URL, to recognise absolute references to this server. */
   readonly baseUrl: string;
   readonly now: number;
+  /** Conditional interactions and scopes: plain criteria only (no chains, no result parameters). */
+  readonly criteriaOnly?: boolean;
 }
 
 /** Splits a parameter value on unescaped commas (`\,` is a literal comma). */
@@ -97,33 +129,76 @@ function unescape(value: string): string {
   return value.replace(/\\([,|$\\])/g, '$1');
 }
 
+type Bad = (name: string, why: string) => never;
+type Ignore = (name: string, why: string) => void;
+
 export function parseSearch(type: ResourceType, query: readonly [string, string][], options: ParseOptions): ParsedSearch {
   const params = searchParams(type);
   const criteria: Criterion[] = [];
   const applied: [string, string][] = [];
   const ignored: OperationOutcomeIssue[] = [];
+  const sort: SortKey[] = [];
+  const include: IncludeSpec[] = [];
+  const revinclude: IncludeSpec[] = [];
   let count = options.defaultCount;
   let cursor: Cursor | undefined;
+  let total: ParsedSearch['total'];
 
-  const ignore = (name: string, why: string) => {
+  const ignore: Ignore = (name, why) => {
     if (options.strict) throw new FhirError('invalid-search', `Unknown or unsupported search parameter '${name}': ${why}`, { expression: [name] });
     ignored.push({ severity: 'warning', code: 'not-supported', diagnostics: `Parameter '${name}' was ignored: ${why}`, expression: [name] });
   };
-  const bad = (name: string, why: string): never => {
+  const bad: Bad = (name, why) => {
     throw new FhirError('invalid-search', `Invalid value for search parameter '${name}': ${why}`, { expression: [name] });
   };
 
   for (const [rawName, rawValue] of query) {
     const [code, modifier] = splitModifier(rawName);
     if (RESULT_PARAMS.has(code)) {
-      if (code === '_count') {
-        if (!/^\d+$/.test(rawValue)) bad('_count', `"${rawValue}" is not a whole number`);
-        count = Math.min(Number(rawValue), options.maxCount);
-        applied.push(['_count', String(count)]);
-      } else if (code === '_cursor') {
-        cursor = decodeCursor(rawValue) ?? bad('_cursor', 'not a cursor this server issued');
-      } else if (NOT_YET.has(code)) {
-        ignore(rawName, 'not implemented by this server');
+      if (options.criteriaOnly) {
+        if (code !== '_format' && code !== '_pretty') ignore(rawName, 'result parameters do not apply here');
+        continue;
+      }
+      switch (code) {
+        case '_count':
+          if (!/^\d+$/.test(rawValue)) bad('_count', `"${rawValue}" is not a whole number`);
+          count = Math.min(Number(rawValue), options.maxCount);
+          applied.push(['_count', String(count)]);
+          break;
+        case '_cursor':
+          cursor = decodeCursor(rawValue) ?? bad('_cursor', 'not a cursor this server issued');
+          break;
+        case '_total':
+          if (rawValue !== 'none' && rawValue !== 'estimate' && rawValue !== 'accurate') bad('_total', 'must be none, estimate or accurate');
+          total = rawValue as ParsedSearch['total'];
+          applied.push(['_total', rawValue]);
+          break;
+        case '_sort': {
+          const keys = parseSort(type, rawValue, bad, ignore);
+          if (keys.length) {
+            sort.push(...keys);
+            applied.push(['_sort', keys.map((k) => (k.desc ? '-' : '') + k.def.code).join(',')]);
+          }
+          break;
+        }
+        case '_include':
+        case '_revinclude': {
+          const spec = parseInclude(type, code, modifier, rawValue, bad, ignore);
+          if (spec) {
+            (code === '_include' ? include : revinclude).push(spec);
+            applied.push([rawName, rawValue]);
+          }
+          break;
+        }
+        case '_contained':
+        case '_containedType':
+          ignore(rawName, 'contained resources are not searched separately by this server');
+          break;
+        case '_type':
+          if (rawValue.split(',').some((t) => t !== type)) ignore(rawName, `_type applies to system-level search; this is a ${type} search`);
+          break;
+        default:
+          break; // _format, _pretty, _summary, _elements: handled by the response
       }
       continue;
     }
@@ -131,17 +206,38 @@ export function parseSearch(type: ResourceType, query: readonly [string, string]
       ignore(rawName, UNSUPPORTED_PARAMS[code]);
       continue;
     }
-    if (code.includes('.') || code.startsWith('_has')) {
-      ignore(rawName, 'chained and reverse-chained parameters are not supported');
+    if (rawValue === '') {
+      ignore(rawName, 'empty value');
+      continue;
+    }
+    if (code === '_has') {
+      if (options.criteriaOnly) {
+        ignore(rawName, 'reverse chaining is not supported here');
+        continue;
+      }
+      const criterion = parseHas(type, rawName, rawValue, options, bad, ignore);
+      if (criterion) {
+        criteria.push(criterion);
+        applied.push([rawName, rawValue]);
+      }
+      continue;
+    }
+    const dot = rawName.indexOf('.');
+    if (dot >= 0) {
+      if (options.criteriaOnly) {
+        ignore(rawName, 'chained parameters are not supported here');
+        continue;
+      }
+      const criterion = parseChain(type, rawName, dot, rawValue, options, bad, ignore);
+      if (criterion) {
+        criteria.push(criterion);
+        applied.push([rawName, rawValue]);
+      }
       continue;
     }
     const def = params.get(code);
     if (!def) {
       ignore(rawName, `not a search parameter of ${type}`);
-      continue;
-    }
-    if (rawValue === '') {
-      ignore(rawName, 'empty value');
       continue;
     }
     const criterion = parseCriterion(def, rawName, modifier, rawValue, options, bad, ignore);
@@ -150,7 +246,8 @@ export function parseSearch(type: ResourceType, query: readonly [string, string]
       applied.push([rawName, rawValue]);
     }
   }
-  return { criteria, count, cursor, applied, ignored };
+  if (cursor && cursor.keys.length !== sort.length) bad('_cursor', 'the cursor belongs to a search with another _sort');
+  return { criteria, count, cursor, sort, include, revinclude, total, applied, ignored };
 }
 
 function splitModifier(name: string): [string, string | undefined] {
@@ -158,15 +255,132 @@ function splitModifier(name: string): [string, string | undefined] {
   return i < 0 ? [name, undefined] : [name.slice(0, i), name.slice(i + 1)];
 }
 
-function parseCriterion(
-  def: SearchParamDef,
-  name: string,
-  modifier: string | undefined,
-  raw: string,
-  options: ParseOptions,
-  bad: (name: string, why: string) => never,
-  ignore: (name: string, why: string) => void,
-): Criterion | undefined {
+/** Types this server stores among a reference parameter's targets. */
+function servedTargets(def: SearchParamDef): ResourceType[] {
+  return RESOURCE_TYPES.filter((t) => def.targets.includes(t));
+}
+
+/** `_sort=a,-b` (http://hl7.org/fhir/R4/search.html#sort). */
+function parseSort(type: ResourceType, value: string, bad: Bad, ignore: Ignore): SortKey[] {
+  const keys: SortKey[] = [];
+  for (const raw of value.split(',')) {
+    const desc = raw.startsWith('-');
+    const code = desc ? raw.slice(1) : raw;
+    if (!code) bad('_sort', 'empty sort key');
+    const def = searchParams(type).get(code);
+    if (!def) {
+      ignore(`_sort=${raw}`, `${code} is not a search parameter of ${type}`);
+      continue;
+    }
+    if (keys.some((k) => k.def.code === code)) bad('_sort', `${code} is named twice`);
+    keys.push({ def, desc });
+  }
+  return keys;
+}
+
+/** `_include=Consent:patient[:Patient]`, `_include=*`, `_include:iterate=…`, `_revinclude=Consent:patient`. */
+function parseInclude(type: ResourceType, code: '_include' | '_revinclude', modifier: string | undefined, value: string, bad: Bad, ignore: Ignore): IncludeSpec | undefined {
+  const name = modifier ? `${code}:${modifier}` : code;
+  if (modifier && modifier !== 'iterate' && modifier !== 'recurse') bad(name, `unknown modifier :${modifier} (only :iterate)`);
+  const iterate = modifier !== undefined;
+  if (value === '*') {
+    if (code === '_revinclude') bad(name, '* is not allowed for _revinclude');
+    return { source: type, iterate };
+  }
+  const [sourceName, paramCode, targetName, ...rest] = value.split(':');
+  if (rest.length || !sourceName || !paramCode) bad(name, `"${value}" is not Type:parameter[:targetType]`);
+  if (!isResourceType(sourceName)) {
+    ignore(`${name}=${value}`, `${sourceName} resources are not stored on this server`);
+    return undefined;
+  }
+  if (code === '_include' && !iterate && sourceName !== type) bad(name, `${value} does not start with the searched type ${type} (use :iterate to include from included resources)`);
+  if (paramCode === '*') {
+    if (code === '_revinclude') bad(name, '* is not allowed for _revinclude');
+    if (targetName !== undefined && !isResourceType(targetName)) {
+      ignore(`${name}=${value}`, `${targetName} resources are not stored on this server`);
+      return undefined;
+    }
+    return { source: sourceName, target: targetName as ResourceType | undefined, iterate };
+  }
+  const def = searchParams(sourceName).get(paramCode);
+  if (!def || def.type !== 'reference') bad(name, `${paramCode} is not a reference parameter of ${sourceName}`);
+  if (targetName !== undefined && !def.targets.includes(targetName)) bad(name, `${targetName} is not a target type of ${sourceName}:${paramCode}`);
+  if (targetName !== undefined && !isResourceType(targetName)) {
+    ignore(`${name}=${value}`, `${targetName} resources are not stored on this server`);
+    return undefined;
+  }
+  if (code === '_revinclude' && !iterate && !def.targets.includes(type)) bad(name, `${sourceName}:${paramCode} cannot point at ${type}`);
+  if (!servedTargets(def).length) {
+    ignore(`${name}=${value}`, `${sourceName}:${paramCode} points at no resource type stored on this server`);
+    return undefined;
+  }
+  return { source: sourceName, param: def, target: targetName as ResourceType | undefined, iterate };
+}
+
+/**
+ * One level of chaining (http://hl7.org/fhir/R4/search.html#chaining): `patient.identifier=…`,
+ * `patient:Patient.name=…`. The target type is the type modifier, or every stored target type
+ * that has the inner parameter.
+ */
+function parseChain(type: ResourceType, rawName: string, dot: number, value: string, options: ParseOptions, bad: Bad, ignore: Ignore): Criterion | undefined {
+  const [code, typeModifier] = splitModifier(rawName.slice(0, dot));
+  const innerName = rawName.slice(dot + 1);
+  if (innerName.includes('.')) {
+    ignore(rawName, 'chains of more than one level are not supported');
+    return undefined;
+  }
+  const def = searchParams(type).get(code);
+  if (!def || def.type !== 'reference') {
+    ignore(rawName, `${code} is not a reference parameter of ${type}`);
+    return undefined;
+  }
+  let candidates = servedTargets(def);
+  if (typeModifier) {
+    if (!def.targets.includes(typeModifier)) bad(rawName, `${typeModifier} is not a target type of ${code}`);
+    candidates = candidates.filter((t) => t === typeModifier);
+  }
+  const [innerCode, innerModifier] = splitModifier(innerName);
+  const targets: { type: ResourceType; inner: Criterion }[] = [];
+  for (const target of candidates) {
+    const innerDef = searchParams(target).get(innerCode);
+    if (!innerDef) continue;
+    const inner = parseCriterion(innerDef, rawName, innerModifier, value, options, bad, ignore);
+    if (!inner) return undefined;
+    targets.push({ type: target, inner });
+  }
+  if (!targets.length) {
+    ignore(rawName, `${innerCode} is not a search parameter of ${candidates.join(' or ') || 'any resource type stored here that ' + code + ' can point at'}`);
+    return undefined;
+  }
+  return { kind: 'chain', def, targets };
+}
+
+/** Reverse chaining, one level (http://hl7.org/fhir/R4/search.html#has): `_has:Consent:patient:status=active`. */
+function parseHas(type: ResourceType, rawName: string, value: string, options: ParseOptions, bad: Bad, ignore: Ignore): Criterion | undefined {
+  const parts = rawName.split(':');
+  if (parts.length < 4) bad(rawName, 'use _has:Type:reference:parameter=value');
+  const [, sourceName, viaCode, innerCode, ...modifiers] = parts;
+  if (innerCode === '_has') {
+    ignore(rawName, 'nested _has is not supported');
+    return undefined;
+  }
+  if (!isResourceType(sourceName)) {
+    ignore(rawName, `${sourceName} resources are not stored on this server`);
+    return undefined;
+  }
+  const via = searchParams(sourceName).get(viaCode);
+  if (!via || via.type !== 'reference') bad(rawName, `${viaCode} is not a reference parameter of ${sourceName}`);
+  if (!via.targets.includes(type)) bad(rawName, `${sourceName}:${viaCode} cannot point at ${type}`);
+  const innerDef = searchParams(sourceName).get(innerCode);
+  if (!innerDef) {
+    ignore(rawName, `${innerCode} is not a search parameter of ${sourceName}`);
+    return undefined;
+  }
+  const inner = parseCriterion(innerDef, rawName, modifiers.length ? modifiers.join(':') : undefined, value, options, bad, ignore);
+  return inner ? { kind: 'has', source: sourceName, via, target: type, inner } : undefined;
+}
+
+function parseCriterion(def: SearchParamDef, name: string, modifier: string | undefined, raw: string, options: ParseOptions, bad: Bad, ignore: Ignore): Criterion | undefined {
   const values = splitOr(raw);
   if (modifier === 'missing') {
     if (raw !== 'true' && raw !== 'false') bad(name, ':missing takes true or false');
@@ -266,16 +480,17 @@ function parseReference(value: string, typeModifier: string | undefined, baseUrl
 }
 
 export function encodeCursor(cursor: Cursor): string {
-  return Buffer.from(JSON.stringify(cursor)).toString('base64url');
+  return Buffer.from(JSON.stringify([cursor.dir === 'after' ? 'a' : 'b', cursor.rid, ...cursor.keys])).toString('base64url');
 }
 
 function decodeCursor(value: string): Cursor | undefined {
   try {
-    const c = JSON.parse(Buffer.from(value, 'base64url').toString('utf8')) as Record<string, unknown>;
-    if (typeof c.after === 'number' && Number.isInteger(c.after)) return { after: c.after };
-    if (typeof c.before === 'number' && Number.isInteger(c.before)) return { before: c.before };
+    const c = JSON.parse(Buffer.from(value, 'base64url').toString('utf8')) as unknown;
+    if (!Array.isArray(c) || c.length < 2 || (c[0] !== 'a' && c[0] !== 'b') || !Number.isSafeInteger(c[1])) return undefined;
+    const keys = c.slice(2) as unknown[];
+    if (!keys.every((k) => typeof k === 'string' || (typeof k === 'number' && Number.isFinite(k)))) return undefined;
+    return { dir: c[0] === 'a' ? 'after' : 'before', rid: c[1] as number, keys: keys as (string | number)[] };
   } catch {
-    /* fall through */
+    return undefined;
   }
-  return undefined;
 }

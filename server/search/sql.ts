@@ -1,6 +1,7 @@
-import type { ResourceFilter } from '../search/filter';
+import type { LinkCheck, ResourceFilter } from './filter';
 import { identifierRef, normalizeString, soundex } from './extract';
 import { paramId } from './param-id';
+import type { SearchParamDef } from './parameters';
 import type { Criterion, DateValue, ReferenceValue, TokenValue } from './parse';
 
 /**
@@ -10,24 +11,33 @@ import type { Criterion, DateValue, ReferenceValue, TokenValue } from './parse';
  * with the parameter's key and a value prefix of the table's primary key, so it is an index
  * range scan. The same SQL runs on SQLite and PostgreSQL.
  */
-export function compileFilter(criteria: readonly Criterion[], now: number): ResourceFilter {
+export function compileFilter(criteria: readonly Criterion[], now: number, alias = 'r'): ResourceFilter {
   const parts: string[] = [];
   const params: unknown[] = [];
+  const links: LinkCheck[] = [];
   for (const c of criteria) {
-    const [sql, p] = compileOne(c, now);
+    const [sql, p] = compileOne(c, now, alias);
     parts.push(sql);
     params.push(...p);
+    if (c.kind === 'chain') {
+      links.push({ kind: 'chain', param: c.def, targets: c.targets.map((t) => ({ type: t.type, filter: compileFilter([t.inner], now) })) });
+    } else if (c.kind === 'has') {
+      links.push({ kind: 'has', source: c.source, via: c.via, filter: compileFilter([c.inner], now) });
+    }
   }
-  return { where: parts.length ? parts.join(' AND ') : '1 = 1', params };
+  return { where: parts.length ? parts.join(' AND ') : '1 = 1', params, ...(links.length ? { links } : {}) };
 }
 
 export type Sql = [string, unknown[]];
 
 const TABLE: Record<string, string> = { string: 'idx_string', token: 'idx_token', date: 'idx_date', reference: 'idx_reference', uri: 'idx_uri' };
 
-function inIndex(table: string, c: Criterion, condition: string, params: unknown[], negate = false, param = c.def.code): Sql {
+/** The alias of the resources row the criterion being compiled tests (`r`, or `t`/`s` inside a chain). */
+let a = 'r';
+
+function inIndex(table: string, c: { def: SearchParamDef }, condition: string, params: unknown[], negate = false, param = c.def.code): Sql {
   return [
-    `r.rid ${negate ? 'NOT IN' : 'IN'} (SELECT rid FROM ${table} WHERE pid = ?${condition ? ` AND (${condition})` : ''})`,
+    `${a}.rid ${negate ? 'NOT IN' : 'IN'} (SELECT rid FROM ${table} WHERE pid = ?${condition ? ` AND (${condition})` : ''})`,
     [paramId(c.def.resourceType, param), ...params],
   ];
 }
@@ -46,7 +56,17 @@ function escapeLike(value: string): string {
   return value.replace(/[\\%_]/g, (m) => '\\' + m);
 }
 
-function compileOne(c: Criterion, now: number): Sql {
+function compileOne(c: Criterion, now: number, alias: string): Sql {
+  const saved = a;
+  a = alias;
+  try {
+    return compileCriterion(c, now);
+  } finally {
+    a = saved;
+  }
+}
+
+function compileCriterion(c: Criterion, now: number): Sql {
   switch (c.kind) {
     case 'missing': {
       if (c.def.storage !== 'index') return [c.missing ? '1 = 0' : '1 = 1', []];
@@ -59,7 +79,7 @@ function compileOne(c: Criterion, now: number): Sql {
     case 'token': {
       if (c.def.storage === 'id-column') {
         const ids = c.values.map((v) => v.code ?? '');
-        return [`r.id ${c.not ? 'NOT IN' : 'IN'} (${ids.map(() => '?').join(', ')})`, ids];
+        return [`${a}.id ${c.not ? 'NOT IN' : 'IN'} (${ids.map(() => '?').join(', ')})`, ids];
       }
       const [cond, p] = any(c.values, tokenCondition);
       return inIndex('idx_token', c, cond, p, c.not, c.param);
@@ -84,13 +104,33 @@ function compileOne(c: Criterion, now: number): Sql {
       return inIndex('idx_string', c, cond, p);
     }
     case 'date': {
-      if (c.def.storage === 'last-updated-column') return any(c.values, (v) => dateCondition(v, 'r.last_updated', 'r.last_updated', now));
+      if (c.def.storage === 'last-updated-column') return any(c.values, (v) => dateCondition(v, `${a}.last_updated`, `${a}.last_updated`, now));
       const [cond, p] = any(c.values, (v) => dateCondition(v, 'lo', 'hi', now));
       return inIndex('idx_date', c, cond, p);
     }
     case 'reference': {
       const [cond, p] = any(c.values, (v) => referenceCondition(v, c.def.targets));
       return inIndex('idx_reference', c, cond, p);
+    }
+    case 'chain': {
+      // Candidates: a reference under the parameter to a target matching the inner criterion.
+      const outer = a;
+      const [cond, p] = any(c.targets, (t): Sql => {
+        const [inner, ip] = compileOne(t.inner, now, 't');
+        return [`ref IN (SELECT ? || t.id FROM resources t WHERE t.type = ? AND t.deleted = 0 AND (${inner}))`, [`${t.type}/`, t.type, ...ip]];
+      });
+      a = outer;
+      return inIndex('idx_reference', c, cond, p);
+    }
+    case 'has': {
+      // Candidates: pointed at through `via` by a source matching the inner criterion.
+      const outer = a;
+      const [inner, ip] = compileOne(c.inner, now, 's');
+      a = outer;
+      return [
+        `(? || ${a}.id) IN (SELECT x.ref FROM idx_reference x WHERE x.pid = ? AND x.rid IN (SELECT s.rid FROM resources s WHERE s.type = ? AND s.deleted = 0 AND (${inner})))`,
+        [`${c.target}/`, paramId(c.source, c.via.code), c.source, ...ip],
+      ];
     }
     case 'uri': {
       const [cond, p] = any(c.values, (v): Sql => {
@@ -159,7 +199,7 @@ function dateCondition(v: DateValue, lo: string, hi: string, now: number): Sql {
       return [`${hi} < ?`, [slo]];
     case 'ap': {
       // "approximately": within 10% of the distance between the value and now (at least a day).
-      const margin = Math.max(Math.abs(now - slo) * 0.1, 86400000);
+      const margin = Math.round(Math.max(Math.abs(now - slo) * 0.1, 86400000));
       return [`(${lo} <= ? AND ${hi} >= ?)`, [shi + margin, slo - margin]];
     }
   }

@@ -1,5 +1,6 @@
 import type { ResourceType } from '../../resources';
 import type { ResourceFilter } from '../search/filter';
+import { keysetCondition, orderColumns, type Keyset, type OrderSql } from '../search/order';
 import { paramId } from '../search/param-id';
 import type { Queryable } from './driver';
 import { fromCurrentRow, fromVersionRow, type CurrentRow, type HistoryVersion, type StoredVersion, type VersionRow } from './records';
@@ -10,16 +11,20 @@ import { fromCurrentRow, fromVersionRow, type CurrentRow, type HistoryVersion, t
  */
 
 
-/** One page of current resources, keyset-paged on `rid`. */
+/** One page of current resources, keyset-paged in the order (`rid` alone when there is none). */
 export interface PageRequest {
   readonly types: readonly ResourceType[];
   readonly filter: ResourceFilter;
-  /** Exclusive lower bound on `rid` (next page) ... */
-  readonly afterRid?: number;
-  /** ... or exclusive upper bound (previous page, read backwards). */
-  readonly beforeRid?: number;
+  readonly order?: OrderSql;
+  /** Rows after this position (next page) ... */
+  readonly after?: Keyset;
+  /** ... or before it, read backwards (previous page); returned in forward order. */
+  readonly before?: Keyset;
   readonly limit: number;
 }
+
+/** A current version with its position in the page's order. */
+export type PagedVersion = StoredVersion & { readonly position: Keyset };
 
 export interface HistoryRequest {
   readonly types: readonly ResourceType[];
@@ -103,24 +108,66 @@ export class StoreReader {
     return row ? fromVersionRow(row) : undefined;
   }
 
-  /** Current, non-deleted resources matching a filter, one keyset page (in `rid` order). */
-  async page(req: PageRequest): Promise<StoredVersion[]> {
-    const params: unknown[] = [...req.types];
-    let sql = `SELECT ${CURRENT} FROM resources r WHERE r.type IN (${req.types.map(() => '?').join(', ')}) AND r.deleted = 0 AND (${req.filter.where})`;
-    params.push(...req.filter.params);
-    if (req.afterRid !== undefined) {
-      sql += ' AND r.rid > ?';
-      params.push(req.afterRid);
+  /** Current, non-deleted resources matching a filter, one keyset page in the order. */
+  async page(req: PageRequest): Promise<PagedVersion[]> {
+    const backwards = req.before !== undefined;
+    const cols = orderColumns(req.order, backwards);
+    const order = req.order ?? { keys: [] };
+    const params: unknown[] = [...cols.selectParams, ...req.types, ...req.filter.params];
+    let sql = `SELECT ${CURRENT}${cols.select} FROM resources r WHERE r.type IN (${req.types.map(() => '?').join(', ')}) AND r.deleted = 0 AND (${req.filter.where})`;
+    const at = req.before ?? req.after;
+    if (at) {
+      const [cond, p] = keysetCondition(order, at, backwards);
+      sql += ` AND (${cond})`;
+      params.push(...p);
     }
-    if (req.beforeRid !== undefined) {
-      sql += ' AND r.rid < ?';
-      params.push(req.beforeRid);
-    }
-    const backwards = req.beforeRid !== undefined && req.afterRid === undefined;
-    sql += ` ORDER BY r.rid ${backwards ? 'DESC' : 'ASC'} LIMIT ?`;
+    sql += ` ORDER BY ${cols.orderBy} LIMIT ?`;
     params.push(req.limit);
-    const rows = (await this.driver.all<CurrentRow>(sql, params)).map(fromCurrentRow);
+    const rows = (await this.driver.all<CurrentRow & Record<string, unknown>>(sql, params)).map((row): PagedVersion => {
+      const v = fromCurrentRow(row);
+      const keys = order.keys.map((k, i) => (k.numeric ? Number(row[`s${i}`]) : String(row[`s${i}`])));
+      return { ...v, position: { rid: v.rid, keys } };
+    });
     return backwards ? rows.reverse() : rows;
+  }
+
+  /** Reference index keys (`Type/id`, …) of these resources under one parameter key. */
+  async referencesOf(pid: number, rids: readonly number[]): Promise<{ rid: number; ref: string }[]> {
+    const out: { rid: number; ref: string }[] = [];
+    for (let i = 0; i < rids.length; i += 500) {
+      const chunk = rids.slice(i, i + 500);
+      const rows = await this.driver.all<{ rid: number | string; ref: string }>(`SELECT rid, ref FROM idx_reference WHERE pid = ? AND rid IN (${chunk.map(() => '?').join(', ')})`, [pid, ...chunk]);
+      for (const r of rows) out.push({ rid: Number(r.rid), ref: r.ref });
+    }
+    return out;
+  }
+
+  /** Current, non-deleted resources of a type among `ids` that match a filter. */
+  async currentMatching(type: ResourceType, ids: readonly string[], filter: ResourceFilter): Promise<StoredVersion[]> {
+    const out: StoredVersion[] = [];
+    for (let i = 0; i < ids.length; i += 500) {
+      const chunk = ids.slice(i, i + 500);
+      const rows = await this.driver.all<CurrentRow>(
+        `SELECT ${CURRENT} FROM resources r WHERE r.type = ? AND r.deleted = 0 AND r.id IN (${chunk.map(() => '?').join(', ')}) AND (${filter.where})`,
+        [type, ...chunk, ...filter.params],
+      );
+      out.push(...rows.map(fromCurrentRow));
+    }
+    return out;
+  }
+
+  /** Current, non-deleted resources of a type that match a filter and have one of `refs` under the parameter key `pid`. */
+  async referencingMatching(type: ResourceType, pid: number, refs: readonly string[], filter: ResourceFilter): Promise<StoredVersion[]> {
+    const out: StoredVersion[] = [];
+    for (let i = 0; i < refs.length; i += 500) {
+      const chunk = refs.slice(i, i + 500);
+      const rows = await this.driver.all<CurrentRow>(
+        `SELECT ${CURRENT} FROM resources r WHERE r.type = ? AND r.deleted = 0 AND r.rid IN (SELECT rid FROM idx_reference WHERE pid = ? AND ref IN (${chunk.map(() => '?').join(', ')})) AND (${filter.where})`,
+        [type, pid, ...chunk, ...filter.params],
+      );
+      out.push(...rows.map(fromCurrentRow));
+    }
+    return out;
   }
 
   /** How many current resources match a filter. */

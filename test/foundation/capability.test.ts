@@ -25,7 +25,7 @@ describe('Foundation: the CapabilityStatement says exactly what the server does'
     assert.deepEqual(cs.format, ['application/fhir+json', 'json']);
     assert.deepEqual(cs.patchFormat, ['application/json-patch+json']);
     assert.deepEqual(cs.rest![0].resource!.map((r) => r.type), ['Patient', 'Consent', 'AuditEvent']);
-    assert.deepEqual(cs.rest![0].interaction!.map((i) => i.code).sort(), ['batch', 'history-system', 'transaction']);
+    assert.deepEqual(cs.rest![0].interaction!.map((i) => i.code).sort(), ['batch', 'history-system', 'search-system', 'transaction']);
   });
 
   const samples: Record<string, () => Record<string, unknown>> = {

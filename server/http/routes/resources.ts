@@ -4,12 +4,13 @@ import { assertInteraction, allowedMethods } from '../../interactions/common';
 import { createResource } from '../../interactions/create';
 import { conditionalDelete, deleteResource } from '../../interactions/delete';
 import { patchResource } from '../../interactions/patch';
-import { historyBundle, searchBundle } from '../../interactions/reads';
+import { historyBundle } from '../../interactions/reads';
+import { searchBundle } from '../../interactions/search';
 import { conditionalUpdate, updateResource } from '../../interactions/update';
 import { auditAs } from '../../audit/hold';
 import { operation } from '../../operations/registry';
 import { bundleOptions, envOf, type HttpDeps } from '../deps';
-import { sendJson, subsetting } from '../format';
+import { sendJson } from '../format';
 import { ctxOf, logicalId, parseETag, queryPairs, resourceType, versionId } from '../request';
 import { sendVersion, sendWrite } from '../respond';
 
@@ -29,8 +30,7 @@ export function resourceRoutes(deps: HttpDeps): Router {
     auditAs(req, res, 'search-type', { query: true });
     const type = resourceType(req.params.type);
     assertInteraction(type, 'search-type');
-    const summary = subsetting(req).summary;
-    const bundle = await searchBundle(deps.gate, ctxOf(res), envOf(res, deps), type, pairs, bundleOptions(req, res, deps, type), summary);
+    const bundle = await searchBundle(deps.gate, ctxOf(res), envOf(res, deps), type, pairs, bundleOptions(req, res, deps, type));
     sendJson(res, 200, bundle);
   };
 

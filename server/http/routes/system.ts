@@ -3,6 +3,7 @@ import { auditAs } from '../../audit/hold';
 import { FhirError } from '../../errors';
 import { processBundle } from '../../interactions/bundle';
 import { historyBundle } from '../../interactions/reads';
+import { systemSearchBundle } from '../../interactions/search';
 import { capabilityStatement } from '../capability';
 import { bundleOptions, envOf, type HttpDeps } from '../deps';
 import { sendJson } from '../format';
@@ -32,8 +33,23 @@ export function systemRoutes(deps: HttpDeps): Router {
     sendJson(res, 200, await historyBundle(deps.gate, ctxOf(res), envOf(res, deps), {}, queryPairs(req), bundleOptions(req, res, deps, '_history')));
   });
 
+  // System-level search (http://hl7.org/fhir/R4/http.html#search): GET [base]?… and POST [base]/_search.
+  router.get('/', async (req, res) => {
+    auditAs(req, res, 'search-system', { query: true });
+    sendJson(res, 200, await systemSearchBundle(deps.gate, ctxOf(res), envOf(res, deps), queryPairs(req), bundleOptions(req, res, deps, '')));
+  });
+
+  router.post('/_search', async (req, res) => {
+    auditAs(req, res, 'search-system', { query: true });
+    if (res.locals.bodyKind !== 'form' && res.locals.bodyKind !== 'none') {
+      throw new FhirError('unsupported-media-type', 'POST _search takes application/x-www-form-urlencoded parameters');
+    }
+    const form = res.locals.bodyKind === 'form' ? [...(req.body as URLSearchParams).entries()] : [];
+    sendJson(res, 200, await systemSearchBundle(deps.gate, ctxOf(res), envOf(res, deps), [...queryPairs(req), ...form], bundleOptions(req, res, deps, '')));
+  });
+
   router.all('/', (req) => {
-    throw new FhirError('method-not-allowed', `${req.method} / is not supported (system search is not offered; POST a batch or transaction Bundle)`, { headers: { Allow: 'POST' } });
+    throw new FhirError('method-not-allowed', `${req.method} / is not supported (GET searches every type; POST takes a batch or transaction Bundle)`, { headers: { Allow: 'GET, POST' } });
   });
   return router;
 }
