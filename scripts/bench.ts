@@ -1,13 +1,11 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import autocannon from 'autocannon';
 import type { Consent, Patient } from 'fhir/r4';
-import type { JWK } from 'jose';
-import { generateJwkPair } from '../server/access/keys';
 import type { DatabaseConfig } from '../server/config';
 import { Store } from '../server/store/store';
+import { BASELINE, benchClients, CONNECTIONS, DURATION, MAIN, ODS, ratio, run, start, stop, type Result } from './bench/lib';
+import { searchBench } from './bench/search';
 import { fetchToken } from './token';
 
 /**
@@ -15,63 +13,16 @@ import { fetchToken } from './token';
  * side in one run (these machines are shared and noisy: only ratios from one run mean anything).
  * Loopback only; every workload is bounded in time.
  *
+ *   BENCH_ONLY         run one workload family: foundation (reads, writes, consent, audit) or search
  *   BENCH_DURATION     seconds per workload (default 10)
  *   BENCH_CONNECTIONS  concurrent connections (default 50)
- *   BENCH_PATIENTS     Patients seeded before measuring (default 10000)
+ *   BENCH_PATIENTS     Patients seeded before the foundation workloads (default 10000)
+ *   BENCH_SEARCH_PATIENTS  Patients (and Consents; 10 AuditEvents each) for the search workload (default 100000)
  *   BENCH_DATABASE_URL run against this (empty) PostgreSQL database instead of a fresh SQLite file
  */
-const DURATION = Number(process.env.BENCH_DURATION ?? 10);
-const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50);
 const PATIENTS = Number(process.env.BENCH_PATIENTS ?? 10000);
 /** Patients with 5 Consents each; the even ones permit the hospital, the odd ones do not. */
 const COHORT = Math.min(2000, PATIENTS);
-const MAIN = path.resolve(__dirname, '..', 'server', 'main.js');
-const BASELINE = path.resolve(__dirname, 'bench', 'baseline-server.js');
-const ODS = 'https://fhir.nhs.uk/Id/ods-organization-code';
-
-interface Result {
-  name: string;
-  rps: number;
-  p50: number;
-  p99: number;
-  errors: number;
-  non2xx: number;
-}
-
-function start(script: string, env: Record<string, string>): Promise<{ child: ChildProcess; base: string }> {
-  const child = spawn(process.execPath, [script], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
-  return new Promise((resolve, reject) => {
-    let out = '';
-    child.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-      const m = /listening at (http:\/\/\S+)/.exec(out);
-      if (m) resolve({ child, base: m[1] });
-    });
-    child.once('exit', (code) => reject(new Error(`${script} exited with ${code}: ${out}`)));
-  });
-}
-
-function stop(child: ChildProcess): Promise<void> {
-  return new Promise((resolve) => {
-    if (child.exitCode !== null) return resolve();
-    child.once('exit', () => resolve());
-    child.kill('SIGTERM');
-  });
-}
-
-async function run(name: string, options: autocannon.Options): Promise<Result> {
-  const result = await autocannon({ connections: CONNECTIONS, duration: DURATION, ...options });
-  const r: Result = {
-    name,
-    rps: result.requests.average,
-    p50: result.latency.p50,
-    p99: result.latency.p99,
-    errors: result.errors + result.timeouts,
-    non2xx: result.non2xx,
-  };
-  process.stdout.write(`  ${name.padEnd(46)} ${r.rps.toFixed(0).padStart(7)} req/s  p50 ${String(r.p50).padStart(4)} ms  p99 ${String(r.p99).padStart(4)} ms${r.non2xx || r.errors ? `  (non-2xx ${r.non2xx}, errors ${r.errors})` : ''}\n`);
-  return r;
-}
 
 function samplePatient(i: number): Patient {
   return {
@@ -138,26 +89,14 @@ async function seed(database: DatabaseConfig): Promise<string[]> {
   return ids;
 }
 
-/** The benchmark's clients: the custodian of every seeded Patient, and a hospital some Consents permit. */
-async function benchClients(dataDir: string): Promise<{ clientsFile: string; keys: Record<string, JWK> }> {
-  const keys: Record<string, JWK> = {};
-  const entries = [];
-  for (const [clientId, ods] of [
-    ['bench', 'BENCH1'],
-    ['hospital', 'HOSP1'],
-  ]) {
-    const { privateJwk, publicJwk } = await generateJwkPair();
-    keys[clientId] = privateJwk;
-    entries.push({ client_id: clientId, name: `Benchmark ${clientId}`, jwks: { keys: [publicJwk] }, organization: { identifier: { system: ODS, value: ods } }, scopes: ['system/*.cruds'], purposes: ['TREAT'] });
-  }
-  const clientsFile = path.join(dataDir, 'clients.json');
-  fs.writeFileSync(clientsFile, JSON.stringify(entries, null, 2));
-  return { clientsFile, keys };
-}
-
-async function main(): Promise<void> {
+/** The foundation workloads: reads, writes, reads through a Consent, the audit trail's cost. */
+async function foundationBench(): Promise<boolean> {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'custodian-bench-'));
-  const { clientsFile, keys } = await benchClients(dataDir);
+  // The custodian of every seeded Patient, and a hospital some Consents permit.
+  const { clientsFile, keys } = await benchClients(dataDir, [
+    { clientId: 'bench', ods: 'BENCH1' },
+    { clientId: 'hospital', ods: 'HOSP1' },
+  ]);
   const databaseUrl = process.env.BENCH_DATABASE_URL;
   const database: DatabaseConfig = databaseUrl
     ? { dialect: 'postgres', url: databaseUrl, poolMax: 10 }
@@ -242,7 +181,6 @@ async function main(): Promise<void> {
     if (!databaseUrl) fs.rmSync(dataDir, { recursive: true, force: true });
   }
 
-  const ratio = (x: Result, y: Result) => (x.rps / y.rps).toFixed(2);
   process.stdout.write('\nRatios, same run:\n');
   process.stdout.write(`  (b) read / (a) bare Express                    ${ratio(results.b, results.a)}x\n`);
   process.stdout.write(`  (c) create / (a) bare Express                  ${ratio(results.c, results.a)}x\n`);
@@ -252,8 +190,18 @@ async function main(): Promise<void> {
   process.stdout.write(`  audit rows committed during (b)                ${auditRowsPerSecond.toFixed(0)} rows/s (largest group commit: ${largestBatch} events)\n`);
   if (Object.values(results).some((r) => r.errors || r.non2xx)) {
     process.stdout.write('\nSome requests failed; the figures above are not valid.\n');
-    process.exitCode = 1;
+    return false;
   }
+  return true;
+}
+
+async function main(): Promise<void> {
+  const only = process.env.BENCH_ONLY;
+  const families: Record<string, () => Promise<boolean>> = { foundation: foundationBench, search: searchBench };
+  if (only && !families[only]) throw new Error(`BENCH_ONLY must be one of ${Object.keys(families).join(', ')}`);
+  let ok = true;
+  for (const [name, bench] of Object.entries(families)) if (!only || only === name) ok = (await bench()) && ok;
+  if (!ok) process.exitCode = 1;
 }
 
 main().catch((err) => {

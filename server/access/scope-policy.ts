@@ -83,5 +83,5 @@ function filterOf(ctx: AccessContext, type: ResourceType, s: Scope): ResourceFil
   }
   if (pairs.length === 0) return undefined;
   const parsed = parseSearch(type, pairs, { strict: true, defaultCount: 1, maxCount: 1, baseUrl: '', now: Date.now() });
-  return compileFilter(parsed.criteria, Date.now());
+  return compileFilter(parsed.criteria, Date.now(), { drive: false });
 }

@@ -43,6 +43,24 @@ export interface HistoryRequest {
 const CURRENT = 'r.rid, r.type, r.id, r.version_id, r.last_updated, r.deleted, r.content, r.created_by, r.creator_org';
 const VERSION = 'v.seq, v.rid, v.type, v.id, v.version_id, v.last_updated, v.deleted, v.method, v.content';
 
+/** The SQL of one keyset page (see StoreReader.page). */
+function pageSql(req: PageRequest): { sql: string; params: unknown[]; backwards: boolean; order: OrderSql } {
+  const backwards = req.before !== undefined;
+  const cols = orderColumns(req.order, backwards);
+  const order = req.order ?? { keys: [] };
+  const params: unknown[] = [...cols.selectParams, ...req.types, ...req.filter.params];
+  let sql = `SELECT ${CURRENT}${cols.select} FROM resources r WHERE r.type IN (${req.types.map(() => '?').join(', ')}) AND r.deleted = 0 AND (${req.filter.where})`;
+  const at = req.before ?? req.after;
+  if (at) {
+    const [cond, p] = keysetCondition(order, at, backwards);
+    sql += ` AND (${cond})`;
+    params.push(...p);
+  }
+  sql += ` ORDER BY ${cols.orderBy} LIMIT ?`;
+  params.push(req.limit);
+  return { sql, params, backwards, order };
+}
+
 export class StoreReader {
   /** Reads through `driver`: the reader connection, or a write transaction's own connection. */
   constructor(private readonly driver: Queryable) {}
@@ -110,25 +128,29 @@ export class StoreReader {
 
   /** Current, non-deleted resources matching a filter, one keyset page in the order. */
   async page(req: PageRequest): Promise<PagedVersion[]> {
-    const backwards = req.before !== undefined;
-    const cols = orderColumns(req.order, backwards);
-    const order = req.order ?? { keys: [] };
-    const params: unknown[] = [...cols.selectParams, ...req.types, ...req.filter.params];
-    let sql = `SELECT ${CURRENT}${cols.select} FROM resources r WHERE r.type IN (${req.types.map(() => '?').join(', ')}) AND r.deleted = 0 AND (${req.filter.where})`;
-    const at = req.before ?? req.after;
-    if (at) {
-      const [cond, p] = keysetCondition(order, at, backwards);
-      sql += ` AND (${cond})`;
-      params.push(...p);
-    }
-    sql += ` ORDER BY ${cols.orderBy} LIMIT ?`;
-    params.push(req.limit);
+    const { sql, params, backwards, order } = pageSql(req);
     const rows = (await this.driver.all<CurrentRow & Record<string, unknown>>(sql, params)).map((row): PagedVersion => {
       const v = fromCurrentRow(row);
       const keys = order.keys.map((k, i) => (k.numeric ? Number(row[`s${i}`]) : String(row[`s${i}`])));
       return { ...v, position: { rid: v.rid, keys } };
     });
     return backwards ? rows.reverse() : rows;
+  }
+
+  /** The database's plan for a page query (benchmarks and diagnostics report it). */
+  async explainPage(req: PageRequest, dialect: 'sqlite' | 'postgres'): Promise<string[]> {
+    const { sql, params } = pageSql(req);
+    if (dialect === 'sqlite') {
+      const rows = await this.driver.all<{ id: number; parent: number; detail: string }>(`EXPLAIN QUERY PLAN ${sql}`, params);
+      const depth = new Map<number, number>();
+      return rows.map((r) => {
+        const d = (depth.get(r.parent) ?? -1) + 1;
+        depth.set(r.id, d);
+        return `${'  '.repeat(d)}${r.detail}`;
+      });
+    }
+    const rows = await this.driver.all<Record<string, string>>(`EXPLAIN (ANALYZE, BUFFERS) ${sql}`, params);
+    return rows.map((r) => Object.values(r)[0]);
   }
 
   /** Reference index keys (`Type/id`, …) of these resources under one parameter key. */

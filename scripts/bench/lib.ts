@@ -1,0 +1,87 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import autocannon from 'autocannon';
+import type { JWK } from 'jose';
+import { generateJwkPair } from '../../server/access/keys';
+
+/** What every benchmark workload shares: the server processes, the load generator, the clients. */
+
+export const DURATION = Number(process.env.BENCH_DURATION ?? 10);
+export const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50);
+export const MAIN = path.resolve(__dirname, '..', '..', 'server', 'main.js');
+export const BASELINE = path.resolve(__dirname, 'baseline-server.js');
+export const ODS = 'https://fhir.nhs.uk/Id/ods-organization-code';
+
+export interface Result {
+  name: string;
+  rps: number;
+  p50: number;
+  p99: number;
+  errors: number;
+  non2xx: number;
+}
+
+/** Starts a server script and resolves with its base URL once it logs `listening at …`. */
+export function start(script: string, env: Record<string, string>): Promise<{ child: ChildProcess; base: string }> {
+  const child = spawn(process.execPath, [script], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
+  return new Promise((resolve, reject) => {
+    let out = '';
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      const m = /listening at (http:\/\/\S+)/.exec(out);
+      if (m) resolve({ child, base: m[1] });
+    });
+    child.once('exit', (code) => reject(new Error(`${script} exited with ${code}: ${out}`)));
+  });
+}
+
+export function stop(child: ChildProcess): Promise<void> {
+  return new Promise((resolve) => {
+    if (child.exitCode !== null) return resolve();
+    child.once('exit', () => resolve());
+    child.kill('SIGTERM');
+  });
+}
+
+/** One autocannon workload (loopback, bounded in time), printed as it finishes. */
+export async function run(name: string, options: autocannon.Options): Promise<Result> {
+  const result = await autocannon({ connections: CONNECTIONS, duration: DURATION, ...options });
+  const r: Result = {
+    name,
+    rps: result.requests.average,
+    p50: result.latency.p50,
+    p99: result.latency.p99,
+    errors: result.errors + result.timeouts,
+    non2xx: result.non2xx,
+  };
+  process.stdout.write(`  ${name.padEnd(58)} ${r.rps.toFixed(0).padStart(7)} req/s  p50 ${String(r.p50).padStart(4)} ms  p99 ${String(r.p99).padStart(4)} ms${r.non2xx || r.errors ? `  (non-2xx ${r.non2xx}, errors ${r.errors})` : ''}\n`);
+  return r;
+}
+
+/** Registers benchmark clients (all scopes) in a clients.json under `dataDir`; returns their private keys. */
+export async function benchClients(
+  dataDir: string,
+  specs: readonly { clientId: string; ods: string; purposes?: string[]; roles?: string[] }[],
+): Promise<{ clientsFile: string; keys: Record<string, JWK> }> {
+  const keys: Record<string, JWK> = {};
+  const entries = [];
+  for (const s of specs) {
+    const { privateJwk, publicJwk } = await generateJwkPair();
+    keys[s.clientId] = privateJwk;
+    entries.push({
+      client_id: s.clientId,
+      name: `Benchmark ${s.clientId}`,
+      jwks: { keys: [publicJwk] },
+      organization: { identifier: { system: ODS, value: s.ods } },
+      scopes: ['system/*.cruds'],
+      purposes: s.purposes ?? ['TREAT'],
+      ...(s.roles ? { roles: s.roles } : {}),
+    });
+  }
+  const clientsFile = path.join(dataDir, 'clients.json');
+  fs.writeFileSync(clientsFile, JSON.stringify(entries, null, 2));
+  return { clientsFile, keys };
+}
+
+export const ratio = (x: Result, y: Result) => (x.rps / y.rps).toFixed(2);
