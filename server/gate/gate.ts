@@ -16,6 +16,7 @@ import type { AuditSink } from '../audit/trail';
 import { custodiansOf, type PatientRecord, type PolicyData } from '../consent/policy';
 import { isCustodian } from '../consent/evaluate';
 import { TransactionView } from './policy-data';
+import { CursorSeal, type PageCursor } from './cursor';
 import { linksHold } from './links';
 import type { AccessPolicy, ReadPurpose, SystemInteraction } from './policy';
 
@@ -30,6 +31,7 @@ import type { AccessPolicy, ReadPurpose, SystemInteraction } from './policy';
  */
 export class Gate {
   private readonly reads: GatedReads;
+  private readonly seal: CursorSeal;
 
   constructor(
     private readonly store: Store,
@@ -39,7 +41,8 @@ export class Gate {
     /** Where every decided access is reported, for the audit trail. */
     private readonly audit?: AuditSink,
   ) {
-    this.reads = new GatedReads(store.reader, policy, undefined, audit, () => store.auditIndex.catchUp());
+    this.seal = new CursorSeal(store.cursorKey);
+    this.reads = new GatedReads(store.reader, policy, this.seal, undefined, audit, () => store.auditIndex.catchUp());
   }
 
   /**
@@ -122,7 +125,7 @@ export class Gate {
    */
   transaction<T>(ctx: AccessContext, fn: (tx: GatedTx) => Promise<T>): Promise<T> {
     return this.store.transaction(async (tx) => {
-      const gated = new GatedTx(tx, ctx, this.policy, this.audit);
+      const gated = new GatedTx(tx, ctx, this.policy, this.seal, this.audit);
       const result = await fn(gated);
       await gated.settle();
       return result;
@@ -135,6 +138,7 @@ export class GatedReads {
   constructor(
     private readonly reader: StoreReader,
     private readonly policy: AccessPolicy,
+    private readonly seal: CursorSeal,
     /** Inside a transaction: the transaction's view of patients and Consents for the policy. */
     private readonly view?: PolicyData,
     private readonly audit?: AuditSink,
@@ -245,14 +249,14 @@ export class GatedReads {
    * from the store until `want` permitted versions are found or the matches run out. Nothing
    * is reported to the audit trail here.
    */
-  private async collect(ctx: AccessContext, q: SearchQuery, want: number, interaction: SystemInteraction): Promise<{ found: PagedVersion[]; decided: Map<PagedVersion, Decision> }> {
+  private async collect(ctx: AccessContext, q: SearchQuery, from: PageCursor | undefined, want: number, interaction: SystemInteraction): Promise<{ found: PagedVersion[]; decided: Map<PagedVersion, Decision> }> {
     const { types, filter } = this.restricted(ctx, q, interaction);
     if (types.includes('AuditEvent')) await this.indexAudit?.();
     const purpose: ReadPurpose = { permission: interaction === 'search-type' ? 's' : permissionOf(interaction), action: 'access' };
-    const backwards = q.before !== undefined;
+    const backwards = from?.dir === 'before';
     const found: PagedVersion[] = [];
     const decided = new Map<PagedVersion, Decision>();
-    let at = q.before ?? q.after;
+    let at = from?.at;
     const batch = Math.min(Math.max(want * 2, 50), 2000);
     if (want <= 0) return { found, decided };
     for (;;) {
@@ -277,17 +281,21 @@ export class GatedReads {
    * pages stay full and a hidden match leaves no gap), in the query's order.
    */
   async search(ctx: AccessContext, q: SearchQuery, interaction: SystemInteraction = 'search-type'): Promise<SearchResult> {
-    const backwards = q.before !== undefined;
+    const search = JSON.stringify([q.types, q.filter.where, q.filter.params, q.order?.keys.map((k) => [k.expr, k.desc]) ?? []]);
+    const from = q.cursor !== undefined ? this.seal.open(q.cursor, search, q.order?.keys.length ?? 0) : undefined;
+    const backwards = from?.dir === 'before';
     // one extra says whether another page exists
-    const { found, decided } = await this.collect(ctx, q, q.count + 1, interaction);
+    const { found, decided } = await this.collect(ctx, q, from, q.count + 1, interaction);
     const more = found.length > q.count;
     const entries = found.slice(0, q.count);
     if (backwards) entries.reverse();
     for (const v of entries) this.note(ctx, interaction as AuditInteraction, v, decided.get(v)!);
+    const hasNext = entries.length > 0 && (backwards || more);
+    const hasPrevious = entries.length > 0 && (backwards ? more : from !== undefined);
     return {
       entries,
-      next: entries.length && (backwards || more) ? entries[entries.length - 1].position : undefined,
-      previous: entries.length && (backwards ? more : q.after !== undefined) ? entries[0].position : undefined,
+      next: hasNext ? this.seal.seal({ dir: 'after', at: entries[entries.length - 1].position }, search) : undefined,
+      previous: hasPrevious ? this.seal.seal({ dir: 'before', at: entries[0].position }, search) : undefined,
     };
   }
 
@@ -399,16 +407,15 @@ export interface SearchQuery {
   readonly filter: ResourceFilter;
   readonly order?: OrderSql;
   readonly count: number;
-  /** Keyset position from a cursor: the page after it, or the page before it. */
-  readonly after?: Keyset;
-  readonly before?: Keyset;
+  /** A sealed cursor from an earlier page of this same search (see gate/cursor.ts). */
+  readonly cursor?: string;
 }
 
 export interface SearchResult {
   readonly entries: PagedVersion[];
-  /** Where the next / previous page starts, when there is one. */
-  readonly next?: Keyset;
-  readonly previous?: Keyset;
+  /** Sealed cursors for the next / previous page, when there is one. */
+  readonly next?: string;
+  readonly previous?: string;
 }
 
 export interface HistoryPage {
@@ -432,11 +439,12 @@ export class GatedTx {
     private readonly tx: WriteTx,
     readonly ctx: AccessContext,
     private readonly policy: AccessPolicy,
+    seal: CursorSeal,
     private readonly audit?: AuditSink,
   ) {
     const reader = new StoreReader(tx.q);
     this.view = new TransactionView(reader);
-    this.reads = new GatedReads(reader, policy, this.view, audit);
+    this.reads = new GatedReads(reader, policy, seal, this.view, audit);
   }
 
   /**

@@ -8,7 +8,7 @@ import { extractIndexRows } from '../search/extract';
 import type { ResourceFilter } from '../search/filter';
 import { compileOrder } from '../search/order';
 import { searchParams } from '../search/parameters';
-import { encodeCursor, parseSearch, type IncludeSpec, type ParsedSearch } from '../search/parse';
+import { parseSearch, type IncludeSpec, type ParsedSearch } from '../search/parse';
 import { compileFilter } from '../search/sql';
 import type { StoredVersion } from '../store/records';
 import type { InteractionEnv } from './common';
@@ -130,18 +130,14 @@ async function buildBundle(
     return bundle;
   }
   const cursor = parsed.cursor;
-  const page = await reads.search(ctx, {
-    ...q,
-    count: parsed.count,
-    ...(cursor ? (cursor.dir === 'after' ? { after: cursor } : { before: cursor }) : {}),
-  });
+  const page = await reads.search(ctx, { ...q, count: parsed.count, cursor });
   const firstPage = !cursor;
   if (parsed.total === 'accurate' || parsed.total === 'estimate') bundle.total = await reads.count(ctx, q);
   else if (parsed.total !== 'none' && firstPage && !page.next) bundle.total = page.entries.length;
-  bundle.link = [{ relation: 'self', url: link(cursor ? encodeCursor(cursor) : undefined) }];
+  bundle.link = [{ relation: 'self', url: link(cursor) }];
   if (!firstPage) bundle.link.push({ relation: 'first', url: link() });
-  if (page.previous) bundle.link.push({ relation: 'previous', url: link(encodeCursor({ dir: 'before', ...page.previous })) });
-  if (page.next) bundle.link.push({ relation: 'next', url: link(encodeCursor({ dir: 'after', ...page.next })) });
+  if (page.previous) bundle.link.push({ relation: 'previous', url: link(page.previous) });
+  if (page.next) bundle.link.push({ relation: 'next', url: link(page.next) });
 
   const included = await includes(reads, ctx, env, page.entries, parsed, options, warnings);
   const entry = (v: StoredVersion, mode: 'match' | 'include'): BundleEntry => ({

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { Sequelize } from 'sequelize';
 import type { DatabaseConfig } from '../config';
 import { AuditIndexer } from './audit-index';
@@ -7,6 +8,13 @@ import { StoreReader } from './read';
 import { reindexIfAsked } from './reindex';
 import { assertNoParamIdCollisions } from '../search/param-id';
 import { writeTransaction, type WriteTx } from './write';
+
+/** A random 32-byte secret kept in custodian_state, created by whichever process asks first. */
+async function sharedSecret(driver: Driver, name: string): Promise<Buffer> {
+  await driver.run('INSERT INTO custodian_state (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING', [name, randomBytes(32).toString('base64')]);
+  const row = await driver.get<{ value: string }>('SELECT value FROM custodian_state WHERE name = ?', [name]);
+  return Buffer.from(row!.value, 'base64');
+}
 
 /**
  * The versioned resource store: Sequelize owns the connections and the schema, the driver runs
@@ -24,6 +32,8 @@ export class Store {
     readonly driver: Driver,
     private readonly now: () => number,
     private readonly localBase: string | undefined,
+    /** The key search cursors are sealed with, shared by every process on this database (gate/cursor.ts). */
+    readonly cursorKey: Buffer,
   ) {
     this.reader = new StoreReader(driver);
     this.auditIndex = new AuditIndexer(driver, localBase);
@@ -44,7 +54,7 @@ export class Store {
       await migrate(sequelize);
       const driver = await openDriver(sequelize, config.dialect === 'sqlite' ? { sqliteSynchronous: config.synchronous, sqliteBusyTimeoutMs: config.busyTimeoutMs } : {});
       await reindexIfAsked(driver, options.localBase);
-      return new Store(sequelize, driver, options.now, options.localBase);
+      return new Store(sequelize, driver, options.now, options.localBase, await sharedSecret(driver, 'cursor-key'));
     } catch (err) {
       await sequelize.close().catch(() => undefined);
       throw err;

@@ -94,6 +94,17 @@ describe('End to end: a Consent change reaches every server process at once', fu
     assert.equal((await call(b, 'hospital', 'GET', `/Patient/${patient.body.id}`)).status, 200);
   });
 
+  it('a search cursor issued by one process pages on the other (they share the cursor key)', async () => {
+    for (let i = 0; i < 3; i++) {
+      assert.equal((await call(a, 'gp', 'POST', '/Patient', { resourceType: 'Patient', name: [{ family: `Pager${i}` }], managingOrganization: { identifier: { system: 'https://fhir.nhs.uk/Id/ods-organization-code', value: 'GP1' } } })).status, 201);
+    }
+    const first = await call(a, 'gp', 'GET', '/Patient?family=Pager&_sort=family&_count=2');
+    const next = (first.body.link as { relation: string; url: string }[]).find((l) => l.relation === 'next')!.url;
+    const second = await call(b, 'gp', 'GET', next.slice(next.indexOf('/Patient')));
+    assert.equal(second.status, 200);
+    assert.deepEqual((second.body.entry as { resource: { name: { family: string }[] } }[]).map((e) => e.resource.name[0].family), ['Pager2']);
+  });
+
   it('both processes extend one audit chain, which verifies intact', async () => {
     const reads = await Promise.all(
       Array.from({ length: 60 }, (_, i) => call(i % 2 ? a : b, 'gp', 'GET', '/Patient?_count=5')),

@@ -119,6 +119,13 @@ describe('Search: sorting, paging, includes, chaining, _has, system search', () 
       const cursor = new URL(n).searchParams.get('_cursor')!;
       assert.equal((await h.api.get(`/Patient?_count=2&_cursor=${cursor}`)).status, 400);
       assert.equal((await h.api.get('/Patient?_cursor=not-a-cursor')).status, 400);
+      // opaque and tamper-evident: no row position in the clear, and one flipped byte is refused
+      assert.throws(() => JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')));
+      const raw = Buffer.from(cursor, 'base64url');
+      raw[raw.length - 1] ^= 1;
+      assert.equal((await h.api.get(`/Patient?_sort=family&_count=2&_cursor=${raw.toString('base64url')}`)).status, 400);
+      // the same cursor on its own search works
+      assert.equal((await h.api.get(`/Patient?_sort=family&_count=2&_cursor=${cursor}`)).status, 200);
     });
   });
 
