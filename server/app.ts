@@ -94,7 +94,7 @@ export function buildApp(options: AppOptions): App {
     if (audit && res.locals.ctx) trail.attach(res.locals.ctx, audit);
     next();
   });
-  app.use(healthRoutes(() => options.store.probeWrite(), writer, () => options.store.auditIndex.backlog()));
+  app.use(healthRoutes({ probeWrite: () => options.store.probeWrite(), writer, indexBacklog: () => options.store.auditIndex.backlog(), now, logger }));
   app.use(smartRoutes(tokens, options.access.key, options.config.baseUrl));
   app.use(systemRoutes(deps));
   app.use(resourceRoutes(deps));
