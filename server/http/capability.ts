@@ -12,7 +12,7 @@ export const SOFTWARE_VERSION = '0.1.0';
  */
 export const CONSENT_DEFAULT_EXTENSION = 'https://custodian.example.org/fhir/StructureDefinition/consent-default-policy';
 
-export function capabilityStatement(baseUrl: string, now: number, consentDefault: 'deny' | 'permit'): CapabilityStatement {
+export function capabilityStatement(baseUrl: string, tokenEndpoint: string, now: number, consentDefault: 'deny' | 'permit'): CapabilityStatement {
   const resources: CapabilityStatementRestResource[] = RESOURCE_TYPES.map((type) => {
     const def = definitions[type];
     const can = (i: string) => def.interactions.includes(i as never);
@@ -53,7 +53,7 @@ export function capabilityStatement(baseUrl: string, now: number, consentDefault
           extension: [
             {
               url: 'http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris',
-              extension: [{ url: 'token', valueUri: `${baseUrl}/auth/token` }],
+              extension: [{ url: 'token', valueUri: tokenEndpoint }],
             },
             // What happens when no Consent of the patient applies: deny (opt-in model) or permit (opt-out model).
             { url: CONSENT_DEFAULT_EXTENSION, valueCode: consentDefault },
