@@ -10,12 +10,17 @@ import { importJWK, SignJWT, type JWK } from 'jose';
  * endpoint (/.well-known/smart-configuration), signs a client assertion with the client's
  * private key (default `<data dir>/keys/<id>.private.jwk.json`), POSTs it, and prints the access
  * token alone on stdout, so `curl -H "Authorization: Bearer $(npm run -s token -- --client demo-gp)"` works.
+ *
+ * Without `--scope` it asks for every scope the client is registered for; without `--purpose` it
+ * asks for no purpose, and the server applies its default (TREAT when the client is registered
+ * for it, else the client's first registered purpose).
  */
 export interface TokenRequest {
   readonly base: string;
   readonly clientId: string;
   readonly privateJwk: JWK;
   readonly scope: string;
+  /** A v3-ActReason code; omitted, the server's default for the client applies. */
   readonly purpose?: string;
 }
 
@@ -60,7 +65,7 @@ function args(argv: string[]): Record<string, string> {
 async function main(): Promise<void> {
   const a = args(process.argv.slice(2));
   const clientId = a.client;
-  if (!clientId) throw new Error('usage: npm run token -- --client <id> [--scope "system/Patient.rs"] [--purpose TREAT] [--base http://127.0.0.1:8080] [--key file]');
+  if (!clientId) throw new Error('usage: npm run token -- --client <id> [--scope "system/Patient.rs"] [--purpose CODE] [--base http://127.0.0.1:8080] [--key file]');
   const dataDir = path.resolve(a['data-dir'] ?? process.env.CUSTODIAN_DATA_DIR ?? './data');
   const keyFile = a.key ?? path.join(dataDir, 'keys', `${clientId}.private.jwk.json`);
   const { client_id: _c, ...privateJwk } = JSON.parse(fs.readFileSync(keyFile, 'utf8')) as JWK & { client_id?: string };

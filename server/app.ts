@@ -1,4 +1,5 @@
 import express, { type Express } from 'express';
+import { audienceOf, type Audience } from './access/audience';
 import { authenticate } from './access/authenticate';
 import type { SigningKey } from './access/keys';
 import type { ClientRegistry } from './access/registry';
@@ -42,12 +43,19 @@ export interface AccessSetup {
   readonly registry: ClientRegistry;
   readonly key: SigningKey;
   readonly trusted?: readonly TrustedIssuer[];
+  /**
+   * The address the server listens at (`http://127.0.0.1:8080`): names the server in tokens when
+   * CUSTODIAN_BASE_URL is unset (see access/audience.ts). main.ts passes it once listening.
+   */
+  readonly listenUrl?: string;
 }
 
 export interface App {
   readonly express: Express;
   readonly gate: Gate;
   readonly tokens: TokenService;
+  /** Who the server is in tokens and assertions. */
+  readonly audience: Audience;
   /** Resolves when every AuditEvent handed to the writer is committed (shutdown waits for it). */
   drainAudit(): Promise<void>;
 }
@@ -66,15 +74,17 @@ export function buildApp(options: AppOptions): App {
   if (!writer) logger.error('CUSTODIAN_BENCH_UNAUDITED=1: the audit trail is OFF. This setting exists for benchmarks only.');
   const trail = new AuditTrail(writer, now);
   const gate = new Gate(options.store, allOf(scopePolicy, consent), facts, trail);
+  const audience = audienceOf(options.config, options.access.listenUrl);
   const tokens = new TokenService({
     key: options.access.key,
     registry: options.access.registry,
+    audience,
     lifetime: options.config.auth.tokenLifetime,
     now,
     replay: (key, expiresAt) => options.store.rememberAssertion(key, expiresAt),
     trusted: options.access.trusted ?? [],
   });
-  const deps: HttpDeps = { config: options.config, gate, validator: options.validator ?? sharedValidator(), now, logger, registry: options.access.registry, audit: { writer } };
+  const deps: HttpDeps = { config: options.config, gate, validator: options.validator ?? sharedValidator(), now, logger, registry: options.access.registry, audience, audit: { writer } };
 
   const app = express();
   app.disable('x-powered-by');
@@ -88,19 +98,19 @@ export function buildApp(options: AppOptions): App {
   app.use(holdResponses(trail, logger));
   app.use(negotiate);
   app.use(bodyParser(options.config.maxBodyBytes));
-  app.use(authenticate(tokens, options.config.baseUrl));
+  app.use(authenticate(tokens, audience));
   app.use((_req, res, next) => {
     const audit = res.locals.audit;
     if (audit && res.locals.ctx) trail.attach(res.locals.ctx, audit);
     next();
   });
-  app.use(healthRoutes(() => options.store.probeWrite(), writer, () => options.store.auditIndex.backlog()));
-  app.use(smartRoutes(tokens, options.access.key, options.config.baseUrl));
+  app.use(healthRoutes({ probeWrite: () => options.store.probeWrite(), writer, indexBacklog: () => options.store.auditIndex.backlog(), now, logger }));
+  app.use(smartRoutes(tokens, options.access.key, audience, logger));
   app.use(systemRoutes(deps));
   app.use(resourceRoutes(deps));
   app.use((req) => {
     throw new FhirError('not-found', `No route for ${req.method} ${req.path}`);
   });
   app.use(errorHandler(logger));
-  return { express: app, gate, tokens, drainAudit: () => writer?.drained() ?? Promise.resolve() };
+  return { express: app, gate, tokens, audience, drainAudit: () => writer?.drained() ?? Promise.resolve() };
 }

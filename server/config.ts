@@ -9,8 +9,18 @@ import path from 'node:path';
 export interface Config {
   readonly port: number;
   readonly host: string;
-  /** Public base URL (no trailing slash); when absent it is derived per request from Host / X-Forwarded-* headers. */
+  /**
+   * Public base URL (no trailing slash). It names the server in access tokens (`iss`, `aud`) and
+   * client assertions (`aud` = its token endpoint), and is used in links. When absent, tokens use
+   * the listen address (see access/audience.ts) and links are built per request from Host /
+   * X-Forwarded-* headers.
+   */
   readonly baseUrl: string | undefined;
+  /**
+   * Other public base URLs of this same server (CUSTODIAN_EXTRA_BASE_URLS): client assertions
+   * addressed to their token endpoint and access tokens addressed to them are accepted too.
+   */
+  readonly extraBaseUrls: readonly string[];
   readonly dataDir: string;
   readonly database: DatabaseConfig;
   /** Largest accepted request body, in bytes. */
@@ -62,7 +72,11 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
   return {
     port: integer(env, 'PORT', 8080, 0, 65535),
     host: env.HOST || '127.0.0.1',
-    baseUrl: baseUrl(env),
+    baseUrl: env.CUSTODIAN_BASE_URL ? baseUrl('CUSTODIAN_BASE_URL', env.CUSTODIAN_BASE_URL) : undefined,
+    extraBaseUrls: (env.CUSTODIAN_EXTRA_BASE_URLS ?? '')
+      .split(/[\s,]+/)
+      .filter(Boolean)
+      .map((u) => baseUrl('CUSTODIAN_EXTRA_BASE_URLS', u)),
     dataDir,
     database: database(env, dataDir, cwd),
     maxBodyBytes: byteSize(env, 'CUSTODIAN_MAX_BODY', 5 * 1024 * 1024),
@@ -83,19 +97,17 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
   };
 }
 
-function baseUrl(env: Env): string | undefined {
-  const raw = env.CUSTODIAN_BASE_URL;
-  if (!raw) return undefined;
+function baseUrl(variable: string, raw: string): string {
   let url: URL;
   try {
     url = new URL(raw);
   } catch {
-    throw new ConfigError('CUSTODIAN_BASE_URL', `"${raw}" is not an absolute URL`);
+    throw new ConfigError(variable, `"${raw}" is not an absolute URL`);
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') {
-    throw new ConfigError('CUSTODIAN_BASE_URL', 'must be an http or https URL');
+    throw new ConfigError(variable, 'must be an http or https URL');
   }
-  if (url.search || url.hash) throw new ConfigError('CUSTODIAN_BASE_URL', 'must not carry a query or fragment');
+  if (url.search || url.hash) throw new ConfigError(variable, 'must not carry a query or fragment');
   return url.toString().replace(/\/+$/, '');
 }
 

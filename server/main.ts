@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import type { Server } from 'node:http';
+import { createServer, type Server } from 'node:http';
+import { listenBaseUrl } from './access/audience';
 import { createDemoRegistry } from './access/demo';
 import { loadOrCreateSigningKey } from './access/keys';
 import { ClientRegistry, RegistryError } from './access/registry';
@@ -47,22 +48,27 @@ async function main(): Promise<void> {
   }
 
   const store = await Store.open(config.database, { now: Date.now, localBase: config.baseUrl });
-  const app = buildApp({ config, store, logger, access: { registry, key, trusted } });
-  const stopWatching = registry.watch((result) => {
-    if (result.ok) logger.info('client registry reloaded', { file: registry.file, clients: result.count });
-    else logger.error('client registry change refused; the previous clients stay in force', { error: result.error });
-  });
-
-  const server: Server = app.express.listen(config.port, config.host);
+  // Listen first: without CUSTODIAN_BASE_URL the server names itself in tokens by the address it
+  // listens at (PORT=0 is known only now). The app is attached before any request can be read.
+  const server: Server = createServer();
+  server.listen(config.port, config.host);
   await new Promise<void>((resolve, reject) => {
     server.once('listening', resolve);
     server.once('error', reject);
   });
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : config.port;
-  const shownHost = config.host === '0.0.0.0' || config.host === '::' ? 'localhost' : config.host;
-  const listening = `http://${shownHost.includes(':') ? `[${shownHost}]` : shownHost}:${port}`;
-  logger.info('listening', { address: listening, baseUrl: config.baseUrl ?? listening, database: config.database.dialect, clients: registry.all().length });
+  const listening = listenBaseUrl(config.host, port);
+  const app = buildApp({ config, store, logger, access: { registry, key, trusted, listenUrl: listening } });
+  server.on('request', app.express);
+  const stopWatching = registry.watch((result) => {
+    if (result.ok) logger.info('client registry reloaded', { file: registry.file, clients: result.count });
+    else logger.error('client registry change refused; the previous clients stay in force', { error: result.error });
+  });
+  if (!config.baseUrl && (config.host === '0.0.0.0' || config.host === '::')) {
+    logger.error(`CUSTODIAN_BASE_URL is not set and HOST=${config.host}: tokens name this server ${app.audience.issuer}, so clients on other machines cannot use them; set CUSTODIAN_BASE_URL to the URL clients use`);
+  }
+  logger.info('listening', { address: listening, issuer: app.audience.issuer, baseUrl: config.baseUrl ?? '(from each request, for links)', database: config.database.dialect, clients: registry.all().length });
   process.stdout.write(
     `Custodian FHIR R4 server listening at ${listening}${config.baseUrl ? ` (public base URL ${config.baseUrl})` : ''} (database: ${config.database.dialect}; ${registry.all().length} clients in ${config.auth.clientsFile})\n`,
   );

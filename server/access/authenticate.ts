@@ -2,10 +2,11 @@ import type { NextFunction, Request, Response } from 'express';
 import { decodeJwt } from 'jose';
 import { FhirError } from '../errors';
 import { locals } from '../http/request';
+import type { Audience } from './audience';
 import { freezeContext } from './context';
 import { TokenError, type TokenService } from './tokens';
 
-/** Routes anyone may call: the CapabilityStatement, SMART discovery, the server's JWKS and the token endpoint. */
+/** Routes anyone may call: the CapabilityStatement, SMART discovery, the server's JWKS, the token endpoint and the health check. */
 export const PUBLIC_PATHS = new Set(['/metadata', '/.well-known/smart-configuration', '/.well-known/jwks.json', '/auth/token', '/healthz']);
 
 /**
@@ -13,16 +14,16 @@ export const PUBLIC_PATHS = new Set(['/metadata', '/.well-known/smart-configurat
  * frozen AccessContext; anything else is a 401 with `WWW-Authenticate` (RFC 6750) and an
  * OperationOutcome, and no route runs.
  */
-export function authenticate(tokens: TokenService, configuredBase: string | undefined) {
+export function authenticate(tokens: TokenService, audience: Audience) {
   return async function checkToken(req: Request, res: Response, next: NextFunction): Promise<void> {
-    const { requestId, baseUrl } = locals(res);
+    const { requestId } = locals(res);
     if (PUBLIC_PATHS.has(req.path)) {
       locals(res).ctx = freezeContext({ requestId, clientId: null, roles: [], scopes: [], purposeOfUse: 'TREAT', address: req.socket.remoteAddress });
       return next();
     }
     const header = req.get('authorization');
     const challenge = (error?: string, description?: string) =>
-      `Bearer realm="${baseUrl}"${error ? `, error="${error}"` : ''}${description ? `, error_description="${description.replace(/["\\]/g, "'")}"` : ''}`;
+      `Bearer realm="${audience.issuer}"${error ? `, error="${error}"` : ''}${description ? `, error_description="${description.replace(/["\\]/g, "'")}"` : ''}`;
     if (!header) {
       throw new FhirError('unauthenticated', 'This server needs a bearer token (SMART Backend Services): see /.well-known/smart-configuration', {
         headers: { 'WWW-Authenticate': challenge() },
@@ -34,9 +35,9 @@ export function authenticate(tokens: TokenService, configuredBase: string | unde
         headers: { 'WWW-Authenticate': challenge('invalid_request', 'malformed Authorization header') },
       });
     }
-    const audiences = configuredBase ? [configuredBase] : [baseUrl];
     try {
-      const v = await tokens.verify(m[1], audiences);
+      // The audiences a token may name are the server's own, fixed at start-up: never this request's Host or X-Forwarded-Host.
+      const v = await tokens.verify(m[1]);
       locals(res).ctx = freezeContext({
         requestId,
         clientId: v.clientId,

@@ -15,6 +15,7 @@ import type { AuditInteraction } from '../audit/balp';
 import type { AuditSink } from '../audit/trail';
 import { custodiansOf, type PatientRecord, type PolicyData } from '../consent/policy';
 import { isCustodian } from '../consent/evaluate';
+import { breakGlassHint, publicRefusal } from '../consent/refusal';
 import { TransactionView } from './policy-data';
 import { CursorSeal, type PageCursor } from './cursor';
 import { linksHold } from './links';
@@ -79,12 +80,12 @@ export class Gate {
   async reviewPatient(ctx: AccessContext, patientId: string): Promise<{ record: PatientRecord; resource: (type: ResourceType, id: string) => Promise<StoredVersion | undefined> }> {
     const reads = ['Patient', 'Consent', 'AuditEvent'] as const;
     if (!reads.some((t) => this.policy.allowsInteraction(ctx, t, 'read').effect === 'permit')) {
-      throw refused(`review of Patient/${patientId}`, this.policy.allowsInteraction(ctx, 'Patient', 'read'));
+      throw refused('review of this record', this.policy.allowsInteraction(ctx, 'Patient', 'read'));
     }
     if (!this.facts) throw new FhirError('internal', 'no patient facts configured');
     const record = (await this.facts.patients([patientId], ctx.requestId)).get(patientId);
     const auditor = ctx.roles.includes('auditor');
-    const notPermitted = () => new FhirError('forbidden', `Only the custodian of Patient/${patientId}, auditors and the patient may review who can see it`);
+    const notPermitted = () => new FhirError('forbidden', 'Only the patient\'s custodian, auditors and the patient may review who can see this record');
     if (!record?.resource) {
       if (auditor) throw new FhirError('not-found', `Patient/${patientId} is not known`);
       throw notPermitted();
@@ -177,7 +178,7 @@ export class GatedReads {
     }
     const decision = await this.decide(ctx, version, purpose);
     this.note(ctx, 'read', version, decision);
-    if (decision.effect === 'deny') throw forbidden(type, id, decision, ctx);
+    if (decision.effect === 'deny') throw forbidden(type, decision, ctx, true);
     return version;
   }
 
@@ -196,7 +197,7 @@ export class GatedReads {
     }
     const decision = await this.decide(ctx, version, purpose);
     this.note(ctx, 'vread', version, decision);
-    if (decision.effect === 'deny') throw forbidden(type, id, decision, ctx);
+    if (decision.effect === 'deny') throw forbidden(type, decision, ctx, true);
     return version;
   }
 
@@ -216,7 +217,7 @@ export class GatedReads {
     const decision = await this.decide(ctx, last, purpose);
     if (decision.effect === 'deny') {
       this.note(ctx, purpose.permission === 'r' ? 'read' : 'update', last, decision);
-      throw forbidden(type, id, decision, ctx);
+      throw forbidden(type, decision, ctx, purpose.permission === 'r' || purpose.permission === 's');
     }
   }
 
@@ -461,7 +462,7 @@ export class GatedTx {
       const [decision] = await this.policy.canRead(this.ctx, [version], purpose, this.view);
       if (decision.effect === 'deny') {
         this.reads.note(this.ctx, interaction, version, decision);
-        throw forbidden(type, id, decision, this.ctx);
+        throw forbidden(type, decision, this.ctx, false);
       }
     }
     return version;
@@ -493,12 +494,12 @@ export class GatedTx {
   private async authorize(type: ResourceType, interaction: 'create' | 'update' | 'patch' | 'delete', before: StoredVersion | undefined, after: Resource | undefined): Promise<void> {
     this.reads.allow(this.ctx, type, interaction);
     const permission = permissionOf(interaction);
-    const what = `${interaction} of ${type}/${before?.id ?? after?.id ?? '(new)'}`;
+    const what = `${interaction} of ${before ? 'this' : 'a'} ${type}`;
     if (before) {
       const decision = await this.policy.canWrite(this.ctx, type, before, undefined, permission, this.view);
       if (decision.effect === 'deny') {
         this.reads.note(this.ctx, interaction, before, decision);
-        throw refused(what, decision);
+        throw refused(what, decision, true);
       }
     }
     if (after) {
@@ -507,7 +508,7 @@ export class GatedTx {
         if (decision.effect === 'deny') {
           const patients = definitions[type].patientIds(after);
           this.audit?.note(this.ctx, { interaction, reference: `${type}/${after.id ?? '(new)'}`, patients, decision });
-          throw refused(what, decision);
+          throw refused(what, decision, true);
         }
       });
     }
@@ -552,22 +553,24 @@ export class GatedTx {
 const PERMITTED: Decision = { effect: 'permit', reason: 'scope', consents: [], detail: 'permitted' };
 const NO_CONTENT: Decision = { effect: 'deny', reason: 'no-patient', consents: [], detail: 'no earlier version with content' };
 
-function forbidden(type: ResourceType, id: string, decision?: Decision, ctx?: AccessContext): FhirError {
-  const err = refused(`access to ${type}/${id}`, decision);
-  // The spec's break-the-glass hint (http://hl7.org/fhir/R4/operationoutcome-example-break-the-glass.json):
-  // said only to a client that could break the glass, and only when doing so would help.
-  const could = ctx?.registeredPurposes?.filter((p) => p === 'BTG' || p === 'ETREAT') ?? [];
-  const helps = decision && ['no-consent', 'consent-deny', 'unreadable-consent'].includes(decision.reason) && !['BTG', 'ETREAT'].includes(ctx?.purposeOfUse ?? '');
-  if (!could.length || !helps) return err;
-  const outcome = outcomeOf(err);
+/**
+ * The 403 for data the context may not see. It names no id (not even the one asked for) and no
+ * reason beyond the public category (consent/refusal.ts): the Decision itself goes to the audit
+ * trail. A refused read carries the spec's break-the-glass hint when the client could break the
+ * glass for it (http://hl7.org/fhir/R4/operationoutcome-example-break-the-glass.json).
+ */
+function forbidden(type: ResourceType, decision: Decision, ctx: AccessContext, read: boolean): FhirError {
+  const err = refused(`access to this ${type}`, decision);
+  const hint = read && publicRefusal(decision, false).code === 'access-policy' ? breakGlassHint(type, ctx.purposeOfUse, ctx.registeredPurposes) : undefined;
+  if (!hint) return err;
   return new FhirError('forbidden', err.message, {
     issues: [
-      ...outcome.issue,
+      ...outcomeOf(err).issue,
       {
         severity: 'information',
         code: 'suppressed',
         details: {
-          coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ActReason', code: could.includes('BTG') ? 'BTG' : 'ETREAT', display: could.includes('BTG') ? 'break the glass' : 'Emergency Treatment' }],
+          coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ActReason', code: hint, display: hint === 'BTG' ? 'break the glass' : 'Emergency Treatment' }],
           text: 'Additional information may be available using the Break-The-Glass Protocol',
         },
       },
@@ -575,10 +578,15 @@ function forbidden(type: ResourceType, id: string, decision?: Decision, ctx?: Ac
   });
 }
 
-/** The 403 for a refused decision; a scope refusal also says so in WWW-Authenticate (RFC 6750 §3.1). */
-function refused(what: string, decision?: Decision): FhirError {
+/**
+ * The 403 for a refused interaction, read or write (`write`: a change was refused): the public
+ * category and words of the decision, never its detail. A scope refusal also says so in
+ * WWW-Authenticate (RFC 6750 §3.1).
+ */
+function refused(what: string, decision?: Decision, write = false): FhirError {
   const headers = decision?.reason === 'insufficient-scope' ? { 'WWW-Authenticate': `Bearer error="insufficient_scope", error_description="${decision.detail}"` } : undefined;
-  return new FhirError('forbidden', `Not permitted: ${what}${decision ? ` (${decision.reason}: ${decision.detail})` : ''}`, { headers });
+  const told = decision ? publicRefusal(decision, write) : undefined;
+  return new FhirError('forbidden', `Not permitted: ${what}${told ? ` (${told.code}: ${told.text})` : ''}`, { headers });
 }
 
 function permissionOf(interaction: SystemInteraction): Permission {

@@ -22,7 +22,7 @@ function includesFrom(type: (typeof RESOURCE_TYPES)[number]): string[] {
     .flatMap((p) => [`${type}:${p.code}`, ...RESOURCE_TYPES.filter((t) => p.targets.includes(t)).map((t) => `${type}:${p.code}:${t}`)]);
 }
 
-export function capabilityStatement(baseUrl: string, now: number, consentDefault: 'deny' | 'permit'): CapabilityStatement {
+export function capabilityStatement(baseUrl: string, tokenEndpoint: string, now: number, consentDefault: 'deny' | 'permit'): CapabilityStatement {
   const resources: CapabilityStatementRestResource[] = RESOURCE_TYPES.map((type) => {
     const def = definitions[type];
     const can = (i: string) => def.interactions.includes(i as never);
@@ -65,13 +65,13 @@ export function capabilityStatement(baseUrl: string, now: number, consentDefault
           extension: [
             {
               url: 'http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris',
-              extension: [{ url: 'token', valueUri: `${baseUrl}/auth/token` }],
+              extension: [{ url: 'token', valueUri: tokenEndpoint }],
             },
             // What happens when no Consent of the patient applies: deny (opt-in model) or permit (opt-out model).
             { url: CONSENT_DEFAULT_EXTENSION, valueCode: consentDefault },
           ],
           description:
-            `SMART Backend Services (client_credentials with a private_key_jwt assertion, RS384 or ES384). Every route but /metadata, /.well-known/smart-configuration, /.well-known/jwks.json and /auth/token needs a bearer token; scopes (SMART v1 and v2) are enforced per interaction. Every read is decided by the patient's Consents: the custodian organisation sees its own patients' data for direct care and its own operations; everyone else is ${consentDefault === 'deny' ? 'denied unless an active Consent of the patient permits them (deny by default)' : 'permitted unless an active Consent of the patient denies them (permit by default)'}; national data opt-outs and Type 1 objections refuse secondary use.`,
+            `SMART Backend Services (client_credentials with a private_key_jwt assertion, RS384 or ES384). Every route but /metadata, /.well-known/smart-configuration, /.well-known/jwks.json, /auth/token and /healthz needs a bearer token; scopes (SMART v1 and v2) are enforced per interaction. Every read is decided by the patient's Consents: the custodian organisation sees its own patients' data for direct care and its own operations; everyone else is ${consentDefault === 'deny' ? 'denied unless an active Consent of the patient permits them (deny by default)' : 'permitted unless an active Consent of the patient denies them (permit by default)'}; national data opt-outs and Type 1 objections refuse secondary use.`,
         },
         resource: resources,
         interaction: [{ code: 'transaction' }, { code: 'batch' }, { code: 'search-system' }, { code: 'history-system' }],

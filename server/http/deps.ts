@@ -1,4 +1,5 @@
 import type { Request, Response } from 'express';
+import type { Audience } from '../access/audience';
 import type { ClientRegistry } from '../access/registry';
 import type { AuditWriter } from '../audit/writer';
 import type { Config } from '../config';
@@ -19,6 +20,8 @@ export interface HttpDeps {
   readonly logger: Logger;
   /** Registered clients ($access-decision answers for a named client). */
   readonly registry: ClientRegistry;
+  /** Who this server is in OAuth (token endpoint, issuer): fixed, never from a request. */
+  readonly audience: Audience;
   readonly audit: { readonly writer: AuditWriter | undefined };
 }
 

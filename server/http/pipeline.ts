@@ -19,9 +19,14 @@ export function requestId(req: Request, res: Response, next: NextFunction): void
 const HOST = /^[A-Za-z0-9.\-]+(:\d{1,5})?$|^\[[0-9a-fA-F:.]+\](:\d{1,5})?$/;
 
 /**
- * The base URL of this request: the configured one, or rebuilt from X-Forwarded-Proto /
- * X-Forwarded-Host (first value each, as a reverse proxy sets them) and Host. Malformed
- * header values are ignored rather than echoed into links.
+ * The base URL of this request's links (`fullUrl`, paging, `Location`, the CapabilityStatement's
+ * implementation.url): the configured one, or rebuilt from X-Forwarded-Proto / X-Forwarded-Host
+ * (first value each, as a reverse proxy sets them) and Host. Malformed header values are ignored
+ * rather than echoed into links.
+ *
+ * Links only. A client chooses these headers, so nothing that decides access may use this value:
+ * the URLs tokens and assertions are checked against are the app's fixed `Audience`
+ * (access/audience.ts).
  */
 export function baseUrl(config: Config) {
   return function setBaseUrl(req: Request, res: Response, next: NextFunction): void {

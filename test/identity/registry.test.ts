@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
+import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { decodeJwt } from 'jose';
 import { fetchToken } from '../../scripts/token';
 import { ClientRegistry, parseRegistry, RegistryError } from '../../server/access/registry';
 import { makeClients } from '../support/auth';
@@ -94,6 +96,21 @@ describe('Identity: the client registry', function () {
         assert.equal(res.status, 200);
         const national = await run(process.execPath, [TOKEN, '--client', 'demo-national', '--base', server.baseUrl, '--data-dir', server.dataDir, '--purpose', 'PUBHLTH']);
         assert.match(national.stderr, /granted: system\/Consent.rs system\/Patient.s/);
+        // demo-national is not registered for TREAT: without --purpose it gets its first registered purpose.
+        const nationalDefault = await run(process.execPath, [TOKEN, '--client', 'demo-national', '--base', server.baseUrl, '--data-dir', server.dataDir]);
+        assert.deepEqual(decodeJwt(nationalDefault.stdout.trim()).purpose_of_use, ['HOPERAT']);
+        const consents = await fetch(`${server.baseUrl}/Consent`, { headers: { Authorization: `Bearer ${nationalDefault.stdout.trim()}` } });
+        assert.equal(consents.status, 200);
+        // Tokens name the address the server listens at, not the Host the client used.
+        assert.equal(decodeJwt(token).aud, server.baseUrl);
+        const otherHost = await new Promise<number>((resolve, reject) => {
+          const req = http.get(`${server.baseUrl}/Patient`, { headers: { Authorization: `Bearer ${token}`, Host: 'localhost:1', 'X-Forwarded-Host': 'proxy.example' } }, (res) => {
+            res.resume();
+            resolve(res.statusCode!);
+          });
+          req.on('error', reject);
+        });
+        assert.equal(otherHost, 200, 'whatever Host the request names');
         const refused = await run(process.execPath, [TOKEN, '--client', 'demo-national', '--base', server.baseUrl, '--data-dir', server.dataDir, '--purpose', 'TREAT']).catch((e: { code: number; stderr: string }) => e);
         assert.equal((refused as { code: number }).code, 1);
         assert.match((refused as { stderr: string }).stderr, /invalid_scope/);

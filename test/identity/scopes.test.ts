@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { createLocalJWKSet, exportJWK, generateKeyPair, SignJWT, type KeyLike } from 'jose';
 import { formatScope, grant, intersect, parseScope } from '../../server/access/scopes';
+import { parseTrustedIssuers } from '../../server/access/tokens';
 import { consent, patient } from '../support/fixtures';
 import { startHarness, type Harness } from '../support/harness';
 
@@ -55,7 +56,7 @@ describe('Identity: SMART scopes', () => {
           { clientId: 'v2-creator', ods: 'TADMIN', scopes: ['system/Patient.c', 'system/Consent.s'], purposes: ['TREAT'] },
           { clientId: 'privacy-only', ods: 'TADMIN', scopes: [`system/Consent.rs?category=${LOINC_PRIVACY}`], purposes: ['TREAT'] },
         ],
-        trusted: [{ issuer: IDP, keys: createLocalJWKSet({ keys: [jwk] }), algorithms: ['ES256'] }],
+        trusted: [{ issuer: IDP, keys: createLocalJWKSet({ keys: [jwk] }), algorithms: ['ES256'], purposes: ['TREAT', 'ETREAT', 'PATRQT'] }],
       });
       alice = (await h.api.post('/Patient', patient({ name: [{ family: 'Alice' }] }))).body.id;
       bob = (await h.api.post('/Patient', patient({ name: [{ family: 'Bob' }] }))).body.id;
@@ -139,6 +140,28 @@ describe('Identity: SMART scopes', () => {
       assert.equal((await h.anonymous.get(`/Patient/${alice}`, { Authorization: `Bearer ${forgedIdp}` })).status, 401);
       const badPurpose = await external({ scope: 'user/Patient.rs', purpose_of_use: 'SNOOP' });
       assert.equal((await h.anonymous.get(`/Patient/${alice}`, { Authorization: `Bearer ${badPurpose}` })).status, 401);
+    });
+
+    it('a trusted issuer may assert only the purposes its entry lists: its tokens claiming BTG or research are refused', async () => {
+      for (const purpose of ['BTG', 'HRESCH', 'urn:oid:2.16.840.1.113883.5.8#PUBHLTH', ['TREAT', 'ETREAT']]) {
+        const token = await external({ scope: 'user/Patient.rs', organization: 'TADMIN', purpose_of_use: purpose });
+        const res = await h.anonymous.get(`/Patient/${alice}`, { Authorization: `Bearer ${token}` });
+        assert.equal(res.status, 401, JSON.stringify(purpose));
+        assert.match(res.headers['www-authenticate'], /invalid_token/);
+        assert.doesNotMatch(res.text, /Alice/);
+      }
+      const listed = await external({ scope: 'user/Patient.rs', organization: 'TADMIN', purpose_of_use: ['ETREAT'] });
+      assert.equal((await h.anonymous.get(`/Patient/${alice}`, { Authorization: `Bearer ${listed}` })).status, 200);
+    });
+
+    it('a trusted issuer\'s purposes default to TREAT, and must be v3-ActReason codes', async () => {
+      const { publicKey } = await generateKeyPair('ES256');
+      const jwks = { keys: [{ ...(await exportJWK(publicKey)), kid: 'k' }] };
+      assert.deepEqual(parseTrustedIssuers([{ issuer: IDP, jwks }], 'issuers.json')[0].purposes, ['TREAT']);
+      assert.deepEqual(parseTrustedIssuers([{ issuer: IDP, jwks, purposes: ['TREAT', 'ETREAT'] }], 'issuers.json')[0].purposes, ['TREAT', 'ETREAT']);
+      for (const purposes of [[], ['SNOOP'], 'TREAT']) {
+        assert.throws(() => parseTrustedIssuers([{ issuer: IDP, jwks, purposes }], 'issuers.json'), /issuers\.json: entry 0 \(https:\/\/idp\.hospital\.example\): purposes/);
+      }
     });
   });
 });

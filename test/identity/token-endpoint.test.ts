@@ -14,6 +14,7 @@ describe('Identity: the token endpoint (SMART Backend Services)', () => {
       clients: [
         { clientId: 'gp', ods: 'A81001', scopes: ['system/Patient.cruds', 'system/Consent.rs'], purposes: ['TREAT', 'ETREAT', 'HOPERAT'] },
         { clientId: 'research', ods: 'R1', scopes: ['system/Patient.rs'], purposes: ['HRESCH'] },
+        { clientId: 'national', ods: 'X26', scopes: ['system/Patient.rs'], purposes: ['HOPERAT', 'PUBHLTH', 'TREAT'] },
       ],
     });
     gp = h.clients.get('gp')!;
@@ -89,6 +90,23 @@ describe('Identity: the token endpoint (SMART Backend Services)', () => {
       assert.deepEqual(await purposeOf(await ask(await clientAssertion(gp, TOKEN_URL, Date.now(), { claims: b2b('http://terminology.hl7.org/CodeSystem/v3-ActReason#HOPERAT') }))), ['HOPERAT']);
       assert.deepEqual(await purposeOf(await ask(await clientAssertion(gp, TOKEN_URL, Date.now()), { purpose_of_use: 'ETREAT' })), ['ETREAT']);
     });
+
+    it('without a purpose, gives TREAT when the client is registered for it, else the client\'s first registered purpose', async () => {
+      const purposeOf = async (client: TestClient) => {
+        const res = await ask(await clientAssertion(client, TOKEN_URL, Date.now()));
+        assert.equal(res.status, 200, res.text);
+        return decodeJwt(json(res).access_token as string).purpose_of_use;
+      };
+      assert.deepEqual(await purposeOf(gp), ['TREAT']);
+      assert.deepEqual(await purposeOf(h.clients.get('national')!), ['TREAT'], 'TREAT, though registered after others');
+      assert.deepEqual(await purposeOf(h.clients.get('research')!), ['HRESCH']);
+    });
+
+    it('accepts a parameter sent without a value as if it were omitted (RFC 6749 section 3.2)', async () => {
+      const body = `grant_type=client_credentials&client_assertion_type=${encodeURIComponent(ASSERTION_TYPE)}&client_assertion=${await clientAssertion(gp, TOKEN_URL, Date.now())}&scope=system%2FPatient.rs&purpose_of_use=&purpose_of_use=`;
+      const res = await h.anonymous.request('post', '/auth/token', { body, raw: true, contentType: 'application/x-www-form-urlencoded' });
+      assert.equal(res.status, 200, res.text);
+    });
   });
 
   describe('refusing (RFC 6749 error bodies, never a token)', () => {
@@ -153,8 +171,50 @@ describe('Identity: the token endpoint (SMART Backend Services)', () => {
       await expectError(await ask(await clientAssertion(gp, TOKEN_URL, Date.now()), { purpose_of_use: 'SNOOPING' }), 400, 'invalid_request');
       await expectError(await ask(await clientAssertion(gp, TOKEN_URL, Date.now()), { purpose_of_use: 'TREAT ETREAT' }), 400, 'invalid_request');
       const research = h.clients.get('research')!;
-      await expectError(await ask(await clientAssertion(research, TOKEN_URL, Date.now())), 400, 'invalid_scope'); // TREAT by default, not registered
+      await expectError(await ask(await clientAssertion(research, TOKEN_URL, Date.now()), { purpose_of_use: 'TREAT' }), 400, 'invalid_scope');
     });
+    it('a repeated parameter, even with the same value: invalid_request (RFC 6749 section 3.2), and no token', async () => {
+      const assertion = await clientAssertion(gp, TOKEN_URL, Date.now());
+      const base = `grant_type=client_credentials&client_assertion_type=${encodeURIComponent(ASSERTION_TYPE)}&scope=system%2FPatient.rs`;
+      for (const body of [
+        `${base}&client_assertion=${assertion}&client_assertion=${assertion}`,
+        `${base}&client_assertion=${assertion}&client_assertion=${await clientAssertion(gp, TOKEN_URL, Date.now())}`,
+        `${base}&client_assertion=${assertion}&scope=system%2FPatient.cruds`,
+        `${base}&client_assertion=${assertion}&grant_type=client_credentials`,
+        `${base}&client_assertion=${assertion}&purpose_of_use=TREAT&purpose_of_use=TREAT`,
+      ]) {
+        const res = await h.anonymous.request('post', '/auth/token', { body, raw: true, contentType: 'application/x-www-form-urlencoded' });
+        await expectError(res, 400, 'invalid_request');
+        assert.match(json(res).error_description as string, /repeated/);
+      }
+      assert.equal((await ask(assertion)).status, 200, 'and the refused requests did not use up the assertion');
+    });
+
+    it('a malformed HL7 B2B extension: invalid_request, never a silent default purpose', async () => {
+      for (const extensions of [{ 'hl7-b2b': 5 }, 'x', ['hl7-b2b'], { 'hl7-b2b': { purpose_of_use: ['TREAT'] } }, { 'hl7-b2b': { version: 1, purpose_of_use: ['TREAT'] } }, { 'hl7-b2b': { version: '1', purpose_of_use: 'TREAT' } }, { 'hl7-b2b': { version: '1', purpose_of_use: [] } }, { 'hl7-b2b': { version: '1', purpose_of_use: [5] } }, { 'hl7-b2b': { version: '1' }, other: null }]) {
+        const res = await ask(await clientAssertion(gp, TOKEN_URL, Date.now(), { claims: { extensions } }));
+        await expectError(res, 400, 'invalid_request');
+      }
+      const ok = await ask(await clientAssertion(gp, TOKEN_URL, Date.now(), { claims: { extensions: { 'hl7-b2b': { version: '1', subject_name: 'Dr Who' }, 'other-ext': { a: 1 } } } }));
+      assert.equal(ok.status, 200, 'a well-formed B2B extension without a purpose leaves the default');
+    });
+
+    it('a jti that is not a string: invalid_client (RFC 7519 section 4.1.7)', async () => {
+      for (const jti of [42, { id: 'x' }, '']) await expectError(await ask(await clientAssertion(gp, TOKEN_URL, Date.now(), { claims: { jti } })), 401, 'invalid_client');
+    });
+
+    it('an unknown client, a kid not in its JWKS and a bad signature read the same, so client ids cannot be enumerated', async () => {
+      const stranger = { ...gp, clientId: 'no-such-client' };
+      const answers = [
+        await ask(await clientAssertion(stranger, TOKEN_URL, Date.now())),
+        await ask(await clientAssertion(gp, TOKEN_URL, Date.now(), { jwk: await otherKey('unknown-kid') })),
+        await ask(await clientAssertion(gp, TOKEN_URL, Date.now(), { jwk: await otherKey(gp.privateJwk.kid!) })),
+      ];
+      for (const res of answers) await expectError(res, 401, 'invalid_client');
+      assert.equal(new Set(answers.map((r) => r.text)).size, 1, answers.map((r) => r.text).join('\n'));
+      assert.doesNotMatch(answers[0].text, /no-such-client|kid|unknown/);
+    });
+
     it('a JSON body instead of a form: invalid_request', async () => {
       const res = await h.anonymous.request('post', '/auth/token', { body: { grant_type: 'client_credentials' }, contentType: 'application/json' });
       await expectError(res, 400, 'invalid_request');

@@ -1,3 +1,6 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { ClientRegistry } from '../../server/access/registry';
 import type { TrustedIssuer } from '../../server/access/tokens';
 import { buildApp, type App } from '../../server/app';
@@ -19,6 +22,10 @@ export interface Harness {
   /** An access token for a client, through the real token flow (POST /auth/token). */
   token(clientId: string, options?: TokenOptions): Promise<string>;
   readonly clients: Map<string, TestClient>;
+  /** The client registry, loaded from a file as the server loads it. */
+  readonly registry: ClientRegistry;
+  /** Rewrites the registry file (its JSON entries, changed by `change`) and reloads it, as an operator's edit would. */
+  editClients(change: (entries: Record<string, unknown>[]) => Record<string, unknown>[]): void;
   readonly app: App;
   readonly store: Store;
   readonly config: Config;
@@ -44,6 +51,8 @@ export interface HarnessOptions {
   frozenAt?: number;
   /** How long the server waits for a database lock (fault tests). */
   lockTimeoutMs?: number;
+  /** The listen address the app is told (names the server in tokens when CUSTODIAN_BASE_URL is unset). */
+  listenUrl?: string;
 }
 
 /** A fresh database and app, driven in-process through the real HTTP stack. */
@@ -53,14 +62,18 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
   const clock = { now: options.frozenAt ?? Date.now(), auto: options.frozenAt === undefined };
   const now = () => (clock.auto ? Date.now() : clock.now);
   const store = await Store.open(db.config, { now, localBase: config.baseUrl });
-  const { clients, registry } = await makeClients([...DEFAULT_CLIENTS, ...(options.clients ?? [])]);
+  const { clients, json } = await makeClients([...DEFAULT_CLIENTS, ...(options.clients ?? [])]);
+  const registryDir = fs.mkdtempSync(path.join(os.tmpdir(), 'custodian-clients-'));
+  const registryFile = path.join(registryDir, 'clients.json');
+  fs.writeFileSync(registryFile, JSON.stringify(json));
+  const registry = ClientRegistry.load(registryFile);
   const app = buildApp({
     config,
     store,
     now,
     logger: createLogger('silent'),
     policy: options.policy,
-    access: { registry: ClientRegistry.of(registry), key: await testSigningKey(), trusted: options.trusted },
+    access: { registry, key: await testSigningKey(), trusted: options.trusted, listenUrl: options.listenUrl },
   });
   const anonymous = new Api(app.express);
   const tokens = new Map<string, string>();
@@ -70,7 +83,7 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
     if (cached) return cached;
     const client = clients.get(clientId);
     if (!client) throw new Error(`no test client ${clientId}`);
-    const tokenUrl = `${config.baseUrl}/auth/token`;
+    const tokenUrl = app.audience.tokenEndpoint;
     const form = new URLSearchParams({
       grant_type: 'client_credentials',
       client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
@@ -90,6 +103,13 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
     anonymous,
     token,
     clients,
+    registry,
+    editClients(change) {
+      const entries = change(JSON.parse(fs.readFileSync(registryFile, 'utf8')) as Record<string, unknown>[]);
+      fs.writeFileSync(registryFile, JSON.stringify(entries));
+      const result = registry.reload();
+      if (!result.ok) throw new Error(`the edited registry was refused: ${result.error}`);
+    },
     async as(clientId: string, t?: TokenOptions) {
       return new Api(app.express, await token(clientId, t));
     },
@@ -101,6 +121,7 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
     async close() {
       await store.close();
       await db.drop();
+      fs.rmSync(registryDir, { recursive: true, force: true });
     },
   };
 }

@@ -14,7 +14,7 @@ export function systemRoutes(deps: HttpDeps): Router {
   const router = Router();
 
   router.get('/metadata', (_req, res) => {
-    sendJson(res, 200, capabilityStatement(locals(res).baseUrl, deps.now(), deps.config.consentDefault));
+    sendJson(res, 200, capabilityStatement(locals(res).baseUrl, deps.audience.tokenEndpoint, deps.now(), deps.config.consentDefault));
   });
 
   router.post('/', async (req, res) => {
