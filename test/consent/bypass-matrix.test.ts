@@ -372,16 +372,52 @@ describe('Consent: the HTTP bypass matrix (paths × permitted, denied, break-the
         assert.equal(res.status, status(cell, 200, 403), res.text);
       },
     },
-    // ---------------------------------------------------------------------------------------
-    // Reserved for the search rework (being added concurrently, not here): _include,
-    // _revinclude, chained parameters and _has. Each gets a row like the ones above, e.g.
-    //   { does: 'a search with _revinclude=Consent:patient', gets: [..., ...], async run(cell) { … walk(…) … } },
-    //   { does: 'a search with _include=Consent:patient', … },
-    //   { does: 'a chained search (Consent?patient.identifier=…)', … },
-    //   { does: 'a reverse-chained search (Patient?_has:Consent:patient:status=active)', … },
-    // asserting that included resources get the same decision and that nothing of the
-    // scenario's secrets is included, counted or hinted at by a page boundary.
-    // ---------------------------------------------------------------------------------------
+    // The search features that reach across resources. Here the hospital can see no Consent
+    // (none names it), so a chain or _has through Consents matches nothing and a _revinclude
+    // includes nothing, whatever the scenario; test/search/security.test.ts covers Consents the
+    // asker may see about patients it may not.
+    {
+      does: 'a sorted search read page by page',
+      gets: ['full pages in order that include the patient', 'full pages in order without the patient, and no empty page'],
+      async run(cell) {
+        const { ids } = await walk(cell, '/Patient?_sort=-family&_count=1', 1, []);
+        assert.equal(ids.includes(cell.target.id), cell.scenario.visible);
+        assert.equal(new Set(ids).size, ids.length);
+      },
+    },
+    {
+      does: 'a search with _revinclude=Consent:patient and _include=Patient:link',
+      gets: ['the patient and no Consent it may not see', 'nothing'],
+      async run(cell) {
+        const res = await cell.api.get(`/Patient?_id=${cell.target.id}&_revinclude=Consent:patient&_include=Patient:link`);
+        cell.scan(res, '_revinclude', [cell.target.id]);
+        assert.equal(res.status, 200);
+        const entries = (res.body.entry ?? []) as { search: { mode: string }; resource: { id: string } }[];
+        assert.deepEqual(entries.filter((e) => e.search.mode === 'match').map((e) => e.resource.id), cell.scenario.visible ? [cell.target.id] : []);
+        assert.deepEqual(entries.filter((e) => e.search.mode === 'include'), []);
+      },
+    },
+    {
+      does: 'a chained search (Consent?patient.identifier=<the target\'s NHS number>)',
+      gets: ['no Consent it may not see, total 0', 'no match, total 0'],
+      async run(cell) {
+        const res = await cell.api.get(`/Consent?patient.identifier=${NHS}|${cell.target.nhs}&_total=accurate&_include=Consent:patient`);
+        cell.scan(res, 'chain', [cell.target.nhs]);
+        assert.equal(res.status, 200);
+        assert.equal(res.body.total, 0);
+      },
+    },
+    {
+      does: 'a reverse-chained search (Patient?_has:Consent:patient:status=active)',
+      gets: ['no match through a Consent it may not see', 'no match'],
+      async run(cell) {
+        const res = await cell.api.get('/Patient?_has:Consent:patient:status=active&_total=accurate');
+        cell.scan(res, '_has');
+        assert.equal(res.status, 200);
+        assert.equal(res.body.total, 0);
+        assert.equal((await cell.api.get('/Patient?_has:Consent:patient:status=active&_summary=count')).body.total, 0);
+      },
+    },
   ];
 
   for (const scenario of SCENARIOS) {
