@@ -5,6 +5,7 @@ import type { Resource } from 'fhir/r4';
 import { isRealDate } from '../../server/validation/schema-adjustments';
 import { schemaValidator } from '../../server/validation/schema';
 import { checkSafety } from '../../server/validation/safety';
+import { firstDuplicateKey } from '../../server/validation/strict-json';
 import { assertValidFhir } from '../support/api';
 import { SHARED } from '../support/fixtures';
 
@@ -101,5 +102,17 @@ describe('Foundation: the R4 JSON schema, as Custodian adjusts it (profiles/READ
       ['2020-04-31', false], ['2020-12-31', true], ['2020-02', true], ['2020', true], ['2020-02-30T10:00:00Z', false], ['2021-06-30T23:59:60Z', true],
     ];
     for (const [value, real] of cases) assert.equal(isRealDate(value), real, value);
+  });
+
+  it('finds repeated properties wherever they are, and only within one object', () => {
+    const cases: [string, string | undefined][] = [
+      ['{"a":1,"a":2}', 'a'],
+      ['{"a":1,"b":{"a":2}}', undefined],
+      ['[{"a":1},{"a":2}]', undefined],
+      ['{"x":[{}, "y", {"k":"}{\\"","k":1}]}', 'x[2].k'],
+      ['{"n":{"a\\u0062":1,"ab":2}}', 'n.ab'],
+      ['{"s":"{\\"a\\":1,\\"a\\":2}"}', undefined],
+    ];
+    for (const [text, expected] of cases) assert.equal(firstDuplicateKey(text)?.path, expected, text);
   });
 });

@@ -140,6 +140,20 @@ describe('Foundation: validation on every write', () => {
       assert.equal((await h.api.post('/Patient', misaligned)).status, 400);
     });
 
+    it('refuses a property that appears twice in one object, naming it (JSON.parse would keep the last)', async () => {
+      const before = await count('Patient');
+      const res = await h.api.request('post', '/Patient', { body: '{"resourceType":"Patient","gender":"male","name":[{"family":"A","family":"B"}],"gender":"female"}', raw: true });
+      assert.equal(res.status, 400);
+      assert.match(res.body.issue[0].diagnostics, /'family' appears more than once/);
+      assert.deepEqual(res.body.issue[0].expression, ['Patient.name[0].family']);
+      const escaped = await h.api.request('post', '/Patient', { body: '{"resourceType":"Patient","gender":"male","gend\\u0065r":"female"}', raw: true });
+      assert.equal(escaped.status, 400);
+      assert.equal(await count('Patient'), before);
+      const patch = await h.api.request('patch', '/Patient/val-p', { body: '[{"op":"add","path":"/gender","value":"male","value":"female"}]', raw: true, contentType: 'application/json-patch+json' });
+      assert.equal(patch.status, 400);
+      // the same key in different objects is fine
+      assert.equal((await h.api.request('post', '/Patient', { body: '{"resourceType":"Patient","name":[{"family":"A"},{"family":"B"}]}', raw: true })).status, 201);
+    });
   });
 
   describe('Custodian profiles (422)', () => {

@@ -1,0 +1,79 @@
+import assert from 'node:assert/strict';
+import { openAccessPolicy, type AccessPolicy } from '../../server/gate/policy';
+import { consent, patient } from '../support/fixtures';
+import { startHarness, type Harness } from '../support/harness';
+
+/**
+ * A client's mistake is a 4xx OperationOutcome, never a 500 (DESIGN.md invariant 6). Each case
+ * here was a 500 (several only on PostgreSQL, where text cannot hold U+0000); the suite runs on
+ * both databases.
+ */
+describe('Foundation: client mistakes are 4xx, never 500', () => {
+  let h: Harness;
+  // One Patient whose reads fail inside the policy with a plain error: a server fault in one batch entry.
+  const faulty: AccessPolicy = {
+    ...openAccessPolicy,
+    async canRead(ctx, versions, purpose, view) {
+      if (versions.some((v) => v.id === 'boom')) throw new TypeError("Cannot read properties of undefined (reading 'x')");
+      return openAccessPolicy.canRead(ctx, versions, purpose, view);
+    },
+  };
+  before(async () => {
+    h = await startHarness({ policy: faulty });
+    assert.equal((await h.api.put('/Patient/rb-p', patient({ id: 'rb-p', identifier: [{ system: 'http://example.org/mrn', value: 'rb-1' }] }))).status, 201);
+    assert.equal((await h.api.put('/Patient/boom', patient({ id: 'boom' }))).status, 201);
+  });
+  after(() => h.close());
+
+  const count = async (type: string) => (await h.api.get(`/${type}?_summary=count`)).body.total as number;
+  const assert400 = (res: { status: number; body: { resourceType?: string; issue?: { diagnostics?: string }[] } }, what: string, pattern?: RegExp) => {
+    assert.equal(res.status, 400, `${what}: ${JSON.stringify(res.body).slice(0, 300)}`);
+    assert.equal(res.body.resourceType, 'OperationOutcome', what);
+    if (pattern) assert.match(res.body.issue![0].diagnostics!, pattern, what);
+    const strings: string[] = [];
+    JSON.stringify(res.body, (_k, v: unknown) => (typeof v === 'string' && strings.push(v), v));
+    assert.ok(!strings.some((t) => t.includes('\u0000')), `${what}: the outcome does not echo U+0000`);
+  };
+
+  describe('U+0000 and other control characters', () => {
+    it('in a resource string (create, update, patch, $validate)', async () => {
+      const before = await count('Patient');
+      assert400(await h.api.post('/Patient', patient({ name: [{ family: 'a\u0000b' }] })), 'create', /U\+0000/);
+      assert400(await h.api.put('/Patient/rb-p', patient({ id: 'rb-p', name: [{ family: 'a\u0000b' }] })), 'update');
+      assert400(await h.api.patch('/Patient/rb-p', [{ op: 'add', path: '/gender', value: 'male\u0000' }]), 'patch');
+      assert.equal(await count('Patient'), before);
+      const validated = await h.api.post('/Patient/$validate', patient({ name: [{ family: 'a\u0000b' }] }));
+      assert.equal(validated.status, 200);
+      assert.ok(validated.body.issue.some((i: { expression?: string[] }) => i.expression?.[0] === 'Patient.name[0].family'));
+    });
+
+    it('in a search value, an _id, a parameter name, a path segment', async () => {
+      assert400(await h.api.get('/Patient?name=a%00b'), 'string search');
+      assert400(await h.api.get('/Patient?_id=a%00b'), '_id');
+      assert400(await h.api.get('/Patient?identifier=http://x%7Ca%00'), 'token search');
+      assert400(await h.api.get('/Patient?na%00me=a'), 'parameter name');
+      assert400(await h.api.get('/Patient/a%00b'), 'read');
+      assert400(await h.api.get('/Patient/rb-p/_history/%00'), 'vread');
+      assert400(await h.api.get('/Patient/_history?_since=2020-01-01T00:00:00Z%00'), 'history');
+      assert400(await h.api.request('post', '/Patient/_search', { body: 'name=a%00b', raw: true, contentType: 'application/x-www-form-urlencoded' }), 'POST _search');
+    });
+
+    it('in conditional criteria: If-None-Exist, conditional update and delete, and a transaction', async () => {
+      const before = await count('Patient');
+      assert400(await h.api.post('/Patient', patient(), { 'If-None-Exist': 'identifier=a%00b' }), 'If-None-Exist');
+      assert400(await h.api.put('/Patient?identifier=a%00b', patient()), 'conditional update');
+      assert400(await h.api.delete('/Patient?identifier=a%00b'), 'conditional delete');
+      const tx = (reference: string) => ({
+        resourceType: 'Bundle',
+        type: 'transaction',
+        entry: [{ request: { method: 'POST', url: 'Consent' }, resource: consent('rb-p', { patient: { reference } }) }],
+      });
+      assert400(await h.api.post('/', tx('Patient?identifier=a%00b')), 'encoded conditional reference');
+      assert400(await h.api.post('/', tx('Patient?identifier=a\u0000b')), 'raw conditional reference');
+      const entry = (request: Record<string, unknown>) => ({ resourceType: 'Bundle', type: 'transaction', entry: [{ request, resource: patient() }] });
+      assert400(await h.api.post('/', entry({ method: 'POST', url: 'Patient', ifNoneExist: 'identifier=a%00b' })), 'entry ifNoneExist');
+      assert400(await h.api.post('/', entry({ method: 'PUT', url: 'Patient?identifier=a%00b' })), 'entry url');
+      assert.equal(await count('Patient'), before);
+    });
+  });
+});
