@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import zlib from 'node:zlib';
+import supertest from 'supertest';
 import { openAccessPolicy, type AccessPolicy } from '../../server/gate/policy';
 import { consent, patient } from '../support/fixtures';
 import { startHarness, type Harness } from '../support/harness';
@@ -74,6 +76,36 @@ describe('Foundation: client mistakes are 4xx, never 500', () => {
       assert400(await h.api.post('/', entry({ method: 'POST', url: 'Patient', ifNoneExist: 'identifier=a%00b' })), 'entry ifNoneExist');
       assert400(await h.api.post('/', entry({ method: 'PUT', url: 'Patient?identifier=a%00b' })), 'entry url');
       assert.equal(await count('Patient'), before);
+    });
+  });
+
+  describe('request bodies', () => {
+    it('gzip and deflate bodies that are not what Content-Encoding says: 400; unknown encodings: 415', async () => {
+      const body = JSON.stringify(patient());
+      // Raw bytes as sent (the Api helper would serialise a Buffer as JSON).
+      const send = async (encoding: string, data: Buffer | string) => {
+        const res = await supertest(h.app.express)
+          .post('/Patient')
+          .set('Authorization', `Bearer ${await h.token('test-admin')}`)
+          .set('Content-Type', 'application/fhir+json')
+          .set('Content-Encoding', encoding)
+          .serialize((d: unknown) => d as string)
+          .send(data as unknown as string);
+        return { status: res.status, body: JSON.parse(res.text) as { resourceType?: string; issue?: { diagnostics?: string }[] } };
+      };
+      assert.equal((await send('gzip', zlib.gzipSync(body))).status, 201, 'real gzip is read');
+      assert.equal((await send('deflate', zlib.deflateSync(body))).status, 201, 'real deflate is read');
+      assert400(await send('gzip', body), 'gzip', /Content-Encoding/);
+      assert400(await send('deflate', body), 'deflate');
+      assert400(await send('br', body), 'br');
+      assert400(await send('gzip', zlib.gzipSync(body).subarray(0, 20)), 'truncated gzip');
+      const unknown = await send('compress', body);
+      assert.equal(unknown.status, 415);
+      assert.equal(unknown.body.resourceType, 'OperationOutcome');
+    });
+
+    it('a URL path that is not valid percent-encoding', async () => {
+      for (const path of ['/Patient/%E0%A4%A', '/Patient/%', '/%', '/Patient/rb-p/_history/%ZZ']) assert400(await h.api.get(path), path);
     });
   });
 });
