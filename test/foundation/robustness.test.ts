@@ -108,4 +108,54 @@ describe('Foundation: client mistakes are 4xx, never 500', () => {
       for (const path of ['/Patient/%E0%A4%A', '/Patient/%', '/%', '/Patient/rb-p/_history/%ZZ']) assert400(await h.api.get(path), path);
     });
   });
+
+  describe('batch entries', () => {
+    const batch = (...entries: unknown[]) => h.api.post('/', { resourceType: 'Bundle', type: 'batch', entry: entries });
+    const statuses = (res: { body: { entry: { response: { status: string } }[] } }) => res.body.entry.map((e) => e.response.status.split(' ')[0]);
+    const good = { request: { method: 'GET', url: 'Patient/rb-p' } };
+
+    it('a request field of the wrong type fails its own entry with 400, and the others still run', async () => {
+      const cases: [string, Record<string, unknown>][] = [
+        ['ifNoneMatch: 5', { method: 'GET', url: 'Patient/rb-p', ifNoneMatch: 5 }],
+        ['ifModifiedSince: 5', { method: 'GET', url: 'Patient/rb-p', ifModifiedSince: 5 }],
+        ['ifModifiedSince: not an instant', { method: 'GET', url: 'Patient/rb-p', ifModifiedSince: 'yesterday' }],
+        ['ifMatch: {}', { method: 'PUT', url: 'Patient/rb-p', ifMatch: {} }],
+        ['ifMatch: not an ETag', { method: 'PUT', url: 'Patient/rb-p', ifMatch: 'abc' }],
+        ['ifNoneExist: []', { method: 'POST', url: 'Patient', ifNoneExist: ['identifier=x'] }],
+        ['method: 5', { method: 5, url: 'Patient/rb-p' }],
+        ['url: {}', { method: 'GET', url: {} }],
+      ];
+      for (const [title, request] of cases) {
+        const res = await batch({ request, resource: patient({ id: 'rb-p' }) }, good);
+        assert.equal(res.status, 200, title);
+        assert.deepEqual(statuses(res), ['400', '200'], `${title}: ${JSON.stringify(res.body.entry[0].response)}`);
+        assert.ok(res.body.entry[0].response.outcome.issue[0].expression[0].startsWith('Bundle.entry[0].'), title);
+      }
+      for (const entry of [5, [], { request: [] }, { request: good.request, fullUrl: 5 }]) {
+        assert.deepEqual(statuses(await batch(entry, good)), ['400', '200'], JSON.stringify(entry));
+      }
+    });
+
+    it('ifNoneMatch and ifModifiedSince answer 304 as the HTTP headers do', async () => {
+      const res = await batch(
+        { request: { method: 'GET', url: 'Patient/rb-p', ifNoneMatch: 'W/"1"' } },
+        { request: { method: 'GET', url: 'Patient/rb-p', ifModifiedSince: '2999-01-01T00:00:00Z' } },
+        { request: { method: 'GET', url: 'Patient/rb-p', ifModifiedSince: '2000-01-01T00:00:00Z' } },
+      );
+      assert.deepEqual(statuses(res), ['304', '304', '200']);
+    });
+
+    it('an unexpected failure inside one entry is that entry\'s 500 with the request id; the others succeed', async () => {
+      const res = await h.api.post(
+        '/',
+        { resourceType: 'Bundle', type: 'batch', entry: [good, { request: { method: 'GET', url: 'Patient/boom' } }, { request: { method: 'POST', url: 'Patient' }, resource: patient() }] },
+        { 'X-Request-Id': 'batch-fault-1' },
+      );
+      assert.equal(res.status, 200);
+      assert.deepEqual(statuses(res), ['200', '500', '201']);
+      const outcome = res.body.entry[1].response.outcome;
+      assert.match(outcome.issue[0].diagnostics, /batch-fault-1/);
+      assert.doesNotMatch(JSON.stringify(outcome), /Cannot read properties/, 'details stay in the log');
+    });
+  });
 });

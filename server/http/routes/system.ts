@@ -4,6 +4,7 @@ import { FhirError } from '../../errors';
 import { processBundle } from '../../interactions/bundle';
 import { historyBundle } from '../../interactions/reads';
 import { capabilityStatement } from '../capability';
+import { partFailure } from '../errors';
 import { bundleOptions, envOf, type HttpDeps } from '../deps';
 import { sendJson } from '../format';
 import { ctxOf, locals, preferOf, queryPairs } from '../request';
@@ -23,6 +24,7 @@ export function systemRoutes(deps: HttpDeps): Router {
       ...bundleOptions(req, res, deps, ''),
       maxEntries: deps.config.maxBundleEntries,
       returnPreference: preferOf(req).return ?? 'representation',
+      entryFailure: (err: unknown, index: number) => partFailure(deps.logger, locals(res).requestId, err, { entry: index }),
     };
     sendJson(res, 200, await processBundle(deps.gate, ctxOf(res), envOf(res, deps), req.body, options));
   });
