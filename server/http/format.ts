@@ -8,17 +8,21 @@ import { locals, type ResponseFormat } from './request';
 /**
  * Content negotiation (http://hl7.org/fhir/R4/http.html#mime-type): JSON only, as
  * `application/fhir+json` (default) or `application/json` when that is what the client asked
- * for. `_format` overrides Accept. XML, Turtle and HTML get a 406 with an OperationOutcome.
+ * for. `_format` overrides Accept: `json` and `application/json` answer `application/json`;
+ * `fhir+json`, `application/fhir+json` (and the DSTU2 `application/json+fhir`) answer
+ * `application/fhir+json`. XML, Turtle and HTML get a 406 with an OperationOutcome.
  */
 const JSON_FORMATS: Record<string, ResponseFormat['mime']> = {
-  json: 'application/fhir+json',
+  json: 'application/json',
+  'application/json': 'application/json',
+  'fhir+json': 'application/fhir+json',
   'application/fhir+json': 'application/fhir+json',
   'application/json+fhir': 'application/fhir+json',
-  'application/json': 'application/json',
 };
 
 function fromFormatParam(value: string): ResponseFormat['mime'] {
-  const base = value.split(';')[0].trim().toLowerCase();
+  // An unescaped '+' in a query string arrives as a space: `_format=fhir+json`.
+  const base = value.split(';')[0].trim().toLowerCase().replace(/ /g, '+');
   const mime = JSON_FORMATS[base];
   if (!mime) throw new FhirError('not-acceptable', `_format=${value} is not supported; this server produces application/fhir+json and application/json`);
   return mime;
