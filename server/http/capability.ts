@@ -24,7 +24,8 @@ export function capabilityStatement(baseUrl: string, now: number, consentDefault
       readHistory: true,
       updateCreate: can('update'),
       conditionalCreate: true,
-      conditionalRead: 'not-supported',
+      // If-None-Match and If-Modified-Since both answer 304 on read and vread (http/respond.ts).
+      conditionalRead: 'full-support',
       conditionalUpdate: can('update'),
       conditionalDelete: can('delete') ? 'single' : 'not-supported',
       referencePolicy: ['literal', 'logical'],
