@@ -1,10 +1,18 @@
 import { FhirError } from '../errors';
 
 /**
+ * How deep objects and arrays may nest. Every FHIR resource of the shared material (R4, UK Core,
+ * BALP, Synthea) nests at most 19 deep; validation, indexing and the consent engine walk
+ * resources recursively, and a few thousand levels overflowed the stack (a 500).
+ */
+export const MAX_JSON_DEPTH = 100;
+
+/**
  * JSON.parse, plus the one rule of FHIR JSON it cannot see: "properties SHALL NOT appear more
  * than once" (http://hl7.org/fhir/R4/json.html). JSON.parse keeps the last of two equal keys, so
  * `{"gender":"male","gender":"female"}` would be stored as female with no word to the client.
- * Throws `invalid-json` (400) naming the property and where it is.
+ * Throws `invalid-json` (400) naming the property and where it is; also for nesting deeper
+ * than MAX_JSON_DEPTH.
  */
 export function parseStrictJson(text: string): unknown {
   let value: unknown;
@@ -12,6 +20,9 @@ export function parseStrictJson(text: string): unknown {
     value = JSON.parse(text);
   } catch (err) {
     throw new FhirError('invalid-json', `The body is not well-formed JSON: ${(err as Error).message}`);
+  }
+  if (jsonDepth(text) > MAX_JSON_DEPTH) {
+    throw new FhirError('invalid-json', `The body nests objects and arrays more than ${MAX_JSON_DEPTH} levels deep`);
   }
   const duplicate = firstDuplicateKey(text);
   if (duplicate) {
@@ -22,6 +33,25 @@ export function parseStrictJson(text: string): unknown {
     });
   }
   return value;
+}
+
+/** The deepest nesting of objects and arrays in well-formed JSON `text`. */
+export function jsonDepth(text: string): number {
+  let depth = 0;
+  let max = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22 /* " */) {
+      for (i++; i < text.length; i++) {
+        const d = text.charCodeAt(i);
+        if (d === 0x5c /* \ */) i++;
+        else if (d === 0x22) break;
+      }
+    } else if (c === 0x7b || c === 0x5b) {
+      if (++depth > max) max = depth;
+    } else if (c === 0x7d || c === 0x5d) depth--;
+  }
+  return max;
 }
 
 interface Frame {

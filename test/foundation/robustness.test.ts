@@ -158,4 +158,23 @@ describe('Foundation: client mistakes are 4xx, never 500', () => {
       assert.doesNotMatch(JSON.stringify(outcome), /Cannot read properties/, 'details stay in the log');
     });
   });
+
+  describe('found by fuzzing', () => {
+    it('nesting deeper than 100 levels is a 400 (a few thousand overflowed the stack in validation)', async () => {
+      const deep = (n: number) => `{"resourceType":"Patient","extension":[${'{"url":"http://x","extension":['.repeat(n)}{"url":"http://y","valueString":"z"}${']}'.repeat(n)}]}`;
+      assert400(await h.api.request('post', '/Patient', { body: deep(1000), raw: true }), 'deep extensions', /100 levels/);
+      assert400(await h.api.request('post', '/Patient', { body: `{"resourceType":"Patient","x":${'['.repeat(200000)}${']'.repeat(200000)}}`, raw: true }), 'deep arrays');
+      assert.equal((await h.api.request('post', '/Patient', { body: deep(20), raw: true })).status, 201, 'twenty nested extensions are fine');
+    });
+
+    it('$validate with a malformed Parameters wrapper is a 400 (it was a 500)', async () => {
+      for (const parameter of [5, [5, null], [{ name: 5 }]]) {
+        assert400(await h.api.post('/Patient/$validate', { resourceType: 'Parameters', parameter }), JSON.stringify(parameter));
+      }
+      const inner = await h.api.post('/Patient/$validate', { resourceType: 'Parameters', parameter: [{ name: 'resource', resource: patient({ gender: 'robot' }) }] });
+      assert.equal(inner.status, 200, 'the resource inside is still reported on, not refused');
+      assert.deepEqual(inner.body.issue[0].expression, ['Patient.gender']);
+    });
+
+  });
 });
