@@ -54,6 +54,7 @@ export async function processBundle(gate: Gate, ctx: AccessContext, env: Interac
   if (raw.length > options.maxEntries) {
     throw new FhirError('payload-too-large', `The Bundle has ${raw.length} entries; this server accepts at most ${options.maxEntries}`);
   }
+  assertUniqueFullUrls(raw);
   if (bundle.type === 'transaction') return transaction(gate, ctx, env, raw.map((e, i) => parseEntry(e, i, options.baseUrl)), options);
   // In a batch a malformed entry fails alone.
   const entries = raw.map((e, i) => {
@@ -76,6 +77,24 @@ function asBundle(body: unknown): Bundle {
   }
   if (b.entry !== undefined && !Array.isArray(b.entry)) throw new FhirError('invalid-resource', 'Bundle.entry must be an array', { expression: ['Bundle.entry'] });
   return b;
+}
+
+/**
+ * bdl-7 (http://hl7.org/fhir/R4/bundle.html#invs): a fullUrl is unique within a Bundle unless the
+ * entries hold different versions. Two entries claiming `urn:uuid:1` would make every reference
+ * to it ambiguous (the last one silently won).
+ */
+function assertUniqueFullUrls(entries: readonly BundleEntry[]): void {
+  const seen = new Map<string, number>();
+  entries.forEach((e, i) => {
+    if (!e || typeof e !== 'object' || typeof e.fullUrl !== 'string') return;
+    const key = `${e.fullUrl}|${String((e.resource as Resource | undefined)?.meta?.versionId ?? '')}`;
+    const first = seen.get(key);
+    if (first !== undefined) {
+      throw new FhirError('invalid-request', `Entries ${first} and ${i} have the same fullUrl ${e.fullUrl} (bdl-7: fullUrls are unique in a Bundle)`, { expression: [`Bundle.entry[${i}].fullUrl`] });
+    }
+    seen.set(key, i);
+  });
 }
 
 function parseEntry(e: BundleEntry, index: number, baseUrl: string): Entry {
@@ -394,9 +413,9 @@ async function rewriteReferences(resource: Resource, mapping: ReadonlyMap<string
   const rewrite = (node: unknown, key?: string): unknown => {
     if (Array.isArray(node)) return node.map((n) => rewrite(n, key));
     if (node && typeof node === 'object') {
-      const out: Record<string, unknown> = {};
-      for (const [k, v] of Object.entries(node)) out[k] = rewrite(v, k);
-      return out;
+      // fromEntries defines own properties: assigning a "__proto__" key would instead set the
+      // copy's prototype, so the validator and the gate would judge content that is not stored.
+      return Object.fromEntries(Object.entries(node).map(([k, v]) => [k, rewrite(v, k)]));
     }
     if (typeof node === 'string') {
       if (key === 'reference') return mapping.get(node) ?? conditional.get(node) ?? node;

@@ -176,5 +176,20 @@ describe('Foundation: client mistakes are 4xx, never 500', () => {
       assert.deepEqual(inner.body.issue[0].expression, ['Patient.gender']);
     });
 
+    it('a "__proto__" property in a transaction entry is refused as in a plain create (it became the copy\'s prototype)', async () => {
+      const body = '{"resourceType":"Bundle","type":"transaction","entry":[{"request":{"method":"POST","url":"Patient"},"resource":{"resourceType":"Patient","__proto__":{"managingOrganization":{"reference":"Organization/elsewhere"}}}}]}';
+      const res = await h.api.request('post', '/', { body, raw: true });
+      assert400(res, 'transaction');
+      assert.match(JSON.stringify(res.body), /Unrecognized property '__proto__'/);
+      assert400(await h.api.request('post', '/Patient', { body: '{"resourceType":"Patient","__proto__":{"gender":"male"}}', raw: true }), 'create');
+    });
+
+    it('two entries with one fullUrl are refused (bdl-7): references to it would be ambiguous', async () => {
+      const before = await count('Patient');
+      const entry = { fullUrl: 'urn:uuid:6f0b5f4e-0c0e-4d38-9a36-2b8f0c0b0a01', request: { method: 'POST', url: 'Patient' }, resource: patient() };
+      for (const type of ['transaction', 'batch']) assert400(await h.api.post('/', { resourceType: 'Bundle', type, entry: [entry, entry] }), type, /bdl-7/);
+      assert.equal(await count('Patient'), before);
+    });
+
   });
 });
