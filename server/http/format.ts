@@ -49,9 +49,17 @@ function fromAccept(header: string | undefined): ResponseFormat['mime'] {
   throw new FhirError('not-acceptable', `Accept: ${header} cannot be satisfied; this server produces application/fhir+json (FHIR 4.0) and application/json`);
 }
 
+/** `_format` given more than once: fine if all agree, otherwise the client must choose. */
+function onlyFormat(values: string[]): string {
+  const mimes = new Set(values.map(fromFormatParam));
+  if (mimes.size > 1) throw new FhirError('invalid-request', '_format is given more than once with different formats');
+  return values[0];
+}
+
 /** Middleware: decides the response format once per request. */
 export function negotiate(req: Request, res: Response, next: NextFunction): void {
-  const format = typeof req.query._format === 'string' ? req.query._format : undefined;
+  const given = req.query._format;
+  const format = Array.isArray(given) ? onlyFormat(given.map(String)) : typeof given === 'string' ? given : undefined;
   const pretty = req.query._pretty === 'true';
   // The error mapper needs a format even when negotiation fails.
   locals(res).format = { mime: 'application/fhir+json', pretty };

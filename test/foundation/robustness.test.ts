@@ -191,5 +191,9 @@ describe('Foundation: client mistakes are 4xx, never 500', () => {
       assert.equal(await count('Patient'), before);
     });
 
+    it('_format given twice must agree', async () => {
+      assert.equal((await h.api.get('/Patient/rb-p?_format=json&_format=application/json')).status, 200);
+      assert400(await h.api.get('/Patient/rb-p?_format=json&_format=fhir%2Bjson'), '_format twice');
+    });
   });
 });
