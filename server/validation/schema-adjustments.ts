@@ -28,6 +28,8 @@ import type { AnySchemaObject } from 'ajv';
  * 5. Choice types: at most one `value[x]` (`deceased[x]`, …) per element; the schema lists each
  *    type's property separately and so allowed `valueString` with `valueInteger`.
  * 6. Contained resources (`ResourceList`) are chosen by their `resourceType`, like the top level.
+ * 7. Extensions: ext-1, "must have either extensions or value[x], not both", which the schema
+ *    cannot say and the StructureDefinitions of our types do not reach (Extension is a datatype).
  */
 export function adjustSchema(schema: Record<string, unknown>): void {
   const definitions = schema.definitions as Record<string, AnySchemaObject>;
@@ -56,6 +58,7 @@ export function adjustSchema(schema: Record<string, unknown>): void {
       }
       const groups = choiceGroups(def.properties as Record<string, AnySchemaObject>, typeNames);
       if (Object.keys(groups).length) def.fhirChoice = groups;
+      if (name === 'Extension') def.fhirExt1 = groups.value;
     } else if (name === 'ResourceList') {
       // Contained and Bundle resources: picked by resourceType, as the top level is, rather than
       // tried against all 146 resource definitions (which reported every one's errors).
@@ -136,6 +139,18 @@ export function addFhirKeywords(ajv: Ajv): void {
     validate: (groups: Record<string, string[]>, data: Record<string, unknown>) => choiceConflicts(groups, data).length === 0,
     errors: false,
   });
+  ajv.addKeyword({
+    keyword: 'fhirExt1',
+    type: 'object',
+    schemaType: 'array',
+    validate: (valueProps: string[], data: Record<string, unknown>) => isExt1(valueProps, data),
+    errors: false,
+  });
+}
+
+/** ext-1: an extension carries nested extensions or a value, exactly one of the two. */
+export function isExt1(valueProps: readonly string[], data: Record<string, unknown>): boolean {
+  return (data.extension !== undefined) !== valueProps.some((p) => data[p] !== undefined);
 }
 
 /** The choice elements of `data` given more than one type: `[['deceased', ['deceasedBoolean', 'deceasedDateTime']]]`. */

@@ -9,6 +9,9 @@ import { addFhirKeywords, adjustSchema, choiceConflicts } from './schema-adjustm
 
 const SCHEMA_ID = 'http://hl7.org/fhir/json-schema/4.0';
 
+/** Definition objects of the schema → FHIR type names (`Patient_Link` → `Patient.Link`), for messages. */
+const DATATYPE_NAMES = new WeakMap<object, string>();
+
 /**
  * The official FHIR R4 JSON schema (`profiles/r4/fhir.schema.json`), compiled with ajv once per
  * process: compiling takes 2-3 s, and the compiled functions are immutable, so every app and
@@ -102,6 +105,9 @@ function describe(type: string, errors: ErrorObject[]): OperationOutcomeIssue[] 
       case 'fhirDate':
         message = `Invalid date ${JSON.stringify(valueAt(err))}: not a day of the calendar`;
         break;
+      case 'fhirExt1':
+        message = 'Constraint failed: ext-1: Must have either extensions or value[x], not both';
+        break;
       case 'fhirChoice': {
         const [name, present] = choiceConflicts(err.schema as Record<string, string[]>, valueAt(err) as Record<string, unknown>)[0] ?? ['', []];
         location = `${location}/${name}`;
@@ -126,9 +132,6 @@ function describe(type: string, errors: ErrorObject[]): OperationOutcomeIssue[] 
 
 /** How a null that is not a gap in a repeating primitive is reported (here and by checkSafety). */
 export const NULL_MESSAGE = 'null is not allowed in FHIR JSON: omit the property (null only marks a gap in a repeating primitive aligned with its "_" extensions)';
-
-/** Definition objects of the schema → FHIR type names (`Patient_Link` → `Patient.Link`), for messages. */
-const DATATYPE_NAMES = new WeakMap<object, string>();
 
 /** What the schema wanted, in FHIR's words: the datatype for a definition, else the JSON type. */
 function expected(err: ErrorObject): string {

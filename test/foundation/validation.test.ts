@@ -85,6 +85,8 @@ describe('Foundation: validation on every write', () => {
       ['birthDate 2020-02-30', P({ birthDate: '2020-02-30' }), 'Patient.birthDate'],
       ['birthDate 2019-02-29 (not a leap year)', P({ birthDate: '2019-02-29' }), 'Patient.birthDate'],
       ['an extension with valueString and valueInteger', P({ extension: [{ url: 'http://example.org/x', valueString: 'a', valueInteger: 1 }] }), 'Patient.extension[0].value'],
+      ['an extension with a value and nested extensions (ext-1)', P({ extension: [{ url: 'http://example.org/x', valueString: 'a', extension: [{ url: 'y', valueString: 'b' }] }] }), 'Patient.extension[0]'],
+      ['an extension with neither a value nor nested extensions (ext-1)', P({ extension: [{ url: 'http://example.org/x' }] }), 'Patient.extension[0]'],
       ['deceasedBoolean and deceasedDateTime', P({ deceasedBoolean: true, deceasedDateTime: '2020-01-01' }), 'Patient.deceased'],
       ['multipleBirthInteger 1.5', P({ multipleBirthInteger: 1.5 }), 'Patient.multipleBirthInteger'],
       ['multipleBirthInteger beyond 32 bits', P({ multipleBirthInteger: 3e10 }), 'Patient.multipleBirthInteger'],
