@@ -6,6 +6,7 @@ import { isRealDate } from '../../server/validation/schema-adjustments';
 import { schemaValidator } from '../../server/validation/schema';
 import { checkSafety } from '../../server/validation/safety';
 import { firstDuplicateKey } from '../../server/validation/strict-json';
+import { sharedValidator } from '../../server/validation/validate';
 import { assertValidFhir } from '../support/api';
 import { SHARED } from '../support/fixtures';
 
@@ -49,6 +50,15 @@ describe('Foundation: the R4 JSON schema, as Custodian adjusts it (profiles/READ
         const failures = list.map(([f, r]) => [f, schemaValidator().validate(r.resourceType, r)] as const).filter(([, issues]) => issues.length);
         assert.deepEqual(failures.slice(0, 5), []);
       });
+    }
+  });
+
+  it('Synthea\'s Patients pass the whole validator too (schema, base definitions, Custodian profile)', () => {
+    const patients = everyResource('synthea').filter(([, r]) => r.resourceType === 'Patient');
+    assert.ok(patients.length >= 10);
+    for (const [file, r] of patients) {
+      const { base, profile } = sharedValidator().report('Patient', r);
+      assert.deepEqual([...base, ...profile], [], file);
     }
   });
 
