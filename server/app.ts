@@ -19,6 +19,7 @@ import type { HttpDeps } from './http/deps';
 import { errorHandler } from './http/errors';
 import { negotiate } from './http/format';
 import { baseUrl, requestId, requestLog } from './http/pipeline';
+import { checkRequestTarget } from './http/target';
 import { healthRoutes } from './http/routes/health';
 import { resourceRoutes } from './http/routes/resources';
 import { smartRoutes } from './http/routes/smart';
@@ -62,8 +63,8 @@ export interface App {
 
 /**
  * Builds the HTTP application from explicit dependencies (no globals): the request pipeline is
- * request id → request log → base URL → audit hold → content negotiation → body →
- * authentication (AccessContext) → routes → one error mapper.
+ * request id → request log → base URL → audit hold → request target check → content
+ * negotiation → body → authentication (AccessContext) → routes → one error mapper.
  */
 export function buildApp(options: AppOptions): App {
   const now = options.now ?? Date.now;
@@ -96,6 +97,7 @@ export function buildApp(options: AppOptions): App {
   app.use(requestLog(logger));
   app.use(baseUrl(options.config));
   app.use(holdResponses(trail, logger));
+  app.use(checkRequestTarget);
   app.use(negotiate);
   app.use(bodyParser(options.config.maxBodyBytes));
   app.use(authenticate(tokens, audience));

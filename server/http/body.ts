@@ -1,5 +1,6 @@
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { FhirError } from '../errors';
+import { parseStrictJson } from '../validation/strict-json';
 
 /** What kind of body a request carried, after parsing. */
 export type BodyKind = 'none' | 'json' | 'json-patch' | 'form';
@@ -41,14 +42,20 @@ function parse(req: Request, buf: Buffer): [BodyKind, unknown] {
   const charset = params.find((p) => p.startsWith('charset='))?.slice('charset='.length).replace(/"/g, '');
   if (charset && charset !== 'utf-8' && charset !== 'utf8') throw new FhirError('unsupported-media-type', `charset ${charset} is not supported; send UTF-8`);
   const text = buf.toString('utf8');
-  if (type === 'application/x-www-form-urlencoded') return ['form', new URLSearchParams(text)];
+  if (type === 'application/x-www-form-urlencoded') {
+    const form = new URLSearchParams(text);
+    for (const [k, v] of form) {
+      if (CONTROL.test(k) || CONTROL.test(v)) throw new FhirError('invalid-request', `Form parameter ${JSON.stringify(k.replace(CONTROL_ALL, ''))} contains a control character`);
+    }
+    return ['form', form];
+  }
   const patch = type === 'application/json-patch+json';
   if (!patch && !JSON_TYPES.has(type)) {
     throw new FhirError('unsupported-media-type', `Content-Type ${type} is not accepted; send application/fhir+json${req.method === 'PATCH' ? ' or application/json-patch+json' : ''}`);
   }
-  try {
-    return [patch ? 'json-patch' : 'json', JSON.parse(text.replace(/^\uFEFF/, ''))];
-  } catch (err) {
-    throw new FhirError('invalid-json', `The body is not well-formed JSON: ${(err as Error).message}`);
-  }
+  return [patch ? 'json-patch' : 'json', parseStrictJson(text.replace(/^\uFEFF/, ''))];
 }
+
+/** No parameter value needs a control character, and PostgreSQL's text cannot hold U+0000. */
+const CONTROL = /[\u0000-\u001F\u007F]/;
+const CONTROL_ALL = /[\u0000-\u001F\u007F]/g;

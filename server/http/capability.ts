@@ -34,7 +34,8 @@ export function capabilityStatement(baseUrl: string, tokenEndpoint: string, now:
       readHistory: true,
       updateCreate: can('update'),
       conditionalCreate: true,
-      conditionalRead: 'not-supported',
+      // If-None-Match and If-Modified-Since both answer 304 on read and vread (http/respond.ts).
+      conditionalRead: 'full-support',
       conditionalUpdate: can('update'),
       conditionalDelete: can('delete') ? 'single' : 'not-supported',
       referencePolicy: ['literal', 'logical'],

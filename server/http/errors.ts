@@ -22,6 +22,18 @@ export function errorHandler(logger: Logger) {
   };
 }
 
+/**
+ * An unexpected failure inside one part of a request (a batch entry, which fails alone): logged
+ * under the request id like any 500, and returned as the error that part reports.
+ */
+export function partFailure(logger: Logger, requestId: string | undefined, err: unknown, context: Record<string, unknown>): FhirError {
+  const fhirError = toFhirError(err, requestId);
+  if (fhirError.code === 'internal' || fhirError.code === 'unavailable') {
+    logger.error('request part failed', { requestId, ...context, error: describe(err) });
+  }
+  return fhirError;
+}
+
 export function toFhirError(err: unknown, requestId: string | undefined): FhirError {
   if (err instanceof FhirError) return err;
   const e = err as { type?: string; status?: number; statusCode?: number; message?: string };
@@ -29,8 +41,29 @@ export function toFhirError(err: unknown, requestId: string | undefined): FhirEr
   if (e?.type === 'request.aborted') return new FhirError('invalid-request', 'The request body was not received completely');
   if (e?.type === 'encoding.unsupported' || e?.type === 'charset.unsupported') return new FhirError('unsupported-media-type', e.message ?? 'Unsupported encoding');
   if (e?.type === 'entity.verify.failed' || e?.type === 'entity.parse.failed') return new FhirError('invalid-json', 'The body is not well-formed JSON');
+  const client = clientError(err);
+  if (client) return client;
   if (isDatabaseUnavailable(err)) return new FhirError('unavailable', `The database is unavailable; try again later (request ${requestId ?? '-'})`);
   return new FhirError('internal', `Unexpected error; quote request id ${requestId ?? '-'} to the operator`);
+}
+
+/**
+ * What the HTTP machinery below our routes (body-parser, Express's router) refuses with a 4xx
+ * `http-errors` error: a body that does not decompress as its Content-Encoding says (zlib's
+ * `Z_DATA_ERROR`), a path with broken percent-encoding (`/Patient/%E0%A4%A`). The client's
+ * mistake, so a 4xx, never a 500.
+ */
+function clientError(err: unknown): FhirError | undefined {
+  const e = err as { status?: unknown; expose?: unknown; code?: unknown; message?: unknown };
+  if (!e || typeof e.status !== 'number' || e.status < 400 || e.status >= 500 || e.expose !== true) return undefined;
+  const code = typeof e.code === 'string' ? e.code : '';
+  if (/^Z_|BROTLI|ZSTD/i.test(code)) {
+    return new FhirError('invalid-request', 'The body could not be decoded as its Content-Encoding says (not valid gzip, deflate or br data)');
+  }
+  if (e.status === 413) return new FhirError('payload-too-large', 'The request body is larger than the limit of this server');
+  if (e.status === 415) return new FhirError('unsupported-media-type', typeof e.message === 'string' ? e.message : 'Unsupported request encoding');
+  if (/decode param/i.test(String(e.message))) return new FhirError('invalid-request', 'The URL path is not valid percent-encoding');
+  return new FhirError('invalid-request', 'The request is malformed');
 }
 
 /** Connection-level database failures: the client did nothing wrong and may retry. */

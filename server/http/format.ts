@@ -8,17 +8,21 @@ import { locals, type ResponseFormat } from './request';
 /**
  * Content negotiation (http://hl7.org/fhir/R4/http.html#mime-type): JSON only, as
  * `application/fhir+json` (default) or `application/json` when that is what the client asked
- * for. `_format` overrides Accept. XML, Turtle and HTML get a 406 with an OperationOutcome.
+ * for. `_format` overrides Accept: `json` and `application/json` answer `application/json`;
+ * `fhir+json`, `application/fhir+json` (and the DSTU2 `application/json+fhir`) answer
+ * `application/fhir+json`. XML, Turtle and HTML get a 406 with an OperationOutcome.
  */
 const JSON_FORMATS: Record<string, ResponseFormat['mime']> = {
-  json: 'application/fhir+json',
+  json: 'application/json',
+  'application/json': 'application/json',
+  'fhir+json': 'application/fhir+json',
   'application/fhir+json': 'application/fhir+json',
   'application/json+fhir': 'application/fhir+json',
-  'application/json': 'application/json',
 };
 
 function fromFormatParam(value: string): ResponseFormat['mime'] {
-  const base = value.split(';')[0].trim().toLowerCase();
+  // An unescaped '+' in a query string arrives as a space: `_format=fhir+json`.
+  const base = value.split(';')[0].trim().toLowerCase().replace(/ /g, '+');
   const mime = JSON_FORMATS[base];
   if (!mime) throw new FhirError('not-acceptable', `_format=${value} is not supported; this server produces application/fhir+json and application/json`);
   return mime;
@@ -45,9 +49,17 @@ function fromAccept(header: string | undefined): ResponseFormat['mime'] {
   throw new FhirError('not-acceptable', `Accept: ${header} cannot be satisfied; this server produces application/fhir+json (FHIR 4.0) and application/json`);
 }
 
+/** `_format` given more than once: fine if all agree, otherwise the client must choose. */
+function onlyFormat(values: string[]): string {
+  const mimes = new Set(values.map(fromFormatParam));
+  if (mimes.size > 1) throw new FhirError('invalid-request', '_format is given more than once with different formats');
+  return values[0];
+}
+
 /** Middleware: decides the response format once per request. */
 export function negotiate(req: Request, res: Response, next: NextFunction): void {
-  const format = typeof req.query._format === 'string' ? req.query._format : undefined;
+  const given = req.query._format;
+  const format = Array.isArray(given) ? onlyFormat(given.map(String)) : typeof given === 'string' ? given : undefined;
   const pretty = req.query._pretty === 'true';
   // The error mapper needs a format even when negotiation fails.
   locals(res).format = { mime: 'application/fhir+json', pretty };

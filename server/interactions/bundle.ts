@@ -5,6 +5,7 @@ import type { AccessContext } from '../access/context';
 import { FhirError, informational, outcomeOf } from '../errors';
 import type { Gate, GatedReads, GatedTx } from '../gate/gate';
 import type { StoredVersion } from '../store/records';
+import { parseStrictJson } from '../validation/strict-json';
 import { createResource } from './create';
 import { conditionalDelete, deleteResource } from './delete';
 import { conditionalFilter, newId, type InteractionEnv, type WriteResult } from './common';
@@ -24,6 +25,11 @@ import { conditionalUpdate, updateResource } from './update';
 export interface BundleRequestOptions extends BundleOptions {
   readonly maxEntries: number;
   readonly returnPreference: 'minimal' | 'representation' | 'OperationOutcome';
+  /**
+   * Turns an unexpected failure of one batch entry into that entry's error (logging it under the
+   * request id); the other entries still run. Without it such a failure fails the whole batch.
+   */
+  readonly entryFailure?: (err: unknown, index: number) => FhirError;
 }
 
 interface Entry {
@@ -49,6 +55,7 @@ export async function processBundle(gate: Gate, ctx: AccessContext, env: Interac
   if (raw.length > options.maxEntries) {
     throw new FhirError('payload-too-large', `The Bundle has ${raw.length} entries; this server accepts at most ${options.maxEntries}`);
   }
+  assertUniqueFullUrls(raw);
   if (bundle.type === 'transaction') return transaction(gate, ctx, env, raw.map((e, i) => parseEntry(e, i, options.baseUrl)), options);
   // In a batch a malformed entry fails alone.
   const entries = raw.map((e, i) => {
@@ -73,15 +80,36 @@ function asBundle(body: unknown): Bundle {
   return b;
 }
 
+/**
+ * bdl-7 (http://hl7.org/fhir/R4/bundle.html#invs): a fullUrl is unique within a Bundle unless the
+ * entries hold different versions. Two entries claiming `urn:uuid:1` would make every reference
+ * to it ambiguous (the last one silently won).
+ */
+function assertUniqueFullUrls(entries: readonly BundleEntry[]): void {
+  const seen = new Map<string, number>();
+  entries.forEach((e, i) => {
+    if (!e || typeof e !== 'object' || typeof e.fullUrl !== 'string') return;
+    const key = `${e.fullUrl}|${String((e.resource as Resource | undefined)?.meta?.versionId ?? '')}`;
+    const first = seen.get(key);
+    if (first !== undefined) {
+      throw new FhirError('invalid-request', `Entries ${first} and ${i} have the same fullUrl ${e.fullUrl} (bdl-7: fullUrls are unique in a Bundle)`, { expression: [`Bundle.entry[${i}].fullUrl`] });
+    }
+    seen.set(key, i);
+  });
+}
+
 function parseEntry(e: BundleEntry, index: number, baseUrl: string): Entry {
   const where = `Bundle.entry[${index}]`;
   const fail = (message: string, path = 'request') => new FhirError('invalid-request', `Entry ${index}: ${message}`, { expression: [`${where}.${path}`] });
-  if (!e || typeof e !== 'object') throw fail('is not an object', '');
+  if (!e || typeof e !== 'object' || Array.isArray(e)) throw fail('is not an object', '');
   const request = e.request;
-  if (!request || typeof request !== 'object') throw fail('has no request');
-  const method = String(request.method ?? '').toUpperCase() as Entry['method'];
+  if (!request || typeof request !== 'object' || Array.isArray(request)) throw fail('has no request');
+  if (typeof request.method !== 'string') throw fail(`request.method must be a string: GET, HEAD, POST, PUT, PATCH or DELETE`, 'request.method');
+  const method = request.method.toUpperCase() as Entry['method'];
   if (!(method in ORDER)) throw fail(`request.method ${JSON.stringify(request.method)} is not GET, HEAD, POST, PUT, PATCH or DELETE`, 'request.method');
   if (typeof request.url !== 'string' || !request.url) throw fail('has no request.url', 'request.url');
+  checkRequestFields(request, fail);
+  if (e.fullUrl !== undefined && (typeof e.fullUrl !== 'string' || !e.fullUrl)) throw fail('fullUrl must be a non-empty string', 'fullUrl');
   let url = request.url;
   if (url.startsWith(baseUrl + '/')) url = url.slice(baseUrl.length + 1);
   url = url.replace(/^\//, '');
@@ -111,6 +139,39 @@ function parseEntry(e: BundleEntry, index: number, baseUrl: string): Entry {
     if (segments.length > 4) throw fail(`request.url ${request.url} is not a supported interaction`, 'request.url');
   }
   return { index, method, url: request.url, query, fullUrl: e.fullUrl, resource: e.resource, request, ...parsed } as Entry;
+}
+
+/** FHIR instants (Bundle.entry.request.ifModifiedSince). */
+const INSTANT = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$/;
+
+/**
+ * The other request fields, checked before any entry runs (http://hl7.org/fhir/R4/bundle.html:
+ * url, ifNoneMatch, ifMatch and ifNoneExist are strings, ifModifiedSince an instant), so a
+ * malformed one is that entry's 400, never a crash of the whole Bundle.
+ */
+function checkRequestFields(request: BundleEntryRequest, fail: (message: string, path?: string) => FhirError): void {
+  for (const field of ['url', 'ifNoneMatch', 'ifModifiedSince', 'ifMatch', 'ifNoneExist'] as const) {
+    const value: unknown = request[field];
+    if (value === undefined) continue;
+    if (typeof value !== 'string' || !value) throw fail(`request.${field} must be a non-empty string`, `request.${field}`);
+    if (CONTROL.test(value) || CONTROL.test(safeDecode(value))) throw fail(`request.${field} contains a control character`, `request.${field}`);
+  }
+  if (request.ifModifiedSince !== undefined && (!INSTANT.test(request.ifModifiedSince) || Number.isNaN(Date.parse(request.ifModifiedSince)))) {
+    throw fail('request.ifModifiedSince must be an instant such as 2024-01-31T12:00:00Z', 'request.ifModifiedSince');
+  }
+  if (request.ifMatch !== undefined && !ETAG.test(request.ifMatch)) throw fail(`request.ifMatch must be a version ETag such as W/"3"`, 'request.ifMatch');
+}
+
+/** Control characters (U+0000 among them, which PostgreSQL's text cannot hold) have no place in a URL or header. */
+const CONTROL = /[\u0000-\u001F\u007F]/;
+const ETAG = /^\s*(?:W\/)?"?([1-9]\d{0,8})"?\s*$/;
+
+function safeDecode(value: string): string {
+  try {
+    return decodeURIComponent(value.replace(/\+/g, ' '));
+  } catch {
+    return value;
+  }
 }
 
 function statusLine(status: number): string {
@@ -156,8 +217,9 @@ function binaryPatch(entry: Entry): unknown {
     throw new FhirError('invalid-request', 'A PATCH entry carries a Binary with contentType application/json-patch+json and the patch in data');
   }
   try {
-    return JSON.parse(Buffer.from(r.data, 'base64').toString('utf8'));
-  } catch {
+    return parseStrictJson(Buffer.from(r.data, 'base64').toString('utf8'));
+  } catch (err) {
+    if (err instanceof FhirError && /more than once/.test(err.message)) throw err;
     throw new FhirError('invalid-json', 'The Binary patch data is not base64-encoded JSON');
   }
 }
@@ -165,7 +227,7 @@ function binaryPatch(entry: Entry): unknown {
 function ifMatchOf(entry: Entry): number | undefined {
   const value = entry.request.ifMatch;
   if (value === undefined) return undefined;
-  const m = /^\s*(?:W\/)?"?([1-9]\d{0,8})"?\s*$/.exec(value);
+  const m = ETAG.exec(value);
   if (!m) throw new FhirError('invalid-request', `request.ifMatch must be a version ETag such as W/"3"`);
   return Number(m[1]);
 }
@@ -213,7 +275,7 @@ async function runRead(reads: Pick<GatedReads, 'read' | 'vread' | 'search' | 'co
   } else {
     resource = await searchBundle(reads, ctx, env, entry.type!, pairs, sub);
   }
-  if (version && entry.request.ifNoneMatch !== undefined && entry.request.ifNoneMatch.replace(/^W\//, '').replace(/"/g, '') === String(version.versionId)) {
+  if (version && notModified(entry.request, version)) {
     return { response: { status: statusLine(304), etag: `W/"${version.versionId}"` } };
   }
   const out: BundleEntry = { response: { status: statusLine(200) } };
@@ -227,6 +289,16 @@ async function runRead(reads: Pick<GatedReads, 'read' | 'vread' | 'search' | 'co
   return out;
 }
 
+/** The entry's conditional read (ifNoneMatch, else ifModifiedSince) finds the client's copy current, as for HTTP reads. */
+function notModified(request: BundleEntryRequest, version: StoredVersion): boolean {
+  if (request.ifNoneMatch !== undefined) {
+    const tags = request.ifNoneMatch.split(',').map((t) => t.trim().replace(/^W\//, '').replace(/"/g, ''));
+    return tags.includes('*') || tags.includes(String(version.versionId));
+  }
+  if (request.ifModifiedSince !== undefined) return Math.floor(version.lastUpdated / 1000) * 1000 <= Date.parse(request.ifModifiedSince);
+  return false;
+}
+
 async function batch(gate: Gate, ctx: AccessContext, env: InteractionEnv, entries: (Entry | FhirError)[], options: BundleRequestOptions): Promise<Bundle> {
   const out: BundleEntry[] = [];
   for (const entry of entries) {
@@ -238,8 +310,9 @@ async function batch(gate: Gate, ctx: AccessContext, env: InteractionEnv, entrie
       if (entry.method === 'GET' || entry.method === 'HEAD') out.push(await runRead(gate, ctx, env, entry, options));
       else out.push(writeEntry(await gate.transaction(ctx, (tx) => runWrite(tx, env, entry)), options));
     } catch (err) {
-      if (!(err instanceof FhirError)) throw err;
-      out.push(errorEntry(err));
+      if (err instanceof FhirError) out.push(errorEntry(err));
+      else if (options.entryFailure) out.push(errorEntry(options.entryFailure(err, entry.index)));
+      else throw err;
     }
   }
   return { resourceType: 'Bundle', type: 'batch-response', timestamp: new Date(env.now()).toISOString(), ...(out.length ? { entry: out } : {}) };
@@ -342,9 +415,9 @@ async function rewriteReferences(resource: Resource, mapping: ReadonlyMap<string
   const rewrite = (node: unknown, key?: string): unknown => {
     if (Array.isArray(node)) return node.map((n) => rewrite(n, key));
     if (node && typeof node === 'object') {
-      const out: Record<string, unknown> = {};
-      for (const [k, v] of Object.entries(node)) out[k] = rewrite(v, k);
-      return out;
+      // fromEntries defines own properties: assigning a "__proto__" key would instead set the
+      // copy's prototype, so the validator and the gate would judge content that is not stored.
+      return Object.fromEntries(Object.entries(node).map(([k, v]) => [k, rewrite(v, k)]));
     }
     if (typeof node === 'string') {
       if (key === 'reference') return mapping.get(node) ?? conditional.get(node) ?? node;

@@ -66,6 +66,8 @@ export function newId(): string {
  */
 export function conditionalFilter(type: ResourceType, query: string, env: InteractionEnv): ResourceFilter {
   const pairs = [...new URLSearchParams(query.replace(/^\?/, '')).entries()].filter(([k]) => k !== '_format' && k !== '_pretty');
+  // Criteria also arrive in headers and Bundle entries, not only in checked URLs.
+  if (pairs.some(([k, v]) => /[\u0000-\u001F\u007F]/.test(k + v))) throw new FhirError('invalid-request', 'The conditional criteria contain a control character');
   if (pairs.length === 0) throw new FhirError('invalid-request', 'A conditional interaction needs at least one search criterion');
   const parsed = parseSearch(type, pairs, { strict: true, defaultCount: 2, maxCount: env.maxCount, baseUrl: env.baseUrl, now: env.now() });
   if (parsed.criteria.length === 0) throw new FhirError('invalid-request', 'A conditional interaction needs at least one search criterion');

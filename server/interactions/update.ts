@@ -6,7 +6,7 @@ import { asResource, assertInteraction, conditionalFilter, withoutServerMeta, ty
 
 /**
  * update (http://hl7.org/fhir/R4/http.html#update): the body's id must equal the URL's; a new
- * id creates the resource with it (update as create, 201). `If-Match` makes it a version-aware
+ * id creates the resource with it (update as create, 201), as does an update of a deleted one. `If-Match` makes it a version-aware
  * update: any other current version is a 412, so concurrent writers never lose a version.
  */
 export async function updateResource(
@@ -37,6 +37,8 @@ export async function updateResource(
     return { status: 201, version, message: `Created ${type}/${id}` };
   }
   const version = await tx.update(current, next, 'PUT');
+  // Bringing a deleted resource back creates it anew (http://hl7.org/fhir/R4/http.html#update: 201 when created).
+  if (current.deleted) return { status: 201, version, message: `Created ${type}/${id} again (version ${version.versionId}) after its deletion` };
   return { status: 200, version, message: `Updated ${type}/${id} to version ${version.versionId}` };
 }
 

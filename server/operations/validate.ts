@@ -7,6 +7,7 @@ import type { Gate } from '../gate/gate';
 import type { HttpDeps } from '../http/deps';
 import { sendJson } from '../http/format';
 import { ctxOf } from '../http/request';
+import { schemaValidator } from '../validation/schema';
 import type { Validator } from '../validation/validate';
 import type { OperationDef } from './registry';
 
@@ -66,6 +67,11 @@ function readInput(req: Request, res: Response, type: ResourceType): { resource?
   }
   const body = req.body as Parameters | undefined;
   if (body && typeof body === 'object' && body.resourceType === 'Parameters' && type !== ('Parameters' as string)) {
+    // The Parameters wrapper must itself be well formed before it is read ("parameter": 5 was a
+    // 500); the resource inside is what is being validated, and is reported on below.
+    const parameter = Array.isArray(body.parameter) ? body.parameter.map((p) => (p && typeof p === 'object' ? (({ resource: _r, ...rest }) => rest)(p) : p)) : body.parameter;
+    const wrapper = schemaValidator().validate('Parameters', { ...body, parameter });
+    if (wrapper.length) throw new FhirError('invalid-resource', 'The Parameters body is not valid FHIR R4', { issues: wrapper });
     resource = undefined;
     for (const p of body.parameter ?? []) {
       if (p.name === 'resource') resource = p.resource;

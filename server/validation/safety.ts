@@ -1,4 +1,5 @@
 import type { OperationOutcomeIssue } from 'fhir/r4';
+import { NULL_MESSAGE } from './schema';
 
 /**
  * What the JSON schema misses and the FHIR spec forbids, for the safety of everyone who renders
@@ -23,8 +24,10 @@ const ALLOWED_ATTRIBUTES = new Set([
   'longdesc', 'hreflang', 'rel', 'rev', 'charset', 'target',
 ]);
 
-const TAG = /<\s*(\/?)\s*([A-Za-z][A-Za-z0-9:_-]*)((?:\s+[^\s=>\/]+(?:\s*=\s*(?:"[^"]*"|'[^']*'|[^\s>]+))?)*)\s*(\/?)\s*>/g;
-const ATTRIBUTE = /([^\s=>\/]+)(?:\s*=\s*("[^"]*"|'[^']*'|[^\s>]+))?/g;
+// No part of a tag may contain '<' (XML forbids it in names and attribute values), so a match
+// attempt never runs past the next '<': matching stays linear on unclosed tags ("<a b<a b<a b…").
+const TAG = /<\s*(\/?)\s*([A-Za-z][A-Za-z0-9:_-]*)((?:\s+[^\s=<>\/]+(?:\s*=\s*(?:"[^"<]*"|'[^'<]*'|[^\s<>]+))?)*)\s*(\/?)\s*>/g;
+const ATTRIBUTE = /([^\s=<>\/]+)(?:\s*=\s*("[^"<]*"|'[^'<]*'|[^\s<>]+))?/g;
 
 /** Narrative problems of one xhtml `div`. */
 export function checkNarrative(div: string, expression: string): OperationOutcomeIssue[] {
@@ -69,32 +72,70 @@ function decodeEntities(value: string): string {
  * Ordinary strings that carry markup which a careless renderer would execute
  * (the HL7 validator's "text that looks like embedded HTML tags").
  */
-const ACTIVE_MARKUP = /<\s*\/?\s*(script|iframe|object|embed|applet|form|img|svg|style|link|meta|base|a|body|html|input|button|textarea|frame|frameset|math|video|audio|source)\b[^>]*>|<[^>]+\son[a-z]+\s*=|javascript\s*:/i;
+const ACTIVE_MARKUP = /<\s*\/?\s*(script|iframe|object|embed|applet|form|img|svg|style|link|meta|base|a|body|html|input|button|textarea|frame|frameset|math|video|audio|source)\b[^<>]*>|<[^<>]+\son[a-z]+\s*=|javascript\s*:/i;
+
+/**
+ * Characters no FHIR string may hold: controls below U+0020 other than tab, line feed and carriage
+ * return (http://hl7.org/fhir/R4/datatypes.html#string; XML cannot carry them, PostgreSQL's text
+ * refuses U+0000), and UTF-16 surrogates that do not form a pair (not Unicode characters).
+ */
+const FORBIDDEN_CHARACTER = /[\u0000-\u0008\u000B\u000C\u000E-\u001F]|[\uD800-\uDFFF]/u;
 
 /** Walks a resource for unsafe strings and narrative; `type` prefixes the FHIRPath locations. */
 export function checkSafety(type: string, resource: unknown): OperationOutcomeIssue[] {
   const issues: OperationOutcomeIssue[] = [];
+  const fail = (code: OperationOutcomeIssue['code'], diagnostics: string, expression: string) => issues.push({ severity: 'error', code, diagnostics, expression: [expression] });
   const visit = (value: unknown, expression: string, key: string) => {
     if (typeof value === 'string') {
+      const bad = FORBIDDEN_CHARACTER.exec(value);
+      if (bad) {
+        const point = bad[0].codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0');
+        fail('invalid', `The string contains U+${point}, which FHIR strings may not contain (control characters other than tab, carriage return and line feed, or an unpaired surrogate)`, expression);
+      }
       if (key === 'div') issues.push(...checkNarrative(value, expression));
       else if (key !== 'data' && ACTIVE_MARKUP.test(value)) {
-        issues.push({ severity: 'error', code: 'invalid', diagnostics: 'The string value contains text that looks like embedded HTML tags, which are not allowed for security reasons', expression: [expression] });
+        fail('invalid', 'The string value contains text that looks like embedded HTML tags, which are not allowed for security reasons', expression);
       }
       return;
     }
+    if (value === null) {
+      fail('structure', NULL_MESSAGE, expression);
+      return;
+    }
     if (Array.isArray(value)) {
-      // http://hl7.org/fhir/R4/json.html: arrays, objects and strings are never empty, and null only
-      // stands in for a missing entry of an array of primitives that has extensions.
-      if (value.length === 0) issues.push({ severity: 'error', code: 'structure', diagnostics: 'Arrays must not be empty in FHIR JSON; omit the property', expression: [expression] });
+      // http://hl7.org/fhir/R4/json.html: arrays, objects and strings are never empty.
+      if (value.length === 0) fail('structure', 'Arrays must not be empty in FHIR JSON; omit the property', expression);
       value.forEach((v, i) => visit(v, `${expression}[${i}]`, key));
       return;
     }
     if (value && typeof value === 'object') {
-      if (Object.keys(value).length === 0) issues.push({ severity: 'error', code: 'structure', diagnostics: 'Objects must not be empty in FHIR JSON; omit the property', expression: [expression] });
-      for (const [k, v] of Object.entries(value)) {
-        visit(v, `${expression}.${k}`, k);
+      const node = value as Record<string, unknown>;
+      if (Object.keys(node).length === 0) fail('structure', 'Objects must not be empty in FHIR JSON; omit the property', expression);
+      for (const [k, v] of Object.entries(node)) {
+        if (Array.isArray(v)) visitRepeating(node, k, v, `${expression}.${k}`);
+        else visit(v, `${expression}.${k}`, k);
       }
     }
+  };
+  /**
+   * A repeating element. The one place FHIR JSON has null: a repeating primitive `k` and its
+   * extensions `_k` are two arrays of the same length, null filling the positions of one that
+   * the other needs (http://hl7.org/fhir/R4/json.html#primitive). Whether `k` is a primitive at
+   * all is the schema's to say (its items are null only there).
+   */
+  const visitRepeating = (node: Record<string, unknown>, k: string, list: unknown[], expression: string) => {
+    const twinKey = k.startsWith('_') ? k.slice(1) : `_${k}`;
+    const twin = node[twinKey];
+    if (list.length === 0) fail('structure', 'Arrays must not be empty in FHIR JSON; omit the property', expression);
+    if (k.startsWith('_') && Array.isArray(twin) && twin.length !== list.length) {
+      fail('structure', `${k} must have one entry (or null) for each value of ${twinKey}: ${list.length} here, ${twin.length} there`, expression);
+    }
+    list.forEach((v, i) => {
+      const at = `${expression}[${i}]`;
+      if (v !== null) return visit(v, at, k);
+      const partner = Array.isArray(twin) ? twin[i] : undefined;
+      if (partner === undefined || partner === null) fail('structure', NULL_MESSAGE, at);
+    });
   };
   visit(resource, type, '');
   return issues;

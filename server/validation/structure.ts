@@ -8,8 +8,9 @@ import type { ElementDefinition, OperationOutcomeIssue, StructureDefinition } fr
  * profiles' differentials the same way, so a profile in `profiles/` is data, not code.
  *
  * What it checks: `min`/`max` of every element of the resource and its backbone elements
- * (nested `Consent.provision`s included, through `contentReference`), and every constraint
- * with its severity. What it leaves to the JSON schema: datatypes, primitive formats, codes of
+ * (nested `Consent.provision`s included, through `contentReference`), every constraint with its
+ * severity, and the target types of Reference elements (`targetProfile`) for literal references
+ * that name a type. What it leaves to the JSON schema: datatypes, primitive formats, codes of
  * required bindings, unknown properties.
  */
 export interface StructureIssue extends OperationOutcomeIssue {
@@ -49,6 +50,8 @@ export class StructureChecker {
   private readonly aliases = new Map<string, string>();
   private readonly choices = new Map<string, string>(); // 'Patient.deceased' -> 'Patient.deceased[x]'
   private readonly compiled = new Map<string, Compiled>();
+  /** Reference elements → the resource types they may point at (absent: any resource). */
+  private readonly targets = new Map<string, { types: ReadonlySet<string>; origin: 'base' | 'profile' }>();
 
   constructor(
     readonly type: string,
@@ -70,6 +73,12 @@ export class StructureChecker {
       const path = el.path;
       if (el.contentReference) this.aliases.set(path, el.contentReference.replace(/^#/, ''));
       if (path.endsWith('[x]')) this.choices.set(path.slice(0, -3), path);
+      const reference = el.type?.find((t) => t.code === 'Reference');
+      if (reference?.targetProfile?.length) {
+        const types = reference.targetProfile.map((url) => url.slice(url.lastIndexOf('/') + 1));
+        if (types.includes('Resource')) this.targets.delete(path);
+        else this.targets.set(path, { types: new Set(types), origin });
+      }
       const fixedKey = Object.keys(el).find((k) => k.startsWith('fixed'));
       if (path !== this.type && (el.min !== undefined || el.max !== undefined || fixedKey)) {
         const parent = path.slice(0, path.lastIndexOf('.'));
@@ -175,6 +184,12 @@ export class StructureChecker {
       let childCanonical = this.canonical(`${canonical}.${key}`);
       const choice = this.choiceOf(canonical, key);
       if (choice) childCanonical = choice;
+      const target = this.targets.get(childCanonical);
+      if (target && (!choice || key.endsWith('Reference'))) {
+        (Array.isArray(value) ? value : [value]).forEach((item, i) => {
+          checkTarget(item, target.types, target.origin, childCanonical, Array.isArray(value) ? `${expression}.${key}[${i}]` : `${expression}.${key}`, issues);
+        });
+      }
       const descend = this.backbone.has(childCanonical);
       const constrained = this.constraints.has(childCanonical);
       if (!descend && !constrained) continue;
@@ -220,6 +235,30 @@ export class StructureChecker {
       }
     }
   }
+}
+
+/**
+ * A literal reference names its target's type (`Patient/1`, `http://server/fhir/Patient/1`,
+ * `…/_history/2`): the pattern of http://hl7.org/fhir/R4/references.html#literal. Contained
+ * (`#…`), `urn:uuid:`/`urn:oid:` and other URLs name no type and are not judged here.
+ */
+const LITERAL_REFERENCE = /^(?:https?:\/\/(?:[A-Za-z0-9\-\\.:%$]*\/)+)?([A-Z][A-Za-z]+)\/[A-Za-z0-9\-.]{1,64}(?:\/_history\/[A-Za-z0-9\-.]{1,64})?$/;
+
+/**
+ * A Reference element may only point at the types its definition lists (`targetProfile`), and its
+ * `type`, when given, must agree with the type its literal reference names
+ * (http://hl7.org/fhir/R4/references.html#Reference).
+ */
+function checkTarget(item: unknown, allowed: ReadonlySet<string>, origin: 'base' | 'profile', path: string, expression: string, issues: StructureIssue[]): void {
+  if (!item || typeof item !== 'object') return; // the schema reports a wrong shape
+  const ref = item as { reference?: unknown; type?: unknown };
+  const list = allowed.size === 1 ? `a ${[...allowed][0]}` : `one of ${[...allowed].join(', ')}`;
+  const fail = (diagnostics: string, where: string) => issues.push({ severity: 'error', code: 'value', origin, diagnostics, expression: [where] });
+  const named = typeof ref.reference === 'string' ? LITERAL_REFERENCE.exec(ref.reference)?.[1] : undefined;
+  const declared = typeof ref.type === 'string' ? ref.type.replace(/^http:\/\/hl7\.org\/fhir\/StructureDefinition\//, '') : undefined;
+  if (named && !allowed.has(named)) fail(`${path} must refer to ${list}; '${ref.reference as string}' is of type ${named}`, `${expression}.reference`);
+  if (declared !== undefined && !allowed.has(declared)) fail(`${path} must refer to ${list}; its type is '${ref.type as string}'`, `${expression}.type`);
+  else if (declared !== undefined && named && declared !== named) fail(`Reference.type '${ref.type as string}' does not match the reference '${ref.reference as string}'`, `${expression}.type`);
 }
 
 /**

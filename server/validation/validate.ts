@@ -67,10 +67,24 @@ export class Validator {
       report.base.push({ severity: 'error', code: 'structure', diagnostics: `resourceType must be "${type}", found ${JSON.stringify(declared)}`, expression: [`${type}.resourceType`] });
       return report;
     }
-    report.base.push(...schemaValidator().validate(type, resource));
-    report.base.push(...checkSafety(type, resource));
-    const checks = [this.checkers.get(type)!, ...this.extraProfiles(type, resource as Resource).map((url) => this.extra.get(url)!.checker)];
-    for (const issue of checks.flatMap((c) => c.check(resource as Record<string, unknown>))) {
+    // The schema and the safety walk both refuse a stray null; say it once.
+    const seen = new Set<string>();
+    for (const issue of [...schemaValidator().validate(type, resource), ...checkSafety(type, resource)]) {
+      const key = `${issue.expression?.[0]}|${issue.diagnostics}`;
+      if (!seen.has(key)) report.base.push(issue);
+      seen.add(key);
+    }
+    let structural: ReturnType<StructureChecker['check']>;
+    try {
+      const checks = [this.checkers.get(type)!, ...this.extraProfiles(type, resource as Resource).map((url) => this.extra.get(url)!.checker)];
+      structural = checks.flatMap((c) => c.check(resource as Record<string, unknown>));
+    } catch (err) {
+      // Content the schema already refused may not have the shapes the invariants and profile
+      // selection read; it is rejected either way. On content the schema accepted, it is a bug.
+      if (report.base.length === 0) throw err;
+      structural = [];
+    }
+    for (const issue of structural) {
       const { origin, ...plain } = issue;
       if (plain.severity !== 'error') report.warnings.push(plain);
       else if (origin === 'base') report.base.push(plain);
@@ -87,6 +101,7 @@ export class Validator {
   private extraProfiles(type: ResourceType, resource: Resource): string[] {
     const urls = new Set<string>();
     for (const url of resource.meta?.profile ?? []) {
+      if (typeof url !== 'string') continue; // a null gap beside _profile extensions
       const bare = url.split('|')[0];
       if (this.extra.get(bare)?.type === type) urls.add(bare);
     }

@@ -92,6 +92,24 @@ describe('Foundation: the CapabilityStatement says exactly what the server does'
     });
   }
 
+  it('lists conditional read support as reads behave (If-None-Match, If-Modified-Since: 304 when current)', async () => {
+    // http://hl7.org/fhir/R4/valueset-conditional-read-status.html
+    const meaning: Record<string, string[]> = { 'not-supported': [], 'modified-since': ['If-Modified-Since'], 'not-match': ['If-None-Match'], 'full-support': ['If-Modified-Since', 'If-None-Match'] };
+    for (const type of ['Patient', 'Consent', 'AuditEvent']) {
+      const created = await h.api.post(`/${type}`, samples[type]());
+      assert.equal(created.status, 201);
+      const url = `/${type}/${created.body.id}`;
+      const future = new Date(Date.now() + 3600_000).toUTCString();
+      const behaves: string[] = [];
+      if ((await h.api.get(url, { 'If-Modified-Since': future })).status === 304) behaves.push('If-Modified-Since');
+      if ((await h.api.get(url, { 'If-None-Match': created.headers.etag })).status === 304) behaves.push('If-None-Match');
+      assert.deepEqual(behaves, meaning[resource(type).conditionalRead!], `${type}: listed ${resource(type).conditionalRead}`);
+      // and a stale copy is answered in full
+      assert.equal((await h.api.get(url, { 'If-Modified-Since': 'Sat, 01 Jan 2000 00:00:00 GMT' })).status, 200);
+      assert.equal((await h.api.get(url, { 'If-None-Match': 'W/"999"' })).status, 200);
+    }
+  });
+
   it('lists the profile each type is held to, and the profile exists in profiles/', () => {
     for (const r of cs.rest![0].resource!) assert.match(r.profile!, /StructureDefinition\/custodian-/);
   });

@@ -209,10 +209,14 @@ describe('Foundation: read, create, update, patch, delete', () => {
       assert.equal((await h.api.delete(`/Patient/${id}`)).status, 204);
       assert.equal((await h.api.get(`/Patient/${id}/_history`)).body.entry.length, 2);
       assert.equal((await h.api.get(`/Patient?_id=${id}`)).body.total, 0);
-      // an update brings it back as the next version
+      // an update brings it back as the next version: created again, so 201 with its Location
       const back = await h.api.put(`/Patient/${id}`, patient({ id }));
-      assert.equal(back.status, 200);
+      assert.equal(back.status, 201);
       assert.equal(back.body.meta.versionId, '3');
+      assert.equal(back.headers.location, `${h.config.baseUrl}/Patient/${id}/_history/3`);
+      assert.equal((await h.api.get(`/Patient/${id}`)).status, 200);
+      // and an update of a live resource is still a 200
+      assert.equal((await h.api.put(`/Patient/${id}`, patient({ id, active: true }))).status, 200);
     });
 
     it('answers 404 for an unknown resource and 200 with an OperationOutcome for Prefer: return=OperationOutcome', async () => {

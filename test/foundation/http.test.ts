@@ -30,6 +30,21 @@ describe('Foundation: HTTP semantics', () => {
     it('lets _format override Accept', async () => {
       assert.equal((await h.api.get(`/Patient/${id}?_format=json`, { Accept: 'application/fhir+xml' })).status, 200);
       assert.match((await h.api.get(`/Patient/${id}?_format=application/json`)).headers['content-type'], /^application\/json/);
+      // json and application/json answer application/json; fhir+json and application/fhir+json answer application/fhir+json
+      const formats: [string, RegExp][] = [
+        ['json', /^application\/json;/],
+        ['application/json', /^application\/json;/],
+        ['fhir%2Bjson', /^application\/fhir\+json;/],
+        ['fhir+json', /^application\/fhir\+json;/],
+        ['application/fhir%2Bjson', /^application\/fhir\+json;/],
+        ['application/json%2Bfhir', /^application\/fhir\+json;/],
+      ];
+      for (const [format, type] of formats) {
+        const res = await h.api.get(`/Patient/${id}?_format=${format}`, { Accept: 'application/fhir+json' });
+        assert.equal(res.status, 200, format);
+        assert.match(res.headers['content-type'], type, format);
+      }
+      assert.equal((await h.api.get(`/Patient/${id}?_format=application/fhir%2Bxml`)).status, 406);
       assert.equal((await h.api.get(`/Patient/${id}?_format=xml`)).status, 406);
       assert.equal((await h.api.get(`/Patient/${id}?_format=text/turtle`)).status, 406);
     });

@@ -63,6 +63,101 @@ describe('Foundation: validation on every write', () => {
     assert.equal(res.status, 400);
   });
 
+  describe('structure the published schema alone let through (each: 400 naming where, nothing stored)', () => {
+    before(async () => {
+      assert.equal((await h.api.put('/Patient/val-p', patient({ id: 'val-p' }))).status, 201);
+    });
+    const P = (extra: Record<string, unknown>) => patient(extra) as unknown as Record<string, unknown>;
+    const C = (extra: Record<string, unknown>) => consent('val-p', extra) as unknown as Record<string, unknown>;
+    // [title, resource, the expression an issue must name]
+    const cases: [string, Record<string, unknown>, string][] = [
+      ['managingOrganization as a string', P({ managingOrganization: 'x' }), 'Patient.managingOrganization'],
+      ['managingOrganization as a number (the GP who then could not read its own Patient)', P({ managingOrganization: 5 }), 'Patient.managingOrganization'],
+      ['managingOrganization: null', P({ managingOrganization: null }), 'Patient.managingOrganization'],
+      ['a name that is a string', P({ name: ['x'] }), 'Patient.name[0]'],
+      ['link.other as a number', P({ link: [{ other: 5, type: 'seealso' }] }), 'Patient.link[0].other'],
+      ['contact.organization as a string', P({ contact: [{ organization: 'x', name: { family: 'X' } }] }), 'Patient.contact[0].organization'],
+      ['meta.security codings as strings', P({ meta: { security: ['x'] } }), 'Patient.meta.security[0]'],
+      ['text as a string', P({ text: 'x' }), 'Patient.text'],
+      ['identifier: [null]', P({ identifier: [null] }), 'Patient.identifier[0]'],
+      ['a null given name with no extensions beside it', P({ name: [{ given: [null, 'Jo'] }] }), 'Patient.name[0].given[0]'],
+      ['a given name that is a number', P({ name: [{ given: [5] }] }), 'Patient.name[0].given[0]'],
+      ['birthDate 2020-02-30', P({ birthDate: '2020-02-30' }), 'Patient.birthDate'],
+      ['birthDate 2019-02-29 (not a leap year)', P({ birthDate: '2019-02-29' }), 'Patient.birthDate'],
+      ['an extension with valueString and valueInteger', P({ extension: [{ url: 'http://example.org/x', valueString: 'a', valueInteger: 1 }] }), 'Patient.extension[0].value'],
+      ['an extension with a value and nested extensions (ext-1)', P({ extension: [{ url: 'http://example.org/x', valueString: 'a', extension: [{ url: 'y', valueString: 'b' }] }] }), 'Patient.extension[0]'],
+      ['an extension with neither a value nor nested extensions (ext-1)', P({ extension: [{ url: 'http://example.org/x' }] }), 'Patient.extension[0]'],
+      ['deceasedBoolean and deceasedDateTime', P({ deceasedBoolean: true, deceasedDateTime: '2020-01-01' }), 'Patient.deceased'],
+      ['multipleBirthInteger 1.5', P({ multipleBirthInteger: 1.5 }), 'Patient.multipleBirthInteger'],
+      ['multipleBirthInteger beyond 32 bits', P({ multipleBirthInteger: 3e10 }), 'Patient.multipleBirthInteger'],
+      ['an empty uri', P({ implicitRules: '' }), 'Patient.implicitRules'],
+      ['U+0000 in a family name', P({ name: [{ family: 'a\u0000b' }] }), 'Patient.name[0].family'],
+      ['a control character in an id-less string', P({ name: [{ text: 'bell\u0007' }] }), 'Patient.name[0].text'],
+      ['an unpaired surrogate', P({ name: [{ family: 'x\ud800' }] }), 'Patient.name[0].family'],
+      ['managingOrganization pointing at a Patient', P({ managingOrganization: { reference: 'Patient/val-p' } }), 'Patient.managingOrganization.reference'],
+      ['link.other pointing at an Organization', P({ link: [{ other: { reference: 'Organization/1' }, type: 'seealso' }] }), 'Patient.link[0].other.reference'],
+      ['Consent.patient as a string', C({ patient: 'x' }), 'Consent.patient'],
+      ['Consent.patient pointing at a Consent', C({ patient: { reference: 'Consent/x' } }), 'Consent.patient.reference'],
+      ['Consent.patient whose type disagrees', C({ patient: { reference: 'Patient/val-p', type: 'Group' } }), 'Consent.patient.type'],
+      ['Consent.provision as a string', C({ provision: 'x' }), 'Consent.provision'],
+      ['provision.period as a string (read as "no period": a permit unlimited in time)', C({ provision: { type: 'permit', period: 'x' } }), 'Consent.provision.period'],
+      ['a nested provision actor pointing at a Consent', C({ provision: { type: 'deny', provision: [{ actor: [{ role: { text: 'r' }, reference: { reference: 'Consent/1' } }] }] } }), 'Consent.provision.provision[0].actor[0].reference.reference'],
+    ];
+    for (const [title, resource, expression] of cases) {
+      it(title, async () => {
+        const type = resource.resourceType as string;
+        const checked = await h.api.post(`/${type}/$validate`, resource);
+        assert.equal(checked.status, 200);
+        const errors = checked.body.issue.filter((i: { severity: string }) => i.severity === 'error');
+        assert.ok(errors.some((i: { expression?: string[] }) => i.expression?.includes(expression)), `$validate names ${expression}: ${JSON.stringify(errors)}`);
+        const before = await count(type);
+        const res = await h.api.post(`/${type}`, resource);
+        assert.equal(res.status, 400, JSON.stringify(res.body).slice(0, 400));
+        assert.ok(res.body.issue.some((i: { expression?: string[] }) => i.expression?.includes(expression)), JSON.stringify(res.body.issue));
+        assert.equal(await count(type), before);
+        const put = await h.api.put(`/${type}/val-x`, { ...resource, id: 'val-x' });
+        assert.equal(put.status, 400);
+        assert.equal((await h.api.get(`/${type}/val-x`)).status, 404);
+      });
+    }
+
+    it('refuses the same shapes in a JSON Patch result and in a transaction entry', async () => {
+      const patched = await h.api.patch('/Patient/val-p', [{ op: 'add', path: '/managingOrganization', value: 5 }]);
+      assert.equal(patched.status, 400);
+      assert.deepEqual(patched.body.issue[0].expression, ['Patient.managingOrganization']);
+      const tx = await h.api.post('/', { resourceType: 'Bundle', type: 'transaction', entry: [{ request: { method: 'POST', url: 'Patient' }, resource: P({ identifier: [null] }) }] });
+      assert.equal(tx.status, 400);
+      assert.ok(tx.body.issue.some((i: { expression?: string[] }) => i.expression?.includes('Bundle.entry[0].resource.identifier[0]')), JSON.stringify(tx.body.issue));
+      assert.equal((await h.api.get('/Patient/val-p')).body.meta.versionId, '1');
+    });
+
+    it('accepts what FHIR allows: a null that lines a given name up with its extensions, a no-break space, 29 February of a leap year', async () => {
+      const aligned = P({ name: [{ family: 'Smith', given: [null, 'Jo'], _given: [{ extension: [{ url: 'http://example.org/initial', valueString: 'J' }] }, null] }] });
+      const res = await h.api.post('/Patient', aligned);
+      assert.equal(res.status, 201, JSON.stringify(res.body));
+      assert.deepEqual((await h.api.get(`/Patient/${res.body.id}`)).body.name, (aligned as { name: unknown }).name);
+      assert.equal((await h.api.get('/Patient?given=jo')).body.total >= 1, true);
+      assert.equal((await h.api.post('/Patient', P({ name: [{ family: 'Mary\u00a0Jane' }], birthDate: '2020-02-29' }))).status, 201);
+      const misaligned = P({ name: [{ given: ['a', 'b'], _given: [{ extension: [{ url: 'http://example.org/x', valueString: 'y' }] }] }] });
+      assert.equal((await h.api.post('/Patient', misaligned)).status, 400);
+    });
+
+    it('refuses a property that appears twice in one object, naming it (JSON.parse would keep the last)', async () => {
+      const before = await count('Patient');
+      const res = await h.api.request('post', '/Patient', { body: '{"resourceType":"Patient","gender":"male","name":[{"family":"A","family":"B"}],"gender":"female"}', raw: true });
+      assert.equal(res.status, 400);
+      assert.match(res.body.issue[0].diagnostics, /'family' appears more than once/);
+      assert.deepEqual(res.body.issue[0].expression, ['Patient.name[0].family']);
+      const escaped = await h.api.request('post', '/Patient', { body: '{"resourceType":"Patient","gender":"male","gend\\u0065r":"female"}', raw: true });
+      assert.equal(escaped.status, 400);
+      assert.equal(await count('Patient'), before);
+      const patch = await h.api.request('patch', '/Patient/val-p', { body: '[{"op":"add","path":"/gender","value":"male","value":"female"}]', raw: true, contentType: 'application/json-patch+json' });
+      assert.equal(patch.status, 400);
+      // the same key in different objects is fine
+      assert.equal((await h.api.request('post', '/Patient', { body: '{"resourceType":"Patient","name":[{"family":"A"},{"family":"B"}]}', raw: true })).status, 201);
+    });
+  });
+
   describe('Custodian profiles (422)', () => {
     it('Patient: an NHS number must pass the Modulus 11 check', async () => {
       const bad = await h.api.post('/Patient', patient({ identifier: [{ system: 'https://fhir.nhs.uk/Id/nhs-number', value: NHS_INVALID }] }));

@@ -80,16 +80,22 @@ export function assertValidFhir(body: unknown, where: string): void {
   assert.ok(typeof type === 'string', `${where}: response body has no resourceType: ${JSON.stringify(body).slice(0, 200)}`);
   const issues = schemaValidator().validate(type, body);
   assert.deepEqual(issues, [], `${where}: response body is not valid FHIR R4: ${JSON.stringify(issues).slice(0, 800)}`);
-  // What the schema does not say but the JSON format does: no empty arrays, objects or strings, no nulls.
-  const walk = (v: unknown, path: string): void => {
-    assert.ok(v !== null, `${where}: null at ${path}`);
+  // What the schema does not say but the JSON format does: no empty arrays, objects or strings,
+  // and no null but the gaps that line a repeating primitive up with its `_` extensions.
+  const walk = (v: unknown, path: string, twin?: unknown): void => {
+    if (v === null) {
+      assert.ok(twin !== undefined && twin !== null, `${where}: null at ${path}`);
+      return;
+    }
     assert.ok(v !== '', `${where}: empty string at ${path}`);
     if (Array.isArray(v)) {
       assert.ok(v.length > 0, `${where}: empty array at ${path}`);
-      v.forEach((x, i) => walk(x, `${path}[${i}]`));
+      const partner = Array.isArray(twin) ? twin : [];
+      v.forEach((x, i) => walk(x, `${path}[${i}]`, partner[i]));
     } else if (v && typeof v === 'object') {
-      assert.ok(Object.keys(v).length > 0, `${where}: empty object at ${path}`);
-      for (const [k, x] of Object.entries(v)) walk(x, `${path}.${k}`);
+      const node = v as Record<string, unknown>;
+      assert.ok(Object.keys(node).length > 0, `${where}: empty object at ${path}`);
+      for (const [k, x] of Object.entries(node)) walk(x, `${path}.${k}`, Array.isArray(x) ? node[k.startsWith('_') ? k.slice(1) : `_${k}`] : undefined);
     }
   };
   walk(body, type);

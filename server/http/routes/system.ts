@@ -5,6 +5,7 @@ import { processBundle } from '../../interactions/bundle';
 import { historyBundle } from '../../interactions/reads';
 import { systemSearchBundle } from '../../interactions/search';
 import { capabilityStatement } from '../capability';
+import { partFailure } from '../errors';
 import { bundleOptions, envOf, type HttpDeps } from '../deps';
 import { sendJson } from '../format';
 import { ctxOf, locals, preferOf, queryPairs } from '../request';
@@ -24,6 +25,7 @@ export function systemRoutes(deps: HttpDeps): Router {
       ...bundleOptions(req, res, deps, ''),
       maxEntries: deps.config.maxBundleEntries,
       returnPreference: preferOf(req).return ?? 'representation',
+      entryFailure: (err: unknown, index: number) => partFailure(deps.logger, locals(res).requestId, err, { entry: index }),
     };
     sendJson(res, 200, await processBundle(deps.gate, ctxOf(res), envOf(res, deps), req.body, options));
   });
