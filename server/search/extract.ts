@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import fhirpath from 'fhirpath';
@@ -216,8 +217,36 @@ export function extractIndexRows(type: ResourceType, resource: Resource, localBa
   return dedupe(rows);
 }
 
+/**
+ * Longest indexed value, in characters. Index keys must fit a B-tree entry (PostgreSQL refuses
+ * entries over 2704 bytes; a token row holds a code and a system, each up to 4 bytes a
+ * character), while FHIR strings may be a megabyte. A longer value is indexed as its first
+ * PREFIX_CHARS characters plus a hash of the whole (HAPI caps its index columns the same way),
+ * so equality stays exact, prefix searches up to PREFIX_CHARS characters stay exact, and a
+ * longer prefix or a `:contains` can only match within the first PREFIX_CHARS characters.
+ */
+export const PREFIX_CHARS = 240;
+
+/** A value as its index key (see PREFIX_CHARS); search values compared for equality go through it too. */
+export function indexKey(value: string): string {
+  if (value.length <= PREFIX_CHARS + 18) return value;
+  return `${value.slice(0, PREFIX_CHARS)}|#${createHash('sha256').update(value).digest('hex').slice(0, 16)}`;
+}
+
+/** A prefix search value as it can be compared with index keys. */
+export function prefixKey(value: string): string {
+  return value.length > PREFIX_CHARS ? value.slice(0, PREFIX_CHARS) : value;
+}
+
 /** The same value indexed twice for one resource (a name part that is also its text, a patient named twice) is one row. */
-function dedupe(rows: IndexRows): IndexRows {
+function dedupe(raw: IndexRows): IndexRows {
+  const rows: IndexRows = {
+    string: raw.string.map((r) => ({ param: r.param, norm: indexKey(r.norm), exact: indexKey(r.exact) })),
+    token: raw.token.map((r) => ({ param: r.param, system: indexKey(r.system), code: indexKey(r.code) })),
+    date: raw.date,
+    reference: raw.reference.map((r) => ({ param: r.param, ref: indexKey(r.ref) })),
+    uri: raw.uri.map((r) => ({ param: r.param, uri: indexKey(r.uri) })),
+  };
   const unique = <T>(list: T[]): T[] => {
     if (list.length < 2) return list;
     const seen = new Set<string>();

@@ -1,6 +1,6 @@
 import type { Resource } from 'fhir/r4';
 import type { ResourceType } from '../../resources';
-import { extractIndexRows } from './extract';
+import { extractIndexRows, indexKey } from './extract';
 import { searchParams } from './parameters';
 import { splitOr } from './parse';
 
@@ -18,7 +18,7 @@ export function matchesTokens(type: ResourceType, resource: Resource, criteria: 
       const bar = v.indexOf('|');
       const system = bar < 0 ? undefined : v.slice(0, bar) || null;
       const code = bar < 0 ? v : v.slice(bar + 1) || undefined;
-      return rows.some((r) => r.param === name && (code === undefined || r.code === code) && (system === undefined || r.system === system));
+      return rows.some((r) => r.param === name && (code === undefined || r.code === indexKey(code)) && (system === undefined || r.system === indexKey(system ?? '')));
     });
   });
 }

@@ -1,4 +1,4 @@
-import { identifierRef, normalizeString, soundex } from './extract';
+import { identifierRef, indexKey, normalizeString, prefixKey, soundex } from './extract';
 import type { LinkCheck, ResourceFilter } from './filter';
 import type { SearchParamDef } from './parameters';
 import { paramId } from './param-id';
@@ -122,7 +122,7 @@ function compileOne(c: Criterion, ctx: Ctx): Sql {
       // Word-prefix match on the normalised display/text (http://hl7.org/fhir/R4/search.html#text).
       const [cond, p] = any(c.values, (v): Sql => {
         const n = normalizeString(v);
-        return ["(code >= ? AND code < ?) OR code LIKE ? ESCAPE '\\'", [n, prefixEnd(n), `% ${escapeLike(n)}%`]];
+        return ["(code >= ? AND code < ?) OR code LIKE ? ESCAPE '\\'", [prefixKey(n), prefixEnd(prefixKey(n)), `% ${escapeLike(n)}%`]];
       });
       return inIndex(ctx, 'idx_token', c, cond, p, false, `${c.def.code}:text`);
     }
@@ -131,9 +131,9 @@ function compileOne(c: Criterion, ctx: Ctx): Sql {
         // phonetic: the Soundex code of the word, as indexed (http://hl7.org/fhir/R4/patient.html#search)
         if (c.def.code === 'phonetic') return ['norm = ?', [soundex(v).toLowerCase()]];
         const n = normalizeString(v);
-        if (c.mode === 'exact') return ['norm = ? AND exact = ?', [n, v]];
-        if (c.mode === 'contains') return ["norm LIKE ? ESCAPE '\\'", [`%${escapeLike(n)}%`]];
-        return ['norm >= ? AND norm < ?', [n, prefixEnd(n)]];
+        if (c.mode === 'exact') return ['norm = ? AND exact = ?', [indexKey(n), indexKey(v)]];
+        if (c.mode === 'contains') return ["norm LIKE ? ESCAPE '\\'", [`%${escapeLike(prefixKey(n))}%`]];
+        return ['norm >= ? AND norm < ?', [prefixKey(n), prefixEnd(prefixKey(n))]];
       });
       return inIndex(ctx, 'idx_string', c, cond, p);
     }
@@ -164,9 +164,9 @@ function compileOne(c: Criterion, ctx: Ctx): Sql {
     }
     case 'uri': {
       const [cond, p] = any(c.values, (v): Sql => {
-        if (c.mode === 'below') return ['uri >= ? AND uri < ?', [v, prefixEnd(v)]];
+        if (c.mode === 'below') return ['uri >= ? AND uri < ?', [prefixKey(v), prefixEnd(prefixKey(v))]];
         if (c.mode === 'above') return ['substr(?, 1, length(uri)) = uri', [v]];
-        return ['uri = ?', [v]];
+        return ['uri = ?', [indexKey(v)]];
       });
       return inIndex(ctx, 'idx_uri', c, cond, p);
     }
@@ -175,11 +175,11 @@ function compileOne(c: Criterion, ctx: Ctx): Sql {
 
 function tokenCondition(v: TokenValue): Sql {
   if (v.code !== undefined) {
-    if (v.system === undefined) return ['code = ?', [v.code]];
-    return ['code = ? AND system = ?', [v.code, v.system ?? '']];
+    if (v.system === undefined) return ['code = ?', [indexKey(v.code)]];
+    return ['code = ? AND system = ?', [indexKey(v.code), indexKey(v.system ?? '')]];
   }
   if (v.system === undefined) return ['1 = 1', []];
-  return ['system = ?', [v.system ?? '']];
+  return ['system = ?', [indexKey(v.system ?? '')]];
 }
 
 /** Reference keys (see IndexRows): `Type/id`, `url:<absolute>`, `id:<value>|<system>`. */
@@ -190,17 +190,17 @@ function referenceCondition(v: ReferenceValue, targets: readonly string[]): Sql 
       return ["ref >= 'id:' AND ref < 'id;' AND ref LIKE ? ESCAPE '\\'", [`id:%|${escapeLike(v.system ?? '')}`]];
     }
     if (v.system === undefined) {
-      const prefix = identifierRef(v.value, '');
+      const prefix = prefixKey(identifierRef(v.value, ''));
       return ['ref >= ? AND ref < ?', [prefix, prefixEnd(prefix)]];
     }
-    return ['ref = ?', [identifierRef(v.value, v.system)]];
+    return ['ref = ?', [indexKey(identifierRef(v.value, v.system))]];
   }
   if (v.local) {
     if (v.type) return ['ref = ?', [`${v.type}/${v.id}`]];
     if (targets.length) return [`ref IN (${targets.map(() => '?').join(', ')})`, targets.map((t) => `${t}/${v.id}`)];
     return ["ref LIKE ? ESCAPE '\\'", [`%/${escapeLike(v.id)}`]];
   }
-  return ['ref = ?', [`url:${v.url}`]];
+  return ['ref = ?', [indexKey(`url:${v.url}`)]];
 }
 
 /**

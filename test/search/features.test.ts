@@ -279,6 +279,23 @@ describe('Search: sorting, paging, includes, chaining, _has, system search', () 
     });
   });
 
+  describe('long values', () => {
+    it('index and find values longer than an index key holds (FHIR strings may be a megabyte)', async () => {
+      const family = 'Long' + 'x'.repeat(3000) + 'tail';
+      const mrn = 'M'.repeat(4000);
+      const created = await h.api.post('/Patient', patient({ name: [{ family }], identifier: [{ system: 'urn:test:long', value: mrn }] }));
+      assert.equal(created.status, 201, JSON.stringify(created.body).slice(0, 300));
+      const id = created.body.id;
+      assert.deepEqual(ids(await get(`/Patient?family:exact=${family}`)), [id]);
+      assert.deepEqual(ids(await get(`/Patient?family:exact=${family.slice(0, -1)}`)), []);
+      assert.deepEqual(ids(await get(`/Patient?family=${family.slice(0, 100)}`)), [id]);
+      assert.deepEqual(ids(await get(`/Patient?identifier=urn:test:long|${mrn}`)), [id]);
+      assert.deepEqual(ids(await get(`/Patient?identifier=urn:test:long|${mrn.slice(1)}`)), []);
+      assert.deepEqual(ids(await get(`/Patient?family=long&_sort=family&_count=1`)), [id]);
+      await h.api.delete(`/Patient/${id}`);
+    });
+  });
+
   describe('paging while others write', () => {
     it('a reader walking 7 at a time while a writer inserts sees every earlier match exactly once', async () => {
       const before = ids(await get('/Patient?_count=1000'));
