@@ -110,6 +110,9 @@ export class Gate {
   history(ctx: AccessContext, req: HistoryRequest): Promise<HistoryPage> {
     return this.reads.history(ctx, req);
   }
+  historyCount(ctx: AccessContext, req: Omit<HistoryRequest, 'limit' | 'order'>): Promise<number> {
+    return this.reads.historyCount(ctx, req);
+  }
 
   /**
    * Runs writes (and the reads they need) in one database transaction; every write is
@@ -285,32 +288,21 @@ export class GatedReads {
    * out before paging. A deletion is shown to whoever may see the version before it.
    */
   async history(ctx: AccessContext, unscoped: HistoryRequest): Promise<HistoryPage> {
-    let req = unscoped;
-    let purpose: ReadPurpose;
-    if (req.id !== undefined) {
-      this.allow(ctx, req.types[0], 'history-instance');
-      purpose = { permission: 'r', action: 'access' };
-      await this.assertMayKnowOf(ctx, req.types[0], req.id, purpose, true);
-    } else if (req.types.length === 1) {
-      this.allow(ctx, req.types[0], 'history-type');
-      purpose = { permission: 's', action: 'access' };
-    } else {
-      // System history covers the types this context may list; others are left out, not refused.
-      const types = req.types.filter((t) => this.policy.allowsInteraction(ctx, t, 'history-system').effect === 'permit');
-      if (types.length === 0) this.allow(ctx, req.types[0], 'history-system');
-      req = { ...req, types };
-      purpose = { permission: 's', action: 'access' };
-    }
+    const { req, purpose } = this.historyScope(ctx, unscoped);
+    if (req.id !== undefined) await this.assertMayKnowOf(ctx, req.types[0], req.id, purpose, true);
     const want = req.limit + 1;
     const found: HistoryVersion[] = [];
     const decided = new Map<HistoryVersion, Decision>();
     let bounds = { beforeSeq: req.beforeSeq, afterSeq: req.afterSeq };
+    let scannedTo: number | undefined;
     const batch = Math.min(Math.max(want * 2, 50), 2000);
     for (;;) {
       const rows = await this.reader.history({ ...req, ...bounds, limit: batch });
       const visible = await this.decideVersions(ctx, rows, purpose);
       rows.forEach((v, i) => {
-        if (found.length < want && visible[i].effect === 'permit') {
+        if (found.length >= want) return;
+        scannedTo = v.seq;
+        if (visible[i].effect === 'permit') {
           found.push(v);
           decided.set(v, visible[i]);
         }
@@ -322,7 +314,42 @@ export class GatedReads {
     const entries = found.slice(0, req.limit);
     const interaction: AuditInteraction = req.id !== undefined ? 'history-instance' : req.types.length === 1 ? 'history-type' : 'history-system';
     for (const v of entries) if (!v.deleted) this.note(ctx, interaction, v, decided.get(v)!);
-    return { entries, nextSeq: found.length > req.limit ? entries[entries.length - 1].seq : undefined };
+    const more = found.length > req.limit;
+    return { entries, nextSeq: more ? entries[entries.length - 1].seq : undefined, scannedTo: more ? entries[entries.length - 1].seq : scannedTo };
+  }
+
+  /**
+   * How many versions of the history window this context may see (`_summary=count` on history):
+   * the same filter as history() applies, version by version, so a reconciling client can compare
+   * it with what it received. Reports nothing to the audit trail but the request itself.
+   */
+  async historyCount(ctx: AccessContext, req: Omit<HistoryRequest, 'limit' | 'order'>): Promise<number> {
+    const { purpose, req: scoped } = this.historyScope(ctx, req);
+    if (scoped.id !== undefined) await this.assertMayKnowOf(ctx, scoped.types[0], scoped.id, purpose, true);
+    let total = 0;
+    let afterSeq = scoped.afterSeq;
+    for (;;) {
+      const rows = await this.reader.history({ ...scoped, afterSeq, order: 'asc', limit: 2000 });
+      total += (await this.decideVersions(ctx, rows, purpose)).filter((d) => d.effect === 'permit').length;
+      if (rows.length < 2000) return total;
+      afterSeq = rows[rows.length - 1].seq;
+    }
+  }
+
+  /** The scope check of a history request, and the types a system history covers for this context. */
+  private historyScope<R extends Pick<HistoryRequest, 'types' | 'id'>>(ctx: AccessContext, req: R): { req: R; purpose: ReadPurpose } {
+    if (req.id !== undefined) {
+      this.allow(ctx, req.types[0], 'history-instance');
+      return { req, purpose: { permission: 'r', action: 'access' } };
+    }
+    if (req.types.length === 1) {
+      this.allow(ctx, req.types[0], 'history-type');
+      return { req, purpose: { permission: 's', action: 'access' } };
+    }
+    // System history covers the types this context may list; others are left out, not refused.
+    const types = req.types.filter((t) => this.policy.allowsInteraction(ctx, t, 'history-system').effect === 'permit');
+    if (types.length === 0) this.allow(ctx, req.types[0], 'history-system');
+    return { req: { ...req, types }, purpose: { permission: 's', action: 'access' } };
   }
 
   private async decideVersions(ctx: AccessContext, rows: readonly HistoryVersion[], purpose: ReadPurpose): Promise<Decision[]> {
@@ -360,6 +387,11 @@ export interface HistoryPage {
   readonly entries: HistoryVersion[];
   /** The seq bound for the next page, when there is one. */
   readonly nextSeq?: number;
+  /**
+   * The last seq this page accounts for: every version up to it (in the page's order) was either
+   * returned or is hidden from this context. A forward walker resumes after it.
+   */
+  readonly scannedTo?: number;
 }
 
 /**
