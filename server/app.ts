@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import express, { type Express } from 'express';
 import { authenticate } from './access/authenticate';
 import type { SigningKey } from './access/keys';
@@ -23,6 +24,10 @@ import { resourceRoutes } from './http/routes/resources';
 import { smartRoutes } from './http/routes/smart';
 import { systemRoutes } from './http/routes/system';
 import { createLogger, type Logger } from './log';
+import { ExportRunner } from './feed/export-runner';
+import { ExportGate } from './gate/exports';
+import { bulkRoutes } from './http/routes/bulk';
+import { ExportJobs } from './store/exports';
 import type { Store } from './store/store';
 import { sharedValidator, type Validator } from './validation/validate';
 
@@ -50,6 +55,15 @@ export interface App {
   readonly tokens: TokenService;
   /** Resolves when every AuditEvent handed to the writer is committed (shutdown waits for it). */
   drainAudit(): Promise<void>;
+  /** The national consent feed's background workers: not running until start() (main.ts starts them; tests may drive them step by step). */
+  readonly feed: FeedWorkers;
+}
+
+export interface FeedWorkers {
+  readonly exports: ExportRunner;
+  start(): void;
+  /** Stops after the step in hand and gives the leases back. */
+  stop(): Promise<void>;
 }
 
 /**
@@ -65,7 +79,13 @@ export function buildApp(options: AppOptions): App {
   const writer = options.config.benchUnaudited ? undefined : new AuditWriter(options.store);
   if (!writer) logger.error('CUSTODIAN_BENCH_UNAUDITED=1: the audit trail is OFF. This setting exists for benchmarks only.');
   const trail = new AuditTrail(writer, now);
-  const gate = new Gate(options.store, allOf(scopePolicy, consent), facts, trail);
+  const policy = allOf(scopePolicy, consent);
+  const gate = new Gate(options.store, policy, facts, trail);
+  // The national consent feed: the export runner, and the gate it (and the handlers) read through.
+  const jobs = new ExportJobs(options.store, now);
+  const exportGate = new ExportGate(options.store.reader, policy, jobs);
+  const owner = randomUUID();
+  const exportRunner = new ExportRunner({ jobs, gate: exportGate, registry: options.access.registry, config: options.config.feed, baseUrl: options.config.baseUrl, now, logger, owner });
   const tokens = new TokenService({
     key: options.access.key,
     registry: options.access.registry,
@@ -74,7 +94,16 @@ export function buildApp(options: AppOptions): App {
     replay: (key, expiresAt) => options.store.rememberAssertion(key, expiresAt),
     trusted: options.access.trusted ?? [],
   });
-  const deps: HttpDeps = { config: options.config, gate, validator: options.validator ?? sharedValidator(), now, logger, registry: options.access.registry, audit: { writer } };
+  const deps: HttpDeps = {
+    config: options.config,
+    gate,
+    validator: options.validator ?? sharedValidator(),
+    now,
+    logger,
+    registry: options.access.registry,
+    audit: { writer },
+    feed: { exports: exportGate, nudgeExports: () => exportRunner.nudge() },
+  };
 
   const app = express();
   app.disable('x-powered-by');
@@ -97,10 +126,20 @@ export function buildApp(options: AppOptions): App {
   app.use(healthRoutes(() => options.store.probeWrite(), writer, () => options.store.auditIndex.backlog()));
   app.use(smartRoutes(tokens, options.access.key, options.config.baseUrl));
   app.use(systemRoutes(deps));
+  app.use(bulkRoutes(deps));
   app.use(resourceRoutes(deps));
   app.use((req) => {
     throw new FhirError('not-found', `No route for ${req.method} ${req.path}`);
   });
   app.use(errorHandler(logger));
-  return { express: app, gate, tokens, drainAudit: () => writer?.drained() ?? Promise.resolve() };
+  const feed: FeedWorkers = {
+    exports: exportRunner,
+    start() {
+      exportRunner.start();
+    },
+    async stop() {
+      await exportRunner.stop();
+    },
+  };
+  return { express: app, gate, tokens, drainAudit: () => writer?.drained() ?? Promise.resolve(), feed };
 }

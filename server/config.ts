@@ -27,6 +27,17 @@ export interface Config {
    * (CUSTODIAN_BENCH_UNAUDITED=1). Never in service: every access must be audited.
    */
   readonly benchUnaudited: boolean;
+  /** The national consent feed: bulk exports and the workers behind them. */
+  readonly feed: FeedConfig;
+}
+
+export interface FeedConfig {
+  /** How often the workers look for work other processes queued (exports), ms. */
+  readonly pollMs: number;
+  /** Resources per export output file; each file is written and audited in one transaction. */
+  readonly exportFileResources: number;
+  /** How long the files of a completed export are kept, seconds. */
+  readonly exportRetentionSeconds: number;
 }
 
 export interface AuthConfig {
@@ -74,6 +85,11 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     logLevel: oneOf(env, 'LOG_LEVEL', ['silent', 'error', 'info', 'debug'], 'info'),
     consentDefault: oneOf(env, 'CUSTODIAN_CONSENT_DEFAULT', ['deny', 'permit'], 'deny'),
     benchUnaudited: env.CUSTODIAN_BENCH_UNAUDITED === '1',
+    feed: {
+      pollMs: integer(env, 'CUSTODIAN_FEED_POLL_MS', 1000, 10, 600000),
+      exportFileResources: integer(env, 'CUSTODIAN_EXPORT_FILE_RESOURCES', 5000, 1, 100000),
+      exportRetentionSeconds: integer(env, 'CUSTODIAN_EXPORT_RETENTION', 86400, 60, 31536000),
+    },
     auth: {
       clientsFile: path.resolve(cwd, env.CUSTODIAN_CLIENTS || path.join(dataDir, 'clients.json')),
       signingKeyFile: path.resolve(cwd, env.CUSTODIAN_SIGNING_KEY || path.join(dataDir, 'keys', 'server-signing-key.json')),

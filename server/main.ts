@@ -58,6 +58,7 @@ async function main(): Promise<void> {
     server.once('listening', resolve);
     server.once('error', reject);
   });
+  app.feed.start();
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : config.port;
   const shownHost = config.host === '0.0.0.0' || config.host === '::' ? 'localhost' : config.host;
@@ -73,7 +74,10 @@ async function main(): Promise<void> {
     stopping = true;
     logger.info('shutting down', { signal });
     stopWatching();
+    const workers = app.feed.stop().catch((err) => logger.error('stopping the feed workers failed', { error: String(err) }));
     server.close(async () => {
+      // Exports and deliveries stop after the step in hand and hand their leases back.
+      await workers;
       // A client may hang up while its request's AuditEvents are still being committed.
       await app.drainAudit();
       await store.close().catch((err) => logger.error('closing the store failed', { error: String(err) }));

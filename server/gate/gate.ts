@@ -352,7 +352,8 @@ export class GatedReads {
     return { req: { ...req, types }, purpose: { permission: 's', action: 'access' } };
   }
 
-  private async decideVersions(ctx: AccessContext, rows: readonly HistoryVersion[], purpose: ReadPurpose): Promise<Decision[]> {
+  /** Decisions for versions of a history walk: a deletion is decided as the version before it. */
+  async decideVersions(ctx: AccessContext, rows: readonly HistoryVersion[], purpose: ReadPurpose): Promise<Decision[]> {
     const withContent = rows.filter((v) => !v.deleted);
     const decisions = await this.policy.canRead(ctx, withContent, purpose, this.view);
     const byKey = new Map(withContent.map((v, i) => [`${v.type}/${v.id}/${v.versionId}`, decisions[i]]));

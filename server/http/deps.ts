@@ -2,6 +2,7 @@ import type { Request, Response } from 'express';
 import type { ClientRegistry } from '../access/registry';
 import type { AuditWriter } from '../audit/writer';
 import type { Config } from '../config';
+import type { ExportGate } from '../gate/exports';
 import type { Gate } from '../gate/gate';
 import type { InteractionEnv } from '../interactions/common';
 import type { BundleOptions } from '../interactions/reads';
@@ -20,6 +21,14 @@ export interface HttpDeps {
   /** Registered clients ($access-decision answers for a named client). */
   readonly registry: ClientRegistry;
   readonly audit: { readonly writer: AuditWriter | undefined };
+  /** The national consent feed: Bulk Data export. */
+  readonly feed: FeedDeps;
+}
+
+export interface FeedDeps {
+  readonly exports: ExportGate;
+  /** A job was queued here: start it now rather than at the next poll. */
+  nudgeExports(): void;
 }
 
 export function envOf(res: Response, deps: HttpDeps): InteractionEnv {

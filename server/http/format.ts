@@ -45,12 +45,16 @@ function fromAccept(header: string | undefined): ResponseFormat['mime'] {
   throw new FhirError('not-acceptable', `Accept: ${header} cannot be satisfied; this server produces application/fhir+json (FHIR 4.0) and application/json`);
 }
 
+/** Bulk Data output files (served as application/fhir+ndjson; Accept may say so). */
+const BULK_FILE = /^\/_export\/[^/]+\/[^/]+$/;
+
 /** Middleware: decides the response format once per request. */
 export function negotiate(req: Request, res: Response, next: NextFunction): void {
   const format = typeof req.query._format === 'string' ? req.query._format : undefined;
   const pretty = req.query._pretty === 'true';
   // The error mapper needs a format even when negotiation fails.
   locals(res).format = { mime: 'application/fhir+json', pretty };
+  if (BULK_FILE.test(req.path) && /ndjson/.test(req.get('accept') ?? '')) return next();
   locals(res).format = { mime: format ? fromFormatParam(format) : fromAccept(req.get('accept')), pretty };
   next();
 }

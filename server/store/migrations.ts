@@ -154,6 +154,47 @@ const migrations: readonly Migration[] = [
       await m.sql('DROP INDEX idx_token_system');
     },
   },
+  {
+    id: '0010-export-jobs',
+    async up(m) {
+      // Bulk Data exports (see store/exports.ts): one row per kick-off, with the snapshot it reads
+      // (a commit sequence and its transactionTime), where it has got to, and who is running it
+      // (a lease, so several processes share the work and a crashed one's job is resumed).
+      await m.createTable('export_jobs', {
+        id: { type: DataTypes.STRING(64), primaryKey: true },
+        client_id: { type: DataTypes.STRING(256), allowNull: false },
+        context: { type: DataTypes.TEXT, allowNull: false },
+        level: { type: DataTypes.STRING(16), allowNull: false },
+        types: { type: DataTypes.TEXT, allowNull: false },
+        since: { type: DataTypes.BIGINT, allowNull: true },
+        request: { type: DataTypes.TEXT, allowNull: false },
+        status: { type: DataTypes.STRING(16), allowNull: false },
+        snapshot_seq: { type: DataTypes.BIGINT, allowNull: false },
+        transaction_time: { type: DataTypes.BIGINT, allowNull: false },
+        cursor: { type: DataTypes.TEXT, allowNull: false },
+        examined: { type: DataTypes.BIGINT, allowNull: false, defaultValue: 0 },
+        estimate: { type: DataTypes.BIGINT, allowNull: false, defaultValue: 0 },
+        issues: { type: DataTypes.TEXT, allowNull: true },
+        error: { type: DataTypes.TEXT, allowNull: true },
+        attempts: { type: DataTypes.INTEGER, allowNull: false, defaultValue: 0 },
+        lease_owner: { type: DataTypes.STRING(64), allowNull: true },
+        lease_until: { type: DataTypes.BIGINT, allowNull: false, defaultValue: 0 },
+        created_at: { type: DataTypes.BIGINT, allowNull: false },
+        updated_at: { type: DataTypes.BIGINT, allowNull: false },
+        expires_at: { type: DataTypes.BIGINT, allowNull: true },
+      });
+      await m.addIndex('export_jobs', ['status', 'lease_until'], 'export_jobs_status');
+      // The output, error and deleted files, one row each, written with the audit of what they disclose.
+      await m.createTable('export_files', {
+        job_id: { type: DataTypes.STRING(64), primaryKey: true },
+        part: { type: DataTypes.INTEGER, primaryKey: true },
+        kind: { type: DataTypes.STRING(16), allowNull: false },
+        type: { type: DataTypes.STRING(64), allowNull: false },
+        count: { type: DataTypes.INTEGER, allowNull: false },
+        content: { type: DataTypes.TEXT, allowNull: false },
+      });
+    },
+  },
 ];
 
 /** Ids of all migrations, in order (for the health report and tests). */

@@ -28,6 +28,13 @@ describe('Foundation: the CapabilityStatement says exactly what the server does'
     assert.deepEqual(cs.rest![0].interaction!.map((i) => i.code).sort(), ['batch', 'history-system', 'transaction']);
   });
 
+  it('the system-level operations exist ($export), and an unlisted one is 404', async () => {
+    assert.deepEqual(cs.rest![0].operation!.map((o) => o.name), ['export']);
+    assert.equal((await h.api.get('/$export?_type=Patient', { Prefer: 'respond-async' })).status, 202);
+    assert.equal((await h.api.get('/$not-an-operation')).status, 404);
+    assert.equal((await h.api.get('/$verify')).status, 405, 'a type-level operation at system level');
+  });
+
   const samples: Record<string, () => Record<string, unknown>> = {
     Patient: () => patient() as unknown as Record<string, unknown>,
     Consent: () => consent('cap-p') as unknown as Record<string, unknown>,
@@ -86,8 +93,9 @@ describe('Foundation: the CapabilityStatement says exactly what the server does'
         'sharing-summary': async () => (await h.api.get(`/${type}/cap-p/$sharing-summary`)).status,
         'access-report': async () => (await h.api.get(`/${type}/cap-p/$access-report`)).status,
         verify: async () => (await h.api.get(`/${type}/$verify`)).status,
+        export: async () => (await h.api.get(`/${type}/$export`, { Prefer: 'respond-async' })).status,
       };
-      for (const name of listed) assert.equal(await invoke[name](), 200, `$${name}`);
+      for (const name of listed) assert.ok([200, 202].includes(await invoke[name]()), `$${name}`);
       for (const name of Object.keys(invoke).filter((n) => !listed.includes(n))) assert.equal(await invoke[name](), 404, `$${name} is not listed for ${type}`);
     });
   }

@@ -3,6 +3,7 @@ import { auditAs } from '../../audit/hold';
 import { FhirError } from '../../errors';
 import { processBundle } from '../../interactions/bundle';
 import { historyBundle } from '../../interactions/reads';
+import { operation } from '../../operations/registry';
 import { capabilityStatement } from '../capability';
 import { bundleOptions, envOf, type HttpDeps } from '../deps';
 import { sendJson } from '../format';
@@ -30,6 +31,13 @@ export function systemRoutes(deps: HttpDeps): Router {
   router.get('/_history', async (req, res) => {
     auditAs(req, res, 'history-system', { query: true });
     sendJson(res, 200, await historyBundle(deps.gate, ctxOf(res), envOf(res, deps), {}, queryPairs(req), bundleOptions(req, res, deps, '_history')));
+  });
+
+  // System-level operations: /$op.
+  router.all('/:op', async (req, res, next) => {
+    if (!req.params.op.startsWith('$')) return next();
+    auditAs(req, res, 'operation', { operation: req.params.op, query: true });
+    await operation(req.params.op, 'system', req.method).handler(req, res, deps, {});
   });
 
   router.all('/', (req) => {
