@@ -24,11 +24,15 @@ import { resourceRoutes } from './http/routes/resources';
 import { smartRoutes } from './http/routes/smart';
 import { systemRoutes } from './http/routes/system';
 import { createLogger, type Logger } from './log';
+import { Deliverer } from './feed/deliverer';
 import { ExportRunner } from './feed/export-runner';
 import { ExportGate } from './gate/exports';
+import { SubscriptionGate } from './gate/subscriptions';
 import { bulkRoutes } from './http/routes/bulk';
+import { subscriptionRoutes } from './http/routes/subscriptions';
 import { ExportJobs } from './store/exports';
 import type { Store } from './store/store';
+import { Subscriptions } from './store/subscriptions';
 import { sharedValidator, type Validator } from './validation/validate';
 
 export interface AppOptions {
@@ -40,6 +44,8 @@ export interface AppOptions {
   /** Replaces the consent policy (scopes are always enforced in front of it); for tests of the layers below. */
   readonly policy?: AccessPolicy;
   readonly access: AccessSetup;
+  /** The HTTP client notifications are sent with (default: the global fetch). */
+  readonly fetch?: typeof fetch;
 }
 
 /** Who may get tokens, and the key the server signs them with. */
@@ -61,8 +67,9 @@ export interface App {
 
 export interface FeedWorkers {
   readonly exports: ExportRunner;
+  readonly deliverer: Deliverer;
   start(): void;
-  /** Stops after the step in hand and gives the leases back. */
+  /** Stops both after the step in hand and gives their leases back. */
   stop(): Promise<void>;
 }
 
@@ -80,12 +87,32 @@ export function buildApp(options: AppOptions): App {
   if (!writer) logger.error('CUSTODIAN_BENCH_UNAUDITED=1: the audit trail is OFF. This setting exists for benchmarks only.');
   const trail = new AuditTrail(writer, now);
   const policy = allOf(scopePolicy, consent);
-  const gate = new Gate(options.store, policy, facts, trail);
-  // The national consent feed: the export runner, and the gate it (and the handlers) read through.
+  // The national consent feed: the outbox filled in every write transaction, the workers that
+  // deliver it and run exports, and the gates they (and the handlers) read through.
+  const subscriptions = new Subscriptions(options.store, now);
   const jobs = new ExportJobs(options.store, now);
+  const workers: { deliverer?: Deliverer } = {};
+  const gate = new Gate(options.store, policy, facts, trail, {
+    beforeCommit: (tx, changes) => subscriptions.enqueue(tx.q, changes),
+    afterCommit: () => workers.deliverer?.nudge(),
+  });
   const exportGate = new ExportGate(options.store.reader, policy, jobs);
+  const subscriptionGate = new SubscriptionGate(options.store.reader, policy, facts, subscriptions);
   const owner = randomUUID();
   const exportRunner = new ExportRunner({ jobs, gate: exportGate, registry: options.access.registry, config: options.config.feed, baseUrl: options.config.baseUrl, now, logger, owner });
+  const deliverer = new Deliverer({
+    subscriptions,
+    gate: subscriptionGate,
+    registry: options.access.registry,
+    config: options.config.feed,
+    audit: writer ? (events) => writer.write(events) : undefined,
+    baseUrl: options.config.baseUrl,
+    now,
+    logger,
+    owner,
+    fetch: options.fetch,
+  });
+  workers.deliverer = deliverer;
   const tokens = new TokenService({
     key: options.access.key,
     registry: options.access.registry,
@@ -102,7 +129,7 @@ export function buildApp(options: AppOptions): App {
     logger,
     registry: options.access.registry,
     audit: { writer },
-    feed: { exports: exportGate, nudgeExports: () => exportRunner.nudge() },
+    feed: { exports: exportGate, subscriptions: subscriptionGate, nudgeExports: () => exportRunner.nudge() },
   };
 
   const app = express();
@@ -127,6 +154,7 @@ export function buildApp(options: AppOptions): App {
   app.use(smartRoutes(tokens, options.access.key, options.config.baseUrl));
   app.use(systemRoutes(deps));
   app.use(bulkRoutes(deps));
+  app.use(subscriptionRoutes(deps));
   app.use(resourceRoutes(deps));
   app.use((req) => {
     throw new FhirError('not-found', `No route for ${req.method} ${req.path}`);
@@ -134,11 +162,13 @@ export function buildApp(options: AppOptions): App {
   app.use(errorHandler(logger));
   const feed: FeedWorkers = {
     exports: exportRunner,
+    deliverer,
     start() {
       exportRunner.start();
+      deliverer.start();
     },
     async stop() {
-      await exportRunner.stop();
+      await Promise.all([exportRunner.stop(), deliverer.stop()]);
     },
   };
   return { express: app, gate, tokens, drainAudit: () => writer?.drained() ?? Promise.resolve(), feed };

@@ -27,12 +27,24 @@ export interface Config {
    * (CUSTODIAN_BENCH_UNAUDITED=1). Never in service: every access must be audited.
    */
   readonly benchUnaudited: boolean;
-  /** The national consent feed: bulk exports and the workers behind them. */
+  /** The national consent feed: bulk exports, subscriptions and the workers behind them. */
   readonly feed: FeedConfig;
 }
 
 export interface FeedConfig {
-  /** How often the workers look for work other processes queued (exports), ms. */
+  /**
+   * Where Subscription endpoints may point: http(s) origins, each with an optional path prefix.
+   * Empty (the default): no Subscription can be created.
+   */
+  readonly subscriptionEndpoints: readonly URL[];
+  /** How long one notification POST may take, ms. */
+  readonly deliveryTimeoutMs: number;
+  /** The delay after a failed delivery, ms; it doubles with each further failure up to `retryMaxMs`. */
+  readonly retryBaseMs: number;
+  readonly retryMaxMs: number;
+  /** Consecutive failed deliveries after which a Subscription shows status `error`. */
+  readonly errorAfter: number;
+  /** How often the workers look for work other processes queued (exports, notifications), ms. */
   readonly pollMs: number;
   /** Resources per export output file; each file is written and audited in one transaction. */
   readonly exportFileResources: number;
@@ -86,6 +98,11 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     consentDefault: oneOf(env, 'CUSTODIAN_CONSENT_DEFAULT', ['deny', 'permit'], 'deny'),
     benchUnaudited: env.CUSTODIAN_BENCH_UNAUDITED === '1',
     feed: {
+      subscriptionEndpoints: endpointAllowList(env),
+      deliveryTimeoutMs: integer(env, 'CUSTODIAN_DELIVERY_TIMEOUT_MS', 10000, 100, 600000),
+      retryBaseMs: integer(env, 'CUSTODIAN_DELIVERY_RETRY_MS', 1000, 1, 3600000),
+      retryMaxMs: integer(env, 'CUSTODIAN_DELIVERY_RETRY_MAX_MS', 300000, 1, 86400000),
+      errorAfter: integer(env, 'CUSTODIAN_DELIVERY_ERROR_AFTER', 3, 1, 1000),
       pollMs: integer(env, 'CUSTODIAN_FEED_POLL_MS', 1000, 10, 600000),
       exportFileResources: integer(env, 'CUSTODIAN_EXPORT_FILE_RESOURCES', 5000, 1, 100000),
       exportRetentionSeconds: integer(env, 'CUSTODIAN_EXPORT_RETENTION', 86400, 60, 31536000),
@@ -113,6 +130,27 @@ function baseUrl(env: Env): string | undefined {
   }
   if (url.search || url.hash) throw new ConfigError('CUSTODIAN_BASE_URL', 'must not carry a query or fragment');
   return url.toString().replace(/\/+$/, '');
+}
+
+/** CUSTODIAN_SUBSCRIPTION_ENDPOINTS: comma-separated http(s) URLs (an origin, optionally with a path prefix). */
+function endpointAllowList(env: Env): URL[] {
+  const raw = env.CUSTODIAN_SUBSCRIPTION_ENDPOINTS;
+  if (!raw) return [];
+  return raw
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)
+    .map((entry) => {
+      let url: URL;
+      try {
+        url = new URL(entry);
+      } catch {
+        throw new ConfigError('CUSTODIAN_SUBSCRIPTION_ENDPOINTS', `"${entry}" is not an absolute URL`);
+      }
+      if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new ConfigError('CUSTODIAN_SUBSCRIPTION_ENDPOINTS', `"${entry}" is not an http or https URL`);
+      if (url.username || url.password || url.search || url.hash) throw new ConfigError('CUSTODIAN_SUBSCRIPTION_ENDPOINTS', `"${entry}" must be an origin with an optional path, without credentials, query or fragment`);
+      return url;
+    });
 }
 
 function database(env: Env, dataDir: string, cwd: string): DatabaseConfig {

@@ -8,6 +8,7 @@ import { verifyChain, type ChainReport } from '../store/audit-chain';
 import { StoreReader, type HistoryRequest } from '../store/read';
 import type { HistoryVersion, StoredVersion } from '../store/records';
 import type { Store } from '../store/store';
+import type { WrittenVersion } from '../store/subscriptions';
 import type { Writer, WriteTx } from '../store/write';
 import type { Permission } from '../access/scopes';
 import type { AuditInteraction } from '../audit/balp';
@@ -36,6 +37,8 @@ export class Gate {
     private readonly facts?: PolicyData,
     /** Where every decided access is reported, for the audit trail. */
     private readonly audit?: AuditSink,
+    /** What else every write transaction does (the subscription outbox). */
+    private readonly hooks?: CommitHooks,
   ) {
     this.reads = new GatedReads(store.reader, policy, undefined, audit, () => store.auditIndex.catchUp());
   }
@@ -119,13 +122,31 @@ export class Gate {
    * authorised by the policy, and reads inside the transaction see only what the context may see.
    */
   transaction<T>(ctx: AccessContext, fn: (tx: GatedTx) => Promise<T>): Promise<T> {
-    return this.store.transaction(async (tx) => {
-      const gated = new GatedTx(tx, ctx, this.policy, this.audit);
-      const result = await fn(gated);
-      await gated.settle();
-      return result;
-    });
+    let changes: readonly WrittenVersion[] = [];
+    return this.store
+      .transaction(async (tx) => {
+        const gated = new GatedTx(tx, ctx, this.policy, this.audit);
+        const result = await fn(gated);
+        await gated.settle();
+        changes = gated.changes;
+        if (this.hooks && changes.length) await this.hooks.beforeCommit(tx, changes);
+        return result;
+      })
+      .then((result) => {
+        if (changes.length) this.hooks?.afterCommit?.(changes);
+        return result;
+      });
   }
+}
+
+/**
+ * What else happens in every write transaction: before COMMIT, in the same transaction, with
+ * the versions it wrote (the subscription outbox is filled here, so a notification is queued
+ * exactly when its change commits); after COMMIT, a nudge for whoever works the queue.
+ */
+export interface CommitHooks {
+  beforeCommit(tx: WriteTx, changes: readonly WrittenVersion[]): Promise<void>;
+  afterCommit?(changes: readonly WrittenVersion[]): void;
 }
 
 /** The read interactions, over the reader connection or inside a write transaction. */
@@ -403,6 +424,8 @@ export interface HistoryPage {
 export class GatedTx {
   /** Reads inside the transaction (they see its own uncommitted writes). */
   readonly reads: GatedReads;
+  /** Every version this transaction wrote, with the one it replaced. */
+  readonly changes: WrittenVersion[] = [];
 
   private readonly view: PolicyData;
 
@@ -496,6 +519,7 @@ export class GatedTx {
     await this.authorize(type, 'create', undefined, resource);
     const v = await this.tx.create(type, resource, this.writer());
     this.reads.note(this.ctx, 'create', v, PERMITTED);
+    this.changes.push({ version: v });
     return v;
   }
 
@@ -506,12 +530,14 @@ export class GatedTx {
     await this.authorize(previous.type, method === 'PUT' ? 'update' : 'patch', previous, resource);
     const v = await this.tx.update(previous, resource, method);
     this.reads.note(this.ctx, method === 'PUT' ? 'update' : 'patch', v, PERMITTED);
+    this.changes.push({ version: v, previous });
     return v;
   }
 
   async delete(previous: StoredVersion): Promise<StoredVersion> {
     await this.authorize(previous.type, 'delete', previous, undefined);
     const v = await this.tx.delete(previous);
+    this.changes.push({ version: v, previous });
     // a deletion has no content: the trail names the patients of the version it replaced
     this.audit?.note(this.ctx, { interaction: 'delete', reference: `${v.type}/${v.id}/_history/${v.versionId}`, patients: previous.resource ? definitions[previous.type].patientIds(previous.resource) : [], decision: PERMITTED });
     return v;

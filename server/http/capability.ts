@@ -12,6 +12,25 @@ export const SOFTWARE_VERSION = '0.1.0';
  */
 export const CONSENT_DEFAULT_EXTENSION = 'https://custodian.example.org/fhir/StructureDefinition/consent-default-policy';
 
+/** Subscriptions (R4, rest-hook) to Consent changes: each client manages its own (http/routes/subscriptions.ts). */
+const SUBSCRIPTION: CapabilityStatementRestResource = {
+  type: 'Subscription',
+  documentation:
+    'rest-hook Subscriptions to Consent changes: criteria Consent? with token parameters only; channel.endpoint on the server\'s allow-list; payload none or application/fhir+json. A client sees and manages only its own Subscriptions, and needs the scope to search Consent.',
+  interaction: ['read', 'update', 'delete', 'create', 'search-type'].map((code) => ({ code: code as 'read' })),
+  versioning: 'versioned',
+  readHistory: false,
+  updateCreate: false,
+  conditionalCreate: false,
+  conditionalRead: 'not-supported',
+  conditionalUpdate: false,
+  conditionalDelete: 'not-supported',
+  searchParam: [
+    { name: '_id', definition: 'http://hl7.org/fhir/SearchParameter/Resource-id', type: 'token' },
+    { name: 'status', definition: 'http://hl7.org/fhir/SearchParameter/Subscription-status', type: 'token' },
+  ],
+};
+
 export function capabilityStatement(baseUrl: string, now: number, consentDefault: 'deny' | 'permit'): CapabilityStatement {
   const resources: CapabilityStatementRestResource[] = RESOURCE_TYPES.map((type) => {
     const def = definitions[type];
@@ -32,6 +51,7 @@ export function capabilityStatement(baseUrl: string, now: number, consentDefault
       operation: OPERATIONS.filter((o) => o.types.includes(type) && o.levels.some((l) => l !== 'system')).map((o) => ({ name: o.name.slice(1), definition: o.definition })),
     };
   });
+  resources.push(SUBSCRIPTION);
   const systemOperations = OPERATIONS.filter((o) => o.levels.includes('system')).map((o) => ({ name: o.name.slice(1), definition: o.definition }));
   return {
     resourceType: 'CapabilityStatement',

@@ -4,6 +4,7 @@ import type { AuditWriter } from '../audit/writer';
 import type { Config } from '../config';
 import type { ExportGate } from '../gate/exports';
 import type { Gate } from '../gate/gate';
+import type { SubscriptionGate } from '../gate/subscriptions';
 import type { InteractionEnv } from '../interactions/common';
 import type { BundleOptions } from '../interactions/reads';
 import type { Logger } from '../log';
@@ -21,12 +22,13 @@ export interface HttpDeps {
   /** Registered clients ($access-decision answers for a named client). */
   readonly registry: ClientRegistry;
   readonly audit: { readonly writer: AuditWriter | undefined };
-  /** The national consent feed: Bulk Data export. */
+  /** The national consent feed: Bulk Data export and Subscriptions. */
   readonly feed: FeedDeps;
 }
 
 export interface FeedDeps {
   readonly exports: ExportGate;
+  readonly subscriptions: SubscriptionGate;
   /** A job was queued here: start it now rather than at the next poll. */
   nudgeExports(): void;
 }

@@ -8,6 +8,7 @@ import { verifyOperation } from './verify';
 import { sharingSummaryOperation } from './sharing-summary';
 import { validateOperation } from './validate';
 import { exportOperation, patientExportOperation } from './export';
+import { deliveryStatusOperation } from './delivery-status';
 
 export type OperationLevel = 'system' | 'type' | 'instance';
 
@@ -32,6 +33,7 @@ export const OPERATIONS: readonly OperationDef[] = [
   verifyOperation,
   exportOperation,
   patientExportOperation,
+  deliveryStatusOperation,
 ];
 
 /** Finds an operation for a URL: 404 if unknown, 405 for a level or method it does not take. */

@@ -195,6 +195,54 @@ const migrations: readonly Migration[] = [
       });
     },
   },
+  {
+    id: '0011-subscriptions',
+    async up(m) {
+      // rest-hook Subscriptions (see store/subscriptions.ts): the resource as the client sees it,
+      // the parsed channel, the delivery state (consecutive failures, when to try next) and a lease.
+      await m.createTable('subscriptions', {
+        id: { type: DataTypes.STRING(64), primaryKey: true },
+        owner: { type: DataTypes.STRING(256), allowNull: false },
+        context: { type: DataTypes.TEXT, allowNull: false },
+        version_id: { type: DataTypes.INTEGER, allowNull: false },
+        last_updated: { type: DataTypes.BIGINT, allowNull: false },
+        content: { type: DataTypes.TEXT, allowNull: false },
+        criteria: { type: DataTypes.TEXT, allowNull: false },
+        endpoint: { type: DataTypes.TEXT, allowNull: false },
+        payload: { type: DataTypes.STRING(64), allowNull: true },
+        headers: { type: DataTypes.TEXT, allowNull: false },
+        status: { type: DataTypes.STRING(16), allowNull: false },
+        error: { type: DataTypes.TEXT, allowNull: true },
+        failures: { type: DataTypes.INTEGER, allowNull: false, defaultValue: 0 },
+        next_attempt_at: { type: DataTypes.BIGINT, allowNull: false, defaultValue: 0 },
+        end_at: { type: DataTypes.BIGINT, allowNull: true },
+        lease_owner: { type: DataTypes.STRING(64), allowNull: true },
+        lease_until: { type: DataTypes.BIGINT, allowNull: false, defaultValue: 0 },
+      });
+      await m.addIndex('subscriptions', ['owner'], 'subscriptions_owner');
+      // The outbox: one row per (Consent version, matching Subscription), inserted in the
+      // transaction that wrote the version, kept after delivery as the transmission record.
+      await m.createTable('subscription_outbox', {
+        id: { type: m.pg ? DataTypes.BIGINT : DataTypes.INTEGER, primaryKey: true, autoIncrement: true },
+        subscription_id: { type: DataTypes.STRING(64), allowNull: false },
+        subscriber: { type: DataTypes.STRING(256), allowNull: false },
+        resource_type: { type: DataTypes.STRING(64), allowNull: false },
+        resource_id: { type: DataTypes.STRING(64), allowNull: false },
+        version_id: { type: DataTypes.INTEGER, allowNull: false },
+        patient_id: { type: DataTypes.STRING(64), allowNull: true },
+        event: { type: DataTypes.STRING(8), allowNull: false },
+        status: { type: DataTypes.STRING(16), allowNull: false },
+        attempts: { type: DataTypes.INTEGER, allowNull: false, defaultValue: 0 },
+        queued_at: { type: DataTypes.BIGINT, allowNull: false },
+        last_attempt_at: { type: DataTypes.BIGINT, allowNull: true },
+        delivered_at: { type: DataTypes.BIGINT, allowNull: true },
+        last_error: { type: DataTypes.TEXT, allowNull: true },
+      });
+      await m.addIndex('subscription_outbox', ['subscription_id', 'status', 'id'], 'outbox_subscription');
+      await m.addIndex('subscription_outbox', ['resource_type', 'resource_id', 'version_id'], 'outbox_resource');
+      await m.addIndex('subscription_outbox', ['status', 'queued_at'], 'outbox_status');
+    },
+  },
 ];
 
 /** Ids of all migrations, in order (for the health report and tests). */
