@@ -316,7 +316,8 @@ export class GatedReads {
     const decided = new Map<HistoryVersion, Decision>();
     let bounds = { beforeSeq: req.beforeSeq, afterSeq: req.afterSeq };
     let scannedTo: number | undefined;
-    const batch = Math.min(Math.max(want * 2, 50), 2000);
+    // A page's worth first (a feed reader usually sees all of it), more when versions were hidden.
+    let batch = Math.min(Math.max(want, 50), 2000);
     for (;;) {
       const rows = await this.reader.history({ ...req, ...bounds, limit: batch });
       const visible = await this.decideVersions(ctx, rows, purpose);
@@ -331,6 +332,7 @@ export class GatedReads {
       if (found.length >= want || rows.length < batch) break;
       const last = rows[rows.length - 1].seq;
       bounds = req.order === 'asc' ? { ...bounds, afterSeq: last } : { ...bounds, beforeSeq: last };
+      batch = Math.min(batch * 2, 2000);
     }
     const entries = found.slice(0, req.limit);
     const interaction: AuditInteraction = req.id !== undefined ? 'history-instance' : req.types.length === 1 ? 'history-type' : 'history-system';
