@@ -46,6 +46,11 @@ export interface FeedConfig {
   readonly errorAfter: number;
   /** How often the workers look for work other processes queued (exports, notifications), ms. */
   readonly pollMs: number;
+  /**
+   * How long a process holds an export or a Subscription's queue without a sign of life, ms: after
+   * a crash, another process (or the restarted one) takes the work over once this has passed.
+   */
+  readonly leaseMs: number;
   /** Resources per export output file; each file is written and audited in one transaction. */
   readonly exportFileResources: number;
   /** How long the files of a completed export are kept, seconds. */
@@ -82,7 +87,7 @@ type Env = Readonly<Record<string, string | undefined>>;
 /** Reads and checks the configuration; `cwd` anchors the relative default paths. */
 export function loadConfig(env: Env = process.env, cwd: string = process.cwd()): Config {
   const dataDir = path.resolve(cwd, env.CUSTODIAN_DATA_DIR || './data');
-  return {
+  const config: Config = {
     port: integer(env, 'PORT', 8080, 0, 65535),
     host: env.HOST || '127.0.0.1',
     baseUrl: baseUrl(env),
@@ -104,6 +109,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
       retryMaxMs: integer(env, 'CUSTODIAN_DELIVERY_RETRY_MAX_MS', 300000, 1, 86400000),
       errorAfter: integer(env, 'CUSTODIAN_DELIVERY_ERROR_AFTER', 3, 1, 1000),
       pollMs: integer(env, 'CUSTODIAN_FEED_POLL_MS', 1000, 10, 600000),
+      leaseMs: integer(env, 'CUSTODIAN_FEED_LEASE_MS', 30000, 500, 3600000),
       exportFileResources: integer(env, 'CUSTODIAN_EXPORT_FILE_RESOURCES', 5000, 1, 100000),
       exportRetentionSeconds: integer(env, 'CUSTODIAN_EXPORT_RETENTION', 86400, 60, 31536000),
     },
@@ -114,6 +120,10 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
       trustedIssuersFile: env.CUSTODIAN_TRUSTED_ISSUERS ? path.resolve(cwd, env.CUSTODIAN_TRUSTED_ISSUERS) : undefined,
     },
   };
+  if (config.feed.leaseMs <= config.feed.deliveryTimeoutMs) {
+    throw new ConfigError('CUSTODIAN_FEED_LEASE_MS', `must be longer than CUSTODIAN_DELIVERY_TIMEOUT_MS (${config.feed.deliveryTimeoutMs}): a delivery must finish within the lease`);
+  }
+  return config;
 }
 
 function baseUrl(env: Env): string | undefined {

@@ -8,8 +8,6 @@ import type { Logger } from '../log';
 import type { OutboxRow, SubscriptionRecord, Subscriptions } from '../store/subscriptions';
 import { WorkerLoop } from './worker-loop';
 
-/** How long a claimed Subscription stays this process's without a sign of life, ms. */
-const LEASE_MS = 60000;
 /** Subscriptions worked on at once, and notifications sent per claim. */
 const PARALLEL = 8;
 const BATCH = 100;
@@ -73,7 +71,7 @@ export class Deliverer {
 
   /** One round: claims the Subscriptions with work due and delivers what they have queued. True if anything was sent or settled. */
   async runOnce(): Promise<boolean> {
-    const claimed = await this.o.subscriptions.claimDue(this.o.owner, this.o.now() + LEASE_MS, PARALLEL);
+    const claimed = await this.o.subscriptions.claimDue(this.o.owner, this.o.now() + this.o.config.leaseMs, PARALLEL);
     const results = await Promise.all(claimed.map((sub) => this.deliver(sub)));
     return results.some(Boolean);
   }
@@ -103,7 +101,7 @@ export class Deliverer {
           this.o.logger.info('notification failed; will retry', { subscription: sub.id, resource: `${row.type}/${row.resourceId}/_history/${row.versionId}`, failures: sub.failures, error: failure });
           return progressed;
         }
-        sub = await subscriptions.delivered(row, sub, owner, this.o.now() + LEASE_MS);
+        sub = await subscriptions.delivered(row, sub, owner, this.o.now() + this.o.config.leaseMs);
         progressed = true;
       }
       await subscriptions.release(sub.id, owner);

@@ -10,8 +10,6 @@ import type { Logger } from '../log';
 import type { ExportCursor, ExportJob, ExportJobs, ExportStep } from '../store/exports';
 import { WorkerLoop } from './worker-loop';
 
-/** How long a claimed job stays this process's without a sign of life, ms. */
-const LEASE_MS = 60000;
 /** Claims of one job (each start or resumption) before it is failed, visibly. */
 const MAX_ATTEMPTS = 5;
 /** How long a job that hit an error waits before it is tried again, ms. */
@@ -69,7 +67,7 @@ export class ExportRunner {
     }
     let ran = false;
     while (!this.stopping) {
-      const job = await this.o.jobs.claim(this.o.owner, this.o.now() + LEASE_MS);
+      const job = await this.o.jobs.claim(this.o.owner, this.o.now() + this.o.config.leaseMs);
       if (!job) break;
       ran = true;
       await this.run(job);
@@ -96,7 +94,7 @@ export class ExportRunner {
           return;
         }
         const step = cursor.typeIndex < job.types.length ? await this.page(job, cursor, ctx) : this.issues(job, cursor);
-        if (!(await jobs.step(job, owner, this.o.now() + LEASE_MS, step, cursor.part))) return; // cancelled, or no longer ours
+        if (!(await jobs.step(job, owner, this.o.now() + this.o.config.leaseMs, step, cursor.part))) return; // cancelled, or no longer ours
         cursor = { ...step.cursor, part: cursor.part + step.files.length };
       }
       if (await jobs.complete(job, owner, this.o.now() + this.o.config.exportRetentionSeconds * 1000)) {
