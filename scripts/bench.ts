@@ -8,6 +8,7 @@ import type { JWK } from 'jose';
 import { generateJwkPair } from '../server/access/keys';
 import type { DatabaseConfig } from '../server/config';
 import { Store } from '../server/store/store';
+import { feedBench } from './bench/feed';
 import { fetchToken } from './token';
 
 /**
@@ -19,6 +20,7 @@ import { fetchToken } from './token';
  *   BENCH_CONNECTIONS  concurrent connections (default 50)
  *   BENCH_PATIENTS     Patients seeded before measuring (default 10000)
  *   BENCH_DATABASE_URL run against this (empty) PostgreSQL database instead of a fresh SQLite file
+ *   BENCH_ONLY=feed    only the national consent feed's workloads: export and feed walk (scripts/bench/feed.ts)
  */
 const DURATION = Number(process.env.BENCH_DURATION ?? 10);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50);
@@ -156,6 +158,11 @@ async function benchClients(dataDir: string): Promise<{ clientsFile: string; key
 }
 
 async function main(): Promise<void> {
+  // BENCH_ONLY=feed: only the national consent feed's workloads (scripts/bench/feed.ts).
+  if (process.env.BENCH_ONLY === 'feed') {
+    await feedBench();
+    return;
+  }
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'custodian-bench-'));
   const { clientsFile, keys } = await benchClients(dataDir);
   const databaseUrl = process.env.BENCH_DATABASE_URL;
@@ -254,6 +261,7 @@ async function main(): Promise<void> {
     process.stdout.write('\nSome requests failed; the figures above are not valid.\n');
     process.exitCode = 1;
   }
+  await feedBench();
 }
 
 main().catch((err) => {
