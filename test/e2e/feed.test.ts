@@ -247,6 +247,8 @@ describe('End to end: the national consent feed against the server process', fun
     }
     assert.equal(new Set(ids).size, ids.length, 'no Consent twice');
     assert.equal(ids.length, count.total, 'every Consent of the snapshot');
+    // Shutdown waits for the audit trail's deferred indexing; let it catch up first.
+    await until('the audit index to catch up', async () => ((await (await fetch(`${server.baseUrl}/healthz`)).json()) as { auditIndexBacklog: number }).auditIndexBacklog === 0, 60000);
     assert.equal(await server.stop('SIGTERM'), 0, 'the workers stop cleanly on SIGTERM');
   });
 });
