@@ -311,6 +311,8 @@ export class GatedReads {
   async history(ctx: AccessContext, unscoped: HistoryRequest): Promise<HistoryPage> {
     const { req, purpose } = this.historyScope(ctx, unscoped);
     if (req.id !== undefined) await this.assertMayKnowOf(ctx, req.types[0], req.id, purpose, true);
+    // `_count=0`: no entries, and a forward walker's cursor stays where it is.
+    if (req.limit === 0) return { entries: [], scannedTo: req.order === 'asc' ? req.afterSeq : undefined };
     const want = req.limit + 1;
     const found: HistoryVersion[] = [];
     const decided = new Map<HistoryVersion, Decision>();

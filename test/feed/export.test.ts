@@ -122,6 +122,14 @@ describe('Feed: Bulk Data export', function () {
     assert.equal(forCare.files.get('Consent')!.length, 3);
   });
 
+  it('the custodian\'s export of the audit trail holds only the AuditEvents about its own patients', async () => {
+    const { files } = await finish(gp, await kickOff(gp, '/$export?_type=AuditEvent'));
+    const events = files.get('AuditEvent')!;
+    assert.ok(events.length > 0);
+    const about = (e: Resource) => (e as AuditEvent).entity!.filter((x) => x.role?.code === '1').map((x) => x.what!.reference);
+    assert.ok(events.every((e) => about(e).length > 0 && about(e).every((r) => r === `Patient/${ids.a}` || r === `Patient/${ids.b}`)), 'no event about another patient or about none');
+  });
+
   it('each export is audited: a BALP PrivacyDisclosure (export, action R) per patient, naming what was disclosed', async () => {
     const status = await kickOff(research, '/$export?_type=Patient');
     const job = status.split('/').pop()!;

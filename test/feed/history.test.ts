@@ -114,6 +114,16 @@ describe('Feed: the Consent history walked forwards in commit order', () => {
     assert.deepEqual(entries.map(key).slice(0, 3), [`Consent/${ids.a}|W/"1"`, `Consent/${ids.a}|W/"2"`, `Consent/${ids.a}|W/"3"`]);
   });
 
+  it('_count=0 answers an empty page, and a forward cursor does not move', async () => {
+    for (const q of ['_count=0', '_sort=_lastUpdated&_count=0', '_sort=_lastUpdated&_count=0&_cursor=1']) {
+      const res = await national.get(`/Consent/_history?${q}`);
+      assert.equal(res.status, 200, `${q}: ${res.text}`);
+      assert.equal(res.body.entry, undefined);
+    }
+    const next = ((await national.get('/Consent/_history?_sort=_lastUpdated&_count=0&_cursor=1')).body as Bundle).link!.find((l) => l.relation === 'next')!.url;
+    assert.equal(new URL(next).searchParams.get('_cursor'), '1');
+  });
+
   it('refuses a bad _sort, _cursor or _cursor-end with a 400 OperationOutcome', async () => {
     for (const q of ['_sort=status', '_sort=_id', '_cursor=abc', '_cursor=-1', '_sort=_lastUpdated&_cursor-end=x', '_cursor-end=5']) {
       const res = await national.get(`/Consent/_history?${q}`);
