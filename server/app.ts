@@ -94,7 +94,9 @@ export function buildApp(options: AppOptions): App {
   const workers: { deliverer?: Deliverer } = {};
   const gate = new Gate(options.store, policy, facts, trail, {
     beforeCommit: (tx, changes) => subscriptions.enqueue(tx.q, changes),
-    afterCommit: () => workers.deliverer?.nudge(),
+    afterCommit: (changes) => {
+      if (changes.some((c) => c.version.type === 'Consent')) workers.deliverer?.nudge();
+    },
   });
   const exportGate = new ExportGate(options.store.reader, policy, jobs);
   const subscriptionGate = new SubscriptionGate(options.store.reader, policy, facts, subscriptions);

@@ -170,6 +170,8 @@ export class ExportJobs {
    */
   async claim(owner: string, leaseUntil: number): Promise<ExportJob | undefined> {
     const now = this.now();
+    // Most polls find nothing: ask with a read before taking the write lock.
+    if (!(await this.store.driver.get(`SELECT 1 AS due FROM export_jobs WHERE status IN ('accepted', 'running') AND lease_until < ? LIMIT 1`, [now]))) return undefined;
     const lock = this.store.dialect === 'postgres' ? ' FOR UPDATE SKIP LOCKED' : '';
     const row = await this.store.driver.transaction((q) =>
       q.get<JobRow>(

@@ -257,6 +257,8 @@ export class Subscriptions {
    */
   async claimDue(owner: string, leaseUntil: number, limit: number): Promise<SubscriptionRecord[]> {
     const now = this.now();
+    // Most polls find nothing: ask with a read before taking the write lock.
+    if (!(await this.store.driver.get(`SELECT 1 AS due FROM subscription_outbox WHERE status = 'pending' LIMIT 1`))) return [];
     const lock = this.store.dialect === 'postgres' ? ' FOR UPDATE SKIP LOCKED' : '';
     const rows = await this.store.driver.transaction((q) =>
       q.all<SubRow>(

@@ -1,6 +1,6 @@
 import { Router, type Response } from 'express';
 import { auditAs } from '../../audit/hold';
-import { FhirError, outcomeOf } from '../../errors';
+import { FhirError } from '../../errors';
 import type { ExportFile, ExportJob } from '../../store/exports';
 import type { HttpDeps } from '../deps';
 import { sendJson } from '../format';
@@ -47,9 +47,8 @@ export function bulkRoutes(deps: HttpDeps): Router {
     if (job.status === 'completed') {
       sendManifest(res, manifest(locals(res).baseUrl, job, files), job.expiresAt);
     } else if (job.status === 'failed') {
-      const outcome = outcomeOf(new FhirError('internal', `Export ${job.id} failed: ${job.error ?? 'unknown reason'}`));
-      outcome.issue[0].code = 'processing';
-      sendJson(res, 500, outcome);
+      // The IG's error status: the export failed (this request did not).
+      sendJson(res, 500, { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'processing', diagnostics: `Export ${job.id} failed: ${job.error ?? 'unknown reason'}` }] });
     } else {
       res.status(202);
       res.setHeader('X-Progress', `${job.status}: ${job.examined} of about ${job.estimate} versions examined`.slice(0, 99));
