@@ -196,7 +196,7 @@ const migrations: readonly Migration[] = [
     },
   },
   {
-    id: '0011-subscriptions',
+    id: '0010-subscriptions',
     async up(m) {
       // rest-hook Subscriptions (see store/subscriptions.ts): the resource as the client sees it,
       // the parsed channel, the delivery state (consecutive failures, when to try next) and a lease.
