@@ -4,6 +4,7 @@ import path from 'node:path';
 import type { Consent, Patient } from 'fhir/r4';
 import type { DatabaseConfig } from '../server/config';
 import { Store } from '../server/store/store';
+import { feedBench } from './bench/feed';
 import { BASELINE, benchClients, CONNECTIONS, DURATION, MAIN, ODS, ratio, run, start, stop, type Result } from './bench/lib';
 import { searchBench } from './bench/search';
 import { fetchToken } from './token';
@@ -13,12 +14,13 @@ import { fetchToken } from './token';
  * side in one run (these machines are shared and noisy: only ratios from one run mean anything).
  * Loopback only; every workload is bounded in time.
  *
- *   BENCH_ONLY         run one workload family: foundation (reads, writes, consent, audit) or search
+ *   BENCH_ONLY         run one workload family: foundation (reads, writes, consent, audit), search or feed
  *   BENCH_DURATION     seconds per workload (default 10)
  *   BENCH_CONNECTIONS  concurrent connections (default 50)
  *   BENCH_PATIENTS     Patients seeded before the foundation workloads (default 10000)
  *   BENCH_SEARCH_PATIENTS  Patients (and Consents; 10 AuditEvents each) for the search workload (default 100000)
  *   BENCH_DATABASE_URL run against this (empty) PostgreSQL database instead of a fresh SQLite file
+ *   BENCH_FEED_CONSENTS  Consents for the feed workload (default 100000; scripts/bench/feed.ts)
  */
 const PATIENTS = Number(process.env.BENCH_PATIENTS ?? 10000);
 /** Patients with 5 Consents each; the even ones permit the hospital, the odd ones do not. */
@@ -197,7 +199,7 @@ async function foundationBench(): Promise<boolean> {
 
 async function main(): Promise<void> {
   const only = process.env.BENCH_ONLY;
-  const families: Record<string, () => Promise<boolean>> = { foundation: foundationBench, search: searchBench };
+  const families: Record<string, () => Promise<boolean>> = { foundation: foundationBench, search: searchBench, feed: async () => Boolean(await feedBench()) };
   if (only && !families[only]) throw new Error(`BENCH_ONLY must be one of ${Object.keys(families).join(', ')}`);
   let ok = true;
   for (const [name, bench] of Object.entries(families)) if (!only || only === name) ok = (await bench()) && ok;

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import express, { type Express } from 'express';
 import { audienceOf, type Audience } from './access/audience';
 import { authenticate } from './access/authenticate';
@@ -10,6 +11,7 @@ import { AuditTrail } from './audit/trail';
 import { AuditWriter } from './audit/writer';
 import type { Config } from './config';
 import { FhirError } from './errors';
+import { CursorSeal } from './gate/cursor';
 import { Gate } from './gate/gate';
 import { ConsentPolicy } from './consent/policy';
 import { PatientFactsCache } from './gate/policy-data';
@@ -25,7 +27,15 @@ import { resourceRoutes } from './http/routes/resources';
 import { smartRoutes } from './http/routes/smart';
 import { systemRoutes } from './http/routes/system';
 import { createLogger, type Logger } from './log';
+import { Deliverer } from './feed/deliverer';
+import { ExportRunner } from './feed/export-runner';
+import { ExportGate } from './gate/exports';
+import { SubscriptionGate } from './gate/subscriptions';
+import { bulkRoutes } from './http/routes/bulk';
+import { subscriptionRoutes } from './http/routes/subscriptions';
+import { ExportJobs } from './store/exports';
 import type { Store } from './store/store';
+import { Subscriptions } from './store/subscriptions';
 import { sharedValidator, type Validator } from './validation/validate';
 
 export interface AppOptions {
@@ -37,6 +47,8 @@ export interface AppOptions {
   /** Replaces the consent policy (scopes are always enforced in front of it); for tests of the layers below. */
   readonly policy?: AccessPolicy;
   readonly access: AccessSetup;
+  /** The HTTP client notifications are sent with (default: the global fetch). */
+  readonly fetch?: typeof fetch;
 }
 
 /** Who may get tokens, and the key the server signs them with. */
@@ -59,6 +71,16 @@ export interface App {
   readonly audience: Audience;
   /** Resolves when every AuditEvent handed to the writer is committed (shutdown waits for it). */
   drainAudit(): Promise<void>;
+  /** The national consent feed's background workers: not running until start() (main.ts starts them; tests may drive them step by step). */
+  readonly feed: FeedWorkers;
+}
+
+export interface FeedWorkers {
+  readonly exports: ExportRunner;
+  readonly deliverer: Deliverer;
+  start(): void;
+  /** Stops both after the step in hand and gives their leases back. */
+  stop(): Promise<void>;
 }
 
 /**
@@ -74,8 +96,37 @@ export function buildApp(options: AppOptions): App {
   const writer = options.config.benchUnaudited ? undefined : new AuditWriter(options.store);
   if (!writer) logger.error('CUSTODIAN_BENCH_UNAUDITED=1: the audit trail is OFF. This setting exists for benchmarks only.');
   const trail = new AuditTrail(writer, now);
-  const gate = new Gate(options.store, allOf(scopePolicy, consent), facts, trail);
+  const policy = allOf(scopePolicy, consent);
+  // The national consent feed: the outbox filled in every write transaction, the workers that
+  // deliver it and run exports, and the gates they (and the handlers) read through.
+  const subscriptions = new Subscriptions(options.store, now);
+  const jobs = new ExportJobs(options.store, now);
+  const workers: { deliverer?: Deliverer } = {};
   const audience = audienceOf(options.config, options.access.listenUrl);
+  const gate = new Gate(options.store, policy, facts, trail, {
+    beforeCommit: (tx, changes) => subscriptions.enqueue(tx.q, changes),
+    afterCommit: (changes) => {
+      if (changes.some((c) => c.version.type === 'Consent')) workers.deliverer?.nudge();
+    },
+  });
+  const seal = new CursorSeal(options.store.cursorKey);
+  const exportGate = new ExportGate(options.store.reader, policy, jobs, seal);
+  const subscriptionGate = new SubscriptionGate(options.store.reader, policy, facts, subscriptions, seal);
+  const owner = randomUUID();
+  const exportRunner = new ExportRunner({ jobs, gate: exportGate, registry: options.access.registry, config: options.config.feed, baseUrl: options.config.baseUrl, now, logger, owner });
+  const deliverer = new Deliverer({
+    subscriptions,
+    gate: subscriptionGate,
+    registry: options.access.registry,
+    config: options.config.feed,
+    audit: writer ? (events) => writer.write(events) : undefined,
+    baseUrl: options.config.baseUrl,
+    now,
+    logger,
+    owner,
+    fetch: options.fetch,
+  });
+  workers.deliverer = deliverer;
   const tokens = new TokenService({
     key: options.access.key,
     registry: options.access.registry,
@@ -85,7 +136,17 @@ export function buildApp(options: AppOptions): App {
     replay: (key, expiresAt) => options.store.rememberAssertion(key, expiresAt),
     trusted: options.access.trusted ?? [],
   });
-  const deps: HttpDeps = { config: options.config, gate, validator: options.validator ?? sharedValidator(), now, logger, registry: options.access.registry, audience, audit: { writer } };
+  const deps: HttpDeps = {
+    config: options.config,
+    gate,
+    validator: options.validator ?? sharedValidator(),
+    now,
+    logger,
+    registry: options.access.registry,
+    audience,
+    audit: { writer },
+    feed: { exports: exportGate, subscriptions: subscriptionGate, nudgeExports: () => exportRunner.nudge() },
+  };
 
   const app = express();
   app.disable('x-powered-by');
@@ -109,10 +170,23 @@ export function buildApp(options: AppOptions): App {
   app.use(healthRoutes({ probeWrite: () => options.store.probeWrite(), writer, indexBacklog: () => options.store.auditIndex.backlog(), now, logger }));
   app.use(smartRoutes(tokens, options.access.key, audience, logger));
   app.use(systemRoutes(deps));
+  app.use(bulkRoutes(deps));
+  app.use(subscriptionRoutes(deps));
   app.use(resourceRoutes(deps));
   app.use((req) => {
     throw new FhirError('not-found', `No route for ${req.method} ${req.path}`);
   });
   app.use(errorHandler(logger));
-  return { express: app, gate, tokens, audience, drainAudit: () => writer?.drained() ?? Promise.resolve() };
+  const feed: FeedWorkers = {
+    exports: exportRunner,
+    deliverer,
+    start() {
+      exportRunner.start();
+      deliverer.start();
+    },
+    async stop() {
+      await Promise.all([exportRunner.stop(), deliverer.stop()]);
+    },
+  };
+  return { express: app, gate, tokens, audience, drainAudit: () => writer?.drained() ?? Promise.resolve(), feed };
 }

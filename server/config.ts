@@ -37,6 +37,34 @@ export interface Config {
    * (CUSTODIAN_BENCH_UNAUDITED=1). Never in service: every access must be audited.
    */
   readonly benchUnaudited: boolean;
+  /** The national consent feed: bulk exports, subscriptions and the workers behind them. */
+  readonly feed: FeedConfig;
+}
+
+export interface FeedConfig {
+  /**
+   * Where Subscription endpoints may point: http(s) origins, each with an optional path prefix.
+   * Empty (the default): no Subscription can be created.
+   */
+  readonly subscriptionEndpoints: readonly URL[];
+  /** How long one notification POST may take, ms. */
+  readonly deliveryTimeoutMs: number;
+  /** The delay after a failed delivery, ms; it doubles with each further failure up to `retryMaxMs`. */
+  readonly retryBaseMs: number;
+  readonly retryMaxMs: number;
+  /** Consecutive failed deliveries after which a Subscription shows status `error`. */
+  readonly errorAfter: number;
+  /** How often the workers look for work other processes queued (exports, notifications), ms. */
+  readonly pollMs: number;
+  /**
+   * How long a process holds an export or a Subscription's queue without a sign of life, ms: after
+   * a crash, another process (or the restarted one) takes the work over once this has passed.
+   */
+  readonly leaseMs: number;
+  /** Resources per export output file; each file is written and audited in one transaction. */
+  readonly exportFileResources: number;
+  /** How long the files of a completed export are kept, seconds. */
+  readonly exportRetentionSeconds: number;
 }
 
 export interface AuthConfig {
@@ -69,7 +97,7 @@ type Env = Readonly<Record<string, string | undefined>>;
 /** Reads and checks the configuration; `cwd` anchors the relative default paths. */
 export function loadConfig(env: Env = process.env, cwd: string = process.cwd()): Config {
   const dataDir = path.resolve(cwd, env.CUSTODIAN_DATA_DIR || './data');
-  return {
+  const config: Config = {
     port: integer(env, 'PORT', 8080, 0, 65535),
     host: env.HOST || '127.0.0.1',
     baseUrl: env.CUSTODIAN_BASE_URL ? baseUrl('CUSTODIAN_BASE_URL', env.CUSTODIAN_BASE_URL) : undefined,
@@ -88,6 +116,17 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     logLevel: oneOf(env, 'LOG_LEVEL', ['silent', 'error', 'info', 'debug'], 'info'),
     consentDefault: oneOf(env, 'CUSTODIAN_CONSENT_DEFAULT', ['deny', 'permit'], 'deny'),
     benchUnaudited: env.CUSTODIAN_BENCH_UNAUDITED === '1',
+    feed: {
+      subscriptionEndpoints: endpointAllowList(env),
+      deliveryTimeoutMs: integer(env, 'CUSTODIAN_DELIVERY_TIMEOUT_MS', 10000, 100, 600000),
+      retryBaseMs: integer(env, 'CUSTODIAN_DELIVERY_RETRY_MS', 1000, 1, 3600000),
+      retryMaxMs: integer(env, 'CUSTODIAN_DELIVERY_RETRY_MAX_MS', 300000, 1, 86400000),
+      errorAfter: integer(env, 'CUSTODIAN_DELIVERY_ERROR_AFTER', 3, 1, 1000),
+      pollMs: integer(env, 'CUSTODIAN_FEED_POLL_MS', 1000, 10, 600000),
+      leaseMs: integer(env, 'CUSTODIAN_FEED_LEASE_MS', 30000, 500, 3600000),
+      exportFileResources: integer(env, 'CUSTODIAN_EXPORT_FILE_RESOURCES', 5000, 1, 100000),
+      exportRetentionSeconds: integer(env, 'CUSTODIAN_EXPORT_RETENTION', 86400, 60, 31536000),
+    },
     auth: {
       clientsFile: path.resolve(cwd, env.CUSTODIAN_CLIENTS || path.join(dataDir, 'clients.json')),
       signingKeyFile: path.resolve(cwd, env.CUSTODIAN_SIGNING_KEY || path.join(dataDir, 'keys', 'server-signing-key.json')),
@@ -95,6 +134,10 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
       trustedIssuersFile: env.CUSTODIAN_TRUSTED_ISSUERS ? path.resolve(cwd, env.CUSTODIAN_TRUSTED_ISSUERS) : undefined,
     },
   };
+  if (config.feed.leaseMs <= config.feed.deliveryTimeoutMs) {
+    throw new ConfigError('CUSTODIAN_FEED_LEASE_MS', `must be longer than CUSTODIAN_DELIVERY_TIMEOUT_MS (${config.feed.deliveryTimeoutMs}): a delivery must finish within the lease`);
+  }
+  return config;
 }
 
 function baseUrl(variable: string, raw: string): string {
@@ -109,6 +152,27 @@ function baseUrl(variable: string, raw: string): string {
   }
   if (url.search || url.hash) throw new ConfigError(variable, 'must not carry a query or fragment');
   return url.toString().replace(/\/+$/, '');
+}
+
+/** CUSTODIAN_SUBSCRIPTION_ENDPOINTS: comma-separated http(s) URLs (an origin, optionally with a path prefix). */
+function endpointAllowList(env: Env): URL[] {
+  const raw = env.CUSTODIAN_SUBSCRIPTION_ENDPOINTS;
+  if (!raw) return [];
+  return raw
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)
+    .map((entry) => {
+      let url: URL;
+      try {
+        url = new URL(entry);
+      } catch {
+        throw new ConfigError('CUSTODIAN_SUBSCRIPTION_ENDPOINTS', `"${entry}" is not an absolute URL`);
+      }
+      if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new ConfigError('CUSTODIAN_SUBSCRIPTION_ENDPOINTS', `"${entry}" is not an http or https URL`);
+      if (url.username || url.password || url.search || url.hash) throw new ConfigError('CUSTODIAN_SUBSCRIPTION_ENDPOINTS', `"${entry}" must be an origin with an optional path, without credentials, query or fragment`);
+      return url;
+    });
 }
 
 function database(env: Env, dataDir: string, cwd: string): DatabaseConfig {

@@ -61,6 +61,7 @@ async function main(): Promise<void> {
   const listening = listenBaseUrl(config.host, port);
   const app = buildApp({ config, store, logger, access: { registry, key, trusted, listenUrl: listening } });
   server.on('request', app.express);
+  app.feed.start();
   const stopWatching = registry.watch((result) => {
     if (result.ok) logger.info('client registry reloaded', { file: registry.file, clients: result.count });
     else logger.error('client registry change refused; the previous clients stay in force', { error: result.error });
@@ -79,7 +80,10 @@ async function main(): Promise<void> {
     stopping = true;
     logger.info('shutting down', { signal });
     stopWatching();
+    const workers = app.feed.stop().catch((err) => logger.error('stopping the feed workers failed', { error: String(err) }));
     server.close(async () => {
+      // Exports and deliveries stop after the step in hand and hand their leases back.
+      await workers;
       // A client may hang up while its request's AuditEvents are still being committed.
       await app.drainAudit();
       await store.close().catch((err) => logger.error('closing the store failed', { error: String(err) }));

@@ -4,6 +4,7 @@ import path from 'node:path';
 import autocannon from 'autocannon';
 import type { JWK } from 'jose';
 import { generateJwkPair } from '../../server/access/keys';
+import type { DatabaseConfig } from '../../server/config';
 
 /** What every benchmark workload shares: the server processes, the load generator, the clients. */
 
@@ -62,7 +63,7 @@ export async function run(name: string, options: autocannon.Options): Promise<Re
 /** Registers benchmark clients (all scopes) in a clients.json under `dataDir`; returns their private keys. */
 export async function benchClients(
   dataDir: string,
-  specs: readonly { clientId: string; ods: string; purposes?: string[]; roles?: string[] }[],
+  specs: readonly { clientId: string; ods: string; scopes?: string[]; purposes?: string[]; roles?: string[] }[],
 ): Promise<{ clientsFile: string; keys: Record<string, JWK> }> {
   const keys: Record<string, JWK> = {};
   const entries = [];
@@ -74,7 +75,7 @@ export async function benchClients(
       name: `Benchmark ${s.clientId}`,
       jwks: { keys: [publicJwk] },
       organization: { identifier: { system: ODS, value: s.ods } },
-      scopes: ['system/*.cruds'],
+      scopes: s.scopes ?? ['system/*.cruds'],
       purposes: s.purposes ?? ['TREAT'],
       ...(s.roles ? { roles: s.roles } : {}),
     });
@@ -85,3 +86,24 @@ export async function benchClients(
 }
 
 export const ratio = (x: Result, y: Result) => (x.rps / y.rps).toFixed(2);
+
+/** The database a workload runs on: BENCH_DATABASE_URL (an empty PostgreSQL database) or a fresh SQLite file in `dataDir`. */
+export function benchDatabase(dataDir: string): { database: DatabaseConfig; url?: string } {
+  const url = process.env.BENCH_DATABASE_URL;
+  return url
+    ? { database: { dialect: 'postgres', url, poolMax: 10 }, url }
+    : { database: { dialect: 'sqlite', storage: path.join(dataDir, 'custodian.sqlite'), synchronous: 'FULL' } };
+}
+
+/** Starts the Custodian server process on a workload's data directory, clients and database. */
+export function startCustodian(dataDir: string, clientsFile: string, databaseUrl: string | undefined, env: Record<string, string> = {}): Promise<{ child: ChildProcess; base: string }> {
+  return start(MAIN, {
+    PORT: '0',
+    LOG_LEVEL: 'error',
+    CUSTODIAN_DATA_DIR: dataDir,
+    CUSTODIAN_CLIENTS: clientsFile,
+    CUSTODIAN_TOKEN_LIFETIME: '3600',
+    ...(databaseUrl ? { DATABASE_URL: databaseUrl } : {}),
+    ...env,
+  });
+}

@@ -280,3 +280,57 @@ function authzConsentEvent(f: RequestFacts, patient: string, notes: readonly Acc
     entity: entities,
   };
 }
+
+/** A disclosure made outside an HTTP response: a Bulk Data export file, a Subscription notification. */
+export interface DisclosureFacts {
+  readonly recorded: string;
+  readonly baseUrl: string;
+  /** The recipient, as it stands when the data leaves. */
+  readonly ctx: AccessContext;
+  /** The request that asked for it (the export kick-off, the Subscription's creation). */
+  readonly requestId: string;
+  /** What is being disclosed and why, in words (the kick-off URL and file, the Subscription). */
+  readonly description: string;
+  readonly clientAddress?: string;
+}
+
+const LIFECYCLE = 'http://terminology.hl7.org/CodeSystem/iso-21089-lifecycle';
+
+/**
+ * BALP PrivacyDisclosure (Source) events (https://profiles.ihe.net/ITI/BALP/StructureDefinition-IHE.BasicAudit.PrivacyDisclosure.Source.html):
+ * one per patient whose data is disclosed, naming the server as source, the client as recipient,
+ * the patient and each version disclosed. `byPatient` maps a patient id to the references
+ * (`Type/id/_history/v`) of that patient's data; data about no patient is listed under `''`.
+ */
+export function disclosureEvents(f: DisclosureFacts, byPatient: ReadonlyMap<string, readonly string[]>): AuditEvent[] {
+  const facts: RequestFacts = { requestId: f.requestId, recorded: f.recorded, baseUrl: f.baseUrl, interaction: 'operation', ctx: f.ctx, status: 200 };
+  const agents: AuditEventAgent[] = [
+    { type: { coding: [coding(DCM, '110153', 'Source Role ID')] }, who: serverReference(facts), requestor: false, network: { address: f.baseUrl, type: '5' } },
+    {
+      type: { coding: [coding(DCM, '110152', 'Destination Role ID')] },
+      who: clientReference(facts),
+      requestor: true,
+      network: { address: f.clientAddress ?? 'unknown', type: '2' },
+      ...(purposeOf(f.ctx) ? { purposeOfUse: purposeOf(f.ctx) } : {}),
+    },
+  ];
+  if (f.ctx.organization) agents.push({ type: { coding: [coding('http://terminology.hl7.org/CodeSystem/v3-RoleClass', 'PROV', 'healthcare provider')] }, who: orgReference(f.ctx.organization), requestor: false });
+  const query: AuditEventEntity = { type: coding(ENTITY_TYPE, '2', 'System Object'), role: coding(OBJECT_ROLE, '24', 'Query'), description: f.description, query: Buffer.from(f.description).toString('base64') };
+  return [...byPatient].map(([patient, references]) => ({
+    resourceType: 'AuditEvent',
+    type: coding(DCM, '110106', 'Export'),
+    subtype: [coding(LIFECYCLE, 'disclose', 'Disclose Record Lifecycle Event')],
+    action: 'R',
+    recorded: f.recorded,
+    outcome: '0',
+    purposeOfEvent: [{ coding: [coding(V3_REASON, f.ctx.purposeOfUse)] }],
+    agent: agents,
+    source: source(facts),
+    entity: [
+      ...(patient ? [patientEntity(patient)] : []),
+      ...references.map((reference) => ({ type: coding(ENTITY_TYPE, '2', 'System Object'), role: coding(OBJECT_ROLE, '4', 'Domain Resource'), what: { reference } })),
+      query,
+      requestIdEntity(f.requestId),
+    ],
+  }));
+}

@@ -40,6 +40,8 @@ function decideAuditEvent(req: DecisionRequest): Decision {
     req,
     (p) => {
       if (actor.patient === p.id) return permit('patient-self', `Patient/${p.id} reads who accessed their record`);
+      const objected = disclosureObjection(req, p);
+      if (objected) return objected;
       if (isCustodian(actor.organization, p.custodians)) return permit('custodian', `the custodian of Patient/${p.id} reads its audit trail`);
       return deny('audit-restricted', `AuditEvents about Patient/${p.id} are for auditors, its custodian and the patient`);
     },
@@ -59,6 +61,8 @@ function decideConsentResource(req: DecisionRequest): Decision {
     req,
     (p) => {
       if (actor.patient === p.id) return permit('patient-self', `Patient/${p.id} reads their own Consent`);
+      const objected = disclosureObjection(req, p);
+      if (objected) return objected;
       if (isCustodian(actor.organization, p.custodians)) return permit('custodian', `the custodian of Patient/${p.id}`);
       if (named) return permit('named-in-consent', 'the Consent names this organisation');
       return deny('consent-restricted', 'a Consent is for its patient\'s custodian, the organisations it names, national services and the patient');
@@ -81,12 +85,8 @@ function decideForPatient(req: DecisionRequest, p: PatientFacts): Decision {
   if (custodian && isCustodianPurpose(purpose)) return permit('custodian', `the custodian of Patient/${p.id}, for ${purpose}`);
   const active = p.consents.filter((c) => c.status === 'active');
   // 3. Secondary use of a patient who objected: refused, whatever else any Consent says.
-  if (isSecondaryPurpose(purpose)) {
-    for (const c of active) {
-      const kind = objectionKind(c);
-      if (kind && inForce(c, req.now)) return deny(kind, `Patient/${p.id} has a ${kind === 'national-opt-out' ? 'national data opt-out' : 'Type 1 objection'}; ${purpose} is secondary use`, [consentRef(c)]);
-    }
-  }
+  const objected = objection(req, p);
+  if (objected) return objected;
   const results = active.map((c) => evaluateConsent(c, req));
   // 4. Break the glass: direct care in an emergency, over the default and over treatment denials,
   //    unless a Consent denies BTG in so many words.
@@ -99,6 +99,28 @@ function decideForPatient(req: DecisionRequest, p: PatientFacts): Decision {
   // 5. Deny overrides permit across the patient's active Consents; an applicable Consent that
   //    cannot be read counts as a deny (fail closed).
   return combineDenyOverrides(results, p, req);
+}
+
+/** Rule 3: the in-force objection of the patient that refuses this secondary use, if any. */
+function objection(req: DecisionRequest, p: PatientFacts): Decision | undefined {
+  if (!isSecondaryPurpose(req.purpose)) return undefined;
+  for (const c of p.consents) {
+    if (c.status !== 'active') continue;
+    const kind = objectionKind(c);
+    if (kind && inForce(c, req.now)) return deny(kind, `Patient/${p.id} has a ${kind === 'national-opt-out' ? 'national data opt-out' : 'Type 1 objection'}; ${req.purpose} is secondary use`, [consentRef(c)]);
+  }
+  return undefined;
+}
+
+/**
+ * Rule 3 for a disclosure (a bulk export) of a patient's Consents and AuditEvents: an export for
+ * secondary use leaves out everything of a patient who objected, not only their Patient, unless
+ * the custodian discloses for its own operations. National services still receive every Consent.
+ */
+function disclosureObjection(req: DecisionRequest, p: PatientFacts): Decision | undefined {
+  if (req.action !== 'disclose') return undefined;
+  if (isCustodian(req.actor.organization, p.custodians) && isCustodianPurpose(req.purpose)) return undefined;
+  return objection(req, p);
 }
 
 /** Deny-overrides: any deny (or unreadable) wins; else any permit; else the server default. */

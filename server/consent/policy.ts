@@ -61,10 +61,13 @@ export class ConsentPolicy implements AccessPolicy {
   }
 
   /**
-   * A Patient read by its patient, or by its custodian for a custodian purpose: the engine's
-   * first two rules decide from the Patient alone, so its Consents need not be loaded.
+   * A Patient read by its patient, or by its custodian for a custodian purpose, and any Consent
+   * read by a national service: the engine decides these from the version alone, so the
+   * patient's facts need not be loaded.
    */
   private decidedByItself(ctx: AccessContext, v: StoredVersion): boolean {
+    // National services receive every Consent: the engine's first Consent rule, whatever the patient's facts.
+    if (v.type === 'Consent') return ctx.roles.includes('national-service');
     if (v.type !== 'Patient') return false;
     if (ctx.patient === v.id) return true;
     return isCustodianPurpose(ctx.purposeOfUse) && isCustodian(ctx.organization, custodiansOf(v.resource as Patient, v.creatorOrg));

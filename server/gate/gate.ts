@@ -9,6 +9,7 @@ import { StoreReader, type HistoryRequest, type PagedVersion } from '../store/re
 import type { Keyset, OrderSql } from '../search/order';
 import type { HistoryVersion, StoredVersion } from '../store/records';
 import type { Store } from '../store/store';
+import type { WrittenVersion } from '../store/subscriptions';
 import type { Writer, WriteTx } from '../store/write';
 import type { Permission } from '../access/scopes';
 import type { AuditInteraction } from '../audit/balp';
@@ -41,6 +42,8 @@ export class Gate {
     private readonly facts?: PolicyData,
     /** Where every decided access is reported, for the audit trail. */
     private readonly audit?: AuditSink,
+    /** What else every write transaction does (the subscription outbox). */
+    private readonly hooks?: CommitHooks,
   ) {
     this.seal = new CursorSeal(store.cursorKey);
     this.reads = new GatedReads(store.reader, policy, this.seal, undefined, audit, () => store.auditIndex.catchUp());
@@ -119,19 +122,40 @@ export class Gate {
   history(ctx: AccessContext, req: HistoryRequest): Promise<HistoryPage> {
     return this.reads.history(ctx, req);
   }
+  historyCount(ctx: AccessContext, req: Omit<HistoryRequest, 'limit' | 'order'>): Promise<number> {
+    return this.reads.historyCount(ctx, req);
+  }
 
   /**
    * Runs writes (and the reads they need) in one database transaction; every write is
    * authorised by the policy, and reads inside the transaction see only what the context may see.
    */
   transaction<T>(ctx: AccessContext, fn: (tx: GatedTx) => Promise<T>): Promise<T> {
-    return this.store.transaction(async (tx) => {
-      const gated = new GatedTx(tx, ctx, this.policy, this.seal, this.audit);
-      const result = await fn(gated);
-      await gated.settle();
-      return result;
-    });
+    let changes: readonly WrittenVersion[] = [];
+    return this.store
+      .transaction(async (tx) => {
+        const gated = new GatedTx(tx, ctx, this.policy, this.seal, this.audit);
+        const result = await fn(gated);
+        await gated.settle();
+        changes = gated.changes;
+        if (this.hooks && changes.length) await this.hooks.beforeCommit(tx, changes);
+        return result;
+      })
+      .then((result) => {
+        if (changes.length) this.hooks?.afterCommit?.(changes);
+        return result;
+      });
   }
+}
+
+/**
+ * What else happens in every write transaction: before COMMIT, in the same transaction, with
+ * the versions it wrote (the subscription outbox is filled here, so a notification is queued
+ * exactly when its change commits); after COMMIT, a nudge for whoever works the queue.
+ */
+export interface CommitHooks {
+  beforeCommit(tx: WriteTx, changes: readonly WrittenVersion[]): Promise<void>;
+  afterCommit?(changes: readonly WrittenVersion[]): void;
 }
 
 /** The read interactions, over the reader connection or inside a write transaction. */
@@ -344,32 +368,24 @@ export class GatedReads {
    * out before paging. A deletion is shown to whoever may see the version before it.
    */
   async history(ctx: AccessContext, unscoped: HistoryRequest): Promise<HistoryPage> {
-    let req = unscoped;
-    let purpose: ReadPurpose;
-    if (req.id !== undefined) {
-      this.allow(ctx, req.types[0], 'history-instance');
-      purpose = { permission: 'r', action: 'access' };
-      await this.assertMayKnowOf(ctx, req.types[0], req.id, purpose, true);
-    } else if (req.types.length === 1) {
-      this.allow(ctx, req.types[0], 'history-type');
-      purpose = { permission: 's', action: 'access' };
-    } else {
-      // System history covers the types this context may list; others are left out, not refused.
-      const types = req.types.filter((t) => this.policy.allowsInteraction(ctx, t, 'history-system').effect === 'permit');
-      if (types.length === 0) this.allow(ctx, req.types[0], 'history-system');
-      req = { ...req, types };
-      purpose = { permission: 's', action: 'access' };
-    }
+    const { req, purpose } = this.historyScope(ctx, unscoped);
+    if (req.id !== undefined) await this.assertMayKnowOf(ctx, req.types[0], req.id, purpose, true);
+    // `_count=0`: no entries, and a forward walker's cursor stays where it is.
+    if (req.limit === 0) return { entries: [], scannedTo: req.order === 'asc' ? req.afterSeq : undefined };
     const want = req.limit + 1;
     const found: HistoryVersion[] = [];
     const decided = new Map<HistoryVersion, Decision>();
     let bounds = { beforeSeq: req.beforeSeq, afterSeq: req.afterSeq };
-    const batch = Math.min(Math.max(want * 2, 50), 2000);
+    let scannedTo: number | undefined;
+    // A page's worth first (a feed reader usually sees all of it), more when versions were hidden.
+    let batch = Math.min(Math.max(want, 50), 2000);
     for (;;) {
       const rows = await this.reader.history({ ...req, ...bounds, limit: batch });
       const visible = await this.decideVersions(ctx, rows, purpose);
       rows.forEach((v, i) => {
-        if (found.length < want && visible[i].effect === 'permit') {
+        if (found.length >= want) return;
+        scannedTo = v.seq;
+        if (visible[i].effect === 'permit') {
           found.push(v);
           decided.set(v, visible[i]);
         }
@@ -377,14 +393,51 @@ export class GatedReads {
       if (found.length >= want || rows.length < batch) break;
       const last = rows[rows.length - 1].seq;
       bounds = req.order === 'asc' ? { ...bounds, afterSeq: last } : { ...bounds, beforeSeq: last };
+      batch = Math.min(batch * 2, 2000);
     }
     const entries = found.slice(0, req.limit);
     const interaction: AuditInteraction = req.id !== undefined ? 'history-instance' : req.types.length === 1 ? 'history-type' : 'history-system';
     for (const v of entries) if (!v.deleted) this.note(ctx, interaction, v, decided.get(v)!);
-    return { entries, nextSeq: found.length > req.limit ? entries[entries.length - 1].seq : undefined };
+    const more = found.length > req.limit;
+    return { entries, nextSeq: more ? entries[entries.length - 1].seq : undefined, scannedTo: more ? entries[entries.length - 1].seq : scannedTo };
   }
 
-  private async decideVersions(ctx: AccessContext, rows: readonly HistoryVersion[], purpose: ReadPurpose): Promise<Decision[]> {
+  /**
+   * How many versions of the history window this context may see (`_summary=count` on history):
+   * the same filter as history() applies, version by version, so a reconciling client can compare
+   * it with what it received. Reports nothing to the audit trail but the request itself.
+   */
+  async historyCount(ctx: AccessContext, req: Omit<HistoryRequest, 'limit' | 'order'>): Promise<number> {
+    const { purpose, req: scoped } = this.historyScope(ctx, req);
+    if (scoped.id !== undefined) await this.assertMayKnowOf(ctx, scoped.types[0], scoped.id, purpose, true);
+    let total = 0;
+    let afterSeq = scoped.afterSeq;
+    for (;;) {
+      const rows = await this.reader.history({ ...scoped, afterSeq, order: 'asc', limit: 2000 });
+      total += (await this.decideVersions(ctx, rows, purpose)).filter((d) => d.effect === 'permit').length;
+      if (rows.length < 2000) return total;
+      afterSeq = rows[rows.length - 1].seq;
+    }
+  }
+
+  /** The scope check of a history request, and the types a system history covers for this context. */
+  private historyScope<R extends Pick<HistoryRequest, 'types' | 'id'>>(ctx: AccessContext, req: R): { req: R; purpose: ReadPurpose } {
+    if (req.id !== undefined) {
+      this.allow(ctx, req.types[0], 'history-instance');
+      return { req, purpose: { permission: 'r', action: 'access' } };
+    }
+    if (req.types.length === 1) {
+      this.allow(ctx, req.types[0], 'history-type');
+      return { req, purpose: { permission: 's', action: 'access' } };
+    }
+    // System history covers the types this context may list; others are left out, not refused.
+    const types = req.types.filter((t) => this.policy.allowsInteraction(ctx, t, 'history-system').effect === 'permit');
+    if (types.length === 0) this.allow(ctx, req.types[0], 'history-system');
+    return { req: { ...req, types }, purpose: { permission: 's', action: 'access' } };
+  }
+
+  /** Decisions for versions of a history walk: a deletion is decided as the version before it. */
+  async decideVersions(ctx: AccessContext, rows: readonly HistoryVersion[], purpose: ReadPurpose): Promise<Decision[]> {
     const withContent = rows.filter((v) => !v.deleted);
     const decisions = await this.policy.canRead(ctx, withContent, purpose, this.view);
     const byKey = new Map(withContent.map((v, i) => [`${v.type}/${v.id}/${v.versionId}`, decisions[i]]));
@@ -423,6 +476,11 @@ export interface HistoryPage {
   readonly entries: HistoryVersion[];
   /** The seq bound for the next page, when there is one. */
   readonly nextSeq?: number;
+  /**
+   * The last seq this page accounts for: every version up to it (in the page's order) was either
+   * returned or is hidden from this context. A forward walker resumes after it.
+   */
+  readonly scannedTo?: number;
 }
 
 /**
@@ -433,6 +491,8 @@ export interface HistoryPage {
 export class GatedTx {
   /** Reads inside the transaction (they see its own uncommitted writes). */
   readonly reads: GatedReads;
+  /** Every version this transaction wrote, with the one it replaced. */
+  readonly changes: WrittenVersion[] = [];
 
   private readonly view: PolicyData;
 
@@ -527,6 +587,7 @@ export class GatedTx {
     await this.authorize(type, 'create', undefined, resource);
     const v = await this.tx.create(type, resource, this.writer());
     this.reads.note(this.ctx, 'create', v, PERMITTED);
+    this.changes.push({ version: v });
     return v;
   }
 
@@ -537,12 +598,14 @@ export class GatedTx {
     await this.authorize(previous.type, method === 'PUT' ? 'update' : 'patch', previous, resource);
     const v = await this.tx.update(previous, resource, method);
     this.reads.note(this.ctx, method === 'PUT' ? 'update' : 'patch', v, PERMITTED);
+    this.changes.push({ version: v, previous });
     return v;
   }
 
   async delete(previous: StoredVersion): Promise<StoredVersion> {
     await this.authorize(previous.type, 'delete', previous, undefined);
     const v = await this.tx.delete(previous);
+    this.changes.push({ version: v, previous });
     // a deletion has no content: the trail names the patients of the version it replaced
     this.audit?.note(this.ctx, { interaction: 'delete', reference: `${v.type}/${v.id}/_history/${v.versionId}`, patients: previous.resource ? definitions[previous.type].patientIds(previous.resource) : [], decision: PERMITTED });
     return v;

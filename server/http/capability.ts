@@ -22,6 +22,25 @@ function includesFrom(type: (typeof RESOURCE_TYPES)[number]): string[] {
     .flatMap((p) => [`${type}:${p.code}`, ...RESOURCE_TYPES.filter((t) => p.targets.includes(t)).map((t) => `${type}:${p.code}:${t}`)]);
 }
 
+/** Subscriptions (R4, rest-hook) to Consent changes: each client manages its own (http/routes/subscriptions.ts). */
+const SUBSCRIPTION: CapabilityStatementRestResource = {
+  type: 'Subscription',
+  documentation:
+    'rest-hook Subscriptions to Consent changes: criteria Consent? with token parameters only; channel.endpoint on the server\'s allow-list; payload none or application/fhir+json. A client sees and manages only its own Subscriptions, and needs the scope to search Consent.',
+  interaction: ['read', 'update', 'delete', 'create', 'search-type'].map((code) => ({ code: code as 'read' })),
+  versioning: 'versioned',
+  readHistory: false,
+  updateCreate: false,
+  conditionalCreate: false,
+  conditionalRead: 'not-supported',
+  conditionalUpdate: false,
+  conditionalDelete: 'not-supported',
+  searchParam: [
+    { name: '_id', definition: 'http://hl7.org/fhir/SearchParameter/Resource-id', type: 'token' },
+    { name: 'status', definition: 'http://hl7.org/fhir/SearchParameter/Subscription-status', type: 'token' },
+  ],
+};
+
 export function capabilityStatement(baseUrl: string, tokenEndpoint: string, now: number, consentDefault: 'deny' | 'permit'): CapabilityStatement {
   const resources: CapabilityStatementRestResource[] = RESOURCE_TYPES.map((type) => {
     const def = definitions[type];
@@ -45,6 +64,7 @@ export function capabilityStatement(baseUrl: string, tokenEndpoint: string, now:
       operation: OPERATIONS.filter((o) => o.types.includes(type) && o.levels.some((l) => l !== 'system')).map((o) => ({ name: o.name.slice(1), definition: o.definition })),
     };
   });
+  resources.push(SUBSCRIPTION);
   const systemOperations = OPERATIONS.filter((o) => o.levels.includes('system')).map((o) => ({ name: o.name.slice(1), definition: o.definition }));
   return {
     resourceType: 'CapabilityStatement',

@@ -3,7 +3,9 @@ import type { Audience } from '../access/audience';
 import type { ClientRegistry } from '../access/registry';
 import type { AuditWriter } from '../audit/writer';
 import type { Config } from '../config';
+import type { ExportGate } from '../gate/exports';
 import type { Gate } from '../gate/gate';
+import type { SubscriptionGate } from '../gate/subscriptions';
 import type { InteractionEnv } from '../interactions/common';
 import type { BundleOptions } from '../interactions/reads';
 import type { Logger } from '../log';
@@ -23,6 +25,15 @@ export interface HttpDeps {
   /** Who this server is in OAuth (token endpoint, issuer): fixed, never from a request. */
   readonly audience: Audience;
   readonly audit: { readonly writer: AuditWriter | undefined };
+  /** The national consent feed: Bulk Data export and Subscriptions. */
+  readonly feed: FeedDeps;
+}
+
+export interface FeedDeps {
+  readonly exports: ExportGate;
+  readonly subscriptions: SubscriptionGate;
+  /** A job was queued here: start it now rather than at the next poll. */
+  nudgeExports(): void;
 }
 
 export function envOf(res: Response, deps: HttpDeps): InteractionEnv {

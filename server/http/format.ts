@@ -56,6 +56,9 @@ function onlyFormat(values: string[]): string {
   return values[0];
 }
 
+/** Bulk Data output files (served as application/fhir+ndjson; Accept may say so). */
+const BULK_FILE = /^\/_export\/[^/]+\/[^/]+$/;
+
 /** Middleware: decides the response format once per request. */
 export function negotiate(req: Request, res: Response, next: NextFunction): void {
   const given = req.query._format;
@@ -63,6 +66,7 @@ export function negotiate(req: Request, res: Response, next: NextFunction): void
   const pretty = req.query._pretty === 'true';
   // The error mapper needs a format even when negotiation fails.
   locals(res).format = { mime: 'application/fhir+json', pretty };
+  if (BULK_FILE.test(req.path) && /ndjson/.test(req.get('accept') ?? '')) return next();
   locals(res).format = { mime: format ? fromFormatParam(format) : fromAccept(req.get('accept')), pretty };
   next();
 }

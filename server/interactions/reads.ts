@@ -9,7 +9,7 @@ import type { HistoryVersion } from '../store/records';
 import type { InteractionEnv } from './common';
 
 /** The gated read operations a search or history bundle is built from (a Gate or a transaction's reads). */
-export type Reads = Pick<GatedReads, 'history'>;
+export type Reads = Pick<GatedReads, 'history' | 'historyCount'>;
 
 export interface Shape {
   readonly summary?: SummaryMode;
@@ -27,12 +27,19 @@ export interface BundleOptions {
   readonly shape: (type: ResourceType, resource: Resource) => Resource;
 }
 
-/** Parameters the history interaction understands (http://hl7.org/fhir/R4/http.html#history). */
-const HISTORY_PARAMS = new Set(['_count', '_since', '_at', '_cursor', '_format', '_pretty', '_summary', '_elements']);
+/** Parameters the history interaction understands (http://hl7.org/fhir/R4/http.html#history, plus `_sort` and the cursor window). */
+const HISTORY_PARAMS = new Set(['_count', '_since', '_at', '_sort', '_cursor', '_cursor-end', '_format', '_pretty', '_summary', '_elements']);
 
 /**
- * History (instance, type or system) as a history Bundle, newest version first, paged on the
- * commit sequence so that concurrent writes never shift a page.
+ * History (instance, type or system) as a history Bundle, paged on the commit sequence so that
+ * concurrent writes never shift a page.
+ *
+ * Newest first by default, as R4 specifies. `_sort=_lastUpdated` (the R5 history parameter)
+ * walks forwards in commit order instead: that is the national consent feed. A forward page
+ * always carries a `next` link, also when it is the last page for now: following it later
+ * returns what was committed since, so a walker that saves the link (or its `_cursor`) never
+ * misses or repeats a version. `_cursor-end` closes the window (inclusive), and
+ * `_summary=count` counts the versions of the window the client may see, for reconciliation.
  */
 export async function historyBundle(
   reads: Reads,
@@ -45,7 +52,10 @@ export async function historyBundle(
   let count = options.defaultCount;
   let since: number | undefined;
   let at: { lo: number; hi: number } | undefined;
-  let before: number | undefined;
+  let cursor: number | undefined;
+  let end: number | undefined;
+  let order: 'asc' | 'desc' = 'desc';
+  let summaryCount = false;
   const applied: [string, string][] = [];
   const ignored: OperationOutcome['issue'] = [];
   for (const [name, value] of query) {
@@ -67,16 +77,27 @@ export async function historyBundle(
       if (!range) throw new FhirError('invalid-search', `_at must be a date or dateTime`, { expression: ['_at'] });
       at = range;
       applied.push([name, value]);
-    } else if (name === '_cursor') {
-      if (!/^\d+$/.test(value)) throw new FhirError('invalid-search', `_cursor is not one this server issued`, { expression: ['_cursor'] });
-      before = Number(value);
+    } else if (name === '_sort') {
+      if (value !== '_lastUpdated' && value !== '-_lastUpdated') {
+        throw new FhirError('invalid-search', `_sort on history must be _lastUpdated (oldest first, commit order) or -_lastUpdated (newest first)`, { expression: ['_sort'] });
+      }
+      order = value === '_lastUpdated' ? 'asc' : 'desc';
+      applied.push([name, value]);
+    } else if (name === '_cursor' || name === '_cursor-end') {
+      if (!/^\d{1,15}$/.test(value)) throw new FhirError('invalid-search', `${name} is not a cursor this server issued`, { expression: [name] });
+      if (name === '_cursor') cursor = Number(value);
+      else end = Number(value);
+    } else if (name === '_summary') {
+      if (value === 'count') summaryCount = true;
     }
   }
+  if (end !== undefined && order !== 'asc') throw new FhirError('invalid-search', `_cursor-end closes a forward window: use it with _sort=_lastUpdated`, { expression: ['_cursor-end'] });
+  if (end !== undefined) applied.push(['_cursor-end', String(end)]);
   const types = scope.type ? [scope.type] : [...RESOURCE_TYPES];
-  const page = await reads.history(ctx, { types, id: scope.id, since, at, beforeSeq: before, order: 'desc', limit: count });
-  const link = (cursor?: number) => {
-    const params = new URLSearchParams(applied);
-    if (cursor !== undefined) params.set('_cursor', String(cursor));
+  const bounds = order === 'asc' ? { afterSeq: cursor, beforeSeq: end === undefined ? undefined : end + 1 } : { beforeSeq: cursor };
+  const link = (c?: number, extra: [string, string][] = []) => {
+    const params = new URLSearchParams([...applied, ...extra]);
+    if (c !== undefined) params.set('_cursor', String(c));
     const qs = params.toString();
     return `${options.baseUrl}/${options.path}${qs ? '?' + qs : ''}`;
   };
@@ -84,10 +105,20 @@ export async function historyBundle(
     resourceType: 'Bundle',
     type: 'history',
     timestamp: new Date(env.now()).toISOString(),
-    link: [{ relation: 'self', url: link(before) }],
   };
-  if (before !== undefined) bundle.link!.push({ relation: 'first', url: link() });
-  if (page.nextSeq !== undefined) bundle.link!.push({ relation: 'next', url: link(page.nextSeq) });
+  if (summaryCount) {
+    bundle.total = await reads.historyCount(ctx, { types, id: scope.id, since, at, ...bounds });
+    bundle.link = [{ relation: 'self', url: link(cursor, [['_summary', 'count']]) }];
+    return bundle;
+  }
+  const page = await reads.history(ctx, { types, id: scope.id, since, at, ...bounds, order, limit: count });
+  bundle.link = [{ relation: 'self', url: link(cursor) }];
+  if (cursor !== undefined) bundle.link.push({ relation: 'first', url: link() });
+  if (page.nextSeq !== undefined) bundle.link.push({ relation: 'next', url: link(page.nextSeq) });
+  else if (order === 'asc' && end === undefined) {
+    // The end of the feed for now: the next link resumes after everything this page accounted for.
+    bundle.link.push({ relation: 'next', url: link(page.scannedTo ?? cursor ?? 0) });
+  }
   const entries = page.entries.map((v) => historyEntry(v, options));
   if (ignored.length) entries.push({ resource: { resourceType: 'OperationOutcome', issue: ignored } as OperationOutcome });
   if (entries.length) bundle.entry = entries; // FHIR JSON has no empty arrays

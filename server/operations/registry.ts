@@ -7,6 +7,8 @@ import { accessReportOperation } from './access-report';
 import { verifyOperation } from './verify';
 import { sharingSummaryOperation } from './sharing-summary';
 import { validateOperation } from './validate';
+import { exportOperation, patientExportOperation } from './export';
+import { deliveryStatusOperation } from './delivery-status';
 
 export type OperationLevel = 'system' | 'type' | 'instance';
 
@@ -22,15 +24,26 @@ export interface OperationDef {
   handler(req: Request, res: Response, deps: HttpDeps, target: { type?: ResourceType; id?: string }): Promise<void>;
 }
 
-/** Every operation, one file each under `server/operations/`. */
-export const OPERATIONS: readonly OperationDef[] = [validateOperation, accessDecisionOperation, sharingSummaryOperation, accessReportOperation, verifyOperation];
+/** Every operation, one file each under `server/operations/` (an operation defined at two levels by two definitions has two entries). */
+export const OPERATIONS: readonly OperationDef[] = [
+  validateOperation,
+  accessDecisionOperation,
+  sharingSummaryOperation,
+  accessReportOperation,
+  verifyOperation,
+  exportOperation,
+  patientExportOperation,
+  deliveryStatusOperation,
+];
 
 /** Finds an operation for a URL: 404 if unknown, 405 for a level or method it does not take. */
 export function operation(name: string, level: OperationLevel, method: string, type?: ResourceType): OperationDef {
-  const op = OPERATIONS.find((o) => o.name === name);
-  if (!op) throw new FhirError('not-found', `Operation ${name} is not supported by this server`);
-  if (type && !op.types.includes(type)) throw new FhirError('not-found', `Operation ${name} is not defined on ${type}`);
-  if (!op.levels.includes(level)) throw new FhirError('method-not-allowed', `${name} cannot be invoked at ${level} level`);
+  const named = OPERATIONS.filter((o) => o.name === name);
+  if (named.length === 0) throw new FhirError('not-found', `Operation ${name} is not supported by this server`);
+  const onType = type ? named.filter((o) => o.types.includes(type)) : named;
+  if (onType.length === 0) throw new FhirError('not-found', `Operation ${name} is not defined on ${type}`);
+  const op = onType.find((o) => o.levels.includes(level));
+  if (!op) throw new FhirError('method-not-allowed', `${name} cannot be invoked at ${level} level`);
   if (!(op.methods as string[]).includes(method) && !(method === 'HEAD' && op.methods.includes('GET'))) {
     throw new FhirError('method-not-allowed', `${name} takes ${op.methods.join(' or ')}`, { headers: { Allow: op.methods.join(', ') } });
   }

@@ -178,6 +178,95 @@ const migrations: readonly Migration[] = [
       await m.sql('DELETE FROM audit_index_queue');
     },
   },
+  {
+    id: '0010-export-jobs',
+    async up(m) {
+      // Bulk Data exports (see store/exports.ts): one row per kick-off, with the snapshot it reads
+      // (a commit sequence and its transactionTime), where it has got to, and who is running it
+      // (a lease, so several processes share the work and a crashed one's job is resumed).
+      await m.createTable('export_jobs', {
+        id: { type: DataTypes.STRING(64), primaryKey: true },
+        client_id: { type: DataTypes.STRING(256), allowNull: false },
+        context: { type: DataTypes.TEXT, allowNull: false },
+        level: { type: DataTypes.STRING(16), allowNull: false },
+        types: { type: DataTypes.TEXT, allowNull: false },
+        since: { type: DataTypes.BIGINT, allowNull: true },
+        request: { type: DataTypes.TEXT, allowNull: false },
+        status: { type: DataTypes.STRING(16), allowNull: false },
+        snapshot_seq: { type: DataTypes.BIGINT, allowNull: false },
+        transaction_time: { type: DataTypes.BIGINT, allowNull: false },
+        cursor: { type: DataTypes.TEXT, allowNull: false },
+        examined: { type: DataTypes.BIGINT, allowNull: false, defaultValue: 0 },
+        estimate: { type: DataTypes.BIGINT, allowNull: false, defaultValue: 0 },
+        issues: { type: DataTypes.TEXT, allowNull: true },
+        error: { type: DataTypes.TEXT, allowNull: true },
+        attempts: { type: DataTypes.INTEGER, allowNull: false, defaultValue: 0 },
+        lease_owner: { type: DataTypes.STRING(64), allowNull: true },
+        lease_until: { type: DataTypes.BIGINT, allowNull: false, defaultValue: 0 },
+        created_at: { type: DataTypes.BIGINT, allowNull: false },
+        updated_at: { type: DataTypes.BIGINT, allowNull: false },
+        expires_at: { type: DataTypes.BIGINT, allowNull: true },
+      });
+      await m.addIndex('export_jobs', ['status', 'lease_until'], 'export_jobs_status');
+      // The output, error and deleted files, one row each, written with the audit of what they disclose.
+      await m.createTable('export_files', {
+        job_id: { type: DataTypes.STRING(64), primaryKey: true },
+        part: { type: DataTypes.INTEGER, primaryKey: true },
+        kind: { type: DataTypes.STRING(16), allowNull: false },
+        type: { type: DataTypes.STRING(64), allowNull: false },
+        count: { type: DataTypes.INTEGER, allowNull: false },
+        content: { type: DataTypes.TEXT, allowNull: false },
+      });
+    },
+  },
+  {
+    id: '0010-subscriptions',
+    async up(m) {
+      // rest-hook Subscriptions (see store/subscriptions.ts): the resource as the client sees it,
+      // the parsed channel, the delivery state (consecutive failures, when to try next) and a lease.
+      await m.createTable('subscriptions', {
+        id: { type: DataTypes.STRING(64), primaryKey: true },
+        owner: { type: DataTypes.STRING(256), allowNull: false },
+        context: { type: DataTypes.TEXT, allowNull: false },
+        version_id: { type: DataTypes.INTEGER, allowNull: false },
+        last_updated: { type: DataTypes.BIGINT, allowNull: false },
+        content: { type: DataTypes.TEXT, allowNull: false },
+        criteria: { type: DataTypes.TEXT, allowNull: false },
+        endpoint: { type: DataTypes.TEXT, allowNull: false },
+        payload: { type: DataTypes.STRING(64), allowNull: true },
+        headers: { type: DataTypes.TEXT, allowNull: false },
+        status: { type: DataTypes.STRING(16), allowNull: false },
+        error: { type: DataTypes.TEXT, allowNull: true },
+        failures: { type: DataTypes.INTEGER, allowNull: false, defaultValue: 0 },
+        next_attempt_at: { type: DataTypes.BIGINT, allowNull: false, defaultValue: 0 },
+        end_at: { type: DataTypes.BIGINT, allowNull: true },
+        lease_owner: { type: DataTypes.STRING(64), allowNull: true },
+        lease_until: { type: DataTypes.BIGINT, allowNull: false, defaultValue: 0 },
+      });
+      await m.addIndex('subscriptions', ['owner'], 'subscriptions_owner');
+      // The outbox: one row per (Consent version, matching Subscription), inserted in the
+      // transaction that wrote the version, kept after delivery as the transmission record.
+      await m.createTable('subscription_outbox', {
+        id: { type: m.pg ? DataTypes.BIGINT : DataTypes.INTEGER, primaryKey: true, autoIncrement: true },
+        subscription_id: { type: DataTypes.STRING(64), allowNull: false },
+        subscriber: { type: DataTypes.STRING(256), allowNull: false },
+        resource_type: { type: DataTypes.STRING(64), allowNull: false },
+        resource_id: { type: DataTypes.STRING(64), allowNull: false },
+        version_id: { type: DataTypes.INTEGER, allowNull: false },
+        patient_id: { type: DataTypes.STRING(64), allowNull: true },
+        event: { type: DataTypes.STRING(8), allowNull: false },
+        status: { type: DataTypes.STRING(16), allowNull: false },
+        attempts: { type: DataTypes.INTEGER, allowNull: false, defaultValue: 0 },
+        queued_at: { type: DataTypes.BIGINT, allowNull: false },
+        last_attempt_at: { type: DataTypes.BIGINT, allowNull: true },
+        delivered_at: { type: DataTypes.BIGINT, allowNull: true },
+        last_error: { type: DataTypes.TEXT, allowNull: true },
+      });
+      await m.addIndex('subscription_outbox', ['subscription_id', 'status', 'id'], 'outbox_subscription');
+      await m.addIndex('subscription_outbox', ['resource_type', 'resource_id', 'version_id'], 'outbox_resource');
+      await m.addIndex('subscription_outbox', ['status', 'queued_at'], 'outbox_status');
+    },
+  },
 ];
 
 /** Ids of all migrations, in order (for the health report and tests). */

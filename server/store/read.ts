@@ -201,6 +201,23 @@ export class StoreReader {
     return Number(row?.n ?? 0);
   }
 
+  /**
+   * The version of each resource of `type` that was current at commit `snapshotSeq` (a deletion,
+   * if that is what it was), one keyset page in commit order after `afterSeq`; with `since`,
+   * only those written after that instant. The Bulk Data export reads its snapshot this way.
+   */
+  async snapshotPage(type: ResourceType, snapshotSeq: number, afterSeq: number, limit: number, since?: number): Promise<HistoryVersion[]> {
+    const params: unknown[] = [type, afterSeq, snapshotSeq];
+    let sql = `SELECT ${VERSION} FROM resource_versions v WHERE v.type = ? AND v.seq > ? AND v.seq <= ?`;
+    if (since !== undefined) {
+      sql += ' AND v.last_updated > ?';
+      params.push(since);
+    }
+    sql += ' AND NOT EXISTS (SELECT 1 FROM resource_versions n WHERE n.type = v.type AND n.id = v.id AND n.version_id > v.version_id AND n.seq <= ?) ORDER BY v.seq LIMIT ?';
+    params.push(snapshotSeq, limit);
+    return (await this.driver.all<VersionRow>(sql, params)).map(fromVersionRow);
+  }
+
   /** Versions in commit order (or its reverse), one keyset page. */
   async history(req: HistoryRequest): Promise<HistoryVersion[]> {
     const params: unknown[] = [...req.types];

@@ -12,7 +12,7 @@ describe('Foundation: the CapabilityStatement says exactly what the server does'
   let cs: CapabilityStatement;
   const ALL = ['read', 'vread', 'update', 'patch', 'delete', 'history-instance', 'history-type', 'create', 'search-type'];
   before(async () => {
-    h = await startHarness();
+    h = await startHarness({ env: { CUSTODIAN_SUBSCRIPTION_ENDPOINTS: 'http://127.0.0.1:9/hooks' } });
     await h.api.put('/Patient/cap-p', patient({ id: 'cap-p' }));
     cs = (await h.api.get('/metadata')).body;
   });
@@ -20,12 +20,38 @@ describe('Foundation: the CapabilityStatement says exactly what the server does'
 
   const resource = (type: string) => cs.rest![0].resource!.find((r) => r.type === type) as CapabilityStatementRestResource;
 
-  it('is an R4 JSON server statement for Patient, Consent and AuditEvent', () => {
+  it('is an R4 JSON server statement for Patient, Consent and AuditEvent, and Subscriptions to Consents', () => {
     assert.equal(cs.fhirVersion, '4.0.1');
     assert.deepEqual(cs.format, ['application/fhir+json', 'json']);
     assert.deepEqual(cs.patchFormat, ['application/json-patch+json']);
-    assert.deepEqual(cs.rest![0].resource!.map((r) => r.type), ['Patient', 'Consent', 'AuditEvent']);
+    assert.deepEqual(cs.rest![0].resource!.map((r) => r.type), ['Patient', 'Consent', 'AuditEvent', 'Subscription']);
     assert.deepEqual(cs.rest![0].interaction!.map((i) => i.code).sort(), ['batch', 'history-system', 'search-system', 'transaction']);
+  });
+
+  it('the system-level operations exist ($export), and an unlisted one is 404', async () => {
+    assert.deepEqual(cs.rest![0].operation!.map((o) => o.name), ['export']);
+    assert.equal((await h.api.get('/$export?_type=Patient', { Prefer: 'respond-async' })).status, 202);
+    assert.equal((await h.api.get('/$not-an-operation')).status, 404);
+    assert.equal((await h.api.get('/$verify')).status, 405, 'a type-level operation at system level');
+  });
+
+  it('Subscription: each listed interaction works and each unlisted one is a 405', async () => {
+    const listed = new Set(resource('Subscription').interaction!.map((i) => i.code));
+    assert.deepEqual([...listed].sort(), ['create', 'delete', 'read', 'search-type', 'update']);
+    const body = { resourceType: 'Subscription', status: 'requested', reason: 'capability test', criteria: 'Consent?', channel: { type: 'rest-hook', endpoint: 'http://127.0.0.1:9/hooks/a' } };
+    const created = await h.api.post('/Subscription', body);
+    assert.equal(created.status, 201, created.text);
+    const id = created.body.id;
+    assert.equal((await h.api.get(`/Subscription/${id}`)).status, 200);
+    assert.equal((await h.api.get(`/Subscription?_id=${id}`, { Prefer: 'handling=strict' })).body.total, 1);
+    assert.equal((await h.api.get('/Subscription?status=active', { Prefer: 'handling=strict' })).status, 200);
+    assert.equal((await h.api.put(`/Subscription/${id}`, { ...body, id, status: 'off' })).status, 200);
+    assert.equal((await h.api.patch(`/Subscription/${id}`, [{ op: 'add', path: '/status', value: 'off' }])).status, 405);
+    assert.equal((await h.api.get(`/Subscription/${id}/_history`)).status, 405);
+    assert.equal((await h.api.get(`/Subscription/${id}/_history/1`)).status, 405);
+    assert.equal((await h.api.get('/Subscription/_history')).status, 405);
+    assert.equal((await h.api.delete(`/Subscription/${id}`)).status, 204);
+    assert.equal((await h.api.get(`/Subscription/${id}`)).status, 404);
   });
 
   const samples: Record<string, () => Record<string, unknown>> = {
@@ -86,8 +112,10 @@ describe('Foundation: the CapabilityStatement says exactly what the server does'
         'sharing-summary': async () => (await h.api.get(`/${type}/cap-p/$sharing-summary`)).status,
         'access-report': async () => (await h.api.get(`/${type}/cap-p/$access-report`)).status,
         verify: async () => (await h.api.get(`/${type}/$verify`)).status,
+        export: async () => (await h.api.get(`/${type}/$export`, { Prefer: 'respond-async' })).status,
+        'delivery-status': async () => (await h.api.get(`/${type}/$delivery-status`)).status,
       };
-      for (const name of listed) assert.equal(await invoke[name](), 200, `$${name}`);
+      for (const name of listed) assert.ok([200, 202].includes(await invoke[name]()), `$${name}`);
       for (const name of Object.keys(invoke).filter((n) => !listed.includes(n))) assert.equal(await invoke[name](), 404, `$${name} is not listed for ${type}`);
     });
   }
@@ -110,7 +138,7 @@ describe('Foundation: the CapabilityStatement says exactly what the server does'
     }
   });
 
-  it('lists the profile each type is held to, and the profile exists in profiles/', () => {
-    for (const r of cs.rest![0].resource!) assert.match(r.profile!, /StructureDefinition\/custodian-/);
+  it('lists the profile each patient-data type is held to, and the profile exists in profiles/', () => {
+    for (const r of cs.rest![0].resource!.filter((x) => x.type !== 'Subscription')) assert.match(r.profile!, /StructureDefinition\/custodian-/);
   });
 });

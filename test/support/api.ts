@@ -49,10 +49,10 @@ export class Api {
     const res = await req;
     const text = typeof res.body === 'string' ? res.body : '';
     let body: unknown = undefined;
-    if (text && /json/.test(String(res.headers['content-type'] ?? ''))) {
+    if (text && /json/.test(String(res.headers['content-type'] ?? '')) && !/ndjson/.test(String(res.headers['content-type']))) {
       body = JSON.parse(text);
       // FHIR endpoints answer with FHIR; the SMART endpoints answer with OAuth/SMART JSON.
-      if (!/^\/(auth\/token|\.well-known\/|healthz)/.test(path)) assertValidFhir(body, `${method.toUpperCase()} ${path} -> ${res.status}`);
+      if (!/^\/(auth\/token|\.well-known\/|healthz|_export\/)/.test(path)) assertValidFhir(body, `${method.toUpperCase()} ${path} -> ${res.status}`);
     }
     return { status: res.status, headers: res.headers as Record<string, string>, body, text };
   }

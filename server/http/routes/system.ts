@@ -4,6 +4,7 @@ import { FhirError } from '../../errors';
 import { processBundle } from '../../interactions/bundle';
 import { historyBundle } from '../../interactions/reads';
 import { systemSearchBundle } from '../../interactions/search';
+import { operation } from '../../operations/registry';
 import { capabilityStatement } from '../capability';
 import { partFailure } from '../errors';
 import { bundleOptions, envOf, type HttpDeps } from '../deps';
@@ -48,6 +49,13 @@ export function systemRoutes(deps: HttpDeps): Router {
     }
     const form = res.locals.bodyKind === 'form' ? [...(req.body as URLSearchParams).entries()] : [];
     sendJson(res, 200, await systemSearchBundle(deps.gate, ctxOf(res), envOf(res, deps), [...queryPairs(req), ...form], bundleOptions(req, res, deps, '')));
+  });
+
+  // System-level operations: /$op.
+  router.all('/:op', async (req, res, next) => {
+    if (!req.params.op.startsWith('$')) return next();
+    auditAs(req, res, 'operation', { operation: req.params.op, query: true });
+    await operation(req.params.op, 'system', req.method).handler(req, res, deps, {});
   });
 
   router.all('/', (req) => {

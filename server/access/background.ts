@@ -1,0 +1,65 @@
+import { freezeContext, type AccessContext } from './context';
+import type { ClientRegistry } from './registry';
+import { grant } from './scopes';
+
+/**
+ * The part of a request's AccessContext that work done later on its behalf keeps (an export
+ * job, a Subscription's deliveries): who asked, with which granted scopes and purpose.
+ */
+export interface StoredContext {
+  readonly clientId: string;
+  readonly scopes: readonly string[];
+  readonly purposeOfUse: string;
+  readonly practitioner?: string;
+  readonly patient?: string;
+  /** The client's network address when it asked (for the audit trail). */
+  readonly address?: string;
+  /** The request that started the work, and the base URL it was made to. */
+  readonly requestId: string;
+  readonly baseUrl: string;
+}
+
+export function storeContext(ctx: AccessContext, baseUrl: string): StoredContext {
+  return {
+    baseUrl,
+    clientId: ctx.clientId!,
+    scopes: [...ctx.scopes],
+    purposeOfUse: ctx.purposeOfUse,
+    ...(ctx.practitioner ? { practitioner: ctx.practitioner } : {}),
+    ...(ctx.patient ? { patient: ctx.patient } : {}),
+    ...(ctx.address ? { address: ctx.address } : {}),
+    requestId: ctx.requestId,
+  };
+}
+
+/**
+ * Background work runs only for clients of the registry, holding a token this server issued
+ * (only those carry the client's registered purposes), so that their standing can be checked
+ * again whenever the work runs. A trusted issuer's token naming the same client id is not enough.
+ */
+export function mayWorkInBackground(ctx: AccessContext, registry: ClientRegistry): boolean {
+  return ctx.clientId !== null && ctx.registeredPurposes !== undefined && registry.get(ctx.clientId) !== undefined;
+}
+
+/**
+ * The AccessContext for a piece of background work, as the client stands now: a client that has
+ * left the registry gets none (the work stops), and its organisation, roles and the scopes it may
+ * still be granted come from the registry as it is now, not as it was when the work was asked for.
+ */
+export function backgroundContext(registry: ClientRegistry, stored: StoredContext, requestId: string): AccessContext | undefined {
+  const client = registry.get(stored.clientId);
+  if (!client) return undefined;
+  if (!client.purposes.includes(stored.purposeOfUse)) return undefined;
+  return freezeContext({
+    requestId,
+    clientId: client.clientId,
+    clientName: client.name,
+    organization: client.organization,
+    roles: client.roles,
+    scopes: grant(stored.scopes, client.scopes),
+    purposeOfUse: stored.purposeOfUse,
+    registeredPurposes: client.purposes,
+    ...(stored.practitioner ? { practitioner: stored.practitioner } : {}),
+    ...(stored.address ? { address: stored.address } : {}),
+  });
+}

@@ -1,0 +1,128 @@
+import { definitions, RESOURCE_TYPES, type ResourceType } from '../../resources';
+import type { AccessContext } from '../access/context';
+import { storeContext } from '../access/background';
+import type { Decision } from '../consent/decision';
+import { FhirError } from '../errors';
+import type { ExportFile, ExportJob, ExportJobs, ExportLevel } from '../store/exports';
+import type { StoreReader } from '../store/read';
+import type { HistoryVersion } from '../store/records';
+import { GatedReads } from './gate';
+import type { CursorSeal } from './cursor';
+import type { AccessPolicy, ReadPurpose } from './policy';
+
+/** A Bulk Data export discloses: the consent action is `disclose`, under the search permission. */
+const DISCLOSE: ReadPurpose = { permission: 's', action: 'disclose' };
+
+export interface ExportRequest {
+  readonly level: ExportLevel;
+  readonly types: readonly ResourceType[];
+  readonly since?: number;
+  readonly request: string;
+  /** The base URL the kick-off was made to. */
+  readonly baseUrl: string;
+  readonly issues: readonly string[];
+}
+
+/** One page of a job's snapshot, decided: what goes into the files, and what the client may not see. */
+export interface SnapshotPage {
+  /** Versions with content the client may receive, with the patients each is about. */
+  readonly included: readonly { readonly version: HistoryVersion; readonly patients: readonly string[] }[];
+  /** Deletions (only with `_since`) the client may learn of. */
+  readonly deleted: readonly { readonly version: HistoryVersion; readonly patients: readonly string[] }[];
+  /** The last commit sequence examined, and how many versions were. */
+  readonly lastSeq: number;
+  readonly examined: number;
+  /** True when the snapshot of this type has no more versions. */
+  readonly done: boolean;
+}
+
+/**
+ * The gate's side of Bulk Data export: who may start, watch, fetch and cancel an export (only
+ * the client that started it, with scopes that still cover its types), and what each page of the
+ * snapshot may disclose to it (consent action `disclose`). Nothing else reads the snapshot.
+ */
+export class ExportGate {
+  private readonly reads: GatedReads;
+
+  constructor(
+    private readonly reader: StoreReader,
+    private readonly policy: AccessPolicy,
+    private readonly jobs: ExportJobs,
+    seal: CursorSeal,
+  ) {
+    this.reads = new GatedReads(reader, policy, seal);
+  }
+
+  /** The types this client may search, and so export. */
+  searchableTypes(ctx: AccessContext): ResourceType[] {
+    return RESOURCE_TYPES.filter((t) => this.policy.allowsInteraction(ctx, t, 'search-type').effect === 'permit');
+  }
+
+  /** Records a new export for this client (after checking its scopes cover every type). */
+  async start(ctx: AccessContext, id: string, req: ExportRequest): Promise<ExportJob> {
+    for (const type of req.types) this.reads.allow(ctx, type, 'search-type');
+    return this.jobs.create({ id, clientId: ctx.clientId!, context: storeContext(ctx, req.baseUrl), level: req.level, types: req.types, since: req.since, request: req.request, issues: req.issues });
+  }
+
+  /**
+   * The job, for the client that started it only: anyone else learns nothing, not even that it
+   * exists (404). A cancelled or expired job is gone (404, as the IG requires after a DELETE).
+   */
+  async job(ctx: AccessContext, id: string): Promise<ExportJob> {
+    const job = await this.jobs.get(id);
+    if (!job || job.clientId !== ctx.clientId || job.status === 'cancelled') throw new FhirError('not-found', `No export ${id} of this client`);
+    for (const type of job.types) this.reads.allow(ctx, type, 'search-type');
+    return job;
+  }
+
+  async files(ctx: AccessContext, id: string): Promise<{ job: ExportJob; files: ExportFile[] }> {
+    const job = await this.job(ctx, id);
+    return { job, files: job.status === 'completed' ? await this.jobs.files(id) : [] };
+  }
+
+  /** One file of a completed export of this client. */
+  async file(ctx: AccessContext, id: string, part: number): Promise<{ job: ExportJob; content: string }> {
+    const job = await this.job(ctx, id);
+    if (job.status !== 'completed') throw new FhirError('not-found', `Export ${id} has no files (it is ${job.status})`);
+    const content = await this.jobs.fileContent(id, part);
+    if (content === undefined) throw new FhirError('not-found', `Export ${id} has no file ${part}`);
+    return { job, content };
+  }
+
+  async cancel(ctx: AccessContext, id: string): Promise<void> {
+    await this.job(ctx, id);
+    await this.jobs.cancel(id);
+  }
+
+  /**
+   * The next page of a job's snapshot for one type, decided for `ctx` (the job's client as it
+   * stands now). Versions without a patient are left out of Patient-level exports; deletions are
+   * reported only when the export asked for changes `_since` an instant, and only to a client that
+   * may see the version before them.
+   */
+  async page(ctx: AccessContext, job: ExportJob, type: ResourceType, afterSeq: number, limit: number): Promise<SnapshotPage> {
+    this.reads.allow(ctx, type, 'search-type');
+    const rows = await this.reader.snapshotPage(type, job.snapshot.seq, afterSeq, limit, job.since);
+    const candidates: { version: HistoryVersion; patients: string[] }[] = [];
+    for (const v of rows) {
+      if (v.deleted && job.since === undefined) continue;
+      const patients = v.deleted ? await this.patientsBefore(v) : definitions[type].patientIds(v.resource!);
+      if (job.level === 'patient' && patients.length === 0) continue;
+      candidates.push({ version: v, patients });
+    }
+    const decisions: Decision[] = await this.reads.decideVersions(ctx, candidates.map((c) => c.version), DISCLOSE);
+    const permitted = candidates.filter((_, i) => decisions[i].effect === 'permit');
+    return {
+      included: permitted.filter((c) => !c.version.deleted),
+      deleted: permitted.filter((c) => c.version.deleted),
+      lastSeq: rows.length ? rows[rows.length - 1].seq : afterSeq,
+      examined: rows.length,
+      done: rows.length < limit,
+    };
+  }
+
+  private async patientsBefore(v: HistoryVersion): Promise<string[]> {
+    const previous = await this.reader.version(v.type, v.id, v.versionId - 1);
+    return previous?.resource ? definitions[v.type].patientIds(previous.resource) : [];
+  }
+}

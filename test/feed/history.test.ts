@@ -1,0 +1,135 @@
+import assert from 'node:assert/strict';
+import type { Bundle, BundleEntry } from 'fhir/r4';
+import type { Api } from '../support/api';
+import { consent, patient } from '../support/fixtures';
+import { startHarness, type Harness } from '../support/harness';
+
+const BASE = 'http://custodian.test/fhir';
+const ODS = 'https://fhir.nhs.uk/Id/ods-organization-code';
+const org = (code: string) => ({ identifier: { system: ODS, value: code } });
+
+/** Follows `next` links forward until a page comes back empty; returns every entry and the last next link. */
+export async function walk(api: Api, first: string, max = 1000): Promise<{ entries: BundleEntry[]; next: string; pages: number }> {
+  const entries: BundleEntry[] = [];
+  let url = first;
+  for (let pages = 1; pages <= max; pages++) {
+    const res = await api.get(url);
+    assert.equal(res.status, 200, `${url}: ${res.text.slice(0, 300)}`);
+    const b = res.body as Bundle;
+    const next = b.link?.find((l) => l.relation === 'next')?.url;
+    assert.ok(next, 'a forward page always has a next link');
+    const page = (b.entry ?? []).filter((e) => e.resource?.resourceType !== 'OperationOutcome');
+    entries.push(...page);
+    url = next.replace(BASE, '');
+    if (page.length === 0) return { entries, next: url, pages };
+  }
+  throw new Error('the walk did not end');
+}
+
+const key = (e: BundleEntry) => `${e.fullUrl!.replace(`${BASE}/`, '')}|${e.response!.etag}`;
+
+describe('Feed: the Consent history walked forwards in commit order', () => {
+  let h: Harness;
+  let gp: Api;
+  let national: Api;
+  let hospital: Api;
+  const start = Date.UTC(2031, 0, 1, 9, 0, 0);
+  const ids: Record<string, string> = {};
+
+  before(async () => {
+    h = await startHarness({
+      frozenAt: start,
+      clients: [
+        { clientId: 'gp', ods: 'GP1', scopes: ['system/Patient.cruds', 'system/Consent.cruds'], purposes: ['TREAT'] },
+        { clientId: 'national', ods: 'X26', scopes: ['system/Consent.rs'], purposes: ['HOPERAT'], roles: ['national-service'] },
+        { clientId: 'hospital', ods: 'HOSP1', scopes: ['system/Consent.rs'], purposes: ['TREAT'] },
+      ],
+    });
+    gp = await h.as('gp');
+    national = await h.as('national', { purpose: 'HOPERAT' });
+    hospital = await h.as('hospital');
+    ids.p = (await gp.post('/Patient', patient({ managingOrganization: org('GP1') }))).body.id;
+    // Timestamps deliberately out of commit order: the feed must not care.
+    h.clock.now = start + 60000;
+    ids.a = (await gp.post('/Consent', consent(ids.p))).body.id;
+    h.clock.now = start + 1000;
+    ids.b = (await gp.post('/Consent', consent(ids.p, { provision: { type: 'permit', actor: [{ role: { text: 'recipient' }, reference: org('HOSP1') }] } }))).body.id;
+    h.clock.now = start + 120000;
+    await gp.put(`/Consent/${ids.a}`, { ...consent(ids.p), id: ids.a, status: 'inactive' });
+    await gp.delete(`/Consent/${ids.a}`);
+  });
+  after(() => h.close());
+
+  it('lists every version oldest commit first with _sort=_lastUpdated, deletions included', async () => {
+    const { entries } = await walk(national, '/Consent/_history?_sort=_lastUpdated&_count=2');
+    assert.deepEqual(entries.map(key), [`Consent/${ids.a}|W/"1"`, `Consent/${ids.b}|W/"1"`, `Consent/${ids.a}|W/"2"`, `Consent/${ids.a}|W/"3"`]);
+    assert.equal(entries[3].request!.method, 'DELETE');
+    assert.equal(entries[3].resource, undefined);
+    assert.equal(entries[2].resource!.id, ids.a);
+  });
+
+  it('always offers a next link forwards: a walker resumes there and sees only what came after', async () => {
+    const { next } = await walk(national, '/Consent/_history?_sort=_lastUpdated&_count=3');
+    const empty = (await national.get(next)).body as Bundle;
+    assert.equal(empty.entry, undefined);
+    assert.equal(empty.link!.find((l) => l.relation === 'next')!.url.replace(BASE, ''), next, 'nothing new: the cursor stays put');
+    const c = (await gp.post('/Consent', consent(ids.p))).body.id;
+    const later = await walk(national, next);
+    assert.deepEqual(later.entries.map(key), [`Consent/${c}|W/"1"`]);
+    await gp.delete(`/Consent/${c}`);
+  });
+
+  it('newest first stays the default, and its last page has no next link', async () => {
+    const b = (await national.get('/Consent/_history?_count=100')).body as Bundle;
+    assert.equal(b.entry![0].request!.method, 'DELETE');
+    assert.equal(b.link!.find((l) => l.relation === 'next'), undefined);
+  });
+
+  it('_summary=count counts exactly the versions of the window the client may see', async () => {
+    const all = await walk(national, '/Consent/_history?_sort=_lastUpdated&_count=1000');
+    const count = (await national.get('/Consent/_history?_sort=_lastUpdated&_summary=count')).body as Bundle;
+    assert.equal(count.type, 'history');
+    assert.equal(count.total, all.entries.length);
+    assert.equal(count.entry, undefined);
+    // a window closed by two cursors
+    const first = (await national.get('/Consent/_history?_sort=_lastUpdated&_count=1')).body as Bundle;
+    const c1 = new URL(first.link!.find((l) => l.relation === 'next')!.url).searchParams.get('_cursor')!;
+    const second = (await national.get(`/Consent/_history?_sort=_lastUpdated&_count=2&_cursor=${c1}`)).body as Bundle;
+    const c3 = new URL(second.link!.find((l) => l.relation === 'next')!.url).searchParams.get('_cursor')!;
+    assert.equal(((await national.get(`/Consent/_history?_sort=_lastUpdated&_cursor=${c1}&_cursor-end=${c3}&_summary=count`)).body as Bundle).total, 2);
+    const window = (await national.get(`/Consent/_history?_sort=_lastUpdated&_cursor=${c1}&_cursor-end=${c3}&_count=10`)).body as Bundle;
+    assert.deepEqual(window.entry!.map(key), second.entry!.map(key));
+    assert.equal(window.link!.find((l) => l.relation === 'next'), undefined, 'a closed window ends');
+  });
+
+  it('hides what the client may not see, in pages and in counts', async () => {
+    // The hospital is named by Consent b only; the deletion of a (never visible to it) stays hidden too.
+    const { entries } = await walk(hospital, '/Consent/_history?_sort=_lastUpdated&_count=1');
+    assert.deepEqual(entries.map(key), [`Consent/${ids.b}|W/"1"`]);
+    assert.equal(((await hospital.get('/Consent/_history?_sort=_lastUpdated&_summary=count')).body as Bundle).total, 1);
+  });
+
+  it('_since filters by lastUpdated, the cursor still walks commit order', async () => {
+    const { entries } = await walk(national, `/Consent/_history?_sort=_lastUpdated&_since=${new Date(start + 30000).toISOString()}`);
+    assert.deepEqual(entries.map(key).slice(0, 3), [`Consent/${ids.a}|W/"1"`, `Consent/${ids.a}|W/"2"`, `Consent/${ids.a}|W/"3"`]);
+  });
+
+  it('_count=0 answers an empty page, and a forward cursor does not move', async () => {
+    for (const q of ['_count=0', '_sort=_lastUpdated&_count=0', '_sort=_lastUpdated&_count=0&_cursor=1']) {
+      const res = await national.get(`/Consent/_history?${q}`);
+      assert.equal(res.status, 200, `${q}: ${res.text}`);
+      assert.equal(res.body.entry, undefined);
+    }
+    const next = ((await national.get('/Consent/_history?_sort=_lastUpdated&_count=0&_cursor=1')).body as Bundle).link!.find((l) => l.relation === 'next')!.url;
+    assert.equal(new URL(next).searchParams.get('_cursor'), '1');
+  });
+
+  it('refuses a bad _sort, _cursor or _cursor-end with a 400 OperationOutcome', async () => {
+    for (const q of ['_sort=status', '_sort=_id', '_cursor=abc', '_cursor=-1', '_sort=_lastUpdated&_cursor-end=x', '_cursor-end=5']) {
+      const res = await national.get(`/Consent/_history?${q}`);
+      assert.equal(res.status, 400, q);
+      assert.equal(res.body.resourceType, 'OperationOutcome');
+      assert.match(res.body.issue[0].diagnostics, /_sort|_cursor/);
+    }
+  });
+});
