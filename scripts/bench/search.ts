@@ -10,7 +10,7 @@ import { compileFilter } from '../../server/search/sql';
 import { StoreReader } from '../../server/store/read';
 import { Store } from '../../server/store/store';
 import { fetchToken } from '../token';
-import { benchClients, MAIN, ODS, ratio, run, start, stop, type Result } from './lib';
+import { benchClients, benchDatabase, ODS, ratio, run, startCustodian, stop, type Result } from './lib';
 
 /**
  * The search workload at scale (`BENCH_ONLY=search npm run bench`): seeds Patients, Consents
@@ -126,21 +126,11 @@ export async function searchBench(): Promise<boolean> {
     { clientId: 'bench', ods: 'BENCH1' },
     { clientId: 'national', ods: 'X26', purposes: ['HOPERAT'], roles: ['national-service'] },
   ]);
-  const databaseUrl = process.env.BENCH_DATABASE_URL;
-  const database: DatabaseConfig = databaseUrl
-    ? { dialect: 'postgres', url: databaseUrl, poolMax: 10 }
-    : { dialect: 'sqlite', storage: path.join(dataDir, 'custodian.sqlite'), synchronous: 'FULL' };
+  const { database, url: databaseUrl } = benchDatabase(dataDir);
   process.stdout.write(`\nSearch at scale: ${PATIENTS} Patients, ${PATIENTS} Consents, ${PATIENTS * EVENTS_PER_PATIENT} AuditEvents, ${database.dialect}\n`);
   await seed(database);
 
-  const server = await start(MAIN, {
-    PORT: '0',
-    LOG_LEVEL: 'error',
-    CUSTODIAN_DATA_DIR: dataDir,
-    CUSTODIAN_CLIENTS: clientsFile,
-    CUSTODIAN_TOKEN_LIFETIME: '3600',
-    ...(databaseUrl ? { DATABASE_URL: databaseUrl } : {}),
-  });
+  const server = await startCustodian(dataDir, clientsFile, databaseUrl);
   const results: Record<string, Result> = {};
   let walk = { resources: 0, seconds: 0, pages: 0, p50: 0, p99: 0 };
   let ok = true;
