@@ -17,6 +17,7 @@ import { bodyParser } from './http/body';
 import type { HttpDeps } from './http/deps';
 import { errorHandler } from './http/errors';
 import { negotiate } from './http/format';
+import { InFlight } from './http/in-flight';
 import { baseUrl, requestId, requestLog } from './http/pipeline';
 import { healthRoutes } from './http/routes/health';
 import { resourceRoutes } from './http/routes/resources';
@@ -48,14 +49,20 @@ export interface App {
   readonly express: Express;
   readonly gate: Gate;
   readonly tokens: TokenService;
+  /**
+   * Graceful shutdown, once the server stops accepting connections: resolves when every request
+   * begun has ended, its AuditEvents committed (clients that hung up included). From the call on,
+   * responses close their keep-alive connections.
+   */
+  drain(): Promise<void>;
   /** Resolves when every AuditEvent handed to the writer is committed (shutdown waits for it). */
   drainAudit(): Promise<void>;
 }
 
 /**
  * Builds the HTTP application from explicit dependencies (no globals): the request pipeline is
- * request id → request log → base URL → audit hold → content negotiation → body →
- * authentication (AccessContext) → routes → one error mapper.
+ * in-flight count → request id → request log → base URL → audit hold → content negotiation →
+ * body → authentication (AccessContext) → routes → one error mapper.
  */
 export function buildApp(options: AppOptions): App {
   const now = options.now ?? Date.now;
@@ -76,12 +83,14 @@ export function buildApp(options: AppOptions): App {
   });
   const deps: HttpDeps = { config: options.config, gate, validator: options.validator ?? sharedValidator(), now, logger, registry: options.access.registry, audit: { writer } };
 
+  const inFlight = new InFlight();
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
   app.set('query parser', 'simple');
   app.set('trust proxy', false);
 
+  app.use(inFlight.track);
   app.use(requestId);
   app.use(requestLog(logger));
   app.use(baseUrl(options.config));
@@ -102,5 +111,5 @@ export function buildApp(options: AppOptions): App {
     throw new FhirError('not-found', `No route for ${req.method} ${req.path}`);
   });
   app.use(errorHandler(logger));
-  return { express: app, gate, tokens, drainAudit: () => writer?.drained() ?? Promise.resolve() };
+  return { express: app, gate, tokens, drain: () => inFlight.drain(), drainAudit: () => writer?.drained() ?? Promise.resolve() };
 }
