@@ -45,6 +45,7 @@ export class AuditIndexer {
   /** The pass under way, if any. */
   private passing: Promise<number> | undefined;
   private stopped = false;
+  private wake: (() => void) | undefined;
   private elu: EventLoopUtilization = performance.eventLoopUtilization();
 
   /** The last indexing failure (it is retried on the next nudge; searches catch up themselves). */
@@ -97,6 +98,7 @@ export class AuditIndexer {
    */
   async settled(): Promise<void> {
     this.stopped = true;
+    this.wake?.();
     while (this.running) await this.running.catch(() => undefined);
   }
 
@@ -108,7 +110,7 @@ export class AuditIndexer {
   private async loop(): Promise<void> {
     while (!this.stopped) {
       if (this.busy() && this.queued < MAX_LAG) {
-        await new Promise((resolve) => setTimeout(resolve, BACK_OFF_MS).unref());
+        await this.pause(BACK_OFF_MS);
         continue;
       }
       const done = await this.pass(PASS_SIZE);
@@ -119,8 +121,23 @@ export class AuditIndexer {
       }
       // Judge the load by the requests after this pass, not by the pass itself.
       this.elu = performance.eventLoopUtilization();
-      await new Promise((resolve) => setTimeout(resolve, 10).unref());
+      await this.pause(10);
     }
+  }
+
+  /** Waits (without keeping the process alive); settled() cuts the wait short. */
+  private pause(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.wake = undefined;
+        resolve();
+      }, ms).unref();
+      this.wake = () => {
+        clearTimeout(timer);
+        this.wake = undefined;
+        resolve();
+      };
+    });
   }
 
   /** Whether requests kept the event loop busy since the last look (they come first). */
