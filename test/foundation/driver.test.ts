@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { PG_NAMED_STATEMENTS, SQLITE_STATEMENT_CACHE } from '../../server/store/driver';
+import { PG_NAMED_STATEMENTS, SQLITE_STATEMENT_CACHE, STATEMENTS_PER_SQL } from '../../server/store/driver';
 import { StatementCache } from '../../server/store/statement-cache';
 import { Store } from '../../server/store/store';
 import { ENGINE, freshDatabase, type TestDatabase } from '../support/db';
@@ -47,7 +47,7 @@ describe(`Store driver: prepared statements are bounded (${ENGINE})`, () => {
     answers.forEach((row, i) => assert.equal(Number(row!.n), migrations + i));
     // The same texts again: they still run, the count stays bounded.
     for (let i = 0; i < distinct; i += 7) await store.driver.get(`SELECT COUNT(*) + ${i} AS n FROM custodian_migrations WHERE id NOT IN (?)`, ['x']);
-    const cap = ENGINE === 'sqlite' ? 2 * SQLITE_STATEMENT_CACHE : PG_NAMED_STATEMENTS;
+    const cap = ENGINE === 'sqlite' ? 2 * SQLITE_STATEMENT_CACHE * STATEMENTS_PER_SQL : PG_NAMED_STATEMENTS;
     assert.ok(store.driver.preparedStatements() <= cap, `${store.driver.preparedStatements()} prepared statements (cap ${cap})`);
   });
 
