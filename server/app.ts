@@ -20,6 +20,7 @@ import { bodyParser } from './http/body';
 import type { HttpDeps } from './http/deps';
 import { errorHandler } from './http/errors';
 import { negotiate } from './http/format';
+import { InFlight } from './http/in-flight';
 import { baseUrl, requestId, requestLog } from './http/pipeline';
 import { checkRequestTarget } from './http/target';
 import { healthRoutes } from './http/routes/health';
@@ -69,6 +70,12 @@ export interface App {
   readonly tokens: TokenService;
   /** Who the server is in tokens and assertions. */
   readonly audience: Audience;
+  /**
+   * Graceful shutdown, once the server stops accepting connections: resolves when every request
+   * begun has ended, its AuditEvents committed (clients that hung up included). From the call on,
+   * responses close their keep-alive connections.
+   */
+  drain(): Promise<void>;
   /** Resolves when every AuditEvent handed to the writer is committed (shutdown waits for it). */
   drainAudit(): Promise<void>;
   /** The national consent feed's background workers: not running until start() (main.ts starts them; tests may drive them step by step). */
@@ -85,8 +92,8 @@ export interface FeedWorkers {
 
 /**
  * Builds the HTTP application from explicit dependencies (no globals): the request pipeline is
- * request id → request log → base URL → audit hold → request target check → content
- * negotiation → body → authentication (AccessContext) → routes → one error mapper.
+ * in-flight count → request id → request log → base URL → audit hold → request target check →
+ * content negotiation → body → authentication (AccessContext) → routes → one error mapper.
  */
 export function buildApp(options: AppOptions): App {
   const now = options.now ?? Date.now;
@@ -148,12 +155,14 @@ export function buildApp(options: AppOptions): App {
     feed: { exports: exportGate, subscriptions: subscriptionGate, nudgeExports: () => exportRunner.nudge() },
   };
 
+  const inFlight = new InFlight();
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
   app.set('query parser', 'simple');
   app.set('trust proxy', false);
 
+  app.use(inFlight.track);
   app.use(requestId);
   app.use(requestLog(logger));
   app.use(baseUrl(options.config));
@@ -188,5 +197,5 @@ export function buildApp(options: AppOptions): App {
       await Promise.all([exportRunner.stop(), deliverer.stop()]);
     },
   };
-  return { express: app, gate, tokens, audience, drainAudit: () => writer?.drained() ?? Promise.resolve(), feed };
+  return { express: app, gate, tokens, audience, drain: () => inFlight.drain(), drainAudit: () => writer?.drained() ?? Promise.resolve(), feed };
 }

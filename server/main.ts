@@ -14,7 +14,8 @@ import { Store } from './store/store';
 /**
  * Process entry: read the configuration and the client registry (creating demo clients on a
  * first start), open (and migrate) the store, listen, and shut down gracefully on
- * SIGTERM/SIGINT: stop accepting connections, let in-flight requests finish, close the database.
+ * SIGTERM/SIGINT: stop accepting connections, let in-flight requests finish (their AuditEvents
+ * committed), then close the database.
  */
 async function main(): Promise<void> {
   let config;
@@ -75,30 +76,34 @@ async function main(): Promise<void> {
   );
 
   let stopping = false;
-  const stop = (signal: string) => {
+  const stop = async (signal: string) => {
     if (stopping) return;
     stopping = true;
     logger.info('shutting down', { signal });
     stopWatching();
+    // Exports and deliveries stop after the step in hand and hand their leases back.
     const workers = app.feed.stop().catch((err) => logger.error('stopping the feed workers failed', { error: String(err) }));
-    server.close(async () => {
-      // Exports and deliveries stop after the step in hand and hand their leases back.
-      await workers;
-      // A client may hang up while its request's AuditEvents are still being committed.
-      await app.drainAudit();
-      await store.close().catch((err) => logger.error('closing the store failed', { error: String(err) }));
-      logger.info('stopped');
-      process.exit(0);
-    });
-    // Idle keep-alive connections would hold close() open; in-flight requests still finish.
-    server.closeIdleConnections();
     setTimeout(() => {
       logger.error('shutdown timed out; exiting');
       process.exit(1);
     }, 15000).unref();
+    // No new connections; idle keep-alive ones close now, busy ones after their response.
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    server.closeIdleConnections();
+    // Every request begun finishes, its AuditEvents committed, before the database closes: a
+    // client that hung up leaves its request (and its audit commit) still running.
+    await app.drain();
+    // Nothing is in flight, so whatever connection is still open is idle.
+    server.closeAllConnections();
+    await closed;
+    await workers;
+    await app.drainAudit();
+    await store.close().catch((err) => logger.error('closing the store failed', { error: String(err) }));
+    logger.info('stopped');
+    process.exit(0);
   };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+  process.on('SIGINT', () => void stop('SIGINT'));
 }
 
 function fail(message: string, code: number): never {

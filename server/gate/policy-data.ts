@@ -16,7 +16,9 @@ export class PatientFactsCache implements PolicyData {
   private readonly cache = new Map<string, PatientRecord>();
   private watermark: number[] | undefined;
   private checkedFor: string | undefined;
+  /** The check under way, and the one that starts when it ends. */
   private refreshing: Promise<void> | undefined;
+  private next: Promise<void> | undefined;
   /** Bumped whenever a change is seen: a load that raced with a change is used once, not cached. */
   private generation = 0;
 
@@ -43,12 +45,28 @@ export class PatientFactsCache implements PolicyData {
     this.cache.clear();
   }
 
+  /**
+   * A check that starts after this call. Concurrent requests share checks, but a request never
+   * relies on one that was already under way when it asked: that one may have read the
+   * watermark before a Consent change this request must see. So at most one check runs and one
+   * waits, and everyone who asked during a check shares the next.
+   */
   private refresh(): Promise<void> {
-    // Concurrent requests share one check.
-    this.refreshing ??= this.check().finally(() => {
-      this.refreshing = undefined;
+    if (!this.refreshing) return (this.refreshing = this.startCheck());
+    this.next ??= this.refreshing
+      .catch(() => undefined)
+      .then(() => {
+        this.next = undefined;
+        return (this.refreshing = this.startCheck());
+      });
+    return this.next;
+  }
+
+  private startCheck(): Promise<void> {
+    const check: Promise<void> = this.check().finally(() => {
+      if (this.refreshing === check) this.refreshing = undefined;
     });
-    return this.refreshing;
+    return check;
   }
 
   private async check(): Promise<void> {

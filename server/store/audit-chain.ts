@@ -24,13 +24,27 @@ export function linkHash(prev: string, seq: number, id: string, content: string)
   return createHash('sha256').update(`${prev}\n${seq}\n${'AuditEvent/' + id}\n${content}`).digest('hex');
 }
 
-/** Appends links for AuditEvents written in this transaction (call just before COMMIT). */
-export async function appendLinks(q: Queryable, dialect: Dialect, links: readonly PendingLink[]): Promise<void> {
-  if (links.length === 0) return;
+/** The last link of the chain: where the next one attaches. */
+export interface ChainTail {
+  readonly seq: number;
+  readonly hash: string;
+}
+
+/**
+ * The chain's last link, read inside the writing transaction. On PostgreSQL it first takes the
+ * chain's advisory lock, held until commit, so concurrent writers (other server processes
+ * too) extend the chain one after another; SQLite transactions have one writer already.
+ */
+export async function chainTail(q: Queryable, dialect: Dialect): Promise<ChainTail> {
   if (dialect === 'postgres') await q.run('SELECT pg_advisory_xact_lock(727002)');
   const tail = await q.get<{ seq: number | string; hash: string }>('SELECT seq, hash FROM audit_chain ORDER BY seq DESC LIMIT 1');
-  let seq = Number(tail?.seq ?? 0);
-  let prev = tail?.hash ?? GENESIS;
+  return { seq: Number(tail?.seq ?? 0), hash: tail?.hash ?? GENESIS };
+}
+
+/** Inserts the links of `links`, in order, after `tail`. */
+export async function insertLinks(q: Queryable, tail: ChainTail, links: readonly PendingLink[]): Promise<void> {
+  let seq = tail.seq;
+  let prev = tail.hash;
   const rows: unknown[][] = [];
   for (const l of links) {
     seq += 1;
@@ -38,10 +52,18 @@ export async function appendLinks(q: Queryable, dialect: Dialect, links: readonl
     rows.push([seq, l.rid, l.id, prev, hash]);
     prev = hash;
   }
+  const statements: Promise<number>[] = [];
   for (let i = 0; i < rows.length; i += 200) {
     const chunk = rows.slice(i, i + 200);
-    await q.run(`INSERT INTO audit_chain (seq, rid, event_id, prev_hash, hash) VALUES ${chunk.map(() => '(?, ?, ?, ?, ?)').join(', ')}`, chunk.flat());
+    statements.push(q.run(`INSERT INTO audit_chain (seq, rid, event_id, prev_hash, hash) VALUES ${chunk.map(() => '(?, ?, ?, ?, ?)').join(', ')}`, chunk.flat()));
   }
+  await Promise.all(statements);
+}
+
+/** Appends links for AuditEvents written in this transaction (call just before COMMIT). */
+export async function appendLinks(q: Queryable, dialect: Dialect, links: readonly PendingLink[]): Promise<void> {
+  if (links.length === 0) return;
+  await insertLinks(q, await chainTail(q, dialect), links);
 }
 
 export type ChainProblem =

@@ -1,7 +1,24 @@
+import { performance, type EventLoopUtilization } from 'node:perf_hooks';
 import type { Resource } from 'fhir/r4';
 import { extractIndexRows } from '../search/extract';
 import type { Driver, Queryable } from './driver';
 import { insertIndexRowsMany } from './write';
+
+/** Events per indexing pass: a pass holds the writer, so audit commits wait behind it. */
+const PASS_SIZE = 250;
+/**
+ * Event-loop utilisation above which the indexer waits: past half busy, requests queue behind
+ * whatever else the loop does (measured under load: an indexing pass of 250 events holds the loop
+ * and the writer for tens of milliseconds).
+ */
+const BUSY_UTILIZATION = 0.5;
+const BACK_OFF_MS = 100;
+/**
+ * Queued events past which the indexer works whatever the load. It bounds the lag, and so the
+ * wait of an AuditEvent search that has to catch up first (~5 s per 25,000 events on these
+ * machines); under sustained saturation indexing then competes with requests as it did inline.
+ */
+const MAX_LAG = 100000;
 
 /**
  * Deferred search indexing of the AuditEvents the server writes.
@@ -9,15 +26,27 @@ import { insertIndexRowsMany } from './write';
  * The response path commits each event (content, history row, chain link) before the response
  * leaves; building its ~20 search-index rows there would double the cost of every audited
  * request. So the events' rids go into `audit_index_queue` in the same transaction, and this
- * indexer builds their index rows shortly after, in large batches. Index rows are derived data:
+ * indexer builds their index rows later, in large batches. Index rows are derived data:
  * nothing is lost if the process dies (the queue is durable), and every AuditEvent search first
  * calls `catchUp()`, so searches always see every committed event.
+ *
+ * Indexing costs several times what the append does (~25 index rows per event, built from the
+ * search parameters' expressions), so the indexer yields to requests: while the event loop is
+ * busy it waits, and works through the queue when the load lets up. The lag is bounded: past
+ * MAX_LAG queued events it indexes whatever the load, so a search's catch-up stays short.
  */
 export class AuditIndexer {
   private running: Promise<void> | undefined;
   private again = false;
   /** Events indexed by this process. */
   indexed = 0;
+  /** Events this process queued since it last counted the queue (a lower bound of the backlog). */
+  private queued = 0;
+  /** The pass under way, if any. */
+  private passing: Promise<number> | undefined;
+  private stopped = false;
+  private wake: (() => void) | undefined;
+  private elu: EventLoopUtilization = performance.eventLoopUtilization();
 
   /** The last indexing failure (it is retried on the next nudge; searches catch up themselves). */
   lastError: unknown;
@@ -27,8 +56,10 @@ export class AuditIndexer {
     private readonly localBase: string | undefined,
   ) {}
 
-  /** Starts a background pass (coalesced with one already running). */
-  nudge(): void {
+  /** Starts background indexing (coalesced with a run already under way); `queued`: events just queued. */
+  nudge(queued = 0): void {
+    this.queued += queued;
+    if (this.stopped) return;
     if (this.running) {
       this.again = true;
       return;
@@ -53,15 +84,21 @@ export class AuditIndexer {
   /** Resolves when every event queued before the call is indexed. */
   async catchUp(): Promise<void> {
     for (;;) {
-      if (this.running) await this.running.catch(() => undefined);
+      // Not the background run: that may be waiting for the load to let up.
+      if (this.passing) await this.passing.catch(() => undefined);
       const left = await this.driver.get<{ n: number | string }>('SELECT COUNT(*) AS n FROM audit_index_queue');
       if (Number(left?.n ?? 0) === 0) return;
       await this.pass();
     }
   }
 
-  /** Resolves when no pass is running (for shutdown). */
+  /**
+   * Stops background indexing once the pass under way is done (for shutdown): what is still
+   * queued stays queued, for the next start or another process.
+   */
   async settled(): Promise<void> {
+    this.stopped = true;
+    this.wake?.();
     while (this.running) await this.running.catch(() => undefined);
   }
 
@@ -71,17 +108,59 @@ export class AuditIndexer {
   }
 
   private async loop(): Promise<void> {
-    while ((await this.pass()) > 0) {
-      /* keep going while there is work */
+    while (!this.stopped) {
+      if (this.busy() && this.queued < MAX_LAG) {
+        await this.pause(BACK_OFF_MS);
+        continue;
+      }
+      const done = await this.pass(PASS_SIZE);
+      this.queued = Math.max(0, this.queued - done);
+      if (done < PASS_SIZE) {
+        this.queued = 0;
+        return;
+      }
+      // Judge the load by the requests after this pass, not by the pass itself.
+      this.elu = performance.eventLoopUtilization();
+      await this.pause(10);
     }
   }
 
+  /** Waits (without keeping the process alive); settled() cuts the wait short. */
+  private pause(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.wake = undefined;
+        resolve();
+      }, ms).unref();
+      this.wake = () => {
+        clearTimeout(timer);
+        this.wake = undefined;
+        resolve();
+      };
+    });
+  }
+
+  /** Whether requests kept the event loop busy since the last look (they come first). */
+  private busy(): boolean {
+    const now = performance.eventLoopUtilization();
+    const since = performance.eventLoopUtilization(now, this.elu);
+    this.elu = now;
+    return since.utilization > BUSY_UTILIZATION;
+  }
+
   /** Indexes one batch; returns how many events it indexed. */
-  private pass(): Promise<number> {
+  private pass(limit = PASS_SIZE): Promise<number> {
+    const pass = this.indexBatch(limit);
+    this.passing = pass;
+    return pass.finally(() => {
+      if (this.passing === pass) this.passing = undefined;
+    });
+  }
+
+  private indexBatch(limit: number): Promise<number> {
     return this.driver.transaction(async (q: Queryable) => {
       const lock = this.driver.dialect === 'postgres' ? ' FOR UPDATE SKIP LOCKED' : '';
-      // Batches of 250 keep each pass (and its JSON work on the event loop) short.
-      const queued = await q.all<{ rid: number | string }>(`SELECT rid FROM audit_index_queue ORDER BY rid LIMIT 250${lock}`);
+      const queued = await q.all<{ rid: number | string }>(`SELECT rid FROM audit_index_queue ORDER BY rid LIMIT ${limit}${lock}`);
       if (queued.length === 0) return 0;
       const rids = queued.map((r) => Number(r.rid));
       const rows = await q.all<{ rid: number | string; content: string }>(`SELECT rid, content FROM resources WHERE rid IN (${rids.map(() => '?').join(', ')})`, rids);

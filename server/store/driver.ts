@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import type { Sequelize } from 'sequelize';
 import type { Database, Statement } from 'sqlite3';
 import type { Client as PgClient } from 'pg';
+import { StatementCache } from './statement-cache';
 
 /**
  * Prepared-statement access to the connections Sequelize already manages, for the hot paths
@@ -23,6 +24,12 @@ export type Dialect = 'sqlite' | 'postgres';
 
 export interface Driver extends Queryable {
   readonly dialect: Dialect;
+  /**
+   * How many prepared statements this driver keeps (SQLite: both connections' caches;
+   * PostgreSQL: statement names handed out, each prepared at most once per connection).
+   * Bounded whatever SQL the callers send; see StatementCache.
+   */
+  preparedStatements(): number;
   /**
    * Runs `fn` in one database transaction: committed when it resolves, rolled back when it throws.
    * On SQLite transactions are serialised in-process on a dedicated writer connection and
@@ -46,21 +53,63 @@ interface SqliteConnectionManager {
   getConnection(options: { uuid: string }): Promise<Database>;
 }
 
+/** SQL texts whose prepared statements each SQLite connection keeps. */
+export const SQLITE_STATEMENT_CACHE = 256;
+/**
+ * Prepared statements per SQL text. node-sqlite3 runs one operation at a time per statement
+ * object, queueing the rest until the previous one's completion has come back through the event
+ * loop; with a single statement for "read by id", every read of a loaded server waited in that
+ * queue (measured: the audited read topped out at ~1700 req/s whatever the CPU did, while the
+ * writer's fsyncs held threads of the pool). Several statements let several reads be under way.
+ */
+export const STATEMENTS_PER_SQL = 4;
+
+interface Prepared {
+  readonly statement: Statement;
+  /** Operations handed to this statement and not yet completed. */
+  busy: number;
+}
+
 class SqliteConnection implements Queryable {
-  private readonly statements = new Map<string, Statement>();
+  // node-sqlite3 runs a statement's operations in order and finalizes after the last one, so
+  // an evicted statement still in use finishes its work first.
+  private readonly statements = new StatementCache<Prepared[]>(SQLITE_STATEMENT_CACHE, (list) => {
+    this.count -= list.length;
+    for (const p of list) p.statement.finalize();
+  });
+  private count = 0;
   constructor(readonly db: Database) {}
 
-  private statement(sql: string): Statement {
-    let st = this.statements.get(sql);
-    if (!st) {
-      st = this.db.prepare(sql);
-      this.statements.set(sql, st);
+  /** Prepared statements held. */
+  get cached(): number {
+    return this.count;
+  }
+
+  /** The least busy statement for this SQL, preparing another while all are busy. */
+  private statement(sql: string): Prepared {
+    let list = this.statements.get(sql);
+    if (!list) {
+      list = [];
+      this.statements.set(sql, list);
     }
-    return st;
+    let best: Prepared | undefined;
+    for (const p of list) if (!best || p.busy < best.busy) best = p;
+    if (!best || (best.busy > 0 && list.length < STATEMENTS_PER_SQL)) {
+      best = { statement: this.db.prepare(sql), busy: 0 };
+      list.push(best);
+      this.count++;
+    }
+    return best;
   }
   all<T>(sql: string, params: readonly unknown[] = []): Promise<T[]> {
+    const p = this.statement(sql);
+    p.busy++;
     return new Promise((resolve, reject) =>
-      this.statement(sql).all(params as unknown[], (err: Error | null, rows: T[]) => (err ? reject(err) : resolve(rows))),
+      p.statement.all(params as unknown[], (err: Error | null, rows: T[]) => {
+        p.busy--;
+        if (err) reject(err);
+        else resolve(rows);
+      }),
     );
   }
   /** First row. Runs the statement to completion (`all`), so no statement is left active to block COMMIT. */
@@ -68,8 +117,11 @@ class SqliteConnection implements Queryable {
     return (await this.all<T>(sql, params))[0];
   }
   run(sql: string, params: readonly unknown[] = []): Promise<number> {
+    const p = this.statement(sql);
+    p.busy++;
     return new Promise((resolve, reject) =>
-      this.statement(sql).run(params as unknown[], function (this: { changes: number }, err: Error | null) {
+      p.statement.run(params as unknown[], function (this: { changes: number }, err: Error | null) {
+        p.busy--;
         if (err) reject(err);
         else resolve(this.changes);
       }),
@@ -80,8 +132,8 @@ class SqliteConnection implements Queryable {
     return new Promise((resolve, reject) => this.db.exec(sql, (err) => (err ? reject(err) : resolve())));
   }
   async finalize(): Promise<void> {
-    await Promise.all([...this.statements.values()].map((st) => new Promise<void>((r) => st.finalize(() => r()))));
-    this.statements.clear();
+    await Promise.all(this.statements.drain().flatMap((list) => list.map((p) => new Promise<void>((r) => p.statement.finalize(() => r())))));
+    this.count = 0;
   }
 }
 
@@ -94,29 +146,67 @@ interface QueuedTransaction {
 /** Most transactions folded into one commit. */
 const MAX_GROUP = 256;
 
+/**
+ * WAL size (pages) at which a commit checkpoints by itself. SQLite's default of 1000 pages is
+ * reached every fraction of a second under audited load, and the commit that reaches it copies
+ * the pages into the database file and fsyncs it while every waiting request waits (p99 of an
+ * audited read: 200 ms). The background checkpointer keeps the WAL far below this; it stays
+ * as the bound should that fall behind.
+ */
+const WAL_AUTOCHECKPOINT_PAGES = 10000;
+/** How often the background checkpointer copies committed pages into the database file. */
+const CHECKPOINT_INTERVAL_MS = 200;
+
 class SqliteDriver implements Driver {
   readonly dialect = 'sqlite' as const;
   private readonly queue: QueuedTransaction[] = [];
   private draining = false;
   private idle: Promise<void> = Promise.resolve();
 
+  private checkpointing: Promise<void> | undefined;
+  private readonly checkpointTimer: NodeJS.Timeout;
+
   private constructor(
     private readonly reader: SqliteConnection,
     private readonly writer: SqliteConnection,
-  ) {}
+    private readonly checkpointer: SqliteConnection,
+  ) {
+    this.checkpointTimer = setInterval(() => this.checkpoint(), CHECKPOINT_INTERVAL_MS).unref();
+  }
 
   static async open(sequelize: Sequelize, synchronous: 'FULL' | 'NORMAL', busyTimeoutMs: number): Promise<SqliteDriver> {
     const manager = (sequelize as unknown as { connectionManager: SqliteConnectionManager }).connectionManager;
     const reader = new SqliteConnection(await manager.getConnection({ uuid: 'custodian-reader' }));
     const writer = new SqliteConnection(await manager.getConnection({ uuid: 'custodian-writer' }));
+    const checkpointer = new SqliteConnection(await manager.getConnection({ uuid: 'custodian-checkpoint' }));
     // WAL lets readers see the last committed state while the writer works; FULL makes each
-    // commit survive power loss, not just a crash.
-    for (const conn of [writer, reader]) {
-      await conn.exec(`PRAGMA busy_timeout = ${Math.floor(busyTimeoutMs)}; PRAGMA journal_mode = WAL; PRAGMA synchronous = ${synchronous}; PRAGMA foreign_keys = ON;`);
+    // commit survive power loss, not just a crash (the WAL is synced at every COMMIT; a
+    // checkpoint only moves committed pages into the database file).
+    for (const conn of [writer, reader, checkpointer]) {
+      await conn.exec(
+        `PRAGMA busy_timeout = ${Math.floor(busyTimeoutMs)}; PRAGMA journal_mode = WAL; PRAGMA synchronous = ${synchronous}; PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = ${WAL_AUTOCHECKPOINT_PAGES};`,
+      );
     }
-    return new SqliteDriver(reader, writer);
+    return new SqliteDriver(reader, writer, checkpointer);
   }
 
+  /**
+   * A PASSIVE checkpoint on a connection of its own: it copies what it can without waiting for
+   * (or blocking) the writer and readers, off the commit path.
+   */
+  private checkpoint(): void {
+    if (this.checkpointing) return;
+    this.checkpointing = this.checkpointer
+      .exec('PRAGMA wal_checkpoint(PASSIVE)')
+      .catch(() => undefined)
+      .finally(() => {
+        this.checkpointing = undefined;
+      });
+  }
+
+  preparedStatements(): number {
+    return this.reader.cached + this.writer.cached;
+  }
   all<T>(sql: string, params?: readonly unknown[]): Promise<T[]> {
     return this.reader.all<T>(sql, params);
   }
@@ -153,37 +243,51 @@ class SqliteDriver implements Driver {
     }
   }
 
+  /**
+   * One database transaction for the group. Transaction control statements are sent together
+   * (`RELEASE w; SAVEPOINT w` between two transactions, `RELEASE w; COMMIT` after the last):
+   * every round trip to the connection waits for a turn of the event loop, which under load is
+   * what a commit's latency is made of. A group of one needs no savepoint at all.
+   */
   private async commitGroup(group: QueuedTransaction[]): Promise<void> {
+    const single = group.length === 1;
     const outcomes: ({ ok: true; value: unknown } | { ok: false; error: unknown })[] = [];
     try {
-      await this.writer.exec('BEGIN IMMEDIATE');
+      await this.writer.exec(single ? 'BEGIN IMMEDIATE' : 'BEGIN IMMEDIATE; SAVEPOINT w');
     } catch (err) {
+      // BEGIN failed (busy, I/O error); if only the SAVEPOINT did, the transaction is open.
+      await this.writer.exec('ROLLBACK').catch(() => undefined);
       for (const t of group) t.reject(err);
       return;
     }
     let broken: unknown;
-    for (const t of group) {
+    for (const [i, t] of group.entries()) {
       if (broken) {
         outcomes.push({ ok: false, error: broken });
         continue;
       }
-      await this.writer.exec('SAVEPOINT w');
+      const last = i === group.length - 1;
+      let outcome: (typeof outcomes)[number];
       try {
-        const value = await t.fn(this.writer);
-        await this.writer.exec('RELEASE w');
-        outcomes.push({ ok: true, value });
+        outcome = { ok: true, value: await t.fn(this.writer) };
       } catch (error) {
-        outcomes.push({ ok: false, error });
-        try {
-          await this.writer.exec('ROLLBACK TO w; RELEASE w');
-        } catch (err) {
-          // SQLite rolled the whole transaction back itself (I/O error, disk full): nothing of
-          // this group survives.
-          broken = err;
-        }
+        outcome = { ok: false, error };
+      }
+      outcomes.push(outcome);
+      if (single) {
+        if (!outcome.ok) broken = outcome.error;
+        continue;
+      }
+      // On failure SQLite may already have rolled the whole transaction back (I/O error, disk
+      // full): then ROLLBACK TO fails and nothing of this group survives.
+      const undo = outcome.ok ? 'RELEASE w' : 'ROLLBACK TO w; RELEASE w';
+      try {
+        await this.writer.exec(`${undo}; ${last ? 'COMMIT' : 'SAVEPOINT w'}`);
+      } catch (err) {
+        broken = err;
       }
     }
-    if (!broken) {
+    if (single && !broken) {
       try {
         await this.writer.exec('COMMIT');
       } catch (err) {
@@ -203,9 +307,12 @@ class SqliteDriver implements Driver {
   }
 
   async close(): Promise<void> {
+    clearInterval(this.checkpointTimer);
     await this.idle;
+    await this.checkpointing;
     await this.reader.finalize();
     await this.writer.finalize();
+    await this.checkpointer.finalize();
   }
 }
 
@@ -216,18 +323,45 @@ interface PgConnectionManager {
   releaseConnection(connection: PgClient): Promise<void>;
 }
 
-const pgTextCache = new Map<string, { name: string; text: string }>();
+/** Statement names handed out per PostgreSQL driver; every SQL text beyond them runs unnamed. */
+export const PG_NAMED_STATEMENTS = 200;
 
-/** `?` placeholders → `$n`, with a stable statement name so pg prepares each SQL once per connection. */
-function pgStatement(sql: string): { name: string; text: string } {
-  let st = pgTextCache.get(sql);
-  if (!st) {
-    let n = 0;
-    const text = sql.replace(/\?/g, () => `$${++n}`);
-    st = { name: 'c_' + createHash('sha1').update(text).digest('hex').slice(0, 16), text };
-    pgTextCache.set(sql, st);
+interface PgStatement {
+  readonly text: string;
+  name?: string;
+  uses: number;
+}
+
+/**
+ * `?` placeholders → `$n`, and which SQL texts run as named (prepared once per connection, then
+ * only bound and executed) statements. pg keeps a named statement on its connection for the
+ * connection's life, and the server backend keeps its plan, so names go only to texts seen
+ * more than once and to at most PG_NAMED_STATEMENTS of them: the hot paths get them within a
+ * few requests, while search's endless variety of IN lists runs unnamed (parsed each time)
+ * instead of filling every connection with statements that never run again.
+ */
+class PgStatements {
+  private readonly texts = new StatementCache<PgStatement>(PG_NAMED_STATEMENTS * 4);
+  private named = 0;
+
+  get namedCount(): number {
+    return this.named;
   }
-  return st;
+
+  of(sql: string): { name?: string; text: string } {
+    let st = this.texts.get(sql);
+    if (!st) {
+      let n = 0;
+      st = { text: sql.replace(/\?/g, () => `$${++n}`), uses: 0 };
+      this.texts.set(sql, st);
+    }
+    st.uses++;
+    if (!st.name && st.uses >= 2 && this.named < PG_NAMED_STATEMENTS) {
+      st.name = 'c_' + createHash('sha1').update(st.text).digest('hex').slice(0, 16);
+      this.named++;
+    }
+    return st;
+  }
 }
 
 /**
@@ -236,10 +370,13 @@ function pgStatement(sql: string): { name: string; text: string } {
  */
 class PgQueryable implements Queryable {
   private tail: Promise<unknown> = Promise.resolve();
-  constructor(private readonly client: PgClient) {}
+  constructor(
+    private readonly client: PgClient,
+    private readonly statements: PgStatements,
+  ) {}
   private query(sql: string, params: readonly unknown[]) {
-    const st = pgStatement(sql);
-    const next = this.tail.then(() => this.client.query({ name: st.name, text: st.text, values: params as unknown[] }));
+    const st = this.statements.of(sql);
+    const next = this.tail.then(() => this.client.query(st.name ? { name: st.name, text: st.text, values: params as unknown[] } : { text: st.text, values: params as unknown[] }));
     this.tail = next.catch(() => undefined);
     return next;
   }
@@ -257,13 +394,17 @@ class PgQueryable implements Queryable {
 class PgDriver implements Driver {
   readonly dialect = 'postgres' as const;
   private readonly manager: PgConnectionManager;
+  private readonly statements = new PgStatements();
   constructor(sequelize: Sequelize) {
     this.manager = (sequelize as unknown as { connectionManager: PgConnectionManager }).connectionManager;
+  }
+  preparedStatements(): number {
+    return this.statements.namedCount;
   }
   private async with<T>(fn: (q: PgQueryable, client: PgClient) => Promise<T>): Promise<T> {
     const client = await this.manager.getConnection({ type: 'write' });
     try {
-      return await fn(new PgQueryable(client), client);
+      return await fn(new PgQueryable(client, this.statements), client);
     } finally {
       await this.manager.releaseConnection(client);
     }

@@ -1,8 +1,8 @@
-import type { Resource } from 'fhir/r4';
+import type { AuditEvent, Resource } from 'fhir/r4';
 import type { ResourceType } from '../../resources';
 import { extractIndexRows, type IndexRows } from '../search/extract';
 import { paramId } from '../search/param-id';
-import { appendLinks, type PendingLink } from './audit-chain';
+import { appendLinks, chainTail, insertLinks, type PendingLink } from './audit-chain';
 import type { Dialect, Driver, Queryable } from './driver';
 import { fromCurrentRow, type CurrentRow, type StoredVersion } from './records';
 
@@ -94,15 +94,57 @@ export class WriteTx {
 
   /**
    * Stores version 1 of many new resources of one type with a handful of multi-row statements
-   * (the audit trail's group commit and bulk seeding): per-row statements cost a round trip each.
+   * (bulk seeding, and the audit trail on PostgreSQL): per-row statements cost a round trip each.
    */
   async createMany(type: ResourceType, resources: readonly Resource[], writer: Writer, options: { deferIndex?: boolean } = {}): Promise<StoredVersion[]> {
     if (resources.length === 0) return [];
-    const prepared = resources.map((r) => {
+    const prepared = this.prepareMany(resources);
+    const rids = await this.insertCurrentMany(type, prepared, writer);
+    const versions = prepared.map((p) => ({ rid: rids.get(p.id)!, type, id: p.id, versionId: 1, lastUpdated: p.lastUpdated, deleted: false, method: 'POST' as const, content: p.content }));
+    if (options.deferIndex && type === 'AuditEvent') {
+      // The audit trail's own events: stored and chained now, indexed by the AuditIndexer soon
+      // after (and always before an AuditEvent search runs).
+      await Promise.all(this.queueForIndexing(versions));
+    } else {
+      await insertIndexRowsMany(this.q, versions.map((v, i) => ({ rid: v.rid, type, rows: extractIndexRows(type, prepared[i].stored, this.localBase) })));
+    }
+    if (this.dialect === 'postgres') this.pending.push(...versions);
+    else await Promise.all(this.insertVersionsNow(versions));
+    if (type === 'AuditEvent') for (const v of versions) this.links.push({ rid: v.rid, id: v.id, content: v.content });
+    return versions.map((v, i) => ({ rid: v.rid, type, id: v.id, versionId: 1, lastUpdated: v.lastUpdated, deleted: false, resource: prepared[i].stored, createdBy: writer.clientId, creatorOrg: writer.organization }));
+  }
+
+  /**
+   * The audit trail's own events (AuditWriter's group commit; each already has its id): stored,
+   * chained, and queued for deferred indexing (see AuditIndexer).
+   *
+   * Requests wait for this commit, and on SQLite every sequential round trip to the connection
+   * waits for a turn of the request-serving event loop. So the statements that do not depend on
+   * each other go together: the events with the chain's tail, then their history rows, queue
+   * entries and links. PostgreSQL takes the chain lock last, just before COMMIT (see flush()).
+   */
+  async appendAuditEvents(events: readonly AuditEvent[], writer: Writer): Promise<void> {
+    if (events.length === 0) return;
+    if (this.dialect === 'postgres') {
+      await this.createMany('AuditEvent', events, writer, { deferIndex: true });
+      return;
+    }
+    const prepared = this.prepareMany(events);
+    const [rids, tail] = await Promise.all([this.insertCurrentMany('AuditEvent', prepared, writer), chainTail(this.q, this.dialect)]);
+    const versions = prepared.map((p) => ({ rid: rids.get(p.id)!, type: 'AuditEvent' as const, id: p.id, versionId: 1, lastUpdated: p.lastUpdated, deleted: false, method: 'POST' as const, content: p.content }));
+    await Promise.all([...this.insertVersionsNow(versions), ...this.queueForIndexing(versions), insertLinks(this.q, tail, versions)]);
+  }
+
+  private prepareMany(resources: readonly Resource[]): { id: string; lastUpdated: number; stored: Resource; content: string }[] {
+    return resources.map((r) => {
       const lastUpdated = this.stamp();
       const stored = this.withMeta(r, 1, lastUpdated);
       return { id: r.id!, lastUpdated, stored, content: JSON.stringify(stored) };
     });
+  }
+
+  /** Current rows of new resources; their rids by id. */
+  private async insertCurrentMany(type: ResourceType, prepared: readonly { id: string; lastUpdated: number; content: string }[], writer: Writer): Promise<Map<string, number>> {
     const rids = new Map<string, number>();
     for (const chunk of chunks(prepared, 500)) {
       const rows = await this.q.all<{ rid: number | string; id: string }>(
@@ -111,23 +153,25 @@ export class WriteTx {
       );
       for (const row of rows) rids.set(row.id, Number(row.rid));
     }
-    const versions = prepared.map((p) => ({ rid: rids.get(p.id)!, type, id: p.id, versionId: 1, lastUpdated: p.lastUpdated, deleted: false, method: 'POST' as const, content: p.content }));
-    if (options.deferIndex && type === 'AuditEvent') {
-      // The audit trail's own events: stored and chained now, indexed by the AuditIndexer soon
-      // after (and always before an AuditEvent search runs).
-      for (const chunk of chunks(versions, 1000)) await this.q.run(`INSERT INTO audit_index_queue (rid) VALUES ${chunk.map(() => '(?)').join(', ')}`, chunk.map((v) => v.rid));
-    } else {
-      await insertIndexRowsMany(this.q, versions.map((v, i) => ({ rid: v.rid, type, rows: extractIndexRows(type, prepared[i].stored, this.localBase) })));
-    }
-    if (this.dialect === 'postgres') this.pending.push(...versions);
-    else {
-      // One multi-row insert: SQLite assigns the rowids (seq) in VALUES order.
-      for (const chunk of chunks(versions, 500)) {
-        await this.q.run(`INSERT INTO resource_versions (rid, type, id, version_id, last_updated, deleted, method, content) VALUES ${chunk.map(() => '(?, ?, ?, ?, ?, ?, ?, ?)').join(', ')}`, chunk.flatMap(versionParams));
-      }
-    }
-    if (type === 'AuditEvent') for (const v of versions) this.links.push({ rid: v.rid, id: v.id, content: v.content });
-    return versions.map((v, i) => ({ rid: v.rid, type, id: v.id, versionId: 1, lastUpdated: v.lastUpdated, deleted: false, resource: prepared[i].stored, createdBy: writer.clientId, creatorOrg: writer.organization }));
+    return rids;
+  }
+
+  /**
+   * SQLite history rows, inserted at once (see record()): the one writer assigns their rowids
+   * (seq) in insert order, so chunks of 500 go one after another.
+   */
+  private insertVersionsNow(versions: readonly PendingVersion[]): Promise<void>[] {
+    return [
+      (async () => {
+        for (const chunk of chunks(versions, 500)) {
+          await this.q.run(`INSERT INTO resource_versions (rid, type, id, version_id, last_updated, deleted, method, content) VALUES ${chunk.map(() => '(?, ?, ?, ?, ?, ?, ?, ?)').join(', ')}`, chunk.flatMap(versionParams));
+        }
+      })(),
+    ];
+  }
+
+  private queueForIndexing(versions: readonly { rid: number }[]): Promise<number>[] {
+    return [...chunks(versions, 1000)].map((chunk) => this.q.run(`INSERT INTO audit_index_queue (rid) VALUES ${chunk.map(() => '(?)').join(', ')}`, chunk.map((v) => v.rid)));
   }
 
   /** Stores the next version of an existing (possibly deleted) resource. */

@@ -1,0 +1,68 @@
+import assert from 'node:assert/strict';
+import { PG_NAMED_STATEMENTS, SQLITE_STATEMENT_CACHE, STATEMENTS_PER_SQL } from '../../server/store/driver';
+import { StatementCache } from '../../server/store/statement-cache';
+import { Store } from '../../server/store/store';
+import { ENGINE, freshDatabase, type TestDatabase } from '../support/db';
+
+/**
+ * The driver's prepared statements stay bounded however many distinct SQL texts a long-running
+ * server sends (search builds a new text for every length of IN list), and statements that fall
+ * out of the cache are released without breaking queries still using them.
+ */
+describe(`Store driver: prepared statements are bounded (${ENGINE})`, () => {
+  let db: TestDatabase;
+  let store: Store;
+  before(async () => {
+    db = await freshDatabase();
+    store = await Store.open(db.config, { now: Date.now });
+  });
+  after(async () => {
+    await store?.close();
+    await db?.drop();
+  });
+
+  it('StatementCache keeps the most recently used entries and releases the rest', () => {
+    const evicted: string[] = [];
+    const cache = new StatementCache<number>(3, (_v, key) => evicted.push(key));
+    for (const k of ['a', 'b', 'c']) cache.set(k, k.charCodeAt(0));
+    assert.equal(cache.get('a'), 97); // a is now the most recent
+    cache.set('d', 100);
+    assert.deepEqual(evicted, ['b']);
+    assert.equal(cache.size, 3);
+    assert.equal(cache.get('b'), undefined);
+    assert.deepEqual(cache.drain().sort((x, y) => x - y), [97, 99, 100]);
+    assert.equal(cache.size, 0);
+  });
+
+  it('thousands of distinct SQL texts leave at most the cap prepared, and every answer is right', async () => {
+    const distinct = 3 * Math.max(SQLITE_STATEMENT_CACHE, PG_NAMED_STATEMENTS);
+    // Issued together, so evictions happen while earlier statements are still queued.
+    const answers = await Promise.all(
+      Array.from({ length: distinct }, (_, i) => {
+        const list = Array.from({ length: (i % 50) + 1 }, () => '?').join(', ');
+        return store.driver.get<{ n: number | string }>(`SELECT COUNT(*) + ${i} AS n FROM custodian_migrations WHERE id NOT IN (${list})`, Array.from({ length: (i % 50) + 1 }, (_, k) => `none-${k}`));
+      }),
+    );
+    const migrations = Number((await store.driver.get<{ n: number | string }>('SELECT COUNT(*) AS n FROM custodian_migrations'))!.n);
+    answers.forEach((row, i) => assert.equal(Number(row!.n), migrations + i));
+    // The same texts again: they still run, the count stays bounded.
+    for (let i = 0; i < distinct; i += 7) await store.driver.get(`SELECT COUNT(*) + ${i} AS n FROM custodian_migrations WHERE id NOT IN (?)`, ['x']);
+    const cap = ENGINE === 'sqlite' ? 2 * SQLITE_STATEMENT_CACHE * STATEMENTS_PER_SQL : PG_NAMED_STATEMENTS;
+    assert.ok(store.driver.preparedStatements() <= cap, `${store.driver.preparedStatements()} prepared statements (cap ${cap})`);
+  });
+
+  if (ENGINE === 'postgres') {
+    it('a PostgreSQL connection holds at most the named statements, however many texts it ran', async () => {
+      const prepared = await store.driver.transaction(async (q) => {
+        for (let i = 0; i < 2 * PG_NAMED_STATEMENTS + 50; i++) {
+          // each text twice: a text seen again is the kind that gets a name
+          await q.get(`SELECT ${i} + ? AS n`, [1]);
+          await q.get(`SELECT ${i} + ? AS n`, [2]);
+        }
+        return Number((await q.get<{ n: number | string }>('SELECT COUNT(*) AS n FROM pg_prepared_statements'))!.n);
+      });
+      assert.ok(prepared <= PG_NAMED_STATEMENTS, `${prepared} statements prepared on one connection`);
+      assert.ok(prepared > 0, 'hot statements are still prepared');
+    });
+  }
+});
