@@ -113,7 +113,8 @@ function fastPath(resourceType: string, expression: string): Compiled | undefine
   const walkers: { steps: Step[]; typeName: string }[] = [];
   for (const alt of alternatives) {
     const steps: Step[] = [];
-    const tokens = alt.match(/\.where\([^()]*(?:\([^()]*\))?[^()]*\)|\.[A-Za-z]+|^[A-Za-z]+/g);
+    // `.where(…)` may hold a quoted regex with parentheses of its own (the `resolve() is X` rewrite).
+    const tokens = alt.match(/\.where\((?:[^()']|'[^']*'|\((?:[^()']|'[^']*')*\))*\)|\.[A-Za-z]+|^[A-Za-z]+/g);
     if (!tokens || tokens.join('') !== alt || tokens[0] !== resourceType) return undefined;
     let elementPath = resourceType;
     let typeName = resourceType;
@@ -247,17 +248,23 @@ function dedupe(raw: IndexRows): IndexRows {
     reference: raw.reference.map((r) => ({ param: r.param, ref: indexKey(r.ref) })),
     uri: raw.uri.map((r) => ({ param: r.param, uri: indexKey(r.uri) })),
   };
-  const unique = <T>(list: T[]): T[] => {
+  const unique = <T>(list: T[], key: (r: T) => string): T[] => {
     if (list.length < 2) return list;
     const seen = new Set<string>();
     return list.filter((r) => {
-      const key = JSON.stringify(r);
-      if (seen.has(key)) return false;
-      seen.add(key);
+      const k = key(r);
+      if (seen.has(k)) return false;
+      seen.add(k);
       return true;
     });
   };
-  return { string: unique(rows.string), token: unique(rows.token), date: unique(rows.date), reference: unique(rows.reference), uri: unique(rows.uri) };
+  return {
+    string: unique(rows.string, (r) => `${r.param}\u0001${r.norm}\u0001${r.exact}`),
+    token: unique(rows.token, (r) => `${r.param}\u0001${r.code}\u0001${r.system}`),
+    date: unique(rows.date, (r) => `${r.param}\u0001${r.lo}\u0001${r.hi}`),
+    reference: unique(rows.reference, (r) => `${r.param}\u0001${r.ref}`),
+    uri: unique(rows.uri, (r) => `${r.param}\u0001${r.uri}`),
+  };
 }
 
 function unwrap(node: unknown): [string, unknown] {
