@@ -5,6 +5,7 @@ import type { JWK } from 'jose';
 import type { Client } from 'fhir-kit-client' with { 'resolution-mode': 'import' };
 import { fetchToken } from './token';
 
+import { clientKey, parseArgs } from './cli';
 /**
  * `npm run pull-consents -- --base URL --client ID [--key FILE] [--out FILE] [--state FILE]
  *   [--count N] [--scope S] [--purpose CODE] [--from CURSOR]`
@@ -157,26 +158,15 @@ export async function pullConsents(o: PullOptions): Promise<PullResult> {
   return { state, pages, pulled, reconciled: { serverCount, duplicates, ok } };
 }
 
-function args(argv: string[]): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (let i = 0; i < argv.length; i++) {
-    const m = /^--([a-z-]+)(?:=(.*))?$/.exec(argv[i]);
-    if (!m) throw new Error(`unexpected argument ${argv[i]}`);
-    out[m[1]] = m[2] ?? argv[++i] ?? '';
-  }
-  return out;
-}
 
 async function main(): Promise<number> {
-  const a = args(process.argv.slice(2));
+  const a = parseArgs(process.argv.slice(2));
   if (!a.client) {
     throw new Error(
       'usage: npm run pull-consents -- --client <id> [--base http://127.0.0.1:8080] [--key file] [--out consents.ndjson] [--state file] [--count 1000] [--scope system/Consent.rs] [--purpose CODE] [--from cursor]',
     );
   }
-  const dataDir = path.resolve(a['data-dir'] ?? process.env.CUSTODIAN_DATA_DIR ?? './data');
-  const keyFile = a.key ?? path.join(dataDir, 'keys', `${a.client}.private.jwk.json`);
-  const { client_id: _c, ...privateJwk } = JSON.parse(fs.readFileSync(keyFile, 'utf8')) as JWK & { client_id?: string };
+  const { privateJwk } = clientKey(a, a.client);
   const out = path.resolve(a.out ?? 'consents.ndjson');
   const count = Number(a.count ?? 1000);
   if (!Number.isInteger(count) || count < 1) throw new Error('--count must be a whole number of at least 1');

@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { importJWK, SignJWT, type JWK } from 'jose';
 
+import { clientKey, parseArgs } from './cli';
 /**
  * `npm run token -- --client <id> [--scope "…"] [--purpose CODE] [--base URL] [--key FILE]`
  *
@@ -52,23 +53,12 @@ export async function fetchToken(req: TokenRequest): Promise<{ access_token: str
   return body;
 }
 
-function args(argv: string[]): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (let i = 0; i < argv.length; i++) {
-    const m = /^--([a-z-]+)(?:=(.*))?$/.exec(argv[i]);
-    if (!m) throw new Error(`unexpected argument ${argv[i]}`);
-    out[m[1]] = m[2] ?? argv[++i] ?? '';
-  }
-  return out;
-}
 
 async function main(): Promise<void> {
-  const a = args(process.argv.slice(2));
+  const a = parseArgs(process.argv.slice(2));
   const clientId = a.client;
   if (!clientId) throw new Error('usage: npm run token -- --client <id> [--scope "system/Patient.rs"] [--purpose CODE] [--base http://127.0.0.1:8080] [--key file]');
-  const dataDir = path.resolve(a['data-dir'] ?? process.env.CUSTODIAN_DATA_DIR ?? './data');
-  const keyFile = a.key ?? path.join(dataDir, 'keys', `${clientId}.private.jwk.json`);
-  const { client_id: _c, ...privateJwk } = JSON.parse(fs.readFileSync(keyFile, 'utf8')) as JWK & { client_id?: string };
+  const { dataDir, privateJwk } = clientKey(a, clientId);
   let scope = a.scope;
   if (!scope) {
     // default: everything the client is registered for

@@ -1,25 +1,14 @@
 import type { Subscription } from 'fhir/r4';
 import { FhirError } from '../errors';
+import type { SubscriptionInput } from '../store/subscriptions';
 import { isInstant, parseDateRange } from '../fhir/dates';
 import { isTokenQuery } from '../search/match';
 import { parseSearch } from '../search/parse';
 import { checkSafety } from '../validation/safety';
 import { schemaValidator } from '../validation/schema';
 
-/** A Subscription a client asked for, checked and reduced to what delivery needs. */
-export interface SubscriptionRequest {
-  /** The resource as it will be stored and shown (server-managed elements left out). */
-  readonly resource: Subscription;
-  /** The criteria's search parameters (token parameters of Consent only; none: every Consent). */
-  readonly criteria: [string, string][];
-  readonly endpoint: string;
-  /** `application/fhir+json` for the full resource, undefined for an empty notification. */
-  readonly payload?: 'application/fhir+json';
-  /** Extra request headers, as `Name: value`. */
-  readonly headers: string[];
-  readonly status: 'active' | 'off';
-  readonly endAt?: number;
-}
+/** A Subscription a client asked for, checked and reduced to what delivery needs (stored as is). */
+export type SubscriptionRequest = SubscriptionInput;
 
 /** Headers a subscriber may not set: they belong to HTTP itself, or to Custodian's notification. */
 const RESERVED_HEADERS = /^(host|content-length|content-type|content-encoding|transfer-encoding|connection|keep-alive|upgrade|te|trailer|expect|x-custodian-.*)$/i;

@@ -45,16 +45,8 @@ export interface ExportFile {
   readonly count: number;
 }
 
-export interface NewExport {
-  readonly id: string;
-  readonly clientId: string;
-  readonly context: StoredContext;
-  readonly level: ExportLevel;
-  readonly types: readonly ResourceType[];
-  readonly since?: number;
-  readonly request: string;
-  readonly issues: readonly string[];
-}
+/** What a kick-off records; the rest of the job (snapshot, cursor, progress) the store fills in. */
+export type NewExport = Pick<ExportJob, 'id' | 'clientId' | 'context' | 'level' | 'types' | 'since' | 'request' | 'issues'>;
 
 /** One step of a job: the files it wrote (possibly none), the AuditEvents of what they disclose, and the new cursor. */
 export interface ExportStep {

@@ -28,11 +28,16 @@ export interface SubscriptionRecord {
   readonly endAt?: number;
 }
 
+/** A checked Subscription to store (feed/subscription-rules.ts makes one from what a client sent). */
 export interface SubscriptionInput {
+  /** The resource as it will be stored and shown (server-managed elements left out). */
   readonly resource: Subscription;
+  /** The criteria's search parameters (token parameters of Consent only; none: every Consent). */
   readonly criteria: [string, string][];
   readonly endpoint: string;
+  /** `application/fhir+json` for the full resource, undefined for an empty notification. */
   readonly payload?: 'application/fhir+json';
+  /** Extra request headers, as `Name: value`. */
   readonly headers: string[];
   readonly status: 'active' | 'off';
   readonly endAt?: number;

@@ -1,32 +1,13 @@
 import assert from 'node:assert/strict';
-import type { Resource } from 'fhir/r4';
-import { loadJson, repoJson } from '../support/fixtures';
+import { consentFor, loadJson, managedPatient as patient, NHS, org, repoJson } from '../support/fixtures';
 import type { Api, ApiResponse } from '../support/api';
 import { startHarness, type Harness } from '../support/harness';
 
-const ODS = 'https://fhir.nhs.uk/Id/ods-organization-code';
-const NHS = 'https://fhir.nhs.uk/Id/nhs-number';
-const org = (code: string) => ({ identifier: { system: ODS, value: code } });
 const v3 = (code: string) => ({ system: 'http://terminology.hl7.org/CodeSystem/v3-ActReason', code });
 
 /** The hidden patient's identifying details: none may appear in any answer to the hospital. */
 const HIDDEN = { family: 'Hiddenham', nhs: '9434765919' };
 
-function patient(family: string, nhs: string, extra: Record<string, unknown> = {}): Resource {
-  return { resourceType: 'Patient', identifier: [{ system: NHS, value: nhs }], name: [{ family }], managingOrganization: org('GP1'), ...extra } as Resource;
-}
-function consentFor(patientId: string, provision: Record<string, unknown>, extra: Record<string, unknown> = {}): Resource {
-  return {
-    resourceType: 'Consent',
-    status: 'active',
-    scope: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/consentscope', code: 'patient-privacy' }] },
-    category: [{ coding: [{ system: 'http://loinc.org', code: '59284-0' }] }],
-    patient: { reference: `Patient/${patientId}` },
-    policyRule: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code: 'OPTIN' }] },
-    provision,
-    ...extra,
-  } as Resource;
-}
 
 describe('Consent enforcement through the HTTP API', () => {
   let h: Harness;

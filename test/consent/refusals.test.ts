@@ -1,32 +1,15 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import type { AuditEvent, Resource } from 'fhir/r4';
+import type { AuditEvent } from 'fhir/r4';
 import { DENY_REASONS } from '../../server/consent/decision';
 import { PUBLIC_REFUSALS } from '../../server/consent/refusal';
 import type { Api, ApiResponse } from '../support/api';
-import { loadJson, repoJson } from '../support/fixtures';
+import { consentFor, loadJson, managedPatient as patient, org, repoJson } from '../support/fixtures';
 import { startHarness, type Harness } from '../support/harness';
 
-const ODS = 'https://fhir.nhs.uk/Id/ods-organization-code';
-const NHS = 'https://fhir.nhs.uk/Id/nhs-number';
-const org = (code: string) => ({ identifier: { system: ODS, value: code } });
 const v3 = (code: string) => ({ system: 'http://terminology.hl7.org/CodeSystem/v3-ActReason', code });
 
-function patient(family: string, nhs: string): Resource {
-  return { resourceType: 'Patient', identifier: [{ system: NHS, value: nhs }], name: [{ family }], managingOrganization: org('GP1') } as Resource;
-}
-function consentFor(patientId: string, provision: Record<string, unknown>): Resource {
-  return {
-    resourceType: 'Consent',
-    status: 'active',
-    scope: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/consentscope', code: 'patient-privacy' }] },
-    category: [{ coding: [{ system: 'http://loinc.org', code: '59284-0' }] }],
-    patient: { reference: `Patient/${patientId}` },
-    policyRule: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code: 'OPTIN' }] },
-    provision,
-  } as Resource;
-}
 
 /**
  * What a 403 may say (consent/refusal.ts): that the client is refused, a category that depends

@@ -1,11 +1,5 @@
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { fetchToken } from '../../scripts/token';
-import { makeClients } from '../support/auth';
-import { freshDatabase, type TestDatabase } from '../support/db';
-import { startServer, type ServerProcess } from '../support/server-process';
+import { processFixture, startServer, type ProcessFixture, type ServerProcess } from '../support/server-process';
 
 /**
  * Durable before the response: under read load the server is killed (SIGKILL, no shutdown);
@@ -13,32 +7,27 @@ import { startServer, type ServerProcess } from '../support/server-process';
  */
 describe('End to end: killed under load, no 200 is missing from the audit trail', function () {
   this.timeout(90000);
-  let db: TestDatabase;
-  let dir: string;
+  let fx: ProcessFixture;
   let env: Record<string, string>;
   let server: ServerProcess;
-  let keys: Map<string, { privateJwk: import('jose').JWK }>;
 
   before(async () => {
-    db = await freshDatabase();
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'custodian-crash-'));
-    const made = await makeClients([
-      { clientId: 'gp', ods: 'GP1', scopes: ['system/Patient.cruds'], purposes: ['TREAT'] },
-      { clientId: 'auditor', ods: 'AUD1', scopes: ['system/AuditEvent.rs'], purposes: ['HOPERAT'], roles: ['auditor'] },
-    ]);
-    keys = made.clients;
-    fs.writeFileSync(path.join(dir, 'clients.json'), JSON.stringify(made.json));
-    env = { DATABASE_URL: db.url, CUSTODIAN_DATA_DIR: dir, CUSTODIAN_CLIENTS: path.join(dir, 'clients.json'), CUSTODIAN_SQLITE_SYNC: 'FULL' };
+    fx = await processFixture(
+      [
+        { clientId: 'gp', ods: 'GP1', scopes: ['system/Patient.cruds'], purposes: ['TREAT'] },
+        { clientId: 'auditor', ods: 'AUD1', scopes: ['system/AuditEvent.rs'], purposes: ['HOPERAT'], roles: ['auditor'] },
+      ],
+      'custodian-crash-',
+    );
+    env = fx.env;
     server = await startServer(env);
   });
   after(async () => {
     await server?.stop('SIGKILL');
-    await db.drop();
-    fs.rmSync(dir, { recursive: true, force: true });
+    await fx.cleanup();
   });
 
-  const token = async (base: string, clientId: string, scope: string, purpose?: string) =>
-    (await fetchToken({ base, clientId, privateJwk: keys.get(clientId)!.privateJwk, scope, purpose })).access_token;
+  const token = (base: string, clientId: string, scope: string, purpose?: string) => fx.token(base, clientId, scope, purpose);
 
   it('every 200 has its AuditEvent after a SIGKILL and a restart, and $verify passes', async () => {
     const gp = await token(server.baseUrl, 'gp', 'system/Patient.cruds');

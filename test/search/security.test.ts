@@ -1,27 +1,11 @@
 import assert from 'node:assert/strict';
-import type { AuditEvent, Bundle, Resource } from 'fhir/r4';
+import type { AuditEvent, Bundle } from 'fhir/r4';
 import type { Api, ApiResponse } from '../support/api';
+import { consentFor, managedPatient as patient, NHS, org } from '../support/fixtures';
 import { startHarness, type Harness } from '../support/harness';
 
-const ODS = 'https://fhir.nhs.uk/Id/ods-organization-code';
-const NHS = 'https://fhir.nhs.uk/Id/nhs-number';
-const org = (code: string) => ({ identifier: { system: ODS, value: code } });
 const HIDDEN = { family: 'Hiddenham', nhs: '9434765919' };
 
-function patient(family: string, nhs: string): Resource {
-  return { resourceType: 'Patient', identifier: [{ system: NHS, value: nhs }], name: [{ family }], managingOrganization: org('GP1') } as Resource;
-}
-function consentFor(patientId: string, provision: Record<string, unknown>, category = '59284-0'): Resource {
-  return {
-    resourceType: 'Consent',
-    status: 'active',
-    scope: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/consentscope', code: 'patient-privacy' }] },
-    category: [{ coding: [{ system: 'http://loinc.org', code: category }] }],
-    patient: { reference: `Patient/${patientId}` },
-    policyRule: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code: 'OPTIN' }] },
-    provision,
-  } as Resource;
-}
 const actor = (code: string) => [{ role: { text: 'recipient' }, reference: org(code) }];
 
 /**
@@ -53,7 +37,7 @@ describe('Search: chains, _has, includes and sorting never reveal what the Conse
     // The hospital may see Openshaw, and the Consent that says so.
     id.openPermit = (await gp.post('/Consent', consentFor(id.open, { type: 'permit', actor: actor('HOSP1') }))).body.id;
     // A Consent of Openshaw's that names only another organisation: hidden from the hospital.
-    id.openOther = (await gp.post('/Consent', consentFor(id.open, { type: 'permit', actor: actor('HOSP2') }, '64292-6'))).body.id;
+    id.openOther = (await gp.post('/Consent', consentFor(id.open, { type: 'permit', actor: actor('HOSP2') }, { category: [{ coding: [{ system: 'http://loinc.org', code: '64292-6' }] }] }))).body.id;
     // A Consent of Hiddenham's that names the hospital (to refuse it): the hospital may see this
     // Consent (it is named in it), but not the Patient it is about.
     id.hiddenDeny = (await gp.post('/Consent', consentFor(id.hidden, { type: 'deny', actor: actor('HOSP1') }))).body.id;

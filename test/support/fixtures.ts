@@ -57,6 +57,21 @@ export function consent(patientId: string, extra: Record<string, unknown> = {}):
   } as Resource;
 }
 
+export const ODS = 'https://fhir.nhs.uk/Id/ods-organization-code';
+export const NHS = 'https://fhir.nhs.uk/Id/nhs-number';
+/** An organisation by ODS code, as a Reference. */
+export const org = (code: string) => ({ identifier: { system: ODS, value: code } });
+
+/** A Patient with an NHS number whose custodian is the practice GP1 (`extra` may say otherwise). */
+export function managedPatient(family: string, nhs: string, extra: Record<string, unknown> = {}): Resource {
+  return { resourceType: 'Patient', identifier: [{ system: NHS, value: nhs }], name: [{ family }], managingOrganization: org('GP1'), ...extra } as Resource;
+}
+
+/** A valid active privacy Consent of a patient with this provision. */
+export function consentFor(patientId: string, provision: Record<string, unknown>, extra: Record<string, unknown> = {}): Resource {
+  return consent(patientId, { provision, ...extra });
+}
+
 /** A valid NHS number (Modulus 11). */
 export const NHS_VALID = '9000000009';
 export const NHS_INVALID = '9000000008';

@@ -2,6 +2,9 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { fetchToken } from '../../scripts/token';
+import { makeClients, type ClientSpec } from './auth';
+import { freshDatabase, type TestDatabase } from './db';
 
 const MAIN = path.resolve(__dirname, '..', '..', 'server', 'main.js');
 
@@ -50,6 +53,36 @@ export async function startServer(env: Record<string, string> = {}): Promise<Ser
         child.once('exit', (code) => resolve(code));
         child.kill(signal);
       });
+    },
+  };
+}
+
+/** A fresh database, a data directory and a client registry for end-to-end tests of server processes. */
+export interface ProcessFixture {
+  readonly db: TestDatabase;
+  readonly dir: string;
+  /** The environment a server process on this fixture runs with. */
+  readonly env: Record<string, string>;
+  /** An access token through the real token flow against a running server. */
+  token(base: string, clientId: string, scope: string, purpose?: string): Promise<string>;
+  cleanup(): Promise<void>;
+}
+
+export async function processFixture(clients: ClientSpec[], prefix = 'custodian-e2e-'): Promise<ProcessFixture> {
+  const db = await freshDatabase();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  const made = await makeClients(clients);
+  fs.writeFileSync(path.join(dir, 'clients.json'), JSON.stringify(made.json));
+  return {
+    db,
+    dir,
+    env: { DATABASE_URL: db.url, CUSTODIAN_DATA_DIR: dir, CUSTODIAN_CLIENTS: path.join(dir, 'clients.json'), CUSTODIAN_SQLITE_SYNC: 'FULL' },
+    async token(base, clientId, scope, purpose) {
+      return (await fetchToken({ base, clientId, privateJwk: made.clients.get(clientId)!.privateJwk, scope, purpose })).access_token;
+    },
+    async cleanup() {
+      await db.drop();
+      fs.rmSync(dir, { recursive: true, force: true });
     },
   };
 }
