@@ -495,6 +495,7 @@ export class GatedTx {
   readonly changes: WrittenVersion[] = [];
 
   private readonly view: PolicyData;
+  private readonly reader: StoreReader;
 
   constructor(
     private readonly tx: WriteTx,
@@ -504,6 +505,7 @@ export class GatedTx {
     private readonly audit?: AuditSink,
   ) {
     const reader = new StoreReader(tx.q);
+    this.reader = reader;
     this.view = new TransactionView(reader);
     this.reads = new GatedReads(reader, policy, seal, this.view, audit);
   }
@@ -555,10 +557,15 @@ export class GatedTx {
     this.reads.allow(this.ctx, type, interaction);
     const permission = permissionOf(interaction);
     const what = `${interaction} of ${before ? 'this' : 'a'} ${type}`;
-    if (before) {
-      const decision = await this.policy.canWrite(this.ctx, type, before, undefined, permission, this.view);
+    // A deletion has no content to judge: a write over one (re-creating the resource) is judged
+    // against the last version that had some, so only who could change it may bring it back.
+    const lastContent = before?.deleted ? (await this.reader.history({ types: [type], id: before.id, order: 'desc', limit: 100 })).find((v) => !v.deleted) : undefined;
+    // (history rows do not carry the creator: the current row does)
+    const judged = before?.deleted ? lastContent && { ...lastContent, createdBy: before.createdBy, creatorOrg: before.creatorOrg } : before;
+    if (judged) {
+      const decision = await this.policy.canWrite(this.ctx, type, judged, undefined, permission, this.view);
       if (decision.effect === 'deny') {
-        this.reads.note(this.ctx, interaction, before, decision);
+        this.reads.note(this.ctx, interaction, judged, decision);
         throw refused(what, decision, true);
       }
     }

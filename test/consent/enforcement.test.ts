@@ -209,6 +209,21 @@ describe('Consent enforcement through the HTTP API', () => {
       assert.equal((await hospital.delete(`/Patient/${ids.hidden}`)).status, 403);
       assert.equal((await gp.get(`/Patient/${ids.hidden}`)).body.meta.versionId, version);
     });
+    it('a deleted resource is brought back only by who could change its last version', async () => {
+      // the custodian deletes a Patient and one of its Consents, then re-creates both with PUT
+      const p = (await gp.post('/Patient', patient('Lazarus', '9000000017'))).body.id;
+      const c = (await gp.post('/Consent', consentFor(p, { type: 'permit', actor: [{ role: { text: 'r' }, reference: org('HOSP1') }] }))).body;
+      assert.equal((await gp.delete(`/Consent/${c.id}`)).status, 204);
+      assert.equal((await gp.delete(`/Patient/${p}`)).status, 204);
+      // another organisation cannot take the deleted Patient's id over, even naming itself custodian
+      const taken = await hospital.put(`/Patient/${p}`, { ...patient('Lazarus', '9000000017'), id: p, managingOrganization: org('HOSP1') });
+      assert.equal(taken.status, 403);
+      assert.equal((await gp.get(`/Patient/${p}`)).status, 410);
+      assert.equal((await gp.put(`/Patient/${p}`, { ...patient('Lazarus', '9000000017'), id: p })).status, 201);
+      // (inactive, so the hospital sees no more than before for the tests that follow)
+      assert.equal((await gp.put(`/Consent/${c.id}`, { ...c, meta: undefined, status: 'inactive' })).status, 201);
+      assert.equal((await gp.get(`/Consent/${c.id}`)).body.meta.versionId, '3');
+    });
     it('a visible patient of another custodian can be read but not changed', async () => {
       const res = await hospital.put(`/Patient/${ids.open}`, { ...patient('Openshaw', '9000000009'), id: ids.open, active: false });
       assert.equal(res.status, 403);
