@@ -102,7 +102,6 @@ export function buildApp(options: AppOptions): App {
   const consent = options.policy ?? new ConsentPolicy(facts, { defaultPolicy: options.config.consentDefault, now });
   const writer = options.config.benchUnaudited ? undefined : new AuditWriter(options.store);
   if (!writer) logger.error('CUSTODIAN_BENCH_UNAUDITED=1: the audit trail is OFF. This setting exists for benchmarks only.');
-  const trail = new AuditTrail(writer, now);
   const policy = allOf(scopePolicy, consent);
   // The national consent feed: the outbox filled in every write transaction, the workers that
   // deliver it and run exports, and the gates they (and the handlers) read through.
@@ -110,6 +109,8 @@ export function buildApp(options: AppOptions): App {
   const jobs = new ExportJobs(options.store, now);
   const workers: { deliverer?: Deliverer } = {};
   const audience = audienceOf(options.config, options.access.listenUrl);
+  // The audit trail names this server by its fixed identity, never by what a request's headers say.
+  const trail = new AuditTrail(writer, now, audience.issuer);
   const gate = new Gate(options.store, policy, facts, trail, {
     beforeCommit: (tx, changes) => subscriptions.enqueue(tx.q, changes),
     afterCommit: (changes) => {
@@ -120,14 +121,14 @@ export function buildApp(options: AppOptions): App {
   const exportGate = new ExportGate(options.store.reader, policy, jobs, seal);
   const subscriptionGate = new SubscriptionGate(options.store.reader, policy, facts, subscriptions, seal);
   const owner = randomUUID();
-  const exportRunner = new ExportRunner({ jobs, gate: exportGate, registry: options.access.registry, config: options.config.feed, baseUrl: options.config.baseUrl, now, logger, owner });
+  const exportRunner = new ExportRunner({ jobs, gate: exportGate, registry: options.access.registry, config: options.config.feed, baseUrl: audience.issuer, now, logger, owner });
   const deliverer = new Deliverer({
     subscriptions,
     gate: subscriptionGate,
     registry: options.access.registry,
     config: options.config.feed,
     audit: writer ? (events) => writer.write(events) : undefined,
-    baseUrl: options.config.baseUrl,
+    baseUrl: audience.issuer,
     now,
     logger,
     owner,

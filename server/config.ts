@@ -82,7 +82,18 @@ export type LogLevel = 'silent' | 'error' | 'info' | 'debug';
 
 export type DatabaseConfig =
   | { readonly dialect: 'sqlite'; readonly storage: string; readonly synchronous: 'FULL' | 'NORMAL'; readonly busyTimeoutMs?: number }
-  | { readonly dialect: 'postgres'; readonly url: string; readonly poolMax: number };
+  | {
+      readonly dialect: 'postgres';
+      readonly url: string;
+      readonly poolMax: number;
+      /**
+       * `lock_timeout` and `statement_timeout` of every write transaction, ms (every write
+       * transaction writes the audit trail: a write's own events, the read requests' group
+       * commit, export files): an audit write that cannot proceed fails within this, so the
+       * request fails closed with a 503 instead of hanging. 0 turns it off.
+       */
+      readonly writeTimeoutMs?: number;
+    };
 
 /** Thrown for a bad environment value; main.ts prints the message and exits non-zero. */
 export class ConfigError extends Error {
@@ -194,7 +205,7 @@ function database(env: Env, dataDir: string, cwd: string): DatabaseConfig {
     } catch {
       throw new ConfigError('DATABASE_URL', 'is not a valid postgres:// URL');
     }
-    return { dialect: 'postgres', url: raw, poolMax: integer(env, 'CUSTODIAN_DB_POOL_MAX', 10, 1, 500) };
+    return { dialect: 'postgres', url: raw, poolMax: integer(env, 'CUSTODIAN_DB_POOL_MAX', 10, 1, 500), writeTimeoutMs: integer(env, 'CUSTODIAN_AUDIT_WRITE_TIMEOUT_MS', 5000, 0, 600000) };
   }
   throw new ConfigError('DATABASE_URL', 'must start with sqlite: or postgres://');
 }

@@ -83,15 +83,28 @@ describe(`Audit: fail closed when the trail cannot be written (${ENGINE})`, () =
     assert.equal(verify.parameter[0].valueBoolean, true, 'the chain is intact across the outage');
   });
 
-  it('a write whose events cannot be recorded answers 503, and the trail stays whole', async () => {
+  it('a write whose events cannot be recorded answers 503 and stores nothing; a retry stores it once', async () => {
     const blocker = await blockAuditWrites(h);
     let status: number;
     try {
-      status = (await h.api.post('/Patient', patient({ name: [{ family: 'Lost' }] }))).status;
+      status = (await h.api.post('/Patient', patient({ name: [{ family: 'Lost' }] }), { 'X-Request-Id': 'lost-write' })).status;
     } finally {
       await blocker.release();
     }
     assert.equal(status, 503);
+    // Nothing of the write committed: no Patient, no version, no index row, and no AuditEvent of it.
+    const stored = await h.store.driver.all("SELECT rid FROM resources WHERE type = 'Patient' AND content LIKE '%\"Lost\"%'");
+    assert.deepEqual(stored, [], 'the Patient was not stored');
+    const versions = await h.store.driver.all("SELECT seq FROM resource_versions WHERE type = 'Patient' AND content LIKE '%\"Lost\"%'");
+    assert.deepEqual(versions, [], 'nor any version of it');
+    assert.equal((await h.api.get('/Patient?family=Lost&_summary=count')).body.total, 0);
     assert.equal((await h.api.get('/AuditEvent/$verify')).body.parameter[0].valueBoolean, true);
+    // The client's retry creates it once, with its AuditEvent.
+    const retry = await h.api.post('/Patient', patient({ name: [{ family: 'Lost' }] }), { 'X-Request-Id': 'lost-write-retry' });
+    assert.equal(retry.status, 201);
+    assert.equal((await h.api.get('/Patient?family=Lost&_summary=count')).body.total, 1);
+    const events = (await h.api.get('/AuditEvent?entity:identifier=lost-write-retry')).body;
+    assert.equal(events.entry.length, 1);
+    assert.equal(events.entry[0].resource.entity.find((e: { role?: { code: string } }) => e.role?.code === '1').what.reference, `Patient/${retry.body.id}`);
   });
 });

@@ -187,7 +187,7 @@ describe('Audit: a BALP AuditEvent for every access', () => {
     const res = await h.anonymous.get(`/Patient/${alice}`, { 'X-Request-Id': 'audit-401' });
     assert.equal(res.status, 401);
     const [e] = await eventsOf('audit-401');
-    assert.equal(e.outcome, '4');
+    assert.equal(e.outcome, '8', 'a refused authentication is a serious failure, like a 403 (see outcomeOf)');
     assert.match(e.agent.find((a) => a.requestor)!.who!.display!, /no valid token/);
     const now = Math.floor(Date.now() / 1000);
     const stale = await new SignJWT({ client_id: 'hospital', jti: 'stale-jti' }).setProtectedHeader({ alg: 'ES256' }).setIssuer(BASE).setAudience(BASE).setExpirationTime(now - 10).sign(idpKey);
