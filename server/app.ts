@@ -6,6 +6,7 @@ import type { SigningKey } from './access/keys';
 import type { ClientRegistry } from './access/registry';
 import { scopePolicy } from './access/scope-policy';
 import { TokenService, type TrustedIssuer } from './access/tokens';
+import { ChainHeadLog } from './audit/head-log';
 import { holdResponses } from './audit/hold';
 import { AuditTrail } from './audit/trail';
 import { AuditWriter } from './audit/writer';
@@ -80,6 +81,8 @@ export interface App {
   drainAudit(): Promise<void>;
   /** The national consent feed's background workers: not running until start() (main.ts starts them; tests may drive them step by step). */
   readonly feed: FeedWorkers;
+  /** Logs the audit chain's head now and then, to be kept outside the database (main.ts starts it). */
+  readonly auditHead: ChainHeadLog;
 }
 
 export interface FeedWorkers {
@@ -198,5 +201,6 @@ export function buildApp(options: AppOptions): App {
       await Promise.all([exportRunner.stop(), deliverer.stop()]);
     },
   };
-  return { express: app, gate, tokens, audience, drain: () => inFlight.drain(), drainAudit: () => writer?.drained() ?? Promise.resolve(), feed };
+  const auditHead = new ChainHeadLog(() => gate.auditChainHead(), logger, options.config.auditHeadLogSeconds * 1000);
+  return { express: app, gate, tokens, audience, drain: () => inFlight.drain(), drainAudit: () => writer?.drained() ?? Promise.resolve(), feed, auditHead };
 }

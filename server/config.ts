@@ -39,6 +39,8 @@ export interface Config {
   readonly benchUnaudited: boolean;
   /** The national consent feed: bulk exports, subscriptions and the workers behind them. */
   readonly feed: FeedConfig;
+  /** How often the audit chain's head is written to the log when it has moved, seconds (0: at start and shutdown only). */
+  readonly auditHeadLogSeconds: number;
 }
 
 export interface FeedConfig {
@@ -127,6 +129,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     logLevel: oneOf(env, 'LOG_LEVEL', ['silent', 'error', 'info', 'debug'], 'info'),
     consentDefault: oneOf(env, 'CUSTODIAN_CONSENT_DEFAULT', ['deny', 'permit'], 'deny'),
     benchUnaudited: env.CUSTODIAN_BENCH_UNAUDITED === '1',
+    auditHeadLogSeconds: integer(env, 'CUSTODIAN_AUDIT_HEAD_LOG_SECONDS', 60, 0, 86400),
     feed: {
       subscriptionEndpoints: endpointAllowList(env),
       deliveryTimeoutMs: integer(env, 'CUSTODIAN_DELIVERY_TIMEOUT_MS', 10000, 100, 600000),

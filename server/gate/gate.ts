@@ -4,7 +4,7 @@ import { organizationKey, type AccessContext } from '../access/context';
 import type { Decision } from '../consent/decision';
 import { FhirError, outcomeOf } from '../errors';
 import type { ResourceFilter } from '../search/filter';
-import { verifyChain, type ChainReport } from '../store/audit-chain';
+import { readHead, verifyChain, type ChainHead, type ChainReport, type ChainTail } from '../store/audit-chain';
 import { StoreReader, type HistoryRequest, type PagedVersion } from '../store/read';
 import type { Keyset, OrderSql } from '../search/order';
 import type { HistoryVersion, StoredVersion } from '../store/records';
@@ -50,14 +50,19 @@ export class Gate {
   }
 
   /**
-   * `$verify`: walks the audit chain. For auditors only; it reads the trail to hash it and
-   * returns nothing of it but where it breaks.
+   * `$verify`: walks the audit chain (and checks each kept `anchor` is in it). For auditors only;
+   * it reads the trail to hash it and returns nothing of it but where it breaks and its head.
    */
-  async verifyAuditChain(ctx: AccessContext): Promise<ChainReport> {
+  async verifyAuditChain(ctx: AccessContext, anchors: readonly ChainTail[] = []): Promise<ChainReport> {
     this.reads.allow(ctx, 'AuditEvent', 'search-type');
     if (!ctx.roles.includes('auditor')) throw new FhirError('forbidden', 'Only auditors may verify the audit trail');
     this.audit?.note(ctx, { interaction: 'operation', reference: 'AuditEvent', patients: [], decision: PERMITTED });
-    return verifyChain(this.store.driver);
+    return verifyChain(this.store.driver, { localBase: this.store.localBase, anchors });
+  }
+
+  /** The audit chain's head as stored now, for the log that keeps it outside the database (audit/head-log.ts). */
+  auditChainHead(): Promise<ChainHead | undefined> {
+    return readHead(this.store.driver);
   }
 
   /**

@@ -31,7 +31,8 @@ export class Store {
     readonly sequelize: Sequelize,
     readonly driver: Driver,
     private readonly now: () => number,
-    private readonly localBase: string | undefined,
+    /** The configured base URL the search index is built with (see extractIndexRows). */
+    readonly localBase: string | undefined,
     /** The key search cursors are sealed with, shared by every process on this database (gate/cursor.ts). */
     readonly cursorKey: Buffer,
     /** PostgreSQL: lock and statement timeout of write transactions, ms (0: none). */
