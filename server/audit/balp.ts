@@ -134,10 +134,13 @@ function coding(system: string, code: string, display?: string): Coding {
 
 /** BALP agents: the client application, this server, the client's organisation, the user when the token names one. */
 function restAgents(f: RequestFacts): AuditEventAgent[] {
-  const reads = actionOf(f.interaction) === 'R';
-  // In a read the data flows server → client; in a query or write client → server.
-  const clientRole = reads ? coding(DCM, '110152', 'Destination Role ID') : coding(DCM, '110153', 'Source Role ID');
-  const serverRole = reads ? coding(DCM, '110153', 'Source Role ID') : coding(DCM, '110152', 'Destination Role ID');
+  const action = actionOf(f.interaction);
+  const reads = action === 'R';
+  // In a read the data flows server → client; in a query or write client → server. BALP's Delete
+  // names the client as the application and the server as the data's custodian instead.
+  const clientRole = action === 'D' ? coding(DCM, '110150', 'Application') : reads ? coding(DCM, '110152', 'Destination Role ID') : coding(DCM, '110153', 'Source Role ID');
+  const serverRole =
+    action === 'D' ? coding('http://terminology.hl7.org/CodeSystem/provenance-participant-type', 'custodian', 'Custodian') : reads ? coding(DCM, '110153', 'Source Role ID') : coding(DCM, '110152', 'Destination Role ID');
   const user = f.ctx?.practitioner;
   const agents: AuditEventAgent[] = [
     {
