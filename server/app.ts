@@ -6,6 +6,7 @@ import type { SigningKey } from './access/keys';
 import type { ClientRegistry } from './access/registry';
 import { scopePolicy } from './access/scope-policy';
 import { TokenService, type TrustedIssuer } from './access/tokens';
+import { ChainHeadLog } from './audit/head-log';
 import { holdResponses } from './audit/hold';
 import { AuditTrail } from './audit/trail';
 import { AuditWriter } from './audit/writer';
@@ -80,6 +81,8 @@ export interface App {
   drainAudit(): Promise<void>;
   /** The national consent feed's background workers: not running until start() (main.ts starts them; tests may drive them step by step). */
   readonly feed: FeedWorkers;
+  /** Logs the audit chain's head now and then, to be kept outside the database (main.ts starts it). */
+  readonly auditHead: ChainHeadLog;
 }
 
 export interface FeedWorkers {
@@ -102,7 +105,6 @@ export function buildApp(options: AppOptions): App {
   const consent = options.policy ?? new ConsentPolicy(facts, { defaultPolicy: options.config.consentDefault, now });
   const writer = options.config.benchUnaudited ? undefined : new AuditWriter(options.store);
   if (!writer) logger.error('CUSTODIAN_BENCH_UNAUDITED=1: the audit trail is OFF. This setting exists for benchmarks only.');
-  const trail = new AuditTrail(writer, now);
   const policy = allOf(scopePolicy, consent);
   // The national consent feed: the outbox filled in every write transaction, the workers that
   // deliver it and run exports, and the gates they (and the handlers) read through.
@@ -110,6 +112,8 @@ export function buildApp(options: AppOptions): App {
   const jobs = new ExportJobs(options.store, now);
   const workers: { deliverer?: Deliverer } = {};
   const audience = audienceOf(options.config, options.access.listenUrl);
+  // The audit trail names this server by its fixed identity, never by what a request's headers say.
+  const trail = new AuditTrail(writer, now, audience.issuer);
   const gate = new Gate(options.store, policy, facts, trail, {
     beforeCommit: (tx, changes) => subscriptions.enqueue(tx.q, changes),
     afterCommit: (changes) => {
@@ -120,14 +124,14 @@ export function buildApp(options: AppOptions): App {
   const exportGate = new ExportGate(options.store.reader, policy, jobs, seal);
   const subscriptionGate = new SubscriptionGate(options.store.reader, policy, facts, subscriptions, seal);
   const owner = randomUUID();
-  const exportRunner = new ExportRunner({ jobs, gate: exportGate, registry: options.access.registry, config: options.config.feed, baseUrl: options.config.baseUrl, now, logger, owner });
+  const exportRunner = new ExportRunner({ jobs, gate: exportGate, registry: options.access.registry, config: options.config.feed, baseUrl: audience.issuer, now, logger, owner });
   const deliverer = new Deliverer({
     subscriptions,
     gate: subscriptionGate,
     registry: options.access.registry,
     config: options.config.feed,
     audit: writer ? (events) => writer.write(events) : undefined,
-    baseUrl: options.config.baseUrl,
+    baseUrl: audience.issuer,
     now,
     logger,
     owner,
@@ -197,5 +201,6 @@ export function buildApp(options: AppOptions): App {
       await Promise.all([exportRunner.stop(), deliverer.stop()]);
     },
   };
-  return { express: app, gate, tokens, audience, drain: () => inFlight.drain(), drainAudit: () => writer?.drained() ?? Promise.resolve(), feed };
+  const auditHead = new ChainHeadLog(() => gate.auditChainHead(), logger, options.config.auditHeadLogSeconds * 1000);
+  return { express: app, gate, tokens, audience, drain: () => inFlight.drain(), drainAudit: () => writer?.drained() ?? Promise.resolve(), feed, auditHead };
 }

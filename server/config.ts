@@ -39,6 +39,8 @@ export interface Config {
   readonly benchUnaudited: boolean;
   /** The national consent feed: bulk exports, subscriptions and the workers behind them. */
   readonly feed: FeedConfig;
+  /** How often the audit chain's head is written to the log when it has moved, seconds (0: at start and shutdown only). */
+  readonly auditHeadLogSeconds: number;
 }
 
 export interface FeedConfig {
@@ -82,7 +84,18 @@ export type LogLevel = 'silent' | 'error' | 'info' | 'debug';
 
 export type DatabaseConfig =
   | { readonly dialect: 'sqlite'; readonly storage: string; readonly synchronous: 'FULL' | 'NORMAL'; readonly busyTimeoutMs?: number }
-  | { readonly dialect: 'postgres'; readonly url: string; readonly poolMax: number };
+  | {
+      readonly dialect: 'postgres';
+      readonly url: string;
+      readonly poolMax: number;
+      /**
+       * `lock_timeout` and `statement_timeout` of every write transaction, ms (every write
+       * transaction writes the audit trail: a write's own events, the read requests' group
+       * commit, export files): an audit write that cannot proceed fails within this, so the
+       * request fails closed with a 503 instead of hanging. 0 turns it off.
+       */
+      readonly writeTimeoutMs?: number;
+    };
 
 /** Thrown for a bad environment value; main.ts prints the message and exits non-zero. */
 export class ConfigError extends Error {
@@ -116,6 +129,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     logLevel: oneOf(env, 'LOG_LEVEL', ['silent', 'error', 'info', 'debug'], 'info'),
     consentDefault: oneOf(env, 'CUSTODIAN_CONSENT_DEFAULT', ['deny', 'permit'], 'deny'),
     benchUnaudited: env.CUSTODIAN_BENCH_UNAUDITED === '1',
+    auditHeadLogSeconds: integer(env, 'CUSTODIAN_AUDIT_HEAD_LOG_SECONDS', 60, 0, 86400),
     feed: {
       subscriptionEndpoints: endpointAllowList(env),
       deliveryTimeoutMs: integer(env, 'CUSTODIAN_DELIVERY_TIMEOUT_MS', 10000, 100, 600000),
@@ -194,7 +208,7 @@ function database(env: Env, dataDir: string, cwd: string): DatabaseConfig {
     } catch {
       throw new ConfigError('DATABASE_URL', 'is not a valid postgres:// URL');
     }
-    return { dialect: 'postgres', url: raw, poolMax: integer(env, 'CUSTODIAN_DB_POOL_MAX', 10, 1, 500) };
+    return { dialect: 'postgres', url: raw, poolMax: integer(env, 'CUSTODIAN_DB_POOL_MAX', 10, 1, 500), writeTimeoutMs: integer(env, 'CUSTODIAN_AUDIT_WRITE_TIMEOUT_MS', 5000, 0, 600000) };
   }
   throw new ConfigError('DATABASE_URL', 'must start with sqlite: or postgres://');
 }

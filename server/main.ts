@@ -63,6 +63,7 @@ async function main(): Promise<void> {
   const app = buildApp({ config, store, logger, access: { registry, key, trusted, listenUrl: listening } });
   server.on('request', app.express);
   app.feed.start();
+  app.auditHead.start();
   const stopWatching = registry.watch((result) => {
     if (result.ok) logger.info('client registry reloaded', { file: registry.file, clients: result.count });
     else logger.error('client registry change refused; the previous clients stay in force', { error: result.error });
@@ -98,6 +99,7 @@ async function main(): Promise<void> {
     await closed;
     await workers;
     await app.drainAudit();
+    await app.auditHead.stop();
     await store.close().catch((err) => logger.error('closing the store failed', { error: String(err) }));
     logger.info('stopped');
     process.exit(0);

@@ -54,16 +54,25 @@ export function actionOf(i: AuditInteraction): AuditEvent['action'] {
 /** One access the gate saw: the data, whose it is, and what was decided. */
 export interface AccessNote {
   readonly interaction: AuditInteraction;
-  readonly reference: string; // Type/id[/_history/v]
+  /** `Type/id[/_history/v]` (or `Type` for a type-level operation). */
+  readonly reference: string;
+  /** The resource was never stored (a rolled-back create): `reference` is only its type (see `unwritten` in audit/trail.ts). */
+  readonly unstored?: boolean;
   readonly patients: readonly string[];
   readonly decision?: Decision;
+  /** The HTTP status of this access when it failed on its own (a batch entry, a rolled-back write). */
+  readonly status?: number;
 }
 
 /** The request as the audit trail records it. */
 export interface RequestFacts {
   readonly requestId: string;
   readonly recorded: string;
-  readonly baseUrl: string;
+  /**
+   * Who this server is: its fixed base URL (`Audience.issuer`, access/audience.ts), never one
+   * built from the request's Host or X-Forwarded-* headers, which the client chooses.
+   */
+  readonly server: string;
   readonly interaction: AuditInteraction;
   readonly operation?: string;
   /** The request line and headers that matter, for query entities (BALP: base64 of the request). */
@@ -76,10 +85,22 @@ export interface RequestFacts {
   readonly message?: string;
 }
 
-/** FHIR audit-event-outcome from the HTTP status: 0 success, 4 client error, 8 refused or unavailable, 12 server fault. */
+/**
+ * FHIR audit-event-outcome (http://hl7.org/fhir/R4/valueset-audit-event-outcome.html) from the
+ * HTTP status, one rule for every event the server writes:
+ * - `0` success;
+ * - `4` minor failure: the client's own mistake (400, 404, 405, 409, 410, 412, 422, …), nothing
+ *   was at stake ("often equivalent to an HTTP 400");
+ * - `8` serious failure: the server refused — authentication failed (401) or the access was not
+ *   permitted (403). BALP records a refused authorization as 8 (its AuthZconsent deny example),
+ *   and a failed authentication is the same kind of security event: an audit consumer looking
+ *   for probing and misuse finds every refusal under one code, whatever layer refused;
+ * - `12` major failure: the server could not do it (500, 503: a fault, or the database or the
+ *   audit trail unavailable).
+ */
 export function outcomeOf(status: number): AuditEvent['outcome'] {
   if (status < 400) return '0';
-  if (status === 403 || status === 503) return '8';
+  if (status === 401 || status === 403) return '8';
   if (status < 500) return '4';
   return '12';
 }
@@ -99,8 +120,8 @@ function clientReference(f: RequestFacts): Reference {
   return { identifier: { system: CLIENT_ID_SYSTEM, value: clientId }, type: 'Device', display: f.ctx?.clientName ?? (f.ctx?.clientId ? clientId : `${clientId} (unverified)`) };
 }
 
-function serverReference(f: RequestFacts): Reference {
-  return { identifier: { system: 'urn:ietf:rfc:3986', value: f.baseUrl }, type: 'Device', display: 'Custodian FHIR server' };
+function serverReference(f: Pick<RequestFacts, 'server'>): Reference {
+  return { identifier: { system: 'urn:ietf:rfc:3986', value: f.server }, type: 'Device', display: 'Custodian FHIR server' };
 }
 
 function purposeOf(ctx: AccessContext | undefined) {
@@ -113,10 +134,13 @@ function coding(system: string, code: string, display?: string): Coding {
 
 /** BALP agents: the client application, this server, the client's organisation, the user when the token names one. */
 function restAgents(f: RequestFacts): AuditEventAgent[] {
-  const reads = actionOf(f.interaction) === 'R';
-  // In a read the data flows server → client; in a query or write client → server.
-  const clientRole = reads ? coding(DCM, '110152', 'Destination Role ID') : coding(DCM, '110153', 'Source Role ID');
-  const serverRole = reads ? coding(DCM, '110153', 'Source Role ID') : coding(DCM, '110152', 'Destination Role ID');
+  const action = actionOf(f.interaction);
+  const reads = action === 'R';
+  // In a read the data flows server → client; in a query or write client → server. BALP's Delete
+  // names the client as the application and the server as the data's custodian instead.
+  const clientRole = action === 'D' ? coding(DCM, '110150', 'Application') : reads ? coding(DCM, '110152', 'Destination Role ID') : coding(DCM, '110153', 'Source Role ID');
+  const serverRole =
+    action === 'D' ? coding('http://terminology.hl7.org/CodeSystem/provenance-participant-type', 'custodian', 'Custodian') : reads ? coding(DCM, '110153', 'Source Role ID') : coding(DCM, '110152', 'Destination Role ID');
   const user = f.ctx?.practitioner;
   const agents: AuditEventAgent[] = [
     {
@@ -126,7 +150,7 @@ function restAgents(f: RequestFacts): AuditEventAgent[] {
       ...(f.clientAddress ? { network: { address: f.clientAddress, type: '2' } } : {}),
       ...(!user && purposeOf(f.ctx) ? { purposeOfUse: purposeOf(f.ctx) } : {}),
     },
-    { type: { coding: [serverRole] }, who: serverReference(f), requestor: false, network: { address: f.baseUrl, type: '5' } },
+    { type: { coding: [serverRole] }, who: serverReference(f), requestor: false, network: { address: f.server, type: '5' } },
   ];
   if (f.ctx?.organization) agents.push({ type: { coding: [coding('http://terminology.hl7.org/CodeSystem/v3-RoleClass', 'PROV', 'healthcare provider')] }, who: orgReference(f.ctx.organization), requestor: false });
   if (user) {
@@ -142,10 +166,10 @@ function restAgents(f: RequestFacts): AuditEventAgent[] {
   return agents;
 }
 
-function source(f: RequestFacts, securityServer = false): AuditEvent['source'] {
-  let site = f.baseUrl;
+function source(f: Pick<RequestFacts, 'server'>, securityServer = false): AuditEvent['source'] {
+  let site = f.server;
   try {
-    site = new URL(f.baseUrl).host;
+    site = new URL(f.server).host;
   } catch {
     /* keep the base URL */
   }
@@ -192,16 +216,23 @@ function restEvent(f: RequestFacts, patient: string | undefined, notes: readonly
   const interactions = [...new Set([f.interaction, ...notes.map((n) => n.interaction)])];
   const denied = notes.find((n) => n.decision?.effect === 'deny');
   const btg = notes.some((n) => n.decision?.reason === 'break-the-glass');
-  const status = denied && f.status < 400 ? 403 : f.status; // a filtered search still refused this patient's data
+  let status = f.status;
+  // A part of the request that failed on its own (a batch entry) fails this patient's event.
+  const failed = notes.map((n) => n.status ?? 0).filter((s) => s >= 400);
+  if (status < 400 && failed.length) status = Math.max(...failed);
+  if (denied && status < 400) status = 403; // a filtered search still refused this patient's data
   const outcome = outcomeOf(status);
   const entities: AuditEventEntity[] = [];
   if (patient) entities.push(patientEntity(patient));
   const seen = new Set<string>();
   // The data touched (a read of the Patient itself names its version here, the patient above).
   for (const n of notes) {
-    if (seen.has(n.reference)) continue;
-    seen.add(n.reference);
-    entities.push({ type: coding(ENTITY_TYPE, '2', 'System Object'), role: coding(OBJECT_ROLE, '4', 'Domain Resource'), what: { reference: n.reference } });
+    const key = `${n.unstored ? '!' : ''}${n.reference}`;
+    if (seen.has(key)) continue;
+    seen.add(key);
+    // A resource that was never stored is named by its type only: no id or version that does not exist.
+    const what: Reference = n.unstored ? { type: n.reference, display: `${n.reference} (not stored)` } : { reference: n.reference };
+    entities.push({ type: coding(ENTITY_TYPE, '2', 'System Object'), role: coding(OBJECT_ROLE, '4', 'Domain Resource'), what });
   }
   // In a query the Consents that decided are named here (no separate AuthZconsent event).
   const queryConsents = new Set(notes.filter((n) => QUERIES.has(n.interaction)).flatMap((n) => n.decision?.consents ?? []));
@@ -215,7 +246,7 @@ function restEvent(f: RequestFacts, patient: string | undefined, notes: readonly
     });
   }
   entities.push(requestIdEntity(f.requestId));
-  const description = denied ? `${denied.decision!.reason}: ${denied.decision!.detail}` : f.status >= 400 ? f.message : undefined;
+  const description = denied ? `${denied.decision!.reason}: ${denied.decision!.detail}` : f.status >= 400 ? f.message : status >= 400 ? 'a part of this request failed and was not done' : undefined;
   return {
     resourceType: 'AuditEvent',
     type: coding('http://terminology.hl7.org/CodeSystem/audit-event-type', 'rest', 'Restful Operation'),
@@ -261,7 +292,13 @@ function authzConsentEvent(f: RequestFacts, patient: string, notes: readonly Acc
       requestor: true,
       ...(purposeOf(ctx) ? { purposeOfUse: purposeOf(ctx) } : {}),
     },
-    ...(ctx?.organization ? [{ type: { coding: [coding('http://terminology.hl7.org/CodeSystem/v3-RoleClass', 'PROV', 'healthcare provider')] }, who: orgReference(ctx.organization), requestor: false }] : []),
+    // BALP AuthZconsent requires the user's organisation (userorg, 1..1) even when the token names
+    // none (a trusted issuer's token may not): then it is said so, with the issuer that vouched.
+    {
+      type: { coding: [coding('http://terminology.hl7.org/CodeSystem/v3-RoleClass', 'PROV', 'healthcare provider')] },
+      who: ctx?.organization ? orgReference(ctx.organization) : { display: `organisation not named by the access token${ctx?.issuer ? ` (issued by ${ctx.issuer})` : ''}` },
+      requestor: false,
+    },
     { type: { coding: [coding('http://terminology.hl7.org/CodeSystem/extra-security-role-type', 'authserver', 'authorization server')] }, who: serverReference(f), requestor: false },
   ];
   const entities: AuditEventEntity[] = [patientEntity(patient), ...consents.map((c) => ({ type: coding('http://hl7.org/fhir/resource-types', 'Consent', 'Consent'), what: { reference: c } }))];
@@ -284,6 +321,7 @@ function authzConsentEvent(f: RequestFacts, patient: string, notes: readonly Acc
 /** A disclosure made outside an HTTP response: a Bulk Data export file, a Subscription notification. */
 export interface DisclosureFacts {
   readonly recorded: string;
+  /** This server's fixed identity (see RequestFacts.server). */
   readonly baseUrl: string;
   /** The recipient, as it stands when the data leaves. */
   readonly ctx: AccessContext;
@@ -303,7 +341,7 @@ const LIFECYCLE = 'http://terminology.hl7.org/CodeSystem/iso-21089-lifecycle';
  * (`Type/id/_history/v`) of that patient's data; data about no patient is listed under `''`.
  */
 export function disclosureEvents(f: DisclosureFacts, byPatient: ReadonlyMap<string, readonly string[]>): AuditEvent[] {
-  const facts: RequestFacts = { requestId: f.requestId, recorded: f.recorded, baseUrl: f.baseUrl, interaction: 'operation', ctx: f.ctx, status: 200 };
+  const facts: RequestFacts = { requestId: f.requestId, recorded: f.recorded, server: f.baseUrl, interaction: 'operation', ctx: f.ctx, status: 200 };
   const agents: AuditEventAgent[] = [
     { type: { coding: [coding(DCM, '110153', 'Source Role ID')] }, who: serverReference(facts), requestor: false, network: { address: f.baseUrl, type: '5' } },
     {
@@ -333,4 +371,72 @@ export function disclosureEvents(f: DisclosureFacts, byPatient: ReadonlyMap<stri
       requestIdEntity(f.requestId),
     ],
   }));
+}
+
+/** What the token endpoint did with one request (set by its route; see access/token-audit.ts). */
+export interface TokenRequestFacts {
+  /** The client the request claimed to be (the assertion's `iss`): verified only when a token was issued. */
+  readonly clientId?: string;
+  /** `issued`, or the OAuth error code answered (RFC 6749 §5.2). */
+  readonly result: 'issued' | 'invalid_request' | 'invalid_client' | 'invalid_grant' | 'invalid_scope' | 'unsupported_grant_type' | 'rejected';
+  /** Why it was refused, with what only the server log and the audit trail are told (never the caller). */
+  readonly description?: string;
+  /** The request without its credentials: parameters, and of the assertion only its iss, kid and jti. */
+  readonly request: string;
+  /** The `jti` of the access token issued, and its scopes. */
+  readonly tokenId?: string;
+  readonly scope?: string;
+}
+
+/**
+ * Outcome of a token request: refusals of who the client is or of what it may ask for
+ * (`invalid_client` — unknown client, wrong key, bad signature, replay — and `invalid_scope`,
+ * an unregistered scope or purpose) are security refusals, `8` like a 401 or 403 elsewhere (see
+ * outcomeOf); a malformed request is the client's mistake, `4`.
+ */
+function tokenOutcome(result: TokenRequestFacts['result']): AuditEvent['outcome'] {
+  if (result === 'issued') return '0';
+  return result === 'invalid_client' || result === 'invalid_scope' || result === 'invalid_grant' ? '8' : '4';
+}
+
+/**
+ * A request to the token endpoint, as IHE's ITI-71 Get Access Token audit
+ * (https://profiles.ihe.net/ITI/BALP/StructureDefinition-IHE.IUA.71.html): a DICOM User
+ * Authentication event, the client application (with the client id it presented, marked
+ * unverified unless a token was issued) and this server as the OAuth authorization service,
+ * the request without its credentials, and for an issued token its id. Profiled for success;
+ * refusals use the same shape with their outcome. No patient: it is on no patient's trail.
+ */
+export function tokenRequestEvent(f: RequestFacts, t: TokenRequestFacts): AuditEvent {
+  const issued = t.result === 'issued';
+  const client: Reference = t.clientId
+    ? { identifier: { system: CLIENT_ID_SYSTEM, value: t.clientId }, type: 'Device', display: issued ? t.clientId : `${t.clientId} (unverified)` }
+    : { display: 'unidentified client (no client id presented)' };
+  const description = issued ? undefined : `${t.result}${t.description ? `: ${t.description}` : ''}`;
+  return {
+    resourceType: 'AuditEvent',
+    type: coding(DCM, '110114', 'User Authentication'),
+    subtype: [coding('urn:ihe:event-type-code', 'ITI-71', 'Get Access Token')],
+    action: 'E',
+    recorded: f.recorded,
+    outcome: tokenOutcome(t.result),
+    ...(description ? { outcomeDesc: description.slice(0, 1000) } : {}),
+    agent: [
+      { type: { coding: [coding(DCM, '110150', 'Application')] }, who: client, requestor: true, network: { address: f.clientAddress ?? 'unknown', type: '2' } },
+      {
+        type: { coding: [coding('https://profiles.ihe.net/ITI/BALP/CodeSystem/UserAgentTypes', 'AuthzOauthService', 'OAuth Authorization Service')] },
+        who: serverReference(f),
+        requestor: false,
+        network: { address: f.server, type: '5' },
+      },
+    ],
+    source: source(f, true),
+    entity: [
+      { type: coding(ENTITY_TYPE, '2', 'System Object'), role: coding(OBJECT_ROLE, '24', 'Query'), description: t.request, query: Buffer.from(t.request).toString('base64') },
+      ...(t.tokenId
+        ? [{ type: coding(ENTITY_TYPE, '2', 'System Object'), role: coding(OBJECT_ROLE, '13', 'Security Resource'), what: { identifier: { value: t.tokenId } }, ...(t.scope ? { detail: [{ type: 'scope', valueString: t.scope }] } : {}) }]
+        : []),
+      requestIdEntity(f.requestId),
+    ],
+  };
 }

@@ -1,12 +1,16 @@
 import type { NextFunction, Request, Response } from 'express';
+import { TOKEN_PATH } from '../access/audience';
 import { FhirError, outcomeOf } from '../errors';
 import { locals } from '../http/request';
 import type { Logger } from '../log';
 import type { AuditInteraction } from './balp';
 import { RequestAudit, type AuditTrail } from './trail';
 
-/** Requests that touch no patient data and are not audited: capabilities, discovery, tokens, health. */
-const UNAUDITED = new Set(['/metadata', '/.well-known/smart-configuration', '/.well-known/jwks.json', '/auth/token', '/healthz']);
+/**
+ * Requests that touch no patient data and are not audited: capabilities, discovery, health. The
+ * token endpoint is audited (an authentication event per request, see tokenRequestEvent).
+ */
+const UNAUDITED = new Set(['/metadata', '/.well-known/smart-configuration', '/.well-known/jwks.json', '/healthz']);
 
 function defaultInteraction(method: string): AuditInteraction {
   switch (method) {
@@ -35,7 +39,9 @@ export function auditAs(req: Request, res: Response, interaction: AuditInteracti
   audit.interaction = interaction;
   if (options.operation) audit.operation = options.operation;
   if (options.query) {
-    audit.query = `${req.method} ${locals(res).baseUrl}${req.originalUrl}\nAccept: ${req.get('accept') ?? '*/*'}\nX-Request-Id: ${locals(res).requestId}`;
+    // The path and query are the client's; the server in front of them is the fixed one, never
+    // the Host or X-Forwarded-* a client could choose.
+    audit.query = `${req.method} ${audit.server}${req.originalUrl}\nAccept: ${req.get('accept') ?? '*/*'}\nX-Request-Id: ${locals(res).requestId}`;
   }
 }
 
@@ -48,7 +54,11 @@ export function auditAs(req: Request, res: Response, interaction: AuditInteracti
 export function holdResponses(trail: AuditTrail, logger: Logger) {
   return function hold(req: Request, res: Response, next: NextFunction): void {
     if (UNAUDITED.has(req.path) || !trail.enabled) return next();
-    const audit = new RequestAudit(defaultInteraction(req.method));
+    const audit = new RequestAudit(defaultInteraction(req.method), trail.server);
+    if (req.path === TOKEN_PATH) {
+      audit.tokenEndpoint = true;
+      audit.query = `${req.method} ${trail.server}${TOKEN_PATH}`;
+    }
     res.locals.audit = audit;
     const end = res.end.bind(res) as (...args: unknown[]) => Response;
     res.end = function heldEnd(this: Response, ...args: unknown[]): Response {
@@ -57,7 +67,6 @@ export function holdResponses(trail: AuditTrail, logger: Logger) {
       const ctx = locals(res).ctx;
       const events = trail.events(audit, {
         requestId: locals(res).requestId,
-        baseUrl: locals(res).baseUrl,
         clientAddress: req.socket.remoteAddress,
         ctx: ctx?.clientId ? ctx : undefined,
         status: res.statusCode,

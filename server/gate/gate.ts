@@ -4,7 +4,7 @@ import { organizationKey, type AccessContext } from '../access/context';
 import type { Decision } from '../consent/decision';
 import { FhirError, outcomeOf } from '../errors';
 import type { ResourceFilter } from '../search/filter';
-import { verifyChain, type ChainReport } from '../store/audit-chain';
+import { readHead, verifyChain, type ChainHead, type ChainReport, type ChainTail } from '../store/audit-chain';
 import { StoreReader, type HistoryRequest, type PagedVersion } from '../store/read';
 import type { Keyset, OrderSql } from '../search/order';
 import type { HistoryVersion, StoredVersion } from '../store/records';
@@ -50,14 +50,19 @@ export class Gate {
   }
 
   /**
-   * `$verify`: walks the audit chain. For auditors only; it reads the trail to hash it and
-   * returns nothing of it but where it breaks.
+   * `$verify`: walks the audit chain (and checks each kept `anchor` is in it). For auditors only;
+   * it reads the trail to hash it and returns nothing of it but where it breaks and its head.
    */
-  async verifyAuditChain(ctx: AccessContext): Promise<ChainReport> {
+  async verifyAuditChain(ctx: AccessContext, anchors: readonly ChainTail[] = []): Promise<ChainReport> {
     this.reads.allow(ctx, 'AuditEvent', 'search-type');
     if (!ctx.roles.includes('auditor')) throw new FhirError('forbidden', 'Only auditors may verify the audit trail');
     this.audit?.note(ctx, { interaction: 'operation', reference: 'AuditEvent', patients: [], decision: PERMITTED });
-    return verifyChain(this.store.driver);
+    return verifyChain(this.store.driver, { localBase: this.store.localBase, anchors });
+  }
+
+  /** The audit chain's head as stored now, for the log that keeps it outside the database (audit/head-log.ts). */
+  auditChainHead(): Promise<ChainHead | undefined> {
+    return readHead(this.store.driver);
   }
 
   /**
@@ -66,7 +71,6 @@ export class Gate {
    */
   async accessReport(ctx: AccessContext, patientId: string, since: number | undefined, limit: number): Promise<StoredVersion[]> {
     await this.reviewPatient(ctx, patientId);
-    this.audit?.note(ctx, { interaction: 'operation', reference: `Patient/${patientId}`, patients: [patientId], decision: PERMITTED });
     await this.store.auditIndex.catchUp();
     const events = await this.store.reader.byPatient('AuditEvent', 'patient', [patientId]);
     return events
@@ -76,24 +80,35 @@ export class Gate {
   }
 
   /**
-   * For the operations that explain access to a patient's record: the patient's facts (Patient,
-   * creator, Consents), for its custodian, auditors and the patient only. Anyone else gets a 403
-   * that does not say whether the patient exists.
+   * For the operations that explain access to a patient's record ($access-report,
+   * $access-decision, $sharing-summary): the patient's facts (Patient, creator, Consents), for its
+   * custodian, auditors and the patient only. Anyone else gets a 403 that does not say whether
+   * the patient exists. Every review, permitted or refused, is on the patient's own trail.
    */
   async reviewPatient(ctx: AccessContext, patientId: string): Promise<{ record: PatientRecord; resource: (type: ResourceType, id: string) => Promise<StoredVersion | undefined> }> {
+    const reviewed = (decision: Decision) => this.audit?.note(ctx, { interaction: 'operation', reference: `Patient/${patientId}`, patients: [patientId], decision });
     const reads = ['Patient', 'Consent', 'AuditEvent'] as const;
     if (!reads.some((t) => this.policy.allowsInteraction(ctx, t, 'read').effect === 'permit')) {
-      throw refused('review of this record', this.policy.allowsInteraction(ctx, 'Patient', 'read'));
+      const decision = this.policy.allowsInteraction(ctx, 'Patient', 'read');
+      reviewed(decision);
+      throw refused('review of this record', decision);
     }
     if (!this.facts) throw new FhirError('internal', 'no patient facts configured');
     const record = (await this.facts.patients([patientId], ctx.requestId)).get(patientId);
     const auditor = ctx.roles.includes('auditor');
-    const notPermitted = () => new FhirError('forbidden', 'Only the patient\'s custodian, auditors and the patient may review who can see this record');
+    const notPermitted = () => {
+      reviewed(REVIEW_REFUSED);
+      return new FhirError('forbidden', 'Only the patient\'s custodian, auditors and the patient may review who can see this record');
+    };
     if (!record?.resource) {
-      if (auditor) throw new FhirError('not-found', `Patient/${patientId} is not known`);
+      if (auditor) {
+        reviewed(UNKNOWN_PATIENT);
+        throw new FhirError('not-found', `Patient/${patientId} is not known`);
+      }
       throw notPermitted();
     }
     if (!(auditor || ctx.patient === patientId || isCustodian(ctx.organization, custodiansOf(record.resource, record.creatorOrg)))) throw notPermitted();
+    reviewed(PERMITTED);
     return {
       record,
       // The reviewer may learn decisions about any of the patient's data, never its content.
@@ -132,19 +147,32 @@ export class Gate {
    */
   transaction<T>(ctx: AccessContext, fn: (tx: GatedTx) => Promise<T>): Promise<T> {
     let changes: readonly WrittenVersion[] = [];
+    // What the write did is audited in its own transaction: both commit, or neither does.
+    const audit = this.audit?.transaction(ctx);
+    let appended = 0;
     return this.store
       .transaction(async (tx) => {
-        const gated = new GatedTx(tx, ctx, this.policy, this.seal, this.audit);
+        const gated = new GatedTx(tx, ctx, this.policy, this.seal, audit);
+        changes = gated.changes;
         const result = await fn(gated);
         await gated.settle();
-        changes = gated.changes;
         if (this.hooks && changes.length) await this.hooks.beforeCommit(tx, changes);
+        // Last before COMMIT: a failure to write the audit rolls the write back (fail closed).
+        if (audit) appended = await audit.append(tx);
         return result;
       })
-      .then((result) => {
-        if (changes.length) this.hooks?.afterCommit?.(changes);
-        return result;
-      });
+      .then(
+        (result) => {
+          audit?.committed();
+          if (appended) this.store.auditIndex.nudge(appended);
+          if (changes.length) this.hooks?.afterCommit?.(changes);
+          return result;
+        },
+        (err: unknown) => {
+          audit?.rolledBack(changes, err);
+          throw err;
+        },
+      );
   }
 }
 
@@ -166,16 +194,19 @@ export class GatedReads {
     private readonly seal: CursorSeal,
     /** Inside a transaction: the transaction's view of patients and Consents for the policy. */
     private readonly view?: PolicyData,
-    private readonly audit?: AuditSink,
+    private readonly audit?: Pick<AuditSink, 'note'>,
     /** Brings the AuditEvent search index up to date (deferred indexing); unset inside transactions. */
     private readonly indexAudit?: () => Promise<void>,
   ) {}
 
-  /** Reports one decided access of one version to the audit trail. */
-  note(ctx: AccessContext, interaction: AuditInteraction, v: StoredVersion, decision: Decision): void {
+  /**
+   * Reports one decided access of one version to the audit trail; `patients`, for a deletion
+   * (no content), are those of the version it replaced.
+   */
+  note(ctx: AccessContext, interaction: AuditInteraction, v: StoredVersion, decision: Decision, patients?: readonly string[]): void {
     if (!this.audit) return;
-    const patients = v.resource ? definitions[v.type].patientIds(v.resource) : [];
-    this.audit.note(ctx, { interaction, reference: `${v.type}/${v.id}/_history/${v.versionId}`, patients, decision });
+    const whose = patients ?? (v.resource ? definitions[v.type].patientIds(v.resource) : []);
+    this.audit.note(ctx, { interaction, reference: `${v.type}/${v.id}/_history/${v.versionId}`, patients: whose, decision });
   }
 
   private async decide(ctx: AccessContext, version: StoredVersion, purpose: ReadPurpose): Promise<Decision> {
@@ -379,9 +410,10 @@ export class GatedReads {
     let scannedTo: number | undefined;
     // A page's worth first (a feed reader usually sees all of it), more when versions were hidden.
     let batch = Math.min(Math.max(want, 50), 2000);
+    const replaced = new Map<HistoryVersion, StoredVersion>();
     for (;;) {
       const rows = await this.reader.history({ ...req, ...bounds, limit: batch });
-      const visible = await this.decideVersions(ctx, rows, purpose);
+      const visible = await this.decideVersions(ctx, rows, purpose, replaced);
       rows.forEach((v, i) => {
         if (found.length >= want) return;
         scannedTo = v.seq;
@@ -397,7 +429,13 @@ export class GatedReads {
     }
     const entries = found.slice(0, req.limit);
     const interaction: AuditInteraction = req.id !== undefined ? 'history-instance' : req.types.length === 1 ? 'history-type' : 'history-system';
-    for (const v of entries) if (!v.deleted) this.note(ctx, interaction, v, decided.get(v)!);
+    for (const v of entries) {
+      // A deletion shown is an access too: that the resource existed and was deleted, on the trail
+      // of the patients of the version it replaced.
+      const before = replaced.get(v);
+      if (!v.deleted) this.note(ctx, interaction, v, decided.get(v)!);
+      else if (before?.resource) this.note(ctx, interaction, v, decided.get(v)!, definitions[before.type].patientIds(before.resource));
+    }
     const more = found.length > req.limit;
     return { entries, nextSeq: more ? entries[entries.length - 1].seq : undefined, scannedTo: more ? entries[entries.length - 1].seq : scannedTo };
   }
@@ -436,8 +474,11 @@ export class GatedReads {
     return { req: { ...req, types }, purpose: { permission: 's', action: 'access' } };
   }
 
-  /** Decisions for versions of a history walk: a deletion is decided as the version before it. */
-  async decideVersions(ctx: AccessContext, rows: readonly HistoryVersion[], purpose: ReadPurpose): Promise<Decision[]> {
+  /**
+   * Decisions for versions of a history walk: a deletion is decided as the version before it
+   * (put in `replaced`, when given).
+   */
+  async decideVersions(ctx: AccessContext, rows: readonly HistoryVersion[], purpose: ReadPurpose, replaced?: Map<HistoryVersion, StoredVersion>): Promise<Decision[]> {
     const withContent = rows.filter((v) => !v.deleted);
     const decisions = await this.policy.canRead(ctx, withContent, purpose, this.view);
     const byKey = new Map(withContent.map((v, i) => [`${v.type}/${v.id}/${v.versionId}`, decisions[i]]));
@@ -449,6 +490,7 @@ export class GatedReads {
       }
       // A deletion is shown to whoever may see the version before it.
       const previous = await this.reader.version(v.type, v.id, v.versionId - 1);
+      if (previous && !previous.deleted) replaced?.set(v, previous);
       out.push(previous && !previous.deleted ? await this.decide(ctx, previous, purpose) : NO_CONTENT);
     }
     return out;
@@ -502,7 +544,8 @@ export class GatedTx {
     readonly ctx: AccessContext,
     private readonly policy: AccessPolicy,
     seal: CursorSeal,
-    private readonly audit?: AuditSink,
+    /** The transaction's audit: what is noted here is recorded in this transaction (see Gate.transaction). */
+    private readonly audit?: Pick<AuditSink, 'note'>,
   ) {
     const reader = new StoreReader(tx.q);
     this.reader = reader;
@@ -574,7 +617,7 @@ export class GatedTx {
         const decision = await this.policy.canWrite(this.ctx, type, undefined, after, permission, this.view);
         if (decision.effect === 'deny') {
           const patients = definitions[type].patientIds(after);
-          this.audit?.note(this.ctx, { interaction, reference: `${type}/${after.id ?? '(new)'}`, patients, decision });
+          this.audit?.note(this.ctx, { interaction, reference: after.id ? `${type}/${after.id}` : type, patients, decision });
           throw refused(what, decision, true);
         }
       });
@@ -622,6 +665,9 @@ export class GatedTx {
 /** What a note records for an access the gate allowed after its decision (the decision itself is in the AuthZ events when a Consent made it). */
 const PERMITTED: Decision = { effect: 'permit', reason: 'scope', consents: [], detail: 'permitted' };
 const NO_CONTENT: Decision = { effect: 'deny', reason: 'no-patient', consents: [], detail: 'no earlier version with content' };
+/** A review of a patient's record ($access-report, $access-decision, $sharing-summary) by someone it is not for. */
+const REVIEW_REFUSED: Decision = { effect: 'deny', reason: 'not-custodian', consents: [], detail: 'only the patient\'s custodian, auditors and the patient may review this record' };
+const UNKNOWN_PATIENT: Decision = { effect: 'deny', reason: 'no-patient', consents: [], detail: 'no such patient' };
 
 /**
  * The 403 for data the context may not see. It names no id (not even the one asked for) and no

@@ -66,12 +66,15 @@ function clientError(err: unknown): FhirError | undefined {
   return new FhirError('invalid-request', 'The request is malformed');
 }
 
-/** Connection-level database failures: the client did nothing wrong and may retry. */
+/**
+ * Connection-level database failures, and a database that cannot take writes now (a lock or
+ * statement timeout, a read-only database): the client did nothing wrong and may retry.
+ */
 function isDatabaseUnavailable(err: unknown): boolean {
   const e = err as { name?: string; code?: string; message?: string };
   if (!e) return false;
   if (e.name === 'SequelizeConnectionError' || e.name === 'SequelizeConnectionRefusedError' || e.name === 'SequelizeConnectionAcquireTimeoutError') return true;
-  if (['ECONNREFUSED', 'ECONNRESET', '57P01', '57P02', '57P03', '08006', '08001', '08003', 'SQLITE_BUSY', 'SQLITE_READONLY', 'SQLITE_IOERR', 'SQLITE_FULL', 'SQLITE_CANTOPEN'].includes(e.code ?? '')) return true;
+  if (['ECONNREFUSED', 'ECONNRESET', '55P03', '57014', '25006', '57P01', '57P02', '57P03', '08006', '08001', '08003', 'SQLITE_BUSY', 'SQLITE_READONLY', 'SQLITE_IOERR', 'SQLITE_FULL', 'SQLITE_CANTOPEN'].includes(e.code ?? '')) return true;
   return /Connection terminated|Client has encountered a connection error/.test(e.message ?? '');
 }
 

@@ -1,4 +1,7 @@
 import { createHash } from 'node:crypto';
+import type { Resource } from 'fhir/r4';
+import { extractIndexRows } from '../search/extract';
+import { paramId } from '../search/param-id';
 import type { Dialect, Queryable } from './driver';
 
 /**
@@ -11,6 +14,15 @@ import type { Dialect, Queryable } from './driver';
  * advisory lock on PostgreSQL; SQLite has one writer), so several server processes extend one
  * single chain. `verifyChain` recomputes it: an edited event, a deleted or reordered row, or an
  * event missing from the chain is reported at the first link that breaks.
+ *
+ * The chain's end is anchored: `audit_chain_head` holds the last link (seq, hash) and how many
+ * links were appended, updated in the same transaction as every append, and the next append
+ * attaches to it (not to whatever row is last). Cutting the end of the chain (events and links
+ * together) leaves the head pointing past it, and the next append leaves a gap: `verifyChain`
+ * reports `truncated`. What the head cannot do: someone with full write access to the database
+ * can rewrite events, links and head consistently. Only a head kept outside the database shows
+ * that — the server writes it to its log (audit/head-log.ts), `$verify` returns it, and
+ * `$verify?anchor=SEQ:HASH` checks the chain still holds a head kept earlier.
  */
 export const GENESIS = '0'.repeat(64);
 
@@ -30,18 +42,32 @@ export interface ChainTail {
   readonly hash: string;
 }
 
+/** The anchored end of the chain (`audit_chain_head`): its last link and how many links were appended. */
+export interface ChainHead extends ChainTail {
+  readonly links: number;
+}
+
+/** The stored head, or undefined when its row is gone. */
+export async function readHead(q: Queryable): Promise<ChainHead | undefined> {
+  const row = await q.get<{ seq: number | string; hash: string; links: number | string }>('SELECT seq, hash, links FROM audit_chain_head WHERE id = 1');
+  return row ? { seq: Number(row.seq), hash: row.hash, links: Number(row.links) } : undefined;
+}
+
 /**
- * The chain's last link, read inside the writing transaction. On PostgreSQL it first takes the
- * chain's advisory lock, held until commit, so concurrent writers (other server processes
- * too) extend the chain one after another; SQLite transactions have one writer already.
+ * The chain's last link, read inside the writing transaction: the head, not the last row, so a
+ * cut end stays visible (see above). On PostgreSQL it first takes the chain's advisory lock,
+ * held until commit, so concurrent writers (other server processes too) extend the chain one
+ * after another; SQLite transactions have one writer already. Without a head row nothing is
+ * appended (fail closed): the anchor was removed, and appending would hide that.
  */
 export async function chainTail(q: Queryable, dialect: Dialect): Promise<ChainTail> {
   if (dialect === 'postgres') await q.run('SELECT pg_advisory_xact_lock(727002)');
-  const tail = await q.get<{ seq: number | string; hash: string }>('SELECT seq, hash FROM audit_chain ORDER BY seq DESC LIMIT 1');
-  return { seq: Number(tail?.seq ?? 0), hash: tail?.hash ?? GENESIS };
+  const head = await readHead(q);
+  if (!head) throw new Error('the audit chain head (audit_chain_head) is missing: the audit trail is not written until it is restored');
+  return head;
 }
 
-/** Inserts the links of `links`, in order, after `tail`. */
+/** Inserts the links of `links`, in order, after `tail`, and moves the head to the last of them. */
 export async function insertLinks(q: Queryable, tail: ChainTail, links: readonly PendingLink[]): Promise<void> {
   let seq = tail.seq;
   let prev = tail.hash;
@@ -57,6 +83,15 @@ export async function insertLinks(q: Queryable, tail: ChainTail, links: readonly
     const chunk = rows.slice(i, i + 200);
     statements.push(q.run(`INSERT INTO audit_chain (seq, rid, event_id, prev_hash, hash) VALUES ${chunk.map(() => '(?, ?, ?, ?, ?)').join(', ')}`, chunk.flat()));
   }
+  if (rows.length) {
+    const moved = q.run('UPDATE audit_chain_head SET seq = ?, hash = ?, links = links + ? WHERE id = 1 AND seq = ?', [seq, prev, rows.length, tail.seq]);
+    statements.push(
+      moved.then((changed) => {
+        if (changed !== 1) throw new Error(`the audit chain head moved away from link ${tail.seq} during an append`);
+        return changed;
+      }),
+    );
+  }
   await Promise.all(statements);
 }
 
@@ -70,45 +105,165 @@ export type ChainProblem =
   | 'missing-link' // a seq is absent: a chain row was deleted
   | 'broken-link' // prev_hash is not the previous row's hash: rows were edited or reordered
   | 'hash-mismatch' // the event's content (or the row) was changed
-  | 'event-missing' // the chain names an AuditEvent that is no longer stored
+  | 'event-missing' // the chain names an AuditEvent that is no longer stored (or stored as deleted, or as another version)
+  | 'version-mismatch' // a history row of the event differs from the chained event (vread and _history would serve it)
+  | 'index-missing' // a patient search-index row derived from the event is gone: the event would be hidden from that patient's $access-report and AuditEvent?patient=
+  | 'truncated' // the head records more links than the chain has: its end was cut
+  | 'head-missing' // the head row is gone
+  | 'head-mismatch' // the head is not the chain's last link (edited, or links appended beside it)
+  | 'anchor-mismatch' // a head kept outside the database is not in the chain: it was rewritten or cut below it
   | 'not-chained'; // an AuditEvent is stored without a link
+
+export interface ChainProblemReport {
+  readonly problem: ChainProblem;
+  readonly seq?: number;
+  readonly event?: string;
+  readonly detail: string;
+}
 
 export interface ChainReport {
   readonly ok: boolean;
   readonly links: number;
-  readonly firstProblem?: { readonly problem: ChainProblem; readonly seq?: number; readonly event?: string; readonly detail: string };
+  /** The stored head, as read when the walk began (what an operator keeps outside the database). */
+  readonly head?: ChainHead;
+  readonly firstProblem?: ChainProblemReport;
 }
 
-/** Walks the whole chain in seq order and reports the first broken or missing link. */
-export async function verifyChain(q: Queryable): Promise<ChainReport> {
+export interface VerifyOptions {
+  /** The configured base URL, as the search index was built with it (see extractIndexRows). */
+  readonly localBase?: string;
+  /** Heads kept outside the database (from the log or an earlier $verify): each must still be in the chain. */
+  readonly anchors?: readonly ChainTail[];
+}
+
+const PATIENT_PARAM = paramId('AuditEvent', 'patient');
+const BATCH = 1000;
+
+interface LinkRow {
+  seq: number | string;
+  rid: number | string;
+  event_id: string;
+  prev_hash: string;
+  hash: string;
+  content: string | null;
+  type: string | null;
+  id: string | null;
+  deleted: number | string | null;
+  version_id: number | string | null;
+}
+
+/**
+ * Walks the whole chain in seq order, up to the head, and reports the first broken or missing
+ * link; then whether the head is the chain's end, whether events are stored outside it, and
+ * whether each kept anchor is in it. For every link it also checks what the trail is read
+ * through besides the event itself: the event's history rows (content, when a row holds it,
+ * must be the chained content) and its patient search-index rows (an event not yet indexed is
+ * queued, and is searched only after it is).
+ */
+export async function verifyChain(q: Queryable, options: VerifyOptions = {}): Promise<ChainReport> {
+  const head = await readHead(q);
+  const anchors = new Map((options.anchors ?? []).map((a) => [a.seq, a.hash]));
+  const seenAnchors = new Set<number>();
   let expected = 1;
   let prev = GENESIS;
   let links = 0;
+  const fail = (problem: ChainProblemReport): ChainReport => ({ ok: false, links, ...(head ? { head } : {}), firstProblem: problem });
   for (;;) {
-    const rows = await q.all<{ seq: number | string; event_id: string; prev_hash: string; hash: string; content: string | null; type: string | null; id: string | null }>(
-      `SELECT c.seq, c.event_id, c.prev_hash, c.hash, r.content, r.type, r.id FROM audit_chain c LEFT JOIN resources r ON r.rid = c.rid WHERE c.seq >= ? ORDER BY c.seq LIMIT 1000`,
-      [expected],
+    const upTo = head ? ' AND c.seq <= ?' : '';
+    const rows = await q.all<LinkRow>(
+      `SELECT c.seq, c.rid, c.event_id, c.prev_hash, c.hash, r.content, r.type, r.id, r.deleted, r.version_id FROM audit_chain c LEFT JOIN resources r ON r.rid = c.rid WHERE c.seq >= ?${upTo} ORDER BY c.seq LIMIT ${BATCH}`,
+      head ? [expected, head.seq] : [expected],
     );
+    const derived = await derivedRows(q, rows, options.localBase);
     for (const row of rows) {
       const seq = Number(row.seq);
       const event = `AuditEvent/${row.event_id}`;
-      if (seq !== expected) return { ok: false, links, firstProblem: { problem: 'missing-link', seq: expected, detail: `link ${expected} is missing (the chain jumps to ${seq})` } };
-      if (row.prev_hash !== prev) return { ok: false, links, firstProblem: { problem: 'broken-link', seq, event, detail: `link ${seq} does not follow link ${seq - 1}` } };
-      if (row.content === null || row.type !== 'AuditEvent' || row.id !== row.event_id) {
-        return { ok: false, links, firstProblem: { problem: 'event-missing', seq, event, detail: `${event} of link ${seq} is no longer stored` } };
+      if (seq !== expected) return fail({ problem: 'missing-link', seq: expected, detail: `link ${expected} is missing (the chain jumps to ${seq})` });
+      if (row.prev_hash !== prev) return fail({ problem: 'broken-link', seq, event, detail: `link ${seq} does not follow link ${seq - 1}` });
+      if (row.content === null || row.type !== 'AuditEvent' || row.id !== row.event_id || Number(row.deleted) !== 0 || Number(row.version_id) !== 1) {
+        return fail({ problem: 'event-missing', seq, event, detail: `${event} of link ${seq} is no longer stored as recorded` });
       }
       if (linkHash(prev, seq, row.event_id, row.content) !== row.hash) {
-        return { ok: false, links, firstProblem: { problem: 'hash-mismatch', seq, event, detail: `${event} (link ${seq}) was changed after it was recorded` } };
+        return fail({ problem: 'hash-mismatch', seq, event, detail: `${event} (link ${seq}) was changed after it was recorded` });
+      }
+      const versionProblem = derived.versions(row.event_id, row.content);
+      if (versionProblem) return fail({ problem: 'version-mismatch', seq, event, detail: `${event} (link ${seq}): ${versionProblem}` });
+      const missing = derived.missingPatients(Number(row.rid), row.content);
+      if (missing) return fail({ problem: 'index-missing', seq, event, detail: `${event} (link ${seq}) is not indexed under ${missing}: it would be hidden from that patient's access report` });
+      if (anchors.has(seq)) {
+        if (anchors.get(seq) !== row.hash) return fail({ problem: 'anchor-mismatch', seq, event, detail: `link ${seq} is not the one kept outside the database: the chain was rewritten at or before it` });
+        seenAnchors.add(seq);
       }
       prev = row.hash;
       expected = seq + 1;
       links++;
     }
-    if (rows.length < 1000) break;
+    if (rows.length < BATCH) break;
+  }
+  if (!head) return fail({ problem: 'head-missing', detail: 'the chain head (audit_chain_head) is missing, so a cut end of the chain could not be seen' });
+  if (links < head.seq) {
+    return fail({ problem: 'truncated', seq: links + 1, detail: `the chain ends at link ${links} but its head records ${head.seq}: links ${links + 1} to ${head.seq} were removed` });
+  }
+  if (head.hash !== prev || head.links !== links) {
+    return fail({ problem: 'head-mismatch', seq: head.seq, detail: `the head (link ${head.seq}, ${head.links} links) is not the chain's last link` });
+  }
+  for (const [seq] of anchors) {
+    if (!seenAnchors.has(seq)) return fail({ problem: 'anchor-mismatch', seq, detail: `link ${seq}, kept outside the database, is not in the chain (it has ${links} links up to its head)` });
+  }
+  // Links past the head: appended since it was read, or slipped in beside it.
+  const beyond = await q.get<{ seq: number | string }>('SELECT seq FROM audit_chain WHERE seq > ? ORDER BY seq LIMIT 1', [head.seq]);
+  if (beyond) {
+    const now = await readHead(q);
+    if (!now || now.seq < Number(beyond.seq)) return fail({ problem: 'head-mismatch', seq: Number(beyond.seq), detail: `link ${beyond.seq} lies beyond the chain's head` });
   }
   const orphan = await q.get<{ id: string }>(
     "SELECT r.id FROM resources r WHERE r.type = 'AuditEvent' AND NOT EXISTS (SELECT 1 FROM audit_chain c WHERE c.rid = r.rid) LIMIT 1",
   );
-  if (orphan) return { ok: false, links, firstProblem: { problem: 'not-chained', event: `AuditEvent/${orphan.id}`, detail: `AuditEvent/${orphan.id} is stored but not in the chain` } };
-  return { ok: true, links };
+  if (orphan) return fail({ problem: 'not-chained', event: `AuditEvent/${orphan.id}`, detail: `AuditEvent/${orphan.id} is stored but not in the chain` });
+  const stray = await q.get<{ id: string }>(
+    "SELECT v.id FROM resource_versions v WHERE v.type = 'AuditEvent' AND NOT EXISTS (SELECT 1 FROM resources r WHERE r.type = 'AuditEvent' AND r.id = v.id) LIMIT 1",
+  );
+  if (stray) return fail({ problem: 'not-chained', event: `AuditEvent/${stray.id}`, detail: `a history row of AuditEvent/${stray.id} is stored but the event is not` });
+  return { ok: true, links, head };
+}
+
+/**
+ * For one batch of links: the history rows of their events, and which of their patient index
+ * rows exist (the queue is read first: an event dequeued since has its rows committed).
+ */
+async function derivedRows(q: Queryable, rows: readonly LinkRow[], localBase: string | undefined) {
+  const ids = rows.map((r) => r.event_id);
+  const rids = rows.map((r) => Number(r.rid));
+  const versions = new Map<string, { version_id: number | string; deleted: number | string; content: string | null }[]>();
+  const queued = new Set<number>();
+  const indexed = new Set<string>();
+  if (rows.length) {
+    const marks = (n: number) => Array.from({ length: n }, () => '?').join(', ');
+    for (const v of await q.all<{ id: string; version_id: number | string; deleted: number | string; content: string | null }>(
+      `SELECT id, version_id, deleted, content FROM resource_versions WHERE type = 'AuditEvent' AND id IN (${marks(ids.length)})`,
+      ids,
+    )) {
+      versions.set(v.id, [...(versions.get(v.id) ?? []), v]);
+    }
+    for (const r of await q.all<{ rid: number | string }>(`SELECT rid FROM audit_index_queue WHERE rid IN (${marks(rids.length)})`, rids)) queued.add(Number(r.rid));
+    for (const r of await q.all<{ rid: number | string; ref: string }>(`SELECT rid, ref FROM idx_reference WHERE pid = ? AND rid IN (${marks(rids.length)})`, [PATIENT_PARAM, ...rids])) {
+      indexed.add(`${Number(r.rid)} ${r.ref}`);
+    }
+  }
+  return {
+    /** Whatever history rows the store keeps of the event: one version, not deleted, with the chained content or none. */
+    versions(id: string, content: string): string | undefined {
+      for (const v of versions.get(id) ?? []) {
+        if (Number(v.version_id) !== 1 || Number(v.deleted) !== 0) return `its history holds version ${v.version_id}${Number(v.deleted) ? ' as a deletion' : ''}, which was never recorded`;
+        if (v.content !== null && v.content !== content) return 'its history row (served by vread and _history) differs from the recorded event';
+      }
+      return undefined;
+    },
+    /** The first patient reference the event's content indexes under that is not in the index. */
+    missingPatients(rid: number, content: string): string | undefined {
+      if (queued.has(rid)) return undefined;
+      const refs = extractIndexRows('AuditEvent', JSON.parse(content) as Resource, localBase).reference.filter((r) => r.param === 'patient');
+      return refs.find((r) => !indexed.has(`${rid} ${r.ref}`))?.ref;
+    },
+  };
 }

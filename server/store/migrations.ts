@@ -267,6 +267,18 @@ const migrations: readonly Migration[] = [
       await m.addIndex('subscription_outbox', ['status', 'queued_at'], 'outbox_status');
     },
   },
+  {
+    id: '0020-audit-chain-head',
+    async up(m) {
+      // The anchored end of the audit chain (see store/audit-chain.ts): one row, moved in the
+      // same transaction as every append, so a cut end of the chain stays visible to $verify.
+      await m.sql('CREATE TABLE audit_chain_head (id INTEGER PRIMARY KEY, seq BIGINT NOT NULL, hash VARCHAR(64) NOT NULL, links BIGINT NOT NULL)');
+      await m.sql(`INSERT INTO audit_chain_head (id, seq, hash, links) VALUES (1, 0, '${'0'.repeat(64)}', 0)`);
+      await m.sql(
+        'UPDATE audit_chain_head SET seq = (SELECT seq FROM audit_chain ORDER BY seq DESC LIMIT 1), hash = (SELECT hash FROM audit_chain ORDER BY seq DESC LIMIT 1), links = (SELECT COUNT(*) FROM audit_chain) WHERE id = 1 AND EXISTS (SELECT 1 FROM audit_chain)',
+      );
+    },
+  },
 ];
 
 /** Ids of all migrations, in order (for the health report and tests). */

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { Sequelize } from 'sequelize';
 import type { DatabaseConfig } from '../config';
 import { AuditIndexer } from './audit-index';
-import { openDriver, type Driver } from './driver';
+import { openDriver, type Driver, type Queryable } from './driver';
 import { migrate } from './migrations';
 import { StoreReader } from './read';
 import { reindexIfAsked } from './reindex';
@@ -31,9 +31,12 @@ export class Store {
     readonly sequelize: Sequelize,
     readonly driver: Driver,
     private readonly now: () => number,
-    private readonly localBase: string | undefined,
+    /** The configured base URL the search index is built with (see extractIndexRows). */
+    readonly localBase: string | undefined,
     /** The key search cursors are sealed with, shared by every process on this database (gate/cursor.ts). */
     readonly cursorKey: Buffer,
+    /** PostgreSQL: lock and statement timeout of write transactions, ms (0: none). */
+    private readonly writeTimeoutMs = 0,
   ) {
     this.reader = new StoreReader(driver);
     this.auditIndex = new AuditIndexer(driver, localBase);
@@ -54,7 +57,7 @@ export class Store {
       await migrate(sequelize);
       const driver = await openDriver(sequelize, config.dialect === 'sqlite' ? { sqliteSynchronous: config.synchronous, sqliteBusyTimeoutMs: config.busyTimeoutMs } : {});
       await reindexIfAsked(driver, options.localBase);
-      return new Store(sequelize, driver, options.now, options.localBase, await sharedSecret(driver, 'cursor-key'));
+      return new Store(sequelize, driver, options.now, options.localBase, await sharedSecret(driver, 'cursor-key'), config.dialect === 'postgres' ? (config.writeTimeoutMs ?? 0) : 0);
     } catch (err) {
       await sequelize.close().catch(() => undefined);
       throw err;
@@ -65,9 +68,25 @@ export class Store {
     return this.driver.dialect;
   }
 
-  /** Runs `fn` in one write transaction (see WriteTx). */
+  /** Runs `fn` in one write transaction (see WriteTx), its waits bounded (see bounded()). */
   transaction<T>(fn: (tx: WriteTx) => Promise<T>): Promise<T> {
-    return writeTransaction(this.driver, this.now, this.localBase, fn);
+    if (!this.writeTimeoutMs) return writeTransaction(this.driver, this.now, this.localBase, fn);
+    return writeTransaction(this.driver, this.now, this.localBase, async (tx) => {
+      await this.bounded(tx.q);
+      return fn(tx);
+    });
+  }
+
+  /**
+   * PostgreSQL: every write transaction writes the audit trail, and without a bound a lock that
+   * is never released (another session holding the chain, a stuck DDL) would hang every request
+   * waiting for its audit. `lock_timeout` and `statement_timeout` for the rest of the
+   * transaction (CUSTODIAN_AUDIT_WRITE_TIMEOUT_MS) make it fail instead, and the request fails
+   * closed with a 503. (SQLite's equivalent is its busy timeout.)
+   */
+  private async bounded(q: Queryable): Promise<void> {
+    const ms = String(this.writeTimeoutMs);
+    await q.get("SELECT set_config('lock_timeout', ?, true) AS l, set_config('statement_timeout', ?, true) AS s", [ms, ms]);
   }
 
   /**
@@ -88,6 +107,7 @@ export class Store {
    */
   async probeWrite(): Promise<void> {
     await this.driver.transaction(async (q) => {
+      if (this.writeTimeoutMs) await this.bounded(q);
       if (this.driver.dialect === 'postgres') await q.run('LOCK TABLE audit_chain IN ROW EXCLUSIVE MODE');
       const at = this.now();
       const changed = await q.run('UPDATE custodian_health SET checked_at = ? WHERE id = 1', [at]);

@@ -1,10 +1,11 @@
 import assert from 'node:assert/strict';
 import type { AuditEvent } from 'fhir/r4';
+import { randomUUID } from 'node:crypto';
 import { createLocalJWKSet, exportJWK, generateKeyPair, SignJWT, type KeyLike } from 'jose';
 import { requestLog } from '../../server/http/pipeline';
 import { sharedValidator } from '../../server/validation/validate';
-import type { Api } from '../support/api';
-import { assertValidFhir } from '../support/api';
+import { Api, assertValidFhir } from '../support/api';
+import { clientAssertion } from '../support/auth';
 import { consent, loadJson, patient } from '../support/fixtures';
 import { startHarness, type Harness } from '../support/harness';
 
@@ -25,6 +26,52 @@ function shape(e: AuditEvent) {
 }
 const balp = (name: string) => loadJson<AuditEvent>('ihe', 'balp', 'json', 'instances', `AuditEvent-ex-${name}.json`);
 const includes = (ours: string[], theirs: string[]) => theirs.every((t) => ours.includes(t));
+
+const USER_SLOTS = ['IRCP', 'AUT', 'INF', 'CST'];
+const slotOf = (a: AuditEvent['agent'][number]) => a.type?.coding?.[0]?.code ?? '?';
+const sameWho = (a: { reference?: string; identifier?: { value?: string }; display?: string } | undefined, b: typeof a) =>
+  !!a && !!b && ((a.reference !== undefined && a.reference === b.reference) || (a.identifier?.value !== undefined && a.identifier.value === b.identifier?.value) || (a.display !== undefined && a.display === b.display));
+
+/**
+ * An event against the BALP example of its interaction, field by field as BALP's profiles slice
+ * it: type and action; the outcome; for each of the example's agents (by type; the user by any
+ * of BALP's user types), ours with the same requestor flag and the same network type, and the
+ * purpose of use where the example has it and only on requestors; the source type; an observer
+ * that is one of the agents — for us the server agent (network type 5); and for each of the
+ * example's entities (by type and role), ours with the same kind of `what`.
+ */
+function assertLikeBalp(ours: AuditEvent, name: string): void {
+  const example = balp(name);
+  const at = (what: string) => `${name}: ${what}`;
+  assert.deepEqual([ours.type.system, ours.type.code], [example.type.system, example.type.code], at('type'));
+  assert.equal(ours.action, example.action, at('action'));
+  assert.equal(ours.outcome, example.outcome, at('outcome'));
+  for (const theirs of example.agent) {
+    const slot = slotOf(theirs);
+    const mine = ours.agent.find((a) => (USER_SLOTS.includes(slot) ? USER_SLOTS.includes(slotOf(a)) : slotOf(a) === slot));
+    assert.ok(mine, at(`an agent ${slot} (ours: ${ours.agent.map(slotOf)})`));
+    assert.equal(mine.requestor, theirs.requestor, at(`agent ${slot} requestor`));
+    assert.equal(mine.network?.type, theirs.network?.type, at(`agent ${slot} network type`));
+    if (theirs.purposeOfUse?.length) assert.ok(mine.purposeOfUse?.length, at(`agent ${slot} purposeOfUse`));
+  }
+  assert.ok(ours.agent.filter((a) => a.purposeOfUse?.length).every((a) => a.requestor), at('purposeOfUse only on the requestor'));
+  assert.equal(ours.agent.filter((a) => a.requestor).length, 1, at('one requestor'));
+  assert.deepEqual((ours.source.type ?? []).map((c) => c.code), (example.source.type ?? []).map((c) => c.code), at('source.type'));
+  assert.ok(example.agent.some((a) => sameWho(a.who, example.source.observer)), at('the example observes through one of its agents'));
+  const server = ours.agent.find((a) => a.network?.type === '5') ?? ours.agent.find((a) => slotOf(a) === 'authserver')!;
+  assert.ok(sameWho(server.who, ours.source.observer), at('the observer is the server agent'));
+  for (const theirs of example.entity ?? []) {
+    const key = `${theirs.type?.code}/${theirs.role?.code ?? '-'}`;
+    const mine = (ours.entity ?? []).find((x) => `${x.type?.code}/${x.role?.code ?? '-'}` === key);
+    assert.ok(mine, at(`an entity ${key}`));
+    if (theirs.what?.reference) {
+      assert.ok(mine.what?.reference, at(`entity ${key} what.reference`));
+      if (theirs.role?.code === '1') assert.match(mine.what!.reference!, /^Patient\//, at(`entity ${key} names the patient`));
+    }
+    if (theirs.what?.identifier) assert.ok(mine.what?.identifier?.value, at(`entity ${key} what.identifier`));
+    if (theirs.query) assert.ok(mine.query, at(`entity ${key} query`));
+  }
+}
 
 describe('Audit: a BALP AuditEvent for every access', () => {
   let h: Harness;
@@ -96,7 +143,7 @@ describe('Audit: a BALP AuditEvent for every access', () => {
     // BALP's read has client (110152), server (110153) and, with a user, IRCP; ours adds the organisation (PROV).
     assert.ok(includes(ours.agents as string[], ['110152', '110153']), JSON.stringify(ours.agents));
     assert.ok(ours.agents.includes('PROV'));
-    assert.ok(includes(ours.entities, example.entities.filter((e) => e !== '2/4' || true)), `${ours.entities} vs ${example.entities}`);
+    assert.ok(includes(ours.entities, example.entities), `${ours.entities} vs ${example.entities}`);
     const client = read.agent.find((a) => a.requestor)!;
     assert.equal(client.who?.identifier?.value, 'hospital');
     assert.equal(client.purposeOfUse?.[0].coding?.[0].code, 'TREAT');
@@ -172,6 +219,7 @@ describe('Audit: a BALP AuditEvent for every access', () => {
       ['audit-delete', 'D', 'delete', `Patient/${pid}/_history/4`],
     ];
     const createExample = shape(balp('auditBasicCreateServer'));
+    const deleteExample = shape(balp('auditBasicDeleteServer'));
     for (const [id, action, subtype, version] of expected) {
       const [e, ...rest2] = await eventsOf(id);
       assert.equal(rest2.length, 0, id);
@@ -179,7 +227,9 @@ describe('Audit: a BALP AuditEvent for every access', () => {
       assert.deepEqual(shape(e).subtype, [subtype]);
       assert.equal(patientOf(e), `Patient/${pid}`, id);
       assert.ok(e.entity!.some((x) => x.what?.reference === version), `${id}: ${JSON.stringify(e.entity)}`);
-      assert.ok(includes(shape(e).agents as string[], createExample.agents.filter((a) => a !== 'AUT') as string[]), `${id}: ${shape(e).agents} vs ${createExample.agents}`);
+      // BALP's Delete names the client as the application (110150) and the server as custodian.
+      const example = action === 'D' ? deleteExample : createExample;
+      assert.ok(includes(shape(e).agents as string[], example.agents.filter((a) => a !== 'AUT') as string[]), `${id}: ${shape(e).agents} vs ${example.agents}`);
     }
   });
 
@@ -187,7 +237,7 @@ describe('Audit: a BALP AuditEvent for every access', () => {
     const res = await h.anonymous.get(`/Patient/${alice}`, { 'X-Request-Id': 'audit-401' });
     assert.equal(res.status, 401);
     const [e] = await eventsOf('audit-401');
-    assert.equal(e.outcome, '4');
+    assert.equal(e.outcome, '8', 'a refused authentication is a serious failure, like a 403 (see outcomeOf)');
     assert.match(e.agent.find((a) => a.requestor)!.who!.display!, /no valid token/);
     const now = Math.floor(Date.now() / 1000);
     const stale = await new SignJWT({ client_id: 'hospital', jti: 'stale-jti' }).setProtectedHeader({ alg: 'ES256' }).setIssuer(BASE).setAudience(BASE).setExpirationTime(now - 10).sign(idpKey);
@@ -220,6 +270,186 @@ describe('Audit: a BALP AuditEvent for every access', () => {
     assert.equal(res.body.parameter.find((p: { name: string }) => p.name === 'intact').valueBoolean, true);
     assert.ok(res.body.parameter.find((p: { name: string }) => p.name === 'links').valueInteger > 10);
     assert.equal((await gp.get('/AuditEvent/$verify')).status, 403);
+  });
+
+  describe('field by field against BALP\'s examples, as a user (a trusted issuer\'s token naming a practitioner)', () => {
+    async function userToken(claims: Record<string, unknown>): Promise<Api> {
+      const now = Math.floor(Date.now() / 1000);
+      const token = await new SignJWT({ iss: IDP, aud: BASE, exp: now + 300, client_id: 'idp-app', purpose_of_use: 'TREAT', jti: randomUUID(), ...claims })
+        .setProtectedHeader({ alg: 'ES256', kid: 'k' })
+        .sign(idpKey);
+      return new Api(h.app.express, token);
+    }
+    const SCOPE = 'system/Patient.cruds system/Consent.cruds';
+    let custodianUser: Api;
+    before(async () => {
+      custodianUser = await userToken({ fhirUser: 'Practitioner/p0', organization: 'GP1', scope: SCOPE });
+      // bob's Consents: one permits practitioner p1, one denies practitioner p2.
+      await gp.post('/Consent', consent(bob, { provision: { type: 'permit', actor: [{ role: { text: 'r' }, reference: { reference: 'Practitioner/p1' } }] } }));
+      await gp.post('/Consent', consent(bob, { provision: { type: 'deny', actor: [{ role: { text: 'r' }, reference: { reference: 'Practitioner/p2' } }] } }));
+    });
+
+    it('read, search, create, update, patch and delete match BALP\'s server-side examples', async () => {
+      const read = rid();
+      assert.equal((await custodianUser.get(`/Patient/${alice}`, { 'X-Request-Id': read })).status, 200);
+      assertLikeBalp(rest(await eventsOf(read))[0], 'auditBasicReadServer');
+      const search = rid();
+      assert.equal((await custodianUser.get('/Patient?family=Alice', { 'X-Request-Id': search })).status, 200);
+      assertLikeBalp(rest(await eventsOf(search))[0], 'auditBasicQueryGetServer');
+      const create = rid();
+      const created = await custodianUser.post('/Patient', patient({ managingOrganization: org('GP1') }), { 'X-Request-Id': create });
+      assert.equal(created.status, 201);
+      const pid = created.body.id;
+      assertLikeBalp(rest(await eventsOf(create))[0], 'auditBasicCreateServer');
+      const update = rid();
+      assert.equal((await custodianUser.put(`/Patient/${pid}`, patient({ id: pid, managingOrganization: org('GP1'), active: true }), { 'X-Request-Id': update })).status, 200);
+      assertLikeBalp(rest(await eventsOf(update))[0], 'auditBasicUpdate1');
+      const patch = rid();
+      assert.equal((await custodianUser.patch(`/Patient/${pid}`, [{ op: 'add', path: '/gender', value: 'other' }], { 'X-Request-Id': patch })).status, 200);
+      assertLikeBalp(rest(await eventsOf(patch))[0], 'auditBasicPatch');
+      const del = rid();
+      assert.ok([200, 204].includes((await custodianUser.delete(`/Patient/${pid}`, { 'X-Request-Id': del })).status));
+      assertLikeBalp(rest(await eventsOf(del))[0], 'auditBasicDeleteServer');
+    });
+
+    it('a Consent\'s permit and deny match BALP\'s AuthZconsent examples', async () => {
+      const permitted = rid();
+      const p1 = await userToken({ fhirUser: 'Practitioner/p1', organization: 'HOSP9', scope: SCOPE });
+      assert.equal((await p1.get(`/Patient/${bob}`, { 'X-Request-Id': permitted })).status, 200);
+      const events = await eventsOf(permitted);
+      assertLikeBalp(authz(events)[0], 'auditAuthZconsent');
+      assertLikeBalp(rest(events)[0], 'auditBasicReadServer');
+      const denied = rid();
+      const p2 = await userToken({ fhirUser: 'Practitioner/p2', organization: 'HOSP9', scope: SCOPE });
+      assert.equal((await p2.get(`/Patient/${bob}`, { 'X-Request-Id': denied })).status, 403);
+      assertLikeBalp(authz(await eventsOf(denied))[0], 'auditAuthZconsent-deny');
+    });
+
+    it('an AuthZconsent event keeps BALP\'s userorg agent when the token names no organisation', async () => {
+      const id = rid();
+      const p1 = await userToken({ fhirUser: 'Practitioner/p1', scope: SCOPE });
+      assert.equal((await p1.get(`/Patient/${bob}`, { 'X-Request-Id': id })).status, 200);
+      const [decision] = authz(await eventsOf(id));
+      const org = decision.agent.filter((a) => slotOf(a) === 'PROV');
+      assert.equal(org.length, 1, 'userorg is 1..1 in BALP AuthZconsent');
+      assert.equal(org[0].requestor, false);
+      assert.match(org[0].who!.display!, new RegExp(`not named by the access token \\(issued by ${IDP.replace(/\./g, '\\.')}\\)`));
+      assert.ok(decision.agent.length >= 4, 'BALP AuthZconsent: at least 4 agents');
+    });
+  });
+
+  it('reviews of a patient\'s record ($sharing-summary, $access-decision), permitted or refused, are on the patient\'s trail and in $access-report', async () => {
+    const asked: [Api, string, string, string][] = [
+      [gp, `/Patient/${hidden}/$sharing-summary`, 'review-summary', '0'],
+      [gp, `/Patient/${hidden}/$access-decision?client=hospital&purpose=TREAT`, 'review-decision', '0'],
+      [hospital, `/Patient/${hidden}/$sharing-summary`, 'review-summary-refused', '8'],
+      [hospital, `/Patient/${hidden}/$access-decision?client=gp`, 'review-decision-refused', '8'],
+    ];
+    for (const [api, path, id, outcome] of asked) {
+      const res = await api.get(path, { 'X-Request-Id': id });
+      assert.equal(res.status, outcome === '0' ? 200 : 403, path);
+      const [e, ...more] = await eventsOf(id);
+      assert.equal(more.length, 0, id);
+      assert.equal(patientOf(e), `Patient/${hidden}`, `${id}: the patient's entity`);
+      assert.equal(e.outcome, outcome, id);
+      assert.deepEqual(shape(e).subtype, ['operation']);
+    }
+    const report = (await gp.get(`/Patient/${hidden}/$access-report`)).body.parameter.filter((p: { name: string }) => p.name === 'access');
+    const queries = report.map((l: { part: { name: string; valueString?: string; valueCode?: string }[] }) => ({
+      query: l.part.find((p) => p.name === 'query')?.valueString ?? '',
+      outcome: l.part.find((p) => p.name === 'outcome')?.valueCode,
+    }));
+    for (const op of ['$sharing-summary', '$access-decision']) {
+      assert.ok(queries.some((q: { query: string; outcome: string }) => q.query.includes(op) && q.outcome === 'permitted'), `${op} permitted is in the report`);
+      assert.ok(queries.some((q: { query: string; outcome: string }) => q.query.includes(op) && q.outcome === 'refused'), `${op} refused is in the report`);
+    }
+  });
+
+  it('a deletion shown in history is on the trail of the deleted resource\'s patient', async () => {
+    const pid = (await gp.post('/Patient', patient({ managingOrganization: org('GP1') }))).body.id;
+    await gp.delete(`/Patient/${pid}`);
+    const id = rid();
+    const history = await gp.get(`/Patient/${pid}/_history`, { 'X-Request-Id': id });
+    assert.equal(history.body.entry.length, 2);
+    const [e] = rest(await eventsOf(id));
+    assert.equal(patientOf(e), `Patient/${pid}`);
+    assert.ok(e.entity!.some((x) => x.what?.reference === `Patient/${pid}/_history/2`), 'the deletion shown');
+    assert.ok(e.entity!.some((x) => x.what?.reference === `Patient/${pid}/_history/1`), 'the version before it');
+  });
+
+  it('a transaction that rolls back names no version that never existed', async () => {
+    const pid = (await gp.post('/Patient', patient({ managingOrganization: org('GP1') }))).body.id;
+    const id = rid();
+    const res = await gp.post(
+      '/',
+      {
+        resourceType: 'Bundle',
+        type: 'transaction',
+        entry: [
+          { fullUrl: 'urn:uuid:8c5a4d3e-0000-4000-8000-000000000001', resource: patient({ managingOrganization: org('GP1') }), request: { method: 'POST', url: 'Patient' } },
+          { resource: patient({ id: pid, managingOrganization: org('GP1'), active: false }), request: { method: 'PUT', url: `Patient/${pid}` } },
+          // runs last (PUTs after POSTs), and breaks the Consent profile: everything rolls back
+          { resource: { resourceType: 'Consent', id: 'not-valid', status: 'active' }, request: { method: 'PUT', url: 'Consent/not-valid' } },
+        ],
+      },
+      { 'X-Request-Id': id },
+    );
+    assert.ok(res.status >= 400, `rolled back: ${res.status}`);
+    const events = await eventsOf(id);
+    const entities = events.flatMap((e) => e.entity ?? []);
+    const references = entities.map((x) => x.what?.reference).filter(Boolean) as string[];
+    assert.ok(!references.some((r) => /\/_history\//.test(r)), `no version: ${references}`);
+    assert.ok(references.includes(`Patient/${pid}`), 'the update attempted, on the existing Patient');
+    assert.ok(entities.some((x) => x.what?.type === 'Patient' && !x.what.reference && /not stored/.test(x.what.display ?? '')), 'the create attempted, by type only');
+    assert.ok(events.every((e) => e.outcome !== '0'), 'and none of it succeeded');
+    assert.equal((await gp.get(`/Patient/${pid}`)).body.versionId, undefined);
+    assert.equal((await gp.get(`/Patient/${pid}`)).body.meta.versionId, '1');
+  });
+
+  describe('the token endpoint', () => {
+    const tokenUrl = () => h.app.audience.tokenEndpoint;
+    async function ask(id: string, form: Record<string, string>) {
+      return h.anonymous.request('post', '/auth/token', { body: new URLSearchParams(form).toString(), raw: true, contentType: 'application/x-www-form-urlencoded', headers: { 'X-Request-Id': id } });
+    }
+    const base = (assertion: string, extra: Record<string, string> = {}) => ({
+      grant_type: 'client_credentials',
+      client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
+      client_assertion: assertion,
+      scope: 'system/Patient.rs',
+      ...extra,
+    });
+    it('every refusal is a BALP authentication event (ITI-71) with the presented client id, outcome 8 or 4, no patient and no credential', async () => {
+      const hosp = h.clients.get('hospital')!;
+      const other = h.clients.get('gp')!;
+      const reused = await clientAssertion(hosp, tokenUrl(), Date.now());
+      const cases: [string, Record<string, string>, number, string, string | undefined][] = [
+        ['token-unknown', base(await clientAssertion({ ...hosp, clientId: 'nobody' }, tokenUrl(), Date.now())), 401, '8', 'nobody'],
+        ['token-wrong-key', base(await clientAssertion(hosp, tokenUrl(), Date.now(), { jwk: { ...other.privateJwk, kid: hosp.privateJwk.kid } })), 401, '8', 'hospital'],
+        ['token-first', base(reused), 200, '0', 'hospital'],
+        ['token-replay', base(reused), 401, '8', 'hospital'],
+        ['token-scope', base(await clientAssertion(hosp, tokenUrl(), Date.now()), { scope: 'system/AuditEvent.rs' }), 400, '8', 'hospital'],
+        ['token-purpose', base(await clientAssertion(hosp, tokenUrl(), Date.now()), { purpose_of_use: 'HRESCH' }), 400, '8', 'hospital'],
+        ['token-malformed', { grant_type: 'password' }, 400, '4', undefined],
+      ];
+      for (const [id, form, status, outcome, client] of cases) {
+        const res = await ask(id, form);
+        assert.equal(res.status, status, `${id}: ${res.text}`);
+        const [e, ...more] = await eventsOf(id);
+        assert.equal(more.length, 0, id);
+        assert.deepEqual([e.type.code, e.subtype?.[0].code, e.action, e.outcome], ['110114', 'ITI-71', 'E', outcome], id);
+        const requestor = e.agent.find((a) => a.requestor)!;
+        assert.equal(requestor.who?.identifier?.value, client, `${id}: the presented client id`);
+        if (client && status !== 200) assert.match(requestor.who!.display!, /unverified/);
+        assert.equal(patientOf(e), undefined, `${id}: no patient`);
+        const request = e.entity!.find((x) => x.role?.code === '24')!;
+        assert.equal(Buffer.from(request.query!, 'base64').toString(), request.description);
+        if (form.client_assertion) assert.ok(!request.description!.includes(form.client_assertion), `${id}: the assertion itself is not kept`);
+        if (status === 200) assert.ok(e.entity!.some((x) => x.role?.code === '13' && x.what?.identifier?.value), 'the token issued');
+        else assert.ok(e.outcomeDesc, `${id}: why`);
+      }
+      const [unknown] = await eventsOf('token-unknown');
+      assert.match(unknown.outcomeDesc!, /unknown client nobody/, 'the reason only the log and the trail are told');
+    });
   });
 
   describe('audit sources', () => {
@@ -280,5 +510,32 @@ describe('Audit: a BALP AuditEvent for every access', () => {
     handlers.finish();
     assert.deepEqual(Object.keys(lines[0]).sort(), ['client', 'durationMs', 'm', 'method', 'path', 'requestId', 'status']);
     assert.equal(lines[0].client, 'gp');
+  });
+});
+
+describe('Audit: the server is recorded by its fixed identity, never by the headers a client sends', () => {
+  let h: Harness;
+  before(async () => {
+    // No CUSTODIAN_BASE_URL: links follow X-Forwarded-*, but the server's identity is the listen address.
+    h = await startHarness({ env: { CUSTODIAN_BASE_URL: '' }, listenUrl: 'http://127.0.0.1:8080' });
+  });
+  after(() => h.close());
+
+  it('a client that names another host in X-Forwarded-Host cannot write it into its audit events', async () => {
+    const forged = { 'X-Forwarded-Host': 'evil.example', 'X-Forwarded-Proto': 'https', 'X-Forwarded-Prefix': '/elsewhere', 'X-Request-Id': 'forged-host' };
+    const res = await h.api.get('/Patient?family=Nobody', forged);
+    assert.equal(res.status, 200);
+    assert.match(res.body.link[0].url, /^https:\/\/evil\.example\/elsewhere\//, 'links follow the proxy headers, as they should');
+    const found = (await h.api.get('/AuditEvent?entity:identifier=forged-host')).body.entry.map((e: { resource: AuditEvent }) => e.resource) as AuditEvent[];
+    assert.equal(found.length, 1);
+    const [e] = found;
+    assert.doesNotMatch(JSON.stringify(e), /evil/);
+    const server = e.agent.find((a) => a.network?.type === '5')!;
+    assert.equal(server.network!.address, h.app.audience.issuer);
+    assert.equal(server.who!.identifier!.value, h.app.audience.issuer);
+    assert.equal(e.source.observer.identifier!.value, h.app.audience.issuer);
+    assert.equal(e.source.site, '127.0.0.1:8080');
+    const query = e.entity!.find((x) => x.role?.code === '24')!;
+    assert.match(query.description!, /^GET http:\/\/127\.0\.0\.1:8080\/Patient\?family=Nobody\n/, 'the client\'s path and query, in front of them the server\'s own name');
   });
 });

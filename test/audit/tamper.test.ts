@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
-import { linkHash } from '../../server/store/audit-chain';
+import { ChainHeadLog } from '../../server/audit/head-log';
+import { GENESIS, linkHash, verifyChain } from '../../server/store/audit-chain';
+import { paramId } from '../../server/search/param-id';
 import { ENGINE } from '../support/db';
 import { patient } from '../support/fixtures';
 import { startHarness, type Harness } from '../support/harness';
@@ -10,19 +12,36 @@ import { startHarness, type Harness } from '../support/harness';
  */
 describe(`Audit: tampering with the trail is detected (${ENGINE})`, () => {
   let h: Harness;
+  let id: string;
   before(async () => {
     h = await startHarness();
-    const id = (await h.api.post('/Patient', patient())).body.id;
+    id = (await h.api.post('/Patient', patient())).body.id;
     for (let i = 0; i < 6; i++) await h.api.get(`/Patient/${id}`);
   });
   after(() => h.close());
 
   const q = () => h.store.driver;
-  async function verify(): Promise<Record<string, unknown>> {
-    const res = await h.api.get('/AuditEvent/$verify');
+  async function verify(anchor?: string): Promise<Record<string, unknown>> {
+    const res = await h.api.get(`/AuditEvent/$verify${anchor ? `?anchor=${anchor}` : ''}`);
     assert.equal(res.status, 200);
-    return Object.fromEntries(res.body.parameter.map((p: Record<string, unknown>) => [p.name, p.valueBoolean ?? p.valueInteger ?? p.valueCode ?? p.valueString ?? (p.valueReference as { reference: string })?.reference]));
+    const out = Object.fromEntries(res.body.parameter.map((p: Record<string, unknown>) => [p.name, p.valueBoolean ?? p.valueInteger ?? p.valueCode ?? p.valueString ?? (p.valueReference as { reference: string })?.reference]));
+    const head = res.body.parameter.find((p: { name: string }) => p.name === 'head');
+    if (head) out.head = Object.fromEntries(head.part.map((p: Record<string, unknown>) => [p.name, p.valueInteger ?? p.valueString]));
+    return out;
   }
+  type Row = Record<string, unknown>;
+  /** Rows of a table, to put back after a tampering step. */
+  async function snapshot(table: string, where: string, params: unknown[] = []): Promise<Row[]> {
+    return q().all<Row>(`SELECT * FROM ${table} WHERE ${where}`, params);
+  }
+  async function putBack(table: string, rows: Row[], skipPresent = false): Promise<void> {
+    for (const r of rows) {
+      // SQLite hands a deleted history row's seq (its rowid) to the next version written: let it assign another.
+      const cols = Object.keys(r).filter((c) => !(table === 'resource_versions' && c === 'seq' && ENGINE === 'sqlite'));
+      await q().run(`INSERT INTO ${table} (${cols.join(', ')}) VALUES (${cols.map(() => '?').join(', ')})${skipPresent ? ' ON CONFLICT DO NOTHING' : ''}`, cols.map((c) => r[c]));
+    }
+  }
+  const lastSeq = async () => Number((await q().get<{ seq: number }>('SELECT seq FROM audit_chain ORDER BY seq DESC LIMIT 1'))!.seq);
   /** The chain row of link `seq`: its event and stored content. */
   async function link(seq: number) {
     return (await q().get<{ rid: number; event_id: string; content: string }>('SELECT c.rid, c.event_id, r.content FROM audit_chain c JOIN resources r ON r.rid = c.rid WHERE c.seq = ?', [seq]))!;
@@ -98,13 +117,196 @@ describe(`Audit: tampering with the trail is detected (${ENGINE})`, () => {
     const l = await link(6);
     const edited = l.content.replace('"outcome":"0"', '"outcome":"8"');
     const row = (await q().get<{ prev_hash: string; hash: string }>('SELECT prev_hash, hash FROM audit_chain WHERE seq = 6'))!;
-    await q().run('UPDATE resources SET content = ? WHERE rid = ?', [edited, l.rid]);
+    const setContent = async (content: string) => {
+      await q().run('UPDATE resources SET content = ? WHERE rid = ?', [content, l.rid]);
+      await q().run("UPDATE resource_versions SET content = ? WHERE type = 'AuditEvent' AND id = ? AND content IS NOT NULL", [content, l.event_id]);
+    };
+    await setContent(edited);
     await q().run('UPDATE audit_chain SET hash = ? WHERE seq = 6', [linkHash(row.prev_hash, 6, l.event_id, edited)]);
     const v = await verify();
     assert.deepEqual([v.intact, v.problem, v.link], [false, 'broken-link', 7]);
     await restore(async () => {
-      await q().run('UPDATE resources SET content = ? WHERE rid = ?', [l.content, l.rid]);
+      await setContent(l.content);
       await q().run('UPDATE audit_chain SET hash = ? WHERE seq = 6', [row.hash]);
+    });
+  });
+
+  it('the last events cut off with their links (the end of the chain): truncated at the first missing link', async () => {
+    const end = await lastSeq();
+    const cut = `seq > ${end - 3}`;
+    const rids = (await q().all<{ rid: number }>(`SELECT rid FROM audit_chain WHERE ${cut}`)).map((r) => Number(r.rid));
+    const ridList = rids.join(', ');
+    const saved = {
+      chain: await snapshot('audit_chain', cut),
+      resources: await snapshot('resources', `rid IN (${ridList})`),
+      versions: await snapshot('resource_versions', `rid IN (${ridList})`),
+      queue: await snapshot('audit_index_queue', `rid IN (${ridList})`),
+    };
+    // What someone with write access to the tables would do: the events, their history and links.
+    await q().run(`DELETE FROM audit_chain WHERE ${cut}`);
+    await q().run(`DELETE FROM resources WHERE rid IN (${ridList})`);
+    await q().run(`DELETE FROM resource_versions WHERE rid IN (${ridList})`);
+    await q().run(`DELETE FROM audit_index_queue WHERE rid IN (${ridList})`);
+    const v = await verify();
+    assert.deepEqual([v.intact, v.problem, v.link], [false, 'truncated', end - 2]);
+    // The next appends attach to the head, so the cut stays visible as the chain grows.
+    const again = await verify();
+    assert.deepEqual([again.intact, again.problem, again.link], [false, 'missing-link', end - 2]);
+    await restore(async () => {
+      await putBack('audit_chain', saved.chain);
+      await putBack('resources', saved.resources);
+      await putBack('resource_versions', saved.versions);
+      await putBack('audit_index_queue', saved.queue);
+    });
+  });
+
+  it('an edited copy of an AuditEvent in its history (what vread and _history serve): version-mismatch at its link', async () => {
+    const l = await link(3);
+    const [version] = await snapshot('resource_versions', "type = 'AuditEvent' AND id = ?", [l.event_id]);
+    assert.ok(version, 'the history row exists');
+    if (version.content !== null) {
+      const edited = String(version.content).replace('"outcome":"0"', '"outcome":"8"');
+      assert.notEqual(edited, version.content);
+      await q().run("UPDATE resource_versions SET content = ? WHERE type = 'AuditEvent' AND id = ?", [edited, l.event_id]);
+      const vread = await h.api.get(`/AuditEvent/${l.event_id}/_history/1`);
+      assert.equal(vread.body.outcome, '8', 'vread serves the history row');
+      const v = await verify();
+      assert.deepEqual([v.intact, v.problem, v.link, v.event], [false, 'version-mismatch', 3, `AuditEvent/${l.event_id}`]);
+      await restore(async () => void (await q().run("UPDATE resource_versions SET content = ? WHERE type = 'AuditEvent' AND id = ?", [version.content, l.event_id])));
+    }
+    // A history row turned into a deletion, or a forged second version, is caught the same way.
+    await q().run("UPDATE resource_versions SET deleted = 1 WHERE type = 'AuditEvent' AND id = ?", [l.event_id]);
+    const v2 = await verify();
+    assert.deepEqual([v2.intact, v2.problem, v2.link], [false, 'version-mismatch', 3]);
+    await restore(async () => void (await q().run("UPDATE resource_versions SET deleted = 0 WHERE type = 'AuditEvent' AND id = ?", [l.event_id])));
+  });
+
+  it('a patient\'s index rows deleted (hiding accesses from the patient\'s report): index-missing at the first such link', async () => {
+    await h.store.auditIndex.catchUp();
+    const ref = `Patient/${id}`;
+    const first = (await q().all<{ seq: number; content: string }>('SELECT c.seq, r.content FROM audit_chain c JOIN resources r ON r.rid = c.rid ORDER BY c.seq')).find((r) =>
+      r.content.includes(`"reference":"${ref}"`),
+    )!;
+    const pid = paramId('AuditEvent', 'patient');
+    const before = (await h.api.get(`/Patient/${id}/$access-report`)).body.parameter.find((p: { name: string }) => p.name === 'count').valueInteger;
+    assert.ok(before > 0);
+    const saved = await snapshot('idx_reference', 'pid = ? AND ref = ?', [pid, ref]);
+    await q().run('DELETE FROM idx_reference WHERE pid = ? AND ref = ?', [pid, ref]);
+    const hidden = (await h.api.get(`/Patient/${id}/$access-report`)).body.parameter.find((p: { name: string }) => p.name === 'count').valueInteger;
+    assert.ok(hidden < before, 'the report lost the accesses whose index rows went');
+    const v = await verify();
+    assert.deepEqual([v.intact, v.problem, v.link], [false, 'index-missing', Number(first.seq)]);
+    assert.match(String(v.detail), new RegExp(`not indexed under ${ref}`));
+    // (Events written since have their rows: the indexer built them.)
+    await restore(async () => putBack('idx_reference', saved, true));
+  });
+
+  it('the head deleted: nothing more is written (503, fail closed) and verification names it', async () => {
+    const [head] = await snapshot('audit_chain_head', 'id = 1');
+    await q().run('DELETE FROM audit_chain_head WHERE id = 1');
+    const read = await h.api.get(`/Patient/${id}`);
+    assert.equal(read.status, 503, 'no audit, no data');
+    const report = await verifyChain(q());
+    assert.deepEqual([report.ok, report.firstProblem?.problem], [false, 'head-missing']);
+    await restore(async () => putBack('audit_chain_head', [head]));
+  });
+
+  it('the head edited: head-mismatch', async () => {
+    const [head] = await snapshot('audit_chain_head', 'id = 1');
+    await q().run('UPDATE audit_chain_head SET links = links + 1 WHERE id = 1');
+    const report = await verifyChain(q());
+    assert.deepEqual([report.ok, report.firstProblem?.problem, report.firstProblem?.seq], [false, 'head-mismatch', Number(head.seq)]);
+    await q().run('UPDATE audit_chain_head SET links = ? WHERE id = 1', [head.links]);
+    assert.equal((await verifyChain(q())).ok, true);
+  });
+
+  describe('what the database alone cannot show, and the head kept outside it does', () => {
+    /** Recomputes every link from `from` on over the stored events, and the head: a consistent rewrite. */
+    async function rewriteFrom(from: number): Promise<void> {
+      const rows = await q().all<{ seq: number; event_id: string; content: string; prev_hash: string }>(
+        'SELECT c.seq, c.event_id, r.content, c.prev_hash FROM audit_chain c JOIN resources r ON r.rid = c.rid WHERE c.seq >= ? ORDER BY c.seq',
+        [from],
+      );
+      let prev = from === 1 ? GENESIS : (await q().get<{ hash: string }>('SELECT hash FROM audit_chain WHERE seq = ?', [from - 1]))!.hash;
+      for (const r of rows) {
+        const hash = linkHash(prev, Number(r.seq), r.event_id, r.content);
+        await q().run('UPDATE audit_chain SET prev_hash = ?, hash = ? WHERE seq = ?', [prev, hash, r.seq]);
+        prev = hash;
+      }
+      const last = rows.length ? Number(rows[rows.length - 1].seq) : from - 1;
+      await q().run('UPDATE audit_chain_head SET seq = ?, hash = ?, links = ? WHERE id = 1', [last, prev, last]);
+    }
+
+    it('the server logs the head when it moves, at start and at shutdown, for operators to keep', async () => {
+      const lines: Record<string, unknown>[] = [];
+      const logger = { info: (m: string, f?: Record<string, unknown>) => lines.push({ m, ...f }), error: (m: string) => lines.push({ m }), debug: () => undefined };
+      const log = new ChainHeadLog(() => h.app.gate.auditChainHead(), logger, 0);
+      log.start();
+      await log.publish();
+      const v = (await verify()).head as { link: number; hash: string };
+      assert.deepEqual(lines, [{ m: 'audit chain head', link: v.link, hash: v.hash, links: v.link }], 'one line while it stands still');
+      await h.api.get(`/Patient/${id}`);
+      await log.publish();
+      assert.equal(lines.length, 2);
+      assert.ok((lines[1].link as number) > v.link);
+      await log.stop();
+      assert.equal(lines.length, 3, 'and once more at shutdown');
+      assert.equal((await verify(`${lines[1].link}:${lines[1].hash}`)).intact, true, 'a logged head is an anchor');
+    });
+
+    it('$verify returns the head, and a head kept from it checks out later', async () => {
+      const kept = (await verify()).head as { link: number; hash: string; links: number };
+      assert.equal(kept.links, kept.link);
+      assert.match(kept.hash, /^[0-9a-f]{64}$/);
+      await h.api.get(`/Patient/${id}`);
+      const v = await verify(`${kept.link}:${kept.hash}`);
+      assert.deepEqual([v.intact, v.anchor], [true, `${kept.link}:${kept.hash}`]);
+      assert.equal((await h.api.get('/AuditEvent/$verify?anchor=12:nothex')).status, 400);
+    });
+
+    it('an event edited and the chain and head rewritten after it: intact to the database, anchor-mismatch against the kept head', async () => {
+      const kept = (await verify()).head as { link: number; hash: string };
+      const l = await link(2);
+      const edited = l.content.replace('"outcome":"0"', '"outcome":"8"');
+      await q().run('UPDATE resources SET content = ? WHERE rid = ?', [edited, l.rid]);
+      await q().run("UPDATE resource_versions SET content = ? WHERE type = 'AuditEvent' AND id = ? AND content IS NOT NULL", [edited, l.event_id]);
+      await rewriteFrom(2);
+      assert.equal((await verify()).intact, true, 'a consistent rewrite of the whole database is not visible from inside it');
+      const v = await verify(`${kept.link}:${kept.hash}`);
+      assert.deepEqual([v.intact, v.problem, v.link], [false, 'anchor-mismatch', kept.link]);
+      await q().run('UPDATE resources SET content = ? WHERE rid = ?', [l.content, l.rid]);
+      await q().run("UPDATE resource_versions SET content = ? WHERE type = 'AuditEvent' AND id = ? AND content IS NOT NULL", [l.content, l.event_id]);
+      await rewriteFrom(2);
+      assert.equal((await verify(`${kept.link}:${kept.hash}`)).intact, true, 'restored');
+    });
+
+    it('the end cut off and the head moved back: intact to the database, anchor-mismatch against the kept head', async () => {
+      const kept = (await verify()).head as { link: number; hash: string };
+      const end = await lastSeq();
+      const cut = `seq > ${end - 2}`;
+      const rids = (await q().all<{ rid: number }>(`SELECT rid FROM audit_chain WHERE ${cut}`)).map((r) => Number(r.rid)).join(', ');
+      const saved = {
+        chain: await snapshot('audit_chain', cut),
+        resources: await snapshot('resources', `rid IN (${rids})`),
+        versions: await snapshot('resource_versions', `rid IN (${rids})`),
+        queue: await snapshot('audit_index_queue', `rid IN (${rids})`),
+        head: (await snapshot('audit_chain_head', 'id = 1'))[0],
+      };
+      await q().run(`DELETE FROM audit_chain WHERE ${cut}`);
+      await q().run(`DELETE FROM resources WHERE rid IN (${rids})`);
+      await q().run(`DELETE FROM resource_versions WHERE rid IN (${rids})`);
+      await q().run(`DELETE FROM audit_index_queue WHERE rid IN (${rids})`);
+      const newEnd = (await q().get<{ seq: number; hash: string }>('SELECT seq, hash FROM audit_chain ORDER BY seq DESC LIMIT 1'))!;
+      await q().run('UPDATE audit_chain_head SET seq = ?, hash = ?, links = ? WHERE id = 1', [newEnd.seq, newEnd.hash, newEnd.seq]);
+      assert.equal((await verifyChain(q())).ok, true, 'a cut that also moves the head back is not visible from inside the database');
+      const report = await verifyChain(q(), { anchors: [{ seq: kept.link, hash: kept.hash }] });
+      assert.deepEqual([report.ok, report.firstProblem?.problem, report.firstProblem?.seq], [false, 'anchor-mismatch', kept.link]);
+      await putBack('audit_chain', saved.chain);
+      await putBack('resources', saved.resources);
+      await putBack('resource_versions', saved.versions);
+      await putBack('audit_index_queue', saved.queue);
+      await q().run('UPDATE audit_chain_head SET seq = ?, hash = ?, links = ? WHERE id = 1', [saved.head.seq, saved.head.hash, saved.head.links]);
+      assert.equal((await verify()).intact, true, 'restored');
     });
   });
 });

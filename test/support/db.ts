@@ -20,7 +20,10 @@ export interface TestDatabase {
   drop(): Promise<void>;
 }
 
-/** `lockTimeoutMs`: how long the server waits for a lock before failing (fault tests). */
+/**
+ * `lockTimeoutMs`: how long the server waits for a lock before failing (fault tests): SQLite's
+ * busy timeout, PostgreSQL's write timeout (CUSTODIAN_AUDIT_WRITE_TIMEOUT_MS), as configured in service.
+ */
 export async function freshDatabase(options: { lockTimeoutMs?: number } = {}): Promise<TestDatabase> {
   if (ENGINE === 'sqlite') {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'custodian-test-'));
@@ -38,9 +41,9 @@ export async function freshDatabase(options: { lockTimeoutMs?: number } = {}): P
   await admin.query(`CREATE SCHEMA ${schema}`);
   await admin.close();
   const sep = PG_URL.includes('?') ? '&' : '?';
-  const url = `${PG_URL}${sep}options=${encodeURIComponent(`-c search_path=${schema}${options.lockTimeoutMs ? ` -c lock_timeout=${options.lockTimeoutMs}` : ''}`)}`;
+  const url = `${PG_URL}${sep}options=${encodeURIComponent(`-c search_path=${schema}`)}`;
   return {
-    config: { dialect: 'postgres', url, poolMax: 10 },
+    config: { dialect: 'postgres', url, poolMax: 10, writeTimeoutMs: options.lockTimeoutMs ?? 5000 },
     url,
     async drop() {
       const a = new Sequelize(PG_URL, { logging: false });

@@ -53,11 +53,13 @@ export interface HarnessOptions {
   lockTimeoutMs?: number;
   /** The listen address the app is told (names the server in tokens when CUSTODIAN_BASE_URL is unset). */
   listenUrl?: string;
+  /** A database of the test's own (fault tests), instead of a fresh one; closing the harness drops it. */
+  database?: TestDatabase;
 }
 
 /** A fresh database and app, driven in-process through the real HTTP stack. */
 export async function startHarness(options: HarnessOptions = {}): Promise<Harness> {
-  const db = await freshDatabase({ lockTimeoutMs: options.lockTimeoutMs });
+  const db = options.database ?? (await freshDatabase({ lockTimeoutMs: options.lockTimeoutMs }));
   const config = loadConfig({ CUSTODIAN_BASE_URL: 'http://custodian.test/fhir', LOG_LEVEL: 'silent', CUSTODIAN_TOKEN_LIFETIME: '3600', ...options.env }, process.cwd());
   const clock = { now: options.frozenAt ?? Date.now(), auto: options.frozenAt === undefined };
   const now = () => (clock.auto ? Date.now() : clock.now);

@@ -1,7 +1,9 @@
 import { Router, type Request, type Response } from 'express';
 import { TOKEN_PATH, type Audience } from '../../access/audience';
 import type { SigningKey } from '../../access/keys';
+import { tokenRequestFacts } from '../../access/token-audit';
 import { OAuthError, type TokenService } from '../../access/tokens';
+import { requestAudit } from '../../audit/hold';
 import { FhirError } from '../../errors';
 import type { Logger } from '../../log';
 
@@ -48,7 +50,14 @@ export function smartRoutes(tokens: TokenService, key: SigningKey, audience: Aud
   router.post(TOKEN_PATH, async (req: Request, res: Response) => {
     res.setHeader('Cache-Control', 'no-store');
     res.setHeader('Pragma', 'no-cache');
+    const form = res.locals.bodyKind === 'form' ? (req.body as URLSearchParams) : undefined;
+    // Every answer, a token or a refusal, is an authentication event on the audit trail.
+    const audited = (result: Parameters<typeof tokenRequestFacts>[2]) => {
+      const audit = requestAudit(res);
+      if (audit) audit.token = tokenRequestFacts(form, audience.issuer, result);
+    };
     const oauthError = (err: OAuthError) => {
+      audited(err);
       if (err.logDetail) logger.info('token request refused', { requestId: res.locals.requestId, error: err.error, detail: err.logDetail });
       res.status(err.status).setHeader('Content-Type', 'application/json; charset=utf-8');
       if (err.status === 401) res.setHeader('WWW-Authenticate', 'private_key_jwt');
@@ -57,6 +66,7 @@ export function smartRoutes(tokens: TokenService, key: SigningKey, audience: Aud
     if (res.locals.bodyKind !== 'form') return oauthError(new OAuthError('invalid_request', 'the token request must be application/x-www-form-urlencoded'));
     try {
       const response = await tokens.issue(req.body as URLSearchParams);
+      audited(response);
       res.status(200).setHeader('Content-Type', 'application/json; charset=utf-8');
       res.end(JSON.stringify(response));
     } catch (err) {
