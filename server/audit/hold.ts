@@ -65,13 +65,13 @@ export function holdResponses(trail: AuditTrail, logger: Logger) {
       if (audit.settled) return end(...args);
       audit.settled = true;
       const ctx = locals(res).ctx;
-      const events = trail.events(audit, {
+      const recorded = trail.record(audit, {
         requestId: locals(res).requestId,
         clientAddress: req.socket.remoteAddress,
         ctx: ctx?.clientId ? ctx : undefined,
         status: res.statusCode,
       });
-      trail.commit(events).then(
+      recorded.then(
         () => end(...args),
         (err: unknown) => {
           logger.error('audit write failed; the response was withheld', { requestId: locals(res).requestId, error: String(err) });

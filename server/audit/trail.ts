@@ -64,6 +64,11 @@ export class RequestAudit {
   ) {}
 }
 
+/** What the token endpoint did with a request (a refusal when it did not say). */
+function tokenFacts(audit: RequestAudit): TokenRequestFacts {
+  return audit.token ?? { result: 'rejected', description: audit.message, request: audit.query ?? 'POST /auth/token' };
+}
+
 /** The request facts the trail does not know by itself. */
 export type ResponseFacts = Pick<RequestFacts, 'requestId' | 'clientAddress' | 'ctx' | 'status'>;
 
@@ -127,19 +132,8 @@ export class AuditTrail implements AuditSink {
 
   /** The events of a request: of the notes given, or else of those the response has left. */
   events(audit: RequestAudit, facts: ResponseFacts, notes: readonly AccessNote[] = audit.notes): AuditEvent[] {
-    const full: RequestFacts = {
-      ...facts,
-      server: this.server,
-      recorded: new Date(this.now()).toISOString(),
-      interaction: audit.interaction,
-      query: audit.query,
-      operation: audit.operation,
-      presented: audit.presented,
-      message: audit.message,
-    };
-    if (audit.tokenEndpoint) {
-      return [tokenRequestEvent(full, audit.token ?? { result: 'rejected', description: audit.message, request: audit.query ?? 'POST /auth/token' })];
-    }
+    const full = this.facts(audit, facts);
+    if (audit.tokenEndpoint) return [tokenRequestEvent(full, tokenFacts(audit))];
     // Everything was recorded with the request's write transactions already.
     if (notes === audit.notes && notes.length === 0 && audit.recorded > 0) return [];
     return buildEvents(full, notes);
@@ -149,6 +143,31 @@ export class AuditTrail implements AuditSink {
   async commit(events: AuditEvent[]): Promise<void> {
     if (!this.writer) return;
     await this.writer.write(events);
+  }
+
+  /**
+   * Commits the request's events, built from its facts where they are stored (AuditWriter.record),
+   * so the request thread does not build them; resolves when they are durable.
+   */
+  async record(audit: RequestAudit, facts: ResponseFacts): Promise<void> {
+    if (!this.writer) return;
+    // A token request's event and a request with nothing left to record are decided here.
+    if (audit.tokenEndpoint) return this.writer.write(this.events(audit, facts));
+    if (audit.notes.length === 0 && audit.recorded > 0) return;
+    await this.writer.record(this.facts(audit, facts), audit.notes);
+  }
+
+  private facts(audit: RequestAudit, facts: ResponseFacts): RequestFacts {
+    return {
+      ...facts,
+      server: this.server,
+      recorded: new Date(this.now()).toISOString(),
+      interaction: audit.interaction,
+      query: audit.query,
+      operation: audit.operation,
+      presented: audit.presented,
+      message: audit.message,
+    };
   }
 }
 

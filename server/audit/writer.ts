@@ -1,90 +1,99 @@
-import { randomFillSync } from 'node:crypto';
 import type { AuditEvent } from 'fhir/r4';
 import type { Store } from '../store/store';
+import type { AccessNote, RequestFacts } from './balp';
+import type { AuditItem } from './items';
 
-/** Random bytes drawn from the CSPRNG a page at a time (one call per id costs more than the rest of the id). */
-const pool = Buffer.alloc(4096);
-let poolOffset = pool.length;
-
-/**
- * A time-ordered UUID (version 7, RFC 9562): AuditEvents are appended in time order, so their
- * ids land at the end of the (type, id) indexes instead of at random pages.
- */
-export function uuidv7(now = Date.now()): string {
-  if (poolOffset + 10 > pool.length) {
-    randomFillSync(pool);
-    poolOffset = 0;
-  }
-  const b = Buffer.allocUnsafe(16);
-  pool.copy(b, 6, poolOffset, poolOffset + 10);
-  poolOffset += 10;
-  b.writeUIntBE(now, 0, 6);
-  b[6] = 0x70 | (b[6] & 0x0f);
-  b[8] = 0x80 | (b[8] & 0x3f);
-  const h = b.toString('hex');
-  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
-}
+export { uuidv7 } from './items';
 
 /** The server's own identity as the writer of the AuditEvents it records. */
 const SERVER_WRITER = { clientId: 'custodian-server', organization: null };
 
 interface Waiting {
-  readonly events: AuditEvent[];
+  readonly item: AuditItem;
   resolve(): void;
   reject(err: unknown): void;
 }
 
 /**
- * Group commit for the audit trail. Requests hand in their events and wait; events that arrive
- * while a commit is under way are written together in the next one (one transaction, one fsync),
- * then every waiting request is released at once. There is no timer: under load the batches
- * grow by themselves, and a lone request waits for one commit only.
+ * Group commit for the audit trail. Requests hand in their events (or the facts to build them
+ * from) and wait; what is handed in during one turn of the event loop goes to the store together,
+ * and what is handed in while appends are under way joins the next (one transaction, one fsync),
+ * then every waiting request is released at once. There is no timer here: under load the batches
+ * grow by themselves, and a lone request waits for one commit only. How many appends may be under
+ * way is the store's to say (`Store.auditPipeline`: the SQLite audit worker takes whatever is
+ * queued when its commit is done).
  */
 export class AuditWriter {
   private queue: Waiting[] = [];
-  private writing = false;
-  /** Largest batch seen, for the health report and the benchmark. */
+  private scheduled = false;
+  private inFlight = 0;
+  private idleWaiters: (() => void)[] = [];
+  /** Largest group commit seen (events), for the health report and the benchmark. */
   largestBatch = 0;
+  /** Events committed. */
   written = 0;
-  private idle: Promise<void> = Promise.resolve();
 
   constructor(private readonly store: Store) {}
 
   /** Resolves once everything handed in so far is committed or failed (for shutdown). */
   drained(): Promise<void> {
-    return this.idle;
+    if (this.queue.length === 0 && this.inFlight === 0) return Promise.resolve();
+    return new Promise<void>((resolve) => this.idleWaiters.push(resolve));
   }
 
   /** Resolves when the events are committed; rejects (and nothing was stored) when they cannot be. */
   write(events: AuditEvent[]): Promise<void> {
     if (events.length === 0) return Promise.resolve();
+    return this.enqueue({ events });
+  }
+
+  /**
+   * Commits the BALP events of one request's accesses (see buildEvents), built from these facts
+   * where they are stored; resolves when they are committed, rejects (nothing stored) when they
+   * cannot be.
+   */
+  record(facts: RequestFacts, notes: readonly AccessNote[]): Promise<void> {
+    return this.enqueue({ facts, notes });
+  }
+
+  private enqueue(item: AuditItem): Promise<void> {
     return new Promise<void>((resolve, reject) => {
-      this.queue.push({ events, resolve, reject });
-      if (!this.writing) {
-        this.writing = true;
-        this.idle = new Promise<void>((done) => setImmediate(() => void this.drain().finally(done)));
+      this.queue.push({ item, resolve, reject });
+      if (!this.scheduled) {
+        this.scheduled = true;
+        setImmediate(() => {
+          this.scheduled = false;
+          this.flush();
+        });
       }
     });
   }
 
-  private async drain(): Promise<void> {
-    try {
-      while (this.queue.length) {
-        const batch = this.queue;
-        this.queue = [];
-        const events = batch.flatMap((w) => w.events);
-        try {
-          await this.store.transaction((tx) => tx.appendAuditEvents(events.map((e) => ({ ...e, id: uuidv7() })), SERVER_WRITER));
-          this.store.auditIndex.nudge(events.length);
-          this.largestBatch = Math.max(this.largestBatch, events.length);
-          this.written += events.length;
+  private flush(): void {
+    if (this.queue.length === 0 || this.inFlight >= this.store.auditPipeline) return;
+    const batch = this.queue;
+    this.queue = [];
+    this.inFlight++;
+    this.store
+      .appendAudit(
+        batch.map((w) => w.item),
+        SERVER_WRITER,
+      )
+      .then(
+        (committed) => {
+          this.largestBatch = Math.max(this.largestBatch, committed.commit);
+          this.written += committed.events;
           for (const w of batch) w.resolve();
-        } catch (err) {
+        },
+        (err: unknown) => {
           for (const w of batch) w.reject(err);
-        }
-      }
-    } finally {
-      this.writing = false;
-    }
+        },
+      )
+      .finally(() => {
+        this.inFlight--;
+        // What queued meanwhile goes now (it was held back only if the pipeline was full).
+        this.flush();
+        if (this.queue.length === 0 && this.inFlight === 0) for (const done of this.idleWaiters.splice(0)) done();
+      });
   }
 }

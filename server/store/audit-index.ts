@@ -11,7 +11,7 @@ const PASS_SIZE = 250;
  * whatever else the loop does (measured under load: an indexing pass of 250 events holds the loop
  * and the writer for tens of milliseconds).
  */
-const BUSY_UTILIZATION = 0.5;
+export const BUSY_UTILIZATION = 0.5;
 const BACK_OFF_MS = 100;
 /**
  * Queued events past which the indexer works whatever the load. It bounds the lag, and so the
@@ -19,6 +19,18 @@ const BACK_OFF_MS = 100;
  * machines); under sustained saturation indexing then competes with requests as it did inline.
  */
 const MAX_LAG = 100000;
+
+/** The deferred search index of the audit trail's own events, wherever it is built (see AuditIndexer). */
+export interface AuditIndex {
+  /** Starts background indexing (coalesced with a run already under way); `queued`: events just queued. */
+  nudge(queued?: number): void;
+  /** Resolves when every event queued before the call is indexed. */
+  catchUp(): Promise<void>;
+  /** Stops background indexing once the pass under way is done (for shutdown). */
+  settled(): Promise<void>;
+  /** Events waiting to be indexed (for /healthz and the benchmark). */
+  backlog(): Promise<number>;
+}
 
 /**
  * Deferred search indexing of the AuditEvents the server writes.
@@ -35,7 +47,7 @@ const MAX_LAG = 100000;
  * busy it waits, and works through the queue when the load lets up. The lag is bounded: past
  * MAX_LAG queued events it indexes whatever the load, so a search's catch-up stays short.
  */
-export class AuditIndexer {
+export class AuditIndexer implements AuditIndex {
   private running: Promise<void> | undefined;
   private again = false;
   /** Events indexed by this process. */
@@ -51,10 +63,20 @@ export class AuditIndexer {
   /** The last indexing failure (it is retried on the next nudge; searches catch up themselves). */
   lastError: unknown;
 
+  /** Whether requests keep the serving event loop busy (they come first); by default, this thread's loop. */
+  private readonly busy: () => boolean;
+
   constructor(
     private readonly driver: Driver,
     private readonly localBase: string | undefined,
-  ) {}
+    options: { busy?: () => boolean; passSize?: number } = {},
+  ) {
+    this.busy = options.busy ?? (() => this.loopBusy());
+    this.passSize = options.passSize ?? PASS_SIZE;
+  }
+
+  /** Events per background pass. */
+  private readonly passSize: number;
 
   /** Starts background indexing (coalesced with a run already under way); `queued`: events just queued. */
   nudge(queued = 0): void {
@@ -81,14 +103,21 @@ export class AuditIndexer {
     });
   }
 
-  /** Resolves when every event queued before the call is indexed. */
+  /**
+   * Resolves when every event queued before the call is indexed. Events queued meanwhile (by
+   * the searches that are catching up, say) are not waited for, and concurrent callers share
+   * the passes: the oldest events are indexed first, so each stops as soon as its own are done.
+   */
   async catchUp(): Promise<void> {
+    const top = await this.driver.get<{ rid: number | string | null }>('SELECT MAX(rid) AS rid FROM audit_index_queue');
+    const watermark = Number(top?.rid ?? 0);
+    if (!watermark) return;
     for (;;) {
       // Not the background run: that may be waiting for the load to let up.
       if (this.passing) await this.passing.catch(() => undefined);
-      const left = await this.driver.get<{ n: number | string }>('SELECT COUNT(*) AS n FROM audit_index_queue');
-      if (Number(left?.n ?? 0) === 0) return;
-      await this.pass();
+      const left = await this.driver.get('SELECT rid FROM audit_index_queue WHERE rid <= ? LIMIT 1', [watermark]);
+      if (!left) return;
+      if (!this.passing) await this.pass();
     }
   }
 
@@ -113,9 +142,9 @@ export class AuditIndexer {
         await this.pause(BACK_OFF_MS);
         continue;
       }
-      const done = await this.pass(PASS_SIZE);
+      const done = await this.pass(this.passSize);
       this.queued = Math.max(0, this.queued - done);
-      if (done < PASS_SIZE) {
+      if (done < this.passSize) {
         this.queued = 0;
         return;
       }
@@ -140,8 +169,8 @@ export class AuditIndexer {
     });
   }
 
-  /** Whether requests kept the event loop busy since the last look (they come first). */
-  private busy(): boolean {
+  /** Whether requests kept this thread's event loop busy since the last look. */
+  private loopBusy(): boolean {
     const now = performance.eventLoopUtilization();
     const since = performance.eventLoopUtilization(now, this.elu);
     this.elu = now;

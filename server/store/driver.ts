@@ -1,8 +1,9 @@
 import { createHash } from 'node:crypto';
 import type { Sequelize } from 'sequelize';
-import type { Database, Statement } from 'sqlite3';
+import sqlite3, { type Database, type Statement } from 'sqlite3';
 import type { Client as PgClient } from 'pg';
 import { StatementCache } from './statement-cache';
+import { WriterLock, type LockSide } from './writer-lock';
 
 /**
  * Prepared-statement access to the connections Sequelize already manages, for the hot paths
@@ -36,15 +37,44 @@ export interface Driver extends Queryable {
    * group-committed (see SqliteDriver); on PostgreSQL each gets its own pooled connection.
    */
   transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T>;
+  /**
+   * SQLite only: how another thread of this process opens the same database as a writer (the
+   * audit worker), taking turns with this driver's writer through `lock`.
+   */
+  readonly sqlite?: SqliteWriterSettings;
   close(): Promise<void>;
 }
 
+/** What a second writer thread needs to share a SQLite database with the main thread's driver. */
+export interface SqliteWriterSettings {
+  readonly storage: string;
+  readonly synchronous: 'FULL' | 'NORMAL';
+  readonly busyTimeoutMs: number;
+  /** The WriterLock's shared memory. */
+  readonly lock: SharedArrayBuffer;
+}
+
 /** Opens the driver over the connections of an already-authenticated Sequelize instance. */
-export async function openDriver(sequelize: Sequelize, options: { sqliteSynchronous?: 'FULL' | 'NORMAL'; sqliteBusyTimeoutMs?: number } = {}): Promise<Driver> {
+export async function openDriver(sequelize: Sequelize, options: { sqliteStorage?: string; sqliteSynchronous?: 'FULL' | 'NORMAL'; sqliteBusyTimeoutMs?: number } = {}): Promise<Driver> {
   const dialect = sequelize.getDialect();
-  if (dialect === 'sqlite') return SqliteDriver.open(sequelize, options.sqliteSynchronous ?? 'FULL', options.sqliteBusyTimeoutMs ?? 10000);
+  if (dialect === 'sqlite') {
+    return SqliteDriver.open(sequelize, { storage: options.sqliteStorage ?? '', synchronous: options.sqliteSynchronous ?? 'FULL', busyTimeoutMs: options.sqliteBusyTimeoutMs ?? 10000, lock: WriterLock.buffer() });
+  }
   if (dialect === 'postgres') return new PgDriver(sequelize);
   throw new Error(`unsupported dialect ${dialect}`);
+}
+
+/**
+ * A driver of its own on a SQLite file, for a writer thread other than the main one (the audit
+ * worker): its own reader and writer connections, taking turns with the main thread's writer
+ * through the shared WriterLock.
+ */
+export async function openSqliteWriter(settings: SqliteWriterSettings, side: LockSide): Promise<Driver> {
+  const open = () =>
+    new Promise<Database>((resolve, reject) => {
+      const db: Database = new sqlite3.Database(settings.storage, (err) => (err ? reject(err) : resolve(db)));
+    });
+  return SqliteDriver.over(await open(), await open(), undefined, settings, side);
 }
 
 // ---------------------------------------------------------------- SQLite
@@ -164,39 +194,48 @@ class SqliteDriver implements Driver {
   private idle: Promise<void> = Promise.resolve();
 
   private checkpointing: Promise<void> | undefined;
-  private readonly checkpointTimer: NodeJS.Timeout;
+  private readonly checkpointTimer: NodeJS.Timeout | undefined;
+  private readonly lock: WriterLock;
 
   private constructor(
     private readonly reader: SqliteConnection,
     private readonly writer: SqliteConnection,
-    private readonly checkpointer: SqliteConnection,
+    private readonly checkpointer: SqliteConnection | undefined,
+    readonly sqlite: SqliteWriterSettings,
+    private readonly side: LockSide,
   ) {
-    this.checkpointTimer = setInterval(() => this.checkpoint(), CHECKPOINT_INTERVAL_MS).unref();
+    this.lock = new WriterLock(sqlite.lock, side);
+    if (checkpointer) this.checkpointTimer = setInterval(() => this.checkpoint(checkpointer), CHECKPOINT_INTERVAL_MS).unref();
   }
 
-  static async open(sequelize: Sequelize, synchronous: 'FULL' | 'NORMAL', busyTimeoutMs: number): Promise<SqliteDriver> {
+  static async open(sequelize: Sequelize, settings: SqliteWriterSettings): Promise<SqliteDriver> {
     const manager = (sequelize as unknown as { connectionManager: SqliteConnectionManager }).connectionManager;
-    const reader = new SqliteConnection(await manager.getConnection({ uuid: 'custodian-reader' }));
-    const writer = new SqliteConnection(await manager.getConnection({ uuid: 'custodian-writer' }));
-    const checkpointer = new SqliteConnection(await manager.getConnection({ uuid: 'custodian-checkpoint' }));
+    const reader = await manager.getConnection({ uuid: 'custodian-reader' });
+    const writer = await manager.getConnection({ uuid: 'custodian-writer' });
+    const checkpointer = await manager.getConnection({ uuid: 'custodian-checkpoint' });
+    return SqliteDriver.over(reader, writer, checkpointer, settings, 'main');
+  }
+
+  static async over(reader: Database, writer: Database, checkpointer: Database | undefined, settings: SqliteWriterSettings, side: LockSide): Promise<SqliteDriver> {
+    const connections = [writer, reader, ...(checkpointer ? [checkpointer] : [])].map((db) => new SqliteConnection(db));
     // WAL lets readers see the last committed state while the writer works; FULL makes each
     // commit survive power loss, not just a crash (the WAL is synced at every COMMIT; a
     // checkpoint only moves committed pages into the database file).
-    for (const conn of [writer, reader, checkpointer]) {
+    for (const conn of connections) {
       await conn.exec(
-        `PRAGMA busy_timeout = ${Math.floor(busyTimeoutMs)}; PRAGMA journal_mode = WAL; PRAGMA synchronous = ${synchronous}; PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = ${WAL_AUTOCHECKPOINT_PAGES};`,
+        `PRAGMA busy_timeout = ${Math.floor(settings.busyTimeoutMs)}; PRAGMA journal_mode = WAL; PRAGMA synchronous = ${settings.synchronous}; PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = ${WAL_AUTOCHECKPOINT_PAGES};`,
       );
     }
-    return new SqliteDriver(reader, writer, checkpointer);
+    return new SqliteDriver(connections[1], connections[0], connections[2], settings, side);
   }
 
   /**
    * A PASSIVE checkpoint on a connection of its own: it copies what it can without waiting for
    * (or blocking) the writer and readers, off the commit path.
    */
-  private checkpoint(): void {
+  private checkpoint(checkpointer: SqliteConnection): void {
     if (this.checkpointing) return;
-    this.checkpointing = this.checkpointer
+    this.checkpointing = checkpointer
       .exec('PRAGMA wal_checkpoint(PASSIVE)')
       .catch(() => undefined)
       .finally(() => {
@@ -244,12 +283,25 @@ class SqliteDriver implements Driver {
   }
 
   /**
-   * One database transaction for the group. Transaction control statements are sent together
-   * (`RELEASE w; SAVEPOINT w` between two transactions, `RELEASE w; COMMIT` after the last):
-   * every round trip to the connection waits for a turn of the event loop, which under load is
-   * what a commit's latency is made of. A group of one needs no savepoint at all.
+   * One database transaction for the group, under the writer lock this process's writer
+   * threads share (see WriterLock).
    */
   private async commitGroup(group: QueuedTransaction[]): Promise<void> {
+    await this.lock.acquire();
+    try {
+      await this.commitLocked(group);
+    } finally {
+      this.lock.release();
+    }
+  }
+
+  /**
+   * Transaction control statements are sent together (`RELEASE w; SAVEPOINT w` between two
+   * transactions, `RELEASE w; COMMIT` after the last): every round trip to the connection waits
+   * for a turn of the event loop, which under load is what a commit's latency is made of. A
+   * group of one needs no savepoint at all.
+   */
+  private async commitLocked(group: QueuedTransaction[]): Promise<void> {
     const single = group.length === 1;
     const outcomes: ({ ok: true; value: unknown } | { ok: false; error: unknown })[] = [];
     try {
@@ -312,7 +364,9 @@ class SqliteDriver implements Driver {
     await this.checkpointing;
     await this.reader.finalize();
     await this.writer.finalize();
-    await this.checkpointer.finalize();
+    await this.checkpointer?.finalize();
+    // A worker's connections are its own; Sequelize closes the main thread's.
+    if (this.side === 'worker') for (const conn of [this.reader, this.writer]) await new Promise<void>((resolve) => conn.db.close(() => resolve()));
   }
 }
 

@@ -44,7 +44,13 @@ export interface HistoryRequest {
 const MAX_SEQ = '9223372036854775807';
 
 const CURRENT = 'r.rid, r.type, r.id, r.version_id, r.last_updated, r.deleted, r.content, r.created_by, r.creator_org';
-const VERSION = 'v.seq, v.rid, v.type, v.id, v.version_id, v.last_updated, v.deleted, v.method, v.content';
+/**
+ * A history row's columns. An AuditEvent's history row keeps no content of its own (it has one
+ * version only, and its content is the current row's, which the audit chain covers; see
+ * store/write.ts): a row without content that is not a deletion takes it from `resources`.
+ */
+const VERSION =
+  'v.seq, v.rid, v.type, v.id, v.version_id, v.last_updated, v.deleted, v.method, CASE WHEN v.content IS NULL AND v.deleted = 0 THEN (SELECT c.content FROM resources c WHERE c.rid = v.rid) ELSE v.content END AS content';
 
 /** The SQL of one keyset page (see StoreReader.page). */
 function pageSql(req: PageRequest): { sql: string; params: unknown[]; backwards: boolean; order: OrderSql } {

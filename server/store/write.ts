@@ -25,6 +25,37 @@ interface PendingVersion {
 
 const CURRENT_COLUMNS = 'rid, type, id, version_id, last_updated, deleted, content, created_by, creator_org';
 
+/** A resource as stored: meta.versionId and meta.lastUpdated set, `resourceType`, `id` and `meta` first. */
+function withMeta(resource: Resource, versionId: number, lastUpdated: number): Resource {
+  const { resourceType, id, meta, ...rest } = resource;
+  return { resourceType, id, meta: { ...meta, versionId: String(versionId), lastUpdated: new Date(lastUpdated).toISOString() }, ...rest } as Resource;
+}
+
+/** An AuditEvent ready to be stored as version 1: its id, its meta.lastUpdated and its stored JSON text. */
+export interface SerializedAuditEvent {
+  readonly id: string;
+  readonly lastUpdated: number;
+  /** Exactly what is stored in `resources.content`, and so what the chain hashes. */
+  readonly content: string;
+}
+
+/**
+ * Version 1 of an AuditEvent (whose id is set) as create() would store it. The audit trail's
+ * events are serialised by the thread that built them and stored by another (audit-worker.ts).
+ */
+export function serializeAuditEvent(event: AuditEvent, lastUpdated: number): SerializedAuditEvent {
+  return { id: event.id!, lastUpdated, content: JSON.stringify(withMeta(event, 1, lastUpdated)) };
+}
+
+/**
+ * The content a history row keeps. AuditEvents are append-only, so their one version's content
+ * is the current row's (which the chain covers): their history rows keep only the commit
+ * sequence, and history reads take the content from `resources` (see store/read.ts).
+ */
+function historyContent(type: ResourceType, content: string | null): string | null {
+  return type === 'AuditEvent' ? null : content;
+}
+
 /**
  * The write side of the versioned store: one instance per database transaction.
  *
@@ -70,23 +101,18 @@ export class WriteTx {
     return this.lastStamp;
   }
 
-  private withMeta(resource: Resource, versionId: number, lastUpdated: number): Resource {
-    const { resourceType, id, meta, ...rest } = resource;
-    return { resourceType, id, meta: { ...meta, versionId: String(versionId), lastUpdated: new Date(lastUpdated).toISOString() }, ...rest } as Resource;
-  }
-
   /** Stores version 1 of a new resource; `resource.id` must already be set. */
   async create(type: ResourceType, resource: Resource, writer: Writer): Promise<StoredVersion> {
     const id = resource.id!;
     const lastUpdated = this.stamp();
-    const stored = this.withMeta(resource, 1, lastUpdated);
+    const stored = withMeta(resource, 1, lastUpdated);
     const content = JSON.stringify(stored);
     const row = await this.q.get<{ rid: number | string }>(
       'INSERT INTO resources (type, id, version_id, last_updated, deleted, content, created_by, creator_org) VALUES (?, ?, 1, ?, 0, ?, ?, ?) RETURNING rid',
       [type, id, lastUpdated, content, writer.clientId, writer.organization],
     );
     const rid = Number(row!.rid);
-    await Promise.all([this.writeIndex(rid, type, stored, false), this.record({ rid, type, id, versionId: 1, lastUpdated, deleted: false, method: 'POST', content })]);
+    await Promise.all([this.writeIndex(rid, type, stored, false), this.record({ rid, type, id, versionId: 1, lastUpdated, deleted: false, method: 'POST', content: historyContent(type, content) })]);
     // Every AuditEvent, however it arrives, joins the tamper-evident chain in this transaction.
     if (type === 'AuditEvent') this.links.push({ rid, id, content });
     return { rid, type, id, versionId: 1, lastUpdated, deleted: false, resource: stored, createdBy: writer.clientId, creatorOrg: writer.organization };
@@ -100,7 +126,7 @@ export class WriteTx {
     if (resources.length === 0) return [];
     const prepared = this.prepareMany(resources);
     const rids = await this.insertCurrentMany(type, prepared, writer);
-    const versions = prepared.map((p) => ({ rid: rids.get(p.id)!, type, id: p.id, versionId: 1, lastUpdated: p.lastUpdated, deleted: false, method: 'POST' as const, content: p.content }));
+    const versions = prepared.map((p) => ({ rid: rids.get(p.id)!, type, id: p.id, versionId: 1, lastUpdated: p.lastUpdated, deleted: false, method: 'POST' as const, content: historyContent(type, p.content) }));
     if (options.deferIndex && type === 'AuditEvent') {
       // The audit trail's own events: stored and chained now, indexed by the AuditIndexer soon
       // after (and always before an AuditEvent search runs).
@@ -110,35 +136,48 @@ export class WriteTx {
     }
     if (this.dialect === 'postgres') this.pending.push(...versions);
     else await Promise.all(this.insertVersionsNow(versions));
-    if (type === 'AuditEvent') for (const v of versions) this.links.push({ rid: v.rid, id: v.id, content: v.content });
+    if (type === 'AuditEvent') for (const [i, v] of versions.entries()) this.links.push({ rid: v.rid, id: v.id, content: prepared[i].content });
     return versions.map((v, i) => ({ rid: v.rid, type, id: v.id, versionId: 1, lastUpdated: v.lastUpdated, deleted: false, resource: prepared[i].stored, createdBy: writer.clientId, creatorOrg: writer.organization }));
   }
 
   /**
-   * The audit trail's own events (AuditWriter's group commit; each already has its id): stored,
-   * chained, and queued for deferred indexing (see AuditIndexer).
-   *
-   * Requests wait for this commit, and on SQLite every sequential round trip to the connection
-   * waits for a turn of the request-serving event loop. So the statements that do not depend on
-   * each other go together: the events with the chain's tail, then their history rows, queue
-   * entries and links. PostgreSQL takes the chain lock last, just before COMMIT (see flush()).
+   * The audit trail's own events (each already has its id): stored, chained, and queued for
+   * deferred indexing (see AuditIndexer).
    */
   async appendAuditEvents(events: readonly AuditEvent[], writer: Writer): Promise<void> {
+    await this.appendSerialized(
+      events.map((e) => serializeAuditEvent(e, this.stamp())),
+      writer,
+    );
+  }
+
+  /**
+   * appendAuditEvents for events already serialised (the audit worker receives them so).
+   *
+   * Statements that do not depend on each other go together: the events with the chain's tail,
+   * then their history rows, queue entries and links. On PostgreSQL the history rows and links
+   * wait for flush(), which takes the chain lock last, just before COMMIT.
+   */
+  async appendSerialized(events: readonly SerializedAuditEvent[], writer: Writer): Promise<void> {
     if (events.length === 0) return;
-    if (this.dialect === 'postgres') {
-      await this.createMany('AuditEvent', events, writer, { deferIndex: true });
+    for (const e of events) this.lastStamp = Math.max(this.lastStamp, e.lastUpdated);
+    const sqlite = this.dialect === 'sqlite';
+    const [rids, tail] = await Promise.all([this.insertCurrentMany('AuditEvent', events, writer), sqlite ? chainTail(this.q, this.dialect) : undefined]);
+    const versions = events.map((e) => ({ rid: rids.get(e.id)!, type: 'AuditEvent' as const, id: e.id, versionId: 1, lastUpdated: e.lastUpdated, deleted: false, method: 'POST' as const, content: null }));
+    const links = events.map((e, i) => ({ rid: versions[i].rid, id: e.id, content: e.content }));
+    if (!sqlite) {
+      this.pending.push(...versions);
+      this.links.push(...links);
+      await Promise.all(this.queueForIndexing(versions));
       return;
     }
-    const prepared = this.prepareMany(events);
-    const [rids, tail] = await Promise.all([this.insertCurrentMany('AuditEvent', prepared, writer), chainTail(this.q, this.dialect)]);
-    const versions = prepared.map((p) => ({ rid: rids.get(p.id)!, type: 'AuditEvent' as const, id: p.id, versionId: 1, lastUpdated: p.lastUpdated, deleted: false, method: 'POST' as const, content: p.content }));
-    await Promise.all([...this.insertVersionsNow(versions), ...this.queueForIndexing(versions), insertLinks(this.q, tail, versions)]);
+    await Promise.all([...this.insertVersionsNow(versions), ...this.queueForIndexing(versions), insertLinks(this.q, tail!, links)]);
   }
 
   private prepareMany(resources: readonly Resource[]): { id: string; lastUpdated: number; stored: Resource; content: string }[] {
     return resources.map((r) => {
       const lastUpdated = this.stamp();
-      const stored = this.withMeta(r, 1, lastUpdated);
+      const stored = withMeta(r, 1, lastUpdated);
       return { id: r.id!, lastUpdated, stored, content: JSON.stringify(stored) };
     });
   }
@@ -179,7 +218,7 @@ export class WriteTx {
     if (previous.type === 'AuditEvent') throw new Error('AuditEvents are append-only');
     const versionId = previous.versionId + 1;
     const lastUpdated = Math.max(this.stamp(), previous.lastUpdated);
-    const stored = this.withMeta(resource, versionId, lastUpdated);
+    const stored = withMeta(resource, versionId, lastUpdated);
     const content = JSON.stringify(stored);
     const changed = await this.q.run('UPDATE resources SET version_id = ?, last_updated = ?, deleted = 0, content = ? WHERE rid = ? AND version_id = ?', [
       versionId,

@@ -1,0 +1,173 @@
+import path from 'node:path';
+import { Worker } from 'node:worker_threads';
+import type { AuditItem } from '../audit/items';
+import type { AuditIndex } from './audit-index';
+import type { SqliteWriterSettings } from './driver';
+import type { Writer } from './write';
+import { WriterLock } from './writer-lock';
+
+/** What the main thread asks of the audit worker. */
+export type ToAuditWorker =
+  | { readonly kind: 'append'; readonly call: number; readonly items: readonly AuditItem[]; readonly writer: Writer; readonly now: number }
+  | { readonly kind: 'catch-up'; readonly call: number }
+  | { readonly kind: 'nudge' }
+  | { readonly kind: 'stop'; readonly call: number };
+
+/** What the audit worker answers: calls done (with how many events each stored, and in how large a commit) or failed. */
+export type FromAuditWorker =
+  | { readonly kind: 'done'; readonly calls: readonly number[]; readonly events?: readonly number[]; readonly commit?: number }
+  | { readonly kind: 'failed'; readonly calls: readonly number[]; readonly error: string; readonly code?: string }
+  | { readonly kind: 'indexed'; readonly total: number; readonly error?: string };
+
+/** What the worker starts from (its `workerData`). */
+export interface AuditWorkerSetup {
+  readonly settings: SqliteWriterSettings;
+  readonly localBase?: string;
+}
+
+/** Events one append stored, and the size of the commit they were part of. */
+export interface Committed {
+  readonly events: number;
+  readonly commit: number;
+}
+
+interface Call {
+  resolve(committed: Committed): void;
+  reject(err: Error): void;
+}
+
+/**
+ * The main thread's handle on the audit worker (audit-worker.ts): SQLite's writer of the audit
+ * trail's own events, and their deferred indexer.
+ *
+ * Why a thread: a request's AuditEvents must be committed before its response leaves. On the main
+ * thread, building and serialising each event, binding its parameters (node-sqlite3 binds on the
+ * calling thread) and every round trip to the connection took turns of the event loop that serves
+ * requests. The worker has an event loop of its own: the main thread hands over the facts the
+ * events are built from and is answered once, when the COMMIT is done. It is one of two SQLite
+ * writers of the process, taking turns with the main thread's writer through the WriterLock, so
+ * commits stay serialised and the commit sequence is commit order.
+ *
+ * Fail closed: a batch the worker cannot commit is rejected (its requests get 503 and none of the
+ * data); if the worker dies, every call under way is rejected, the writer lock it held is freed,
+ * and the next call starts a new worker.
+ */
+export class AuditThread implements AuditIndex {
+  private worker: Worker | undefined;
+  private exited: Promise<void> = Promise.resolve();
+  private nextCall = 1;
+  private readonly calls = new Map<number, Call>();
+  private stopping = false;
+  /** Events the worker indexed since it started. */
+  indexed = 0;
+  /** The worker's last indexing failure (retried on the next nudge; searches catch up themselves). */
+  lastError: string | undefined;
+
+  constructor(
+    private readonly settings: SqliteWriterSettings,
+    private readonly localBase: string | undefined,
+    private readonly countBacklog: () => Promise<number>,
+  ) {
+    this.spawn();
+  }
+
+  /**
+   * Commits the items' events (built, chained and queued for indexing there); rejects, with
+   * nothing stored, when they cannot be. `now` is the store's clock: their meta.lastUpdated.
+   */
+  append(items: readonly AuditItem[], writer: Writer, now: number): Promise<Committed> {
+    return this.call((call) => ({ kind: 'append', call, items, writer, now }));
+  }
+
+  nudge(): void {
+    if (this.worker && !this.stopping) this.worker.postMessage({ kind: 'nudge' } satisfies ToAuditWorker);
+  }
+
+  async catchUp(): Promise<void> {
+    await this.call((call) => ({ kind: 'catch-up', call }));
+  }
+
+  backlog(): Promise<number> {
+    return this.countBacklog();
+  }
+
+  /** Lets the worker finish what it was handed, stop indexing and close its connections; resolves when it has exited. */
+  async settled(): Promise<void> {
+    if (!this.stopping) {
+      this.stopping = true;
+      if (this.worker) await this.request((call) => ({ kind: 'stop', call })).catch(() => undefined);
+    }
+    await this.exited;
+  }
+
+  /** Stops the worker as a crash would (for fault tests); resolves once it has exited. */
+  async terminate(): Promise<void> {
+    await this.worker?.terminate();
+    await this.exited;
+  }
+
+  private call(message: (call: number) => ToAuditWorker): Promise<Committed> {
+    if (this.stopping) return Promise.reject(new Error('the audit trail is closed'));
+    return this.request(message);
+  }
+
+  private request(message: (call: number) => ToAuditWorker): Promise<Committed> {
+    if (!this.worker) this.spawn();
+    const worker = this.worker!;
+    const call = this.nextCall++;
+    return new Promise<Committed>((resolve, reject) => {
+      // A call under way keeps the process alive; the worker's background indexing does not.
+      if (this.calls.size === 0) worker.ref();
+      this.calls.set(call, { resolve, reject });
+      worker.postMessage(message(call));
+    });
+  }
+
+  private spawn(): void {
+    const setup: AuditWorkerSetup = { settings: this.settings, localBase: this.localBase };
+    const worker = new Worker(path.join(__dirname, 'audit-worker.js'), { workerData: setup });
+    this.worker = worker;
+    worker.on('message', (m: FromAuditWorker) => this.receive(m));
+    let failure: Error | undefined;
+    worker.on('error', (err) => {
+      failure = err;
+    });
+    this.exited = new Promise<void>((resolve) =>
+      worker.once('exit', (code) => {
+        this.worker = undefined;
+        // Its connections closed with it, and SQLite's lock with them; ours too.
+        new WriterLock(this.settings.lock, 'main').releaseFor('worker');
+        const err = new Error(`the audit worker stopped (exit code ${code}${failure ? `: ${failure.message}` : ''})`);
+        for (const c of this.calls.values()) c.reject(err);
+        this.calls.clear();
+        resolve();
+      }),
+    );
+    worker.unref();
+  }
+
+  private receive(m: FromAuditWorker): void {
+    switch (m.kind) {
+      case 'done':
+        m.calls.forEach((call, i) => this.settle(call)?.resolve({ events: m.events?.[i] ?? 0, commit: m.commit ?? 0 }));
+        return;
+      case 'failed': {
+        const err = Object.assign(new Error(m.error), m.code ? { code: m.code } : {});
+        for (const call of m.calls) this.settle(call)?.reject(err);
+        return;
+      }
+      case 'indexed':
+        this.indexed = m.total;
+        this.lastError = m.error;
+        return;
+    }
+  }
+
+  private settle(call: number): Call | undefined {
+    const c = this.calls.get(call);
+    this.calls.delete(call);
+    // While stopping, the worker keeps the process alive until it has exited (see settled()).
+    if (this.calls.size === 0 && !this.stopping) this.worker?.unref();
+    return c;
+  }
+}

@@ -1,0 +1,209 @@
+import { parentPort, workerData } from 'node:worker_threads';
+import { buildItems, type AuditItem } from '../audit/items';
+import { AuditIndexer } from './audit-index';
+import type { AuditWorkerSetup, FromAuditWorker, ToAuditWorker } from './audit-thread';
+import { openSqliteWriter, type Driver } from './driver';
+import { SpareCpu } from './spare-cpu';
+import { serializeAuditEvent, writeTransaction, type SerializedAuditEvent, type Writer } from './write';
+
+/**
+ * The audit worker's thread (started by AuditThread, which says why): builds the audit trail's
+ * own events from the facts the main thread hands over, commits them on a SQLite connection of
+ * its own, and builds their search index later.
+ *
+ * Appends come first. Those that arrive while a commit is under way are committed together in the
+ * next one (one transaction, one fsync), without waiting for the main thread; each is answered
+ * once its COMMIT is done. Indexing runs between commits, in short passes, when the machine has
+ * CPU to spare (see AuditIndexer); searches ask it to catch up first.
+ */
+
+/** Events per commit at most; a larger backlog is committed in several. */
+const MAX_GROUP_EVENTS = 5000;
+/**
+ * Shortest time between the starts of two commits, ms. A commit costs ~450 µs of CPU whatever it
+ * holds (every page it touches is written to the WAL whole, then synced), so a commit of 8 events
+ * costs twice the CPU per event of one of 50 (measured). A request that finds the last commit
+ * older than this is committed at once; under load what arrives meanwhile joins the next commit.
+ */
+const COMMIT_SPACING_MS = 2;
+/** Events waiting that are worth a commit at once, however recent the last one. */
+const FULL_GROUP_EVENTS = 500;
+/** Events per background indexing pass: an append that arrives during one waits for it. */
+const INDEX_PASS_SIZE = 100;
+/**
+ * Idle CPU (in cores) the machine must have had since the indexer last looked for it to index in
+ * the background: under load it waits (up to the indexer's lag bound), so requests and their
+ * appends keep the CPU.
+ */
+const SPARE_CORES = 0.75;
+
+interface Append {
+  readonly call: number;
+  readonly items: readonly AuditItem[];
+  readonly writer: Writer;
+  readonly now: number;
+}
+
+function post(message: FromAuditWorker): void {
+  parentPort!.postMessage(message);
+}
+
+function failure(err: unknown): { error: string; code?: string } {
+  const code = (err as { code?: unknown }).code;
+  return { error: err instanceof Error ? err.message : String(err), ...(typeof code === 'string' ? { code } : {}) };
+}
+
+function sameWriter(a: Writer, b: Writer): boolean {
+  return a.clientId === b.clientId && a.organization === b.organization;
+}
+
+/** The appends handed over, built, grouped and committed in order. */
+class AppendLoop {
+  private readonly queue: Append[] = [];
+  private running: Promise<void> | undefined;
+  private lastCommit = 0;
+  private wake: (() => void) | undefined;
+
+  constructor(
+    private readonly driver: Driver,
+    private readonly localBase: string | undefined,
+    private readonly committed: (events: number) => void,
+  ) {}
+
+  add(append: Append): void {
+    this.queue.push(append);
+    if (this.queue.length >= FULL_GROUP_EVENTS) this.wake?.();
+    this.running ??= this.run().finally(() => {
+      this.running = undefined;
+    });
+  }
+
+  /** Whether appends are waiting or being committed (the indexer waits for them). */
+  get active(): boolean {
+    return this.running !== undefined;
+  }
+
+  /** Resolves when everything handed in so far is committed or failed. */
+  async drained(): Promise<void> {
+    this.wake?.();
+    while (this.running) await this.running;
+  }
+
+  private async run(): Promise<void> {
+    while (this.queue.length) {
+      // Commits are spaced: under load, what arrives meanwhile joins the next one.
+      const wait = this.lastCommit + COMMIT_SPACING_MS - performance.now();
+      if (wait > 0 && this.queue.length < FULL_GROUP_EVENTS) await this.pause(wait);
+      this.lastCommit = performance.now();
+      await this.commit(this.take());
+    }
+  }
+
+  /** The next group: appends of one writer, in order, up to MAX_GROUP_EVENTS events, built. */
+  private take(): { calls: number[]; counts: number[]; events: SerializedAuditEvent[]; writer: Writer } {
+    const writer = this.queue[0].writer;
+    const group = { calls: [] as number[], counts: [] as number[], events: [] as SerializedAuditEvent[], writer };
+    while (this.queue.length && sameWriter(this.queue[0].writer, writer) && (group.events.length === 0 || group.events.length < MAX_GROUP_EVENTS)) {
+      const append = this.queue.shift()!;
+      let events: SerializedAuditEvent[];
+      try {
+        events = buildItems(append.items).map((e) => serializeAuditEvent(e, append.now));
+      } catch (err) {
+        post({ kind: 'failed', calls: [append.call], ...failure(err) });
+        continue;
+      }
+      group.calls.push(append.call);
+      group.counts.push(events.length);
+      for (const e of events) group.events.push(e);
+    }
+    return group;
+  }
+
+  private async commit(group: { calls: number[]; counts: number[]; events: SerializedAuditEvent[]; writer: Writer }): Promise<void> {
+    if (group.calls.length === 0) return;
+    try {
+      await writeTransaction(this.driver, Date.now, this.localBase, (tx) => tx.appendSerialized(group.events, group.writer));
+    } catch (err) {
+      post({ kind: 'failed', calls: group.calls, ...failure(err) });
+      return;
+    }
+    post({ kind: 'done', calls: group.calls, events: group.counts, commit: group.events.length });
+    this.committed(group.events.length);
+  }
+
+  private pause(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.wake = undefined;
+        resolve();
+      }, ms);
+      this.wake = () => {
+        clearTimeout(timer);
+        this.wake = undefined;
+        resolve();
+      };
+    });
+  }
+}
+
+async function main(): Promise<void> {
+  const setup = workerData as AuditWorkerSetup;
+  const driver = await openSqliteWriter(setup.settings, 'worker');
+  // Declared before the indexer that asks about it.
+  let appends: AppendLoop | undefined;
+  // Requests come first: the indexer waits while the machine has no CPU to spare, and never
+  // starts a pass while appends wait (a pass holds the writer); its passes are short.
+  const spare = new SpareCpu();
+  const indexer = new AuditIndexer(driver, setup.localBase, { busy: () => appends?.active === true || spare.sample() < SPARE_CORES, passSize: INDEX_PASS_SIZE });
+  appends = new AppendLoop(driver, setup.localBase, (n) => indexer.nudge(n));
+  const loop = appends;
+  let reported = 0;
+  const report = () => {
+    const error = indexer.lastError === undefined ? undefined : failure(indexer.lastError).error;
+    if (indexer.indexed !== reported || error) {
+      reported = indexer.indexed;
+      post({ kind: 'indexed', total: indexer.indexed, ...(error ? { error } : {}) });
+    }
+  };
+  const reporter = setInterval(report, 500);
+  reporter.unref();
+  // Leftovers from before a restart, and events other processes queued.
+  indexer.nudge();
+
+  parentPort!.on('message', (m: ToAuditWorker) => {
+    switch (m.kind) {
+      case 'append':
+        loop.add(m);
+        return;
+      case 'nudge':
+        indexer.nudge();
+        return;
+      case 'catch-up':
+        indexer.catchUp().then(
+          () => {
+            report();
+            post({ kind: 'done', calls: [m.call] });
+          },
+          (err: unknown) => post({ kind: 'failed', calls: [m.call], ...failure(err) }),
+        );
+        return;
+      case 'stop':
+        void (async () => {
+          await loop.drained();
+          await indexer.settled();
+          clearInterval(reporter);
+          report();
+          await driver.close();
+          post({ kind: 'done', calls: [m.call] });
+          parentPort!.close();
+        })();
+        return;
+    }
+  });
+}
+
+void main().catch((err: unknown) => {
+  // Without its connection the worker is of no use: the main thread fails its calls and starts another.
+  process.stderr.write(`custodian audit worker: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,58 @@
+import assert from 'node:assert/strict';
+import { ENGINE } from '../support/db';
+import { patient } from '../support/fixtures';
+import { startHarness, type Harness } from '../support/harness';
+
+/**
+ * SQLite's audit worker (store/audit-thread.ts): the writer of the audit trail's own events on a
+ * thread of its own. A worker that dies fails its calls (never answers "committed" for events it
+ * did not store), frees the writer lock it held, and the next request starts another.
+ */
+(ENGINE === 'sqlite' ? describe : describe.skip)('Store: the SQLite audit worker fails closed and comes back', () => {
+  let h: Harness;
+  let id: string;
+  before(async () => {
+    h = await startHarness();
+    id = (await h.api.post('/Patient', patient({ name: [{ family: 'Worker' }] }))).body.id;
+  });
+  after(() => h.close());
+
+  const stored = async (requestId: string) => (await h.api.get(`/AuditEvent?entity:identifier=${requestId}`)).body.entry?.length ?? 0;
+
+  it('a request whose events were handed to a dying worker is either refused or on the trail, never answered without its audit', async () => {
+    const thread = h.store.auditThread!;
+    const read = h.api.get(`/Patient/${id}`, { 'X-Request-Id': 'worker-dies' });
+    // The events reach the worker on the next turn of the event loop; it is stopped right after.
+    setImmediate(() => setImmediate(() => void thread.terminate()));
+    const res = await read;
+    if (res.status === 200) assert.equal(await stored('worker-dies'), 1, 'answered, so its AuditEvent was committed');
+    else {
+      assert.equal(res.status, 503, res.text);
+      assert.doesNotMatch(res.text, /Worker/);
+    }
+  });
+
+  it('the next request starts a new worker; writes on the main thread still get the writer lock; the chain is intact', async () => {
+    await h.store.auditThread!.terminate();
+    const back = await h.api.get(`/Patient/${id}`, { 'X-Request-Id': 'worker-back' });
+    assert.equal(back.status, 200);
+    assert.equal(await stored('worker-back'), 1);
+    assert.equal((await h.api.post('/Patient', patient({ name: [{ family: 'After' }] }))).status, 201);
+    const verify = (await h.api.get('/AuditEvent/$verify')).body;
+    assert.equal(verify.parameter[0].valueBoolean, true);
+  });
+
+  it('appends and main-thread writes issued together all commit, and every request is on the trail', async () => {
+    const count = async () => Number((await h.store.driver.get<{ n: number | string }>("SELECT COUNT(*) AS n FROM resources WHERE type = 'AuditEvent'"))!.n);
+    const before = await count();
+    const reads = Array.from({ length: 40 }, () => h.api.get(`/Patient/${id}`));
+    const writes = Array.from({ length: 10 }, (_, i) => h.api.post('/Patient', patient({ name: [{ family: `Concurrent${i}` }] })));
+    const results = await Promise.all([...reads, ...writes]);
+    assert.deepEqual(
+      results.map((r) => r.status),
+      [...reads.map(() => 200), ...writes.map(() => 201)],
+    );
+    assert.ok((await count()) - before >= results.length, 'one AuditEvent per request at least');
+    assert.equal((await h.api.get('/AuditEvent/$verify')).body.parameter[0].valueBoolean, true);
+  });
+});
