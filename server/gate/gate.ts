@@ -46,7 +46,7 @@ export class Gate {
     private readonly hooks?: CommitHooks,
   ) {
     this.seal = new CursorSeal(store.cursorKey);
-    this.reads = new GatedReads(store.reader, policy, this.seal, undefined, audit, () => store.auditIndex.catchUp());
+    this.reads = new GatedReads(store.reader, policy, this.seal, undefined, audit, (patients) => store.auditIndex.catchUp(patients));
   }
 
   /**
@@ -71,7 +71,7 @@ export class Gate {
    */
   async accessReport(ctx: AccessContext, patientId: string, since: number | undefined, limit: number): Promise<StoredVersion[]> {
     await this.reviewPatient(ctx, patientId);
-    await this.store.auditIndex.catchUp();
+    await this.store.auditIndex.catchUp([`Patient/${patientId}`]);
     const events = await this.store.reader.byPatient('AuditEvent', 'patient', [patientId]);
     return events
       .filter((v) => since === undefined || Date.parse((v.resource as unknown as { recorded: string }).recorded) >= since)
@@ -195,8 +195,8 @@ export class GatedReads {
     /** Inside a transaction: the transaction's view of patients and Consents for the policy. */
     private readonly view?: PolicyData,
     private readonly audit?: Pick<AuditSink, 'note'>,
-    /** Brings the AuditEvent search index up to date (deferred indexing); unset inside transactions. */
-    private readonly indexAudit?: () => Promise<void>,
+    /** Brings the AuditEvent search index up to date (deferred indexing), for the given patients only if given; unset inside transactions. */
+    private readonly indexAudit?: (patients?: readonly string[]) => Promise<void>,
   ) {}
 
   /**
@@ -301,13 +301,24 @@ export class GatedReads {
   }
 
   /**
+   * Waits until the AuditEvent index rows the search reads are built (they are built after the
+   * events are committed, see store/audit-index.ts): for an AuditEvent search confined to some
+   * patients, only those patients' queued events; otherwise the whole backlog.
+   */
+  private async auditIndexed(types: readonly ResourceType[], filter: ResourceFilter): Promise<void> {
+    if (filter.readsAuditIndex) return this.indexAudit?.();
+    if (!types.includes('AuditEvent')) return;
+    await this.indexAudit?.(types.length === 1 ? filter.auditPatients : undefined);
+  }
+
+  /**
    * Matches the context may see, in the query's order, from a keyset position: reads batches
    * from the store until `want` permitted versions are found or the matches run out. Nothing
    * is reported to the audit trail here.
    */
   private async collect(ctx: AccessContext, q: SearchQuery, from: PageCursor | undefined, want: number, interaction: SystemInteraction): Promise<{ found: PagedVersion[]; decided: Map<PagedVersion, Decision> }> {
     const { types, filter } = this.restricted(ctx, q, interaction);
-    if (types.includes('AuditEvent')) await this.indexAudit?.();
+    await this.auditIndexed(types, q.filter);
     const purpose: ReadPurpose = { permission: interaction === 'search-type' ? 's' : permissionOf(interaction), action: 'access' };
     const backwards = from?.dir === 'before';
     const found: PagedVersion[] = [];
@@ -379,7 +390,7 @@ export class GatedReads {
   /** How many resources match the filter that this context may see. */
   async count(ctx: AccessContext, q: Pick<SearchQuery, 'types' | 'filter'>): Promise<number> {
     const { types, filter } = this.restricted(ctx, { ...q, count: 0 }, 'search-type');
-    if (types.includes('AuditEvent')) await this.indexAudit?.();
+    await this.auditIndexed(types, q.filter);
     const purpose: ReadPurpose = { permission: 's', action: 'access' };
     let total = 0;
     let after: Keyset | undefined;

@@ -219,6 +219,21 @@ export function extractIndexRows(type: ResourceType, resource: Resource, localBa
 }
 
 /**
+ * The index keys of one reference parameter of a resource, as extractIndexRows gives them,
+ * without computing the rest (the audit trail queues each event with its `patient` key).
+ */
+export function referenceKeys(type: ResourceType, code: string, resource: Resource, localBase?: string): string[] {
+  const def = searchParams(type).get(code);
+  if (!def || def.type !== 'reference' || def.storage !== 'index') return [];
+  const rows: IndexRows = { string: [], token: [], date: [], reference: [], uri: [] };
+  for (const node of compile(def)(resource)) {
+    const [typeName, data] = unwrap(node);
+    addReference(rows, code, typeName, data, localBase);
+  }
+  return [...new Set(rows.reference.map((r) => indexKey(r.ref)))];
+}
+
+/**
  * Longest indexed value, in characters. Index keys must fit a B-tree entry (PostgreSQL refuses
  * entries over 2704 bytes; a token row holds a code and a system, each up to 4 bytes a
  * character), while FHIR strings may be a megabyte. A longer value is indexed as its first

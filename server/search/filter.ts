@@ -12,6 +12,14 @@ export interface ResourceFilter {
    * asker may see (gate/links.ts), so hidden data cannot be probed through a chain.
    */
   readonly links?: readonly LinkCheck[];
+  /**
+   * Set when every AuditEvent the filter matches has one of these patients (index keys,
+   * `Patient/123`) under its `patient` parameter: such a search waits only for the queued events
+   * of these patients to be indexed (store/audit-index.ts), not for the whole backlog.
+   */
+  readonly auditPatients?: readonly string[];
+  /** Whether the filter reads AuditEvent index rows of other resources (`_has:AuditEvent:…`), so needs them all indexed. */
+  readonly readsAuditIndex?: boolean;
 }
 
 export type LinkCheck =

@@ -37,7 +37,33 @@ export function compileFilter(criteria: readonly Criterion[], now: number, optio
       links.push({ kind: 'has', source: c.source, via: c.via, filter: compileFilter([c.inner], now, { drive: false }) });
     }
   }
-  return { where: parts.length ? parts.join(' AND ') : '1 = 1', params, ...(links.length ? { links } : {}) };
+  const auditPatients = auditPatientsOf(criteria);
+  return {
+    where: parts.length ? parts.join(' AND ') : '1 = 1',
+    params,
+    ...(links.length ? { links } : {}),
+    ...(auditPatients ? { auditPatients } : {}),
+    ...(criteria.some((c) => c.kind === 'has' && c.source === 'AuditEvent') ? { readsAuditIndex: true } : {}),
+  };
+}
+
+/**
+ * The patients (index keys) an AuditEvent search is confined to by a plain `patient=` criterion
+ * (ids or local `Type/id` references, as referenceCondition matches them); undefined otherwise.
+ */
+function auditPatientsOf(criteria: readonly Criterion[]): string[] | undefined {
+  for (const c of criteria) {
+    if (c.kind !== 'reference' || c.def.resourceType !== 'AuditEvent' || c.def.code !== 'patient') continue;
+    const keys: string[] = [];
+    for (const v of c.values) {
+      if ('identifier' in v || !v.local) return undefined;
+      if (v.type) keys.push(`${v.type}/${v.id}`);
+      else if (c.def.targets.length) keys.push(...c.def.targets.map((t) => `${t}/${v.id}`));
+      else return undefined;
+    }
+    return keys.map(indexKey);
+  }
+  return undefined;
 }
 
 export type Sql = [string, unknown[]];

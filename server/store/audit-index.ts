@@ -24,8 +24,11 @@ const MAX_LAG = 100000;
 export interface AuditIndex {
   /** Starts background indexing (coalesced with a run already under way); `queued`: events just queued. */
   nudge(queued?: number): void;
-  /** Resolves when every event queued before the call is indexed. */
-  catchUp(): Promise<void>;
+  /**
+   * Resolves when every event queued before the call is indexed; with `patients` (index keys,
+   * `Patient/123`), every such event that could be about one of them (see queuedPatient).
+   */
+  catchUp(patients?: readonly string[]): Promise<void>;
   /** Stops background indexing once the pass under way is done (for shutdown). */
   settled(): Promise<void>;
   /** Events waiting to be indexed (for /healthz and the benchmark). */
@@ -104,20 +107,24 @@ export class AuditIndexer implements AuditIndex {
   }
 
   /**
-   * Resolves when every event queued before the call is indexed. Events queued meanwhile (by
-   * the searches that are catching up, say) are not waited for, and concurrent callers share
-   * the passes: the oldest events are indexed first, so each stops as soon as its own are done.
+   * Resolves when every event queued before the call is indexed; with `patients`, every such
+   * event whose queue entry names one of them or several patients (queuedPatient), as only
+   * those can match a search confined to them. Events queued meanwhile (by the searches that
+   * are catching up, say) are not waited for, and concurrent callers share the passes: the
+   * oldest events are indexed first, so each stops as soon as its own are done.
    */
-  async catchUp(): Promise<void> {
+  async catchUp(patients?: readonly string[]): Promise<void> {
     const top = await this.driver.get<{ rid: number | string | null }>('SELECT MAX(rid) AS rid FROM audit_index_queue');
     const watermark = Number(top?.rid ?? 0);
     if (!watermark) return;
+    const scope = patientScope(patients);
     for (;;) {
+      const left = await this.driver.get(`SELECT rid FROM audit_index_queue WHERE rid <= ?${scope.sql} LIMIT 1`, [watermark, ...scope.params]);
+      if (!left) return;
       // Not the background run: that may be waiting for the load to let up.
       if (this.passing) await this.passing.catch(() => undefined);
-      const left = await this.driver.get('SELECT rid FROM audit_index_queue WHERE rid <= ? LIMIT 1', [watermark]);
-      if (!left) return;
-      if (!this.passing) await this.pass();
+      // Another process may hold the events (PostgreSQL skips locked rows): let it finish.
+      else if ((await this.pass(PASS_SIZE, patients)) === 0) await this.pause(5);
     }
   }
 
@@ -177,19 +184,20 @@ export class AuditIndexer implements AuditIndex {
     return since.utilization > BUSY_UTILIZATION;
   }
 
-  /** Indexes one batch; returns how many events it indexed. */
-  private pass(limit = PASS_SIZE): Promise<number> {
-    const pass = this.indexBatch(limit);
+  /** Indexes one batch (the oldest queued, or the oldest queued that could be about `patients`); returns how many events it indexed. */
+  private pass(limit = PASS_SIZE, patients?: readonly string[]): Promise<number> {
+    const pass = this.indexBatch(limit, patients);
     this.passing = pass;
     return pass.finally(() => {
       if (this.passing === pass) this.passing = undefined;
     });
   }
 
-  private indexBatch(limit: number): Promise<number> {
+  private indexBatch(limit: number, patients?: readonly string[]): Promise<number> {
     return this.driver.transaction(async (q: Queryable) => {
       const lock = this.driver.dialect === 'postgres' ? ' FOR UPDATE SKIP LOCKED' : '';
-      const queued = await q.all<{ rid: number | string }>(`SELECT rid FROM audit_index_queue ORDER BY rid LIMIT ${limit}${lock}`);
+      const scope = patientScope(patients);
+      const queued = await q.all<{ rid: number | string }>(`SELECT rid FROM audit_index_queue WHERE 1 = 1${scope.sql} ORDER BY rid LIMIT ${limit}${lock}`, scope.params);
       if (queued.length === 0) return 0;
       const rids = queued.map((r) => Number(r.rid));
       const rows = await q.all<{ rid: number | string; content: string }>(`SELECT rid, content FROM resources WHERE rid IN (${rids.map(() => '?').join(', ')})`, rids);
@@ -202,4 +210,10 @@ export class AuditIndexer implements AuditIndex {
       return rids.length;
     });
   }
+}
+
+/** The queue entries that could be about one of `patients` (all of them when none are given). */
+function patientScope(patients: readonly string[] | undefined): { sql: string; params: string[] } {
+  if (!patients?.length) return { sql: '', params: [] };
+  return { sql: ` AND (patient IS NULL OR patient IN (${patients.map(() => '?').join(', ')}))`, params: [...patients] };
 }

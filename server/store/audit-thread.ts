@@ -9,7 +9,7 @@ import { WriterLock } from './writer-lock';
 /** What the main thread asks of the audit worker. */
 export type ToAuditWorker =
   | { readonly kind: 'append'; readonly call: number; readonly items: readonly AuditItem[]; readonly writer: Writer; readonly now: number }
-  | { readonly kind: 'catch-up'; readonly call: number }
+  | { readonly kind: 'catch-up'; readonly call: number; readonly patients?: readonly string[] }
   | { readonly kind: 'nudge' }
   | { readonly kind: 'stop'; readonly call: number };
 
@@ -83,8 +83,8 @@ export class AuditThread implements AuditIndex {
     if (this.worker && !this.stopping) this.worker.postMessage({ kind: 'nudge' } satisfies ToAuditWorker);
   }
 
-  async catchUp(): Promise<void> {
-    await this.call((call) => ({ kind: 'catch-up', call }));
+  async catchUp(patients?: readonly string[]): Promise<void> {
+    await this.call((call) => ({ kind: 'catch-up', call, ...(patients ? { patients } : {}) }));
   }
 
   backlog(): Promise<number> {

@@ -107,7 +107,7 @@ class AppendLoop {
       const append = this.queue.shift()!;
       let events: SerializedAuditEvent[];
       try {
-        events = buildItems(append.items).map((e) => serializeAuditEvent(e, append.now));
+        events = buildItems(append.items).map((e) => serializeAuditEvent(e, append.now, this.localBase));
       } catch (err) {
         post({ kind: 'failed', calls: [append.call], ...failure(err) });
         continue;
@@ -179,7 +179,7 @@ async function main(): Promise<void> {
         indexer.nudge();
         return;
       case 'catch-up':
-        indexer.catchUp().then(
+        indexer.catchUp(m.patients).then(
           () => {
             report();
             post({ kind: 'done', calls: [m.call] });

@@ -1,6 +1,6 @@
 import type { AuditEvent, Resource } from 'fhir/r4';
 import type { ResourceType } from '../../resources';
-import { extractIndexRows, type IndexRows } from '../search/extract';
+import { extractIndexRows, referenceKeys, type IndexRows } from '../search/extract';
 import { paramId } from '../search/param-id';
 import { appendLinks, chainTail, insertLinks, type PendingLink } from './audit-chain';
 import type { Dialect, Driver, Queryable } from './driver';
@@ -37,14 +37,27 @@ export interface SerializedAuditEvent {
   readonly lastUpdated: number;
   /** Exactly what is stored in `resources.content`, and so what the chain hashes. */
   readonly content: string;
+  /** Its key in the index queue's `patient` column (see queuedPatient). */
+  readonly patient: string | null;
+}
+
+/**
+ * What the index queue keeps of an AuditEvent waiting to be indexed: the index key of the one
+ * patient its `patient` search parameter gives ('Patient/123'), '' when it gives none, null when
+ * several. An AuditEvent search for given patients then has only the queued events of those
+ * patients (or of several) to index before it runs (AuditIndex.catchUp).
+ */
+export function queuedPatient(event: Resource, localBase: string | undefined): string | null {
+  const keys = referenceKeys('AuditEvent', 'patient', event, localBase);
+  return keys.length === 0 ? '' : keys.length === 1 ? keys[0] : null;
 }
 
 /**
  * Version 1 of an AuditEvent (whose id is set) as create() would store it. The audit trail's
  * events are serialised by the thread that built them and stored by another (audit-worker.ts).
  */
-export function serializeAuditEvent(event: AuditEvent, lastUpdated: number): SerializedAuditEvent {
-  return { id: event.id!, lastUpdated, content: JSON.stringify(withMeta(event, 1, lastUpdated)) };
+export function serializeAuditEvent(event: AuditEvent, lastUpdated: number, localBase: string | undefined): SerializedAuditEvent {
+  return { id: event.id!, lastUpdated, content: JSON.stringify(withMeta(event, 1, lastUpdated)), patient: queuedPatient(event, localBase) };
 }
 
 /**
@@ -130,7 +143,7 @@ export class WriteTx {
     if (options.deferIndex && type === 'AuditEvent') {
       // The audit trail's own events: stored and chained now, indexed by the AuditIndexer soon
       // after (and always before an AuditEvent search runs).
-      await Promise.all(this.queueForIndexing(versions));
+      await Promise.all(this.queueForIndexing(versions.map((v, i) => ({ rid: v.rid, patient: queuedPatient(prepared[i].stored, this.localBase) }))));
     } else {
       await insertIndexRowsMany(this.q, versions.map((v, i) => ({ rid: v.rid, type, rows: extractIndexRows(type, prepared[i].stored, this.localBase) })));
     }
@@ -146,7 +159,7 @@ export class WriteTx {
    */
   async appendAuditEvents(events: readonly AuditEvent[], writer: Writer): Promise<void> {
     await this.appendSerialized(
-      events.map((e) => serializeAuditEvent(e, this.stamp())),
+      events.map((e) => serializeAuditEvent(e, this.stamp(), this.localBase)),
       writer,
     );
   }
@@ -165,13 +178,14 @@ export class WriteTx {
     const [rids, tail] = await Promise.all([this.insertCurrentMany('AuditEvent', events, writer), sqlite ? chainTail(this.q, this.dialect) : undefined]);
     const versions = events.map((e) => ({ rid: rids.get(e.id)!, type: 'AuditEvent' as const, id: e.id, versionId: 1, lastUpdated: e.lastUpdated, deleted: false, method: 'POST' as const, content: null }));
     const links = events.map((e, i) => ({ rid: versions[i].rid, id: e.id, content: e.content }));
+    const queued = events.map((e, i) => ({ rid: versions[i].rid, patient: e.patient }));
     if (!sqlite) {
       this.pending.push(...versions);
       this.links.push(...links);
-      await Promise.all(this.queueForIndexing(versions));
+      await Promise.all(this.queueForIndexing(queued));
       return;
     }
-    await Promise.all([...this.insertVersionsNow(versions), ...this.queueForIndexing(versions), insertLinks(this.q, tail!, links)]);
+    await Promise.all([...this.insertVersionsNow(versions), ...this.queueForIndexing(queued), insertLinks(this.q, tail!, links)]);
   }
 
   private prepareMany(resources: readonly Resource[]): { id: string; lastUpdated: number; stored: Resource; content: string }[] {
@@ -209,8 +223,10 @@ export class WriteTx {
     ];
   }
 
-  private queueForIndexing(versions: readonly { rid: number }[]): Promise<number>[] {
-    return [...chunks(versions, 1000)].map((chunk) => this.q.run(`INSERT INTO audit_index_queue (rid) VALUES ${chunk.map(() => '(?)').join(', ')}`, chunk.map((v) => v.rid)));
+  private queueForIndexing(events: readonly { rid: number; patient: string | null }[]): Promise<number>[] {
+    return [...chunks(events, 500)].map((chunk) =>
+      this.q.run(`INSERT INTO audit_index_queue (rid, patient) VALUES ${chunk.map(() => '(?, ?)').join(', ')}`, chunk.flatMap((e) => [e.rid, e.patient])),
+    );
   }
 
   /** Stores the next version of an existing (possibly deleted) resource. */
