@@ -139,8 +139,8 @@ export class AuditIndexer implements AuditIndex {
   }
 
   /** Events waiting to be indexed (for /healthz and the benchmark). */
-  async backlog(): Promise<number> {
-    return Number((await this.driver.get<{ n: number | string }>('SELECT COUNT(*) AS n FROM audit_index_queue'))?.n ?? 0);
+  backlog(): Promise<number> {
+    return new AuditQueue(this.driver).backlog();
   }
 
   private async loop(): Promise<void> {
@@ -209,6 +209,22 @@ export class AuditIndexer implements AuditIndex {
       this.indexed += rows.length;
       return rids.length;
     });
+  }
+}
+
+/** The index queue as read over a connection (the main thread's, for the worker's handle, AuditThread). */
+export class AuditQueue {
+  constructor(private readonly q: Pick<Queryable, 'get'>) {}
+
+  /** Events waiting to be indexed. */
+  async backlog(): Promise<number> {
+    return Number((await this.q.get<{ n: number | string }>('SELECT COUNT(*) AS n FROM audit_index_queue'))?.n ?? 0);
+  }
+
+  /** Whether committed events that could be about one of `patients` (any, when none are given) wait to be indexed. */
+  async waiting(patients?: readonly string[]): Promise<boolean> {
+    const scope = patientScope(patients);
+    return (await this.q.get(`SELECT rid FROM audit_index_queue WHERE 1 = 1${scope.sql} LIMIT 1`, scope.params)) !== undefined;
   }
 }
 

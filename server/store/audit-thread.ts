@@ -1,7 +1,7 @@
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import type { AuditItem } from '../audit/items';
-import type { AuditIndex } from './audit-index';
+import type { AuditIndex, AuditQueue } from './audit-index';
 import type { SqliteWriterSettings } from './driver';
 import type { Writer } from './write';
 import { WriterLock } from './writer-lock';
@@ -66,7 +66,8 @@ export class AuditThread implements AuditIndex {
   constructor(
     private readonly settings: SqliteWriterSettings,
     private readonly localBase: string | undefined,
-    private readonly countBacklog: () => Promise<number>,
+    /** The queue as the main thread's connection sees it. */
+    private readonly queue: AuditQueue,
   ) {
     this.spawn();
   }
@@ -84,11 +85,13 @@ export class AuditThread implements AuditIndex {
   }
 
   async catchUp(patients?: readonly string[]): Promise<void> {
+    // Most searches for a patient find nothing of theirs queued: no need to ask the worker.
+    if (!(await this.queue.waiting(patients))) return;
     await this.call((call) => ({ kind: 'catch-up', call, ...(patients ? { patients } : {}) }));
   }
 
   backlog(): Promise<number> {
-    return this.countBacklog();
+    return this.queue.backlog();
   }
 
   /** Lets the worker finish what it was handed, stop indexing and close its connections; resolves when it has exited. */

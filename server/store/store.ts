@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { Sequelize } from 'sequelize';
 import type { DatabaseConfig } from '../config';
-import { AuditIndexer, type AuditIndex } from './audit-index';
+import { AuditIndexer, AuditQueue, type AuditIndex } from './audit-index';
 import { buildItems, type AuditItem } from '../audit/items';
 import { AuditThread, type Committed } from './audit-thread';
 import { openDriver, type Driver, type Queryable } from './driver';
@@ -47,8 +47,7 @@ export class Store {
     private readonly writeTimeoutMs = 0,
   ) {
     this.reader = new StoreReader(driver);
-    const backlog = async () => Number((await driver.get<{ n: number | string }>('SELECT COUNT(*) AS n FROM audit_index_queue'))?.n ?? 0);
-    this.auditThread = driver.sqlite ? new AuditThread(driver.sqlite, localBase, backlog) : undefined;
+    this.auditThread = driver.sqlite ? new AuditThread(driver.sqlite, localBase, new AuditQueue(driver)) : undefined;
     this.auditIndex = this.auditThread ?? new AuditIndexer(driver, localBase);
     // Leftovers from before a restart, and events other processes queued (the worker looks by itself).
     if (!this.auditThread) this.auditIndex.nudge();
