@@ -5,7 +5,7 @@ import type { Consent, Patient } from 'fhir/r4';
 import type { DatabaseConfig } from '../server/config';
 import { Store } from '../server/store/store';
 import { feedBench } from './bench/feed';
-import { BASELINE, benchClients, CONNECTIONS, DURATION, MAIN, ODS, ratio, run, start, stop, type Result } from './bench/lib';
+import { BASELINE, benchClients, benchDatabase, CONNECTIONS, DURATION, ODS, ratio, run, start, startCustodian, stop, type Result } from './bench/lib';
 import { searchBench } from './bench/search';
 import { fetchToken } from './token';
 
@@ -99,10 +99,7 @@ async function foundationBench(): Promise<boolean> {
     { clientId: 'bench', ods: 'BENCH1' },
     { clientId: 'hospital', ods: 'HOSP1' },
   ]);
-  const databaseUrl = process.env.BENCH_DATABASE_URL;
-  const database: DatabaseConfig = databaseUrl
-    ? { dialect: 'postgres', url: databaseUrl, poolMax: 10 }
-    : { dialect: 'sqlite', storage: path.join(dataDir, 'custodian.sqlite'), synchronous: 'FULL' };
+  const { database, url: databaseUrl } = benchDatabase(dataDir);
   process.stdout.write(`Custodian benchmark: ${CONNECTIONS} connections, ${DURATION} s per workload, ${database.dialect}, ${os.cpus().length} CPUs\n`);
   const ids = await seed(database);
 
@@ -111,14 +108,7 @@ async function foundationBench(): Promise<boolean> {
   results.a = await run('(a) bare Express, 1 KB JSON', { url: `${baseline.base}/baseline` });
   await stop(baseline.child);
 
-  const server = await start(MAIN, {
-    PORT: '0',
-    LOG_LEVEL: 'error',
-    CUSTODIAN_DATA_DIR: dataDir,
-    CUSTODIAN_CLIENTS: clientsFile,
-    CUSTODIAN_TOKEN_LIFETIME: '3600',
-    ...(databaseUrl ? { DATABASE_URL: databaseUrl } : {}),
-  });
+  const server = await startCustodian(dataDir, clientsFile, databaseUrl);
   let halfHiddenPage = 0;
   let auditRowsPerSecond = 0;
   let largestBatch = 0;
@@ -174,15 +164,7 @@ async function foundationBench(): Promise<boolean> {
   }
 
   // The same read with the audit trail switched off (a bench-only setting), same database.
-  const unaudited = await start(MAIN, {
-    PORT: '0',
-    LOG_LEVEL: 'silent',
-    CUSTODIAN_DATA_DIR: dataDir,
-    CUSTODIAN_CLIENTS: clientsFile,
-    CUSTODIAN_TOKEN_LIFETIME: '3600',
-    CUSTODIAN_BENCH_UNAUDITED: '1',
-    ...(databaseUrl ? { DATABASE_URL: databaseUrl } : {}),
-  });
+  const unaudited = await startCustodian(dataDir, clientsFile, databaseUrl, { LOG_LEVEL: 'silent', CUSTODIAN_BENCH_UNAUDITED: '1' });
   try {
     const token = (await fetchToken({ base: unaudited.base, clientId: 'bench', privateJwk: keys.bench, scope: 'system/*.cruds' })).access_token;
     let n = 0;

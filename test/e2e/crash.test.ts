@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { processFixture, startServer, type ProcessFixture, type ServerProcess } from '../support/server-process';
+import { createPatients, GP_AND_AUDITOR, processFixture, startServer, type ProcessFixture, type ServerProcess } from '../support/server-process';
 
 /**
  * Durable before the response: under read load the server is killed (SIGKILL, no shutdown);
@@ -12,13 +12,7 @@ describe('End to end: killed under load, no 200 is missing from the audit trail'
   let server: ServerProcess;
 
   before(async () => {
-    fx = await processFixture(
-      [
-        { clientId: 'gp', ods: 'GP1', scopes: ['system/Patient.cruds'], purposes: ['TREAT'] },
-        { clientId: 'auditor', ods: 'AUD1', scopes: ['system/AuditEvent.rs'], purposes: ['HOPERAT'], roles: ['auditor'] },
-      ],
-      'custodian-crash-',
-    );
+    fx = await processFixture(GP_AND_AUDITOR, 'custodian-crash-');
     env = fx.env;
     server = await startServer(env);
   });
@@ -31,11 +25,7 @@ describe('End to end: killed under load, no 200 is missing from the audit trail'
 
   it('every 200 has its AuditEvent after a SIGKILL and a restart, and $verify passes', async () => {
     const gp = await token(server.baseUrl, 'gp', 'system/Patient.cruds');
-    const ids: string[] = [];
-    for (let i = 0; i < 20; i++) {
-      const res = await fetch(`${server.baseUrl}/Patient`, { method: 'POST', headers: { Authorization: `Bearer ${gp}`, 'Content-Type': 'application/fhir+json' }, body: JSON.stringify({ resourceType: 'Patient', name: [{ family: `Crash${i}` }] }) });
-      ids.push(((await res.json()) as { id: string }).id);
-    }
+    const ids = await createPatients(server.baseUrl, gp, 20, 'Crash');
     const ok: string[] = [];
     let n = 0;
     let stop = false;

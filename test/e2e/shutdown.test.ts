@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { processFixture, startServer, type ProcessFixture, type ServerProcess } from '../support/server-process';
+import { createPatients, GP_AND_AUDITOR, processFixture, startServer, type ProcessFixture, type ServerProcess } from '../support/server-process';
 
 /**
  * Graceful shutdown under load: on SIGTERM the server stops accepting connections, finishes
@@ -15,13 +15,7 @@ describe('End to end: SIGTERM under load finishes what it began', function () {
   let server: ServerProcess | undefined;
 
   before(async () => {
-    fx = await processFixture(
-      [
-        { clientId: 'gp', ods: 'GP1', scopes: ['system/Patient.cruds'], purposes: ['TREAT'] },
-        { clientId: 'auditor', ods: 'AUD1', scopes: ['system/AuditEvent.rs'], purposes: ['HOPERAT'], roles: ['auditor'] },
-      ],
-      'custodian-term-',
-    );
+    fx = await processFixture(GP_AND_AUDITOR, 'custodian-term-');
     env = fx.env;
     server = await startServer(env);
   });
@@ -35,11 +29,7 @@ describe('End to end: SIGTERM under load finishes what it began', function () {
   it('every answer is a 200 with its AuditEvent on the trail, or the connection is refused', async () => {
     const base = server!.baseUrl;
     const gp = await token(base, 'gp', 'system/Patient.cruds');
-    const ids: string[] = [];
-    for (let i = 0; i < 10; i++) {
-      const res = await fetch(`${base}/Patient`, { method: 'POST', headers: { Authorization: `Bearer ${gp}`, 'Content-Type': 'application/fhir+json' }, body: JSON.stringify({ resourceType: 'Patient', name: [{ family: `Term${i}` }] }) });
-      ids.push(((await res.json()) as { id: string }).id);
-    }
+    const ids = await createPatients(base, gp, 10, 'Term');
     const answered: { requestId: string; status: number; body: string }[] = [];
     let n = 0;
     let refused = 0;

@@ -86,3 +86,23 @@ export async function processFixture(clients: ClientSpec[], prefix = 'custodian-
     },
   };
 }
+
+/** A GP that writes and reads Patients, and an auditor: the clients of the load-under-fault tests. */
+export const GP_AND_AUDITOR: ClientSpec[] = [
+  { clientId: 'gp', ods: 'GP1', scopes: ['system/Patient.cruds'], purposes: ['TREAT'] },
+  { clientId: 'auditor', ods: 'AUD1', scopes: ['system/AuditEvent.rs'], purposes: ['HOPERAT'], roles: ['auditor'] },
+];
+
+/** Creates `count` Patients named `${family}${i}` through a running server; returns their ids. */
+export async function createPatients(base: string, token: string, count: number, family: string): Promise<string[]> {
+  const ids: string[] = [];
+  for (let i = 0; i < count; i++) {
+    const res = await fetch(`${base}/Patient`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/fhir+json' },
+      body: JSON.stringify({ resourceType: 'Patient', name: [{ family: `${family}${i}` }] }),
+    });
+    ids.push(((await res.json()) as { id: string }).id);
+  }
+  return ids;
+}
