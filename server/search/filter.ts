@@ -18,7 +18,11 @@ export interface ResourceFilter {
    * of these patients to be indexed (store/audit-index.ts), not for the whole backlog.
    */
   readonly auditPatients?: readonly string[];
-  /** Whether the filter reads AuditEvent index rows of other resources (`_has:AuditEvent:…`), so needs them all indexed. */
+  /**
+   * Whether the filter reads the index rows of AuditEvents other than its candidates
+   * (`_has:AuditEvent:…`, a chain into AuditEvent such as `entity:AuditEvent.patient=…`), so needs
+   * them all indexed whatever else confines it.
+   */
   readonly readsAuditIndex?: boolean;
 }
 

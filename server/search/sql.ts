@@ -43,8 +43,13 @@ export function compileFilter(criteria: readonly Criterion[], now: number, optio
     params,
     ...(links.length ? { links } : {}),
     ...(auditPatients ? { auditPatients } : {}),
-    ...(criteria.some((c) => c.kind === 'has' && c.source === 'AuditEvent') ? { readsAuditIndex: true } : {}),
+    ...(criteria.some(readsAuditIndex) ? { readsAuditIndex: true } : {}),
   };
+}
+
+/** Whether a criterion reads the index rows of AuditEvents other than the candidates (`_has:AuditEvent:…`, a chain into AuditEvent). */
+function readsAuditIndex(c: Criterion): boolean {
+  return (c.kind === 'has' && c.source === 'AuditEvent') || (c.kind === 'chain' && c.targets.some((t) => t.type === 'AuditEvent'));
 }
 
 /**

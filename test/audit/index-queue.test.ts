@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { parseSearch } from '../../server/search/parse';
 import { compileFilter } from '../../server/search/sql';
 import { ENGINE } from '../support/db';
-import { patient } from '../support/fixtures';
+import type { AuditEvent } from 'fhir/r4';
+import { consent, loadJson, patient } from '../support/fixtures';
 import { startHarness, type Harness } from '../support/harness';
 
 const INDEX_TABLES = ['idx_string', 'idx_token', 'idx_date', 'idx_reference', 'idx_uri'];
@@ -17,7 +18,7 @@ describe(`Audit: searches see events still waiting to be indexed (${ENGINE})`, (
   let a: string;
   let b: string;
   before(async () => {
-    h = await startHarness();
+    h = await startHarness({ clients: [{ clientId: 'ehr-audit', ods: 'HOSP1', scopes: ['system/AuditEvent.c'], purposes: ['HOPERAT'], roles: ['audit-source'] }] });
     a = (await h.api.post('/Patient', patient())).body.id;
     b = (await h.api.post('/Patient', patient())).body.id;
     for (let i = 0; i < 3; i++) {
@@ -96,6 +97,41 @@ describe(`Audit: searches see events still waiting to be indexed (${ENGINE})`, (
     assert.equal(await total('/AuditEvent?action=R'), all);
   });
 
+  /** A server-written event about `b`, indexed. */
+  async function eventAboutB(): Promise<{ rid: number; id: string }> {
+    await h.store.auditIndex.catchUp();
+    const [x] = await q().all<{ rid: number | string; id: string }>("SELECT rid, id FROM resources WHERE type = 'AuditEvent' AND content LIKE ? ORDER BY rid LIMIT 1", [`%"reference":"Patient/${b}"%`]);
+    return { rid: Number(x.rid), id: x.id };
+  }
+
+  it('a search confined to a patient that chains into other AuditEvents catches up on all of them', async () => {
+    const x = await eventAboutB();
+    // An EHR's own event about a, naming the server's event X (about b) as an entity.
+    const source = await h.as('ehr-audit', { purpose: 'HOPERAT' });
+    const event = loadJson<AuditEvent>('ihe', 'balp', 'json', 'instances', 'AuditEvent-ex-auditBasicReadServer.json') as unknown as Record<string, unknown>;
+    delete event.id;
+    const entities = event.entity as { what: { reference?: string } }[];
+    entities.find((e) => e.what.reference?.startsWith('Patient/'))!.what.reference = `Patient/${a}`;
+    entities.push({ what: { reference: `AuditEvent/${x.id}` } });
+    assert.equal((await source.post('/AuditEvent', event)).status, 201);
+    const query = `/AuditEvent?patient=${a}&entity:AuditEvent.patient=Patient/${b}`;
+    assert.equal(await total(query), 1, 'with X indexed');
+    await unindex([x.rid], `Patient/${b}`);
+    assert.equal(await total(query), 1, 'with X queued');
+    await unindex([x.rid], `Patient/${b}`);
+    assert.equal(await total(`/AuditEvent?patient=${a}&entity.patient=Patient/${b}`), 1, 'without the type modifier');
+  });
+
+  it('a Consent search chained into AuditEvent catches up too', async () => {
+    const x = await eventAboutB();
+    const created = await h.api.post('/Consent', consent(a, { provision: { type: 'permit', data: [{ meaning: 'related', reference: { reference: `AuditEvent/${x.id}` } }] } }));
+    assert.equal(created.status, 201, JSON.stringify(created.body));
+    const query = `/Consent?data:AuditEvent.patient=Patient/${b}`;
+    assert.equal(await total(query), 1);
+    await unindex([x.rid], `Patient/${b}`);
+    assert.equal(await total(query), 1, 'with X queued');
+  });
+
   it('compiles the patients a search is confined to only from plain patient references', () => {
     const confined = (type: 'AuditEvent' | 'Patient', query: [string, string][]) =>
       compileFilter(parseSearch(type, query, { strict: true, defaultCount: 20, maxCount: 100, baseUrl: 'http://x', now: Date.now() }).criteria, Date.now());
@@ -107,5 +143,7 @@ describe(`Audit: searches see events still waiting to be indexed (${ENGINE})`, (
     assert.equal(confined('AuditEvent', [['entity', 'Patient/p1']]).auditPatients, undefined);
     assert.equal(confined('Patient', [['_has:AuditEvent:patient:action', 'R']]).readsAuditIndex, true);
     assert.equal(confined('Patient', [['_id', 'p1']]).readsAuditIndex, undefined);
+    assert.equal(confined('AuditEvent', [['patient', 'p1'], ['entity:AuditEvent.patient', 'Patient/p2']]).readsAuditIndex, true);
+    assert.equal(confined('AuditEvent', [['patient.identifier', 'https://fhir.nhs.uk/Id/nhs-number|9000000009']]).readsAuditIndex, undefined);
   });
 });
