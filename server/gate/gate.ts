@@ -144,8 +144,12 @@ export class Gate {
   /**
    * Runs writes (and the reads they need) in one database transaction; every write is
    * authorised by the policy, and reads inside the transaction see only what the context may see.
+   * `readsAuditIndex`: the transaction searches AuditEvents (a transaction Bundle's GET entries,
+   * an AuditEvent's If-None-Exist), so the audit trail's own events are indexed first: the
+   * transaction cannot wait for them once it holds the writer.
    */
-  transaction<T>(ctx: AccessContext, fn: (tx: GatedTx) => Promise<T>): Promise<T> {
+  async transaction<T>(ctx: AccessContext, fn: (tx: GatedTx) => Promise<T>, options: { readsAuditIndex?: boolean } = {}): Promise<T> {
+    if (options.readsAuditIndex) await this.store.auditIndex.catchUp();
     let changes: readonly WrittenVersion[] = [];
     // What the write did is audited in its own transaction: both commit, or neither does.
     const audit = this.audit?.transaction(ctx);

@@ -308,7 +308,7 @@ async function batch(gate: Gate, ctx: AccessContext, env: InteractionEnv, entrie
     }
     try {
       if (entry.method === 'GET' || entry.method === 'HEAD') out.push(await runRead(gate, ctx, env, entry, options));
-      else out.push(writeEntry(await gate.transaction(ctx, (tx) => runWrite(tx, env, entry)), options));
+      else out.push(writeEntry(await gate.transaction(ctx, (tx) => runWrite(tx, env, entry), { readsAuditIndex: readsAuditIndex([entry]) }), options));
     } catch (err) {
       if (err instanceof FhirError) out.push(errorEntry(err));
       else if (options.entryFailure) out.push(errorEntry(options.entryFailure(err, entry.index)));
@@ -388,7 +388,7 @@ async function transaction(gate: Gate, ctx: AccessContext, env: InteractionEnv, 
       timestamp: new Date(env.now()).toISOString(),
       ...(entries.length ? { entry: entries.map((e) => results.get(e.index)!) } : {}),
     } satisfies Bundle;
-  });
+  }, { readsAuditIndex: readsAuditIndex(entries) });
 }
 
 /** Rewrites every `reference` in a resource (and `urn:uuid:` links in its narrative) per the mapping. */
@@ -430,3 +430,11 @@ async function rewriteReferences(resource: Resource, mapping: ReadonlyMap<string
   return rewrite(resource) as Resource;
 }
 
+/**
+ * Whether entries search AuditEvents (a GET or HEAD that may, an AuditEvent's If-None-Exist): the
+ * audit trail's own events are indexed after they are committed, and a transaction cannot wait
+ * for that once it holds the writer (Gate.transaction).
+ */
+function readsAuditIndex(entries: readonly Entry[]): boolean {
+  return entries.some((e) => ((e.method === 'GET' || e.method === 'HEAD') && (!e.type || /AuditEvent/.test(e.url))) || (e.type === 'AuditEvent' && e.request.ifNoneExist !== undefined));
+}

@@ -132,6 +132,24 @@ describe(`Audit: searches see events still waiting to be indexed (${ENGINE})`, (
     assert.equal(await total(query), 1, 'with X queued');
   });
 
+  it('a transaction Bundle\'s AuditEvent searches catch up before the transaction takes the writer', async () => {
+    await h.store.auditIndex.catchUp();
+    const before = await total(`/AuditEvent?patient=${a}&action=R`);
+    await unindex(await eventsAbout(a), `Patient/${a}`);
+    const bundle = {
+      resourceType: 'Bundle',
+      type: 'transaction',
+      entry: [
+        { request: { method: 'GET', url: `AuditEvent?patient=${a}&action=R&_count=1000` } },
+        { fullUrl: 'urn:uuid:5a1e0d3c-4b7e-4f0a-9d53-0f3f2c7d9a11', resource: patient(), request: { method: 'POST', url: 'Patient' } },
+      ],
+    };
+    const res = await h.api.post('/', bundle);
+    assert.equal(res.status, 200, JSON.stringify(res.body));
+    const page = res.body.entry[0].resource;
+    assert.equal(page.entry.filter((e: { search?: { mode: string } }) => e.search?.mode === 'match').length, before);
+  });
+
   it('compiles the patients a search is confined to only from plain patient references', () => {
     const confined = (type: 'AuditEvent' | 'Patient', query: [string, string][]) =>
       compileFilter(parseSearch(type, query, { strict: true, defaultCount: 20, maxCount: 100, baseUrl: 'http://x', now: Date.now() }).criteria, Date.now());

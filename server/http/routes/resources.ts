@@ -42,7 +42,10 @@ export function resourceRoutes(deps: HttpDeps): Router {
     if (req.originalUrl.includes('?') && queryPairs(req).some(([k]) => k !== '_format' && k !== '_pretty')) {
       throw new FhirError('invalid-request', 'Create takes no search parameters; use the If-None-Exist header for a conditional create');
     }
-    const result = await deps.gate.transaction(ctxOf(res), (tx) => createResource(tx, envOf(res, deps), type, req.body, req.get('if-none-exist')));
+    const ifNoneExist = req.get('if-none-exist');
+    const result = await deps.gate.transaction(ctxOf(res), (tx) => createResource(tx, envOf(res, deps), type, req.body, ifNoneExist), {
+      readsAuditIndex: type === 'AuditEvent' && ifNoneExist !== undefined,
+    });
     sendWrite(req, res, result);
   });
 
