@@ -69,11 +69,14 @@ export class AuditIndexer implements AuditIndex {
   /** Whether requests keep the serving event loop busy (they come first); by default, this thread's loop. */
   private readonly busy: () => boolean;
 
+  private readonly queue: AuditQueue;
+
   constructor(
     private readonly driver: Driver,
     private readonly localBase: string | undefined,
     options: { busy?: () => boolean; passSize?: number } = {},
   ) {
+    this.queue = new AuditQueue(driver);
     this.busy = options.busy ?? (() => this.loopBusy());
     this.passSize = options.passSize ?? PASS_SIZE;
   }
@@ -140,7 +143,7 @@ export class AuditIndexer implements AuditIndex {
 
   /** Events waiting to be indexed (for /healthz and the benchmark). */
   backlog(): Promise<number> {
-    return new AuditQueue(this.driver).backlog();
+    return this.queue.backlog();
   }
 
   private async loop(): Promise<void> {
