@@ -1,4 +1,4 @@
-import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHash, createHmac, randomBytes } from 'node:crypto';
 import { FhirError } from '../errors';
 import type { Keyset } from '../search/order';
 
@@ -15,8 +15,12 @@ export interface PageCursor {
 }
 
 export class CursorSeal {
+  /** The history feed's cursors, sealed with keys derived from this one. */
+  readonly feed: FeedCursorSeal;
+
   constructor(private readonly key: Buffer) {
     if (key.length !== 32) throw new Error('the cursor key must be 32 bytes');
+    this.feed = new FeedCursorSeal(key);
   }
 
   /** A random key for a new database (kept in custodian_state). */
@@ -57,3 +61,59 @@ export class CursorSeal {
 function fingerprint(search: string): Buffer {
   return createHash('sha256').update(search).digest();
 }
+
+/**
+ * The history feed's cursors (`_cursor`, `_cursor-end`, and the feed cursor of a Bulk Data
+ * manifest): a position in the commit sequence, sealed like search cursors. In the clear, two
+ * cursors would tell a client how many versions of every type were committed between them,
+ * those it may not see and the AuditEvents of everyone's reads included: the server's activity,
+ * patient by patient when the client knows when one was seen.
+ *
+ * Unlike a search cursor, a feed position stands for itself: the same one is valid with any
+ * `_count`, type or window, and sealing it twice gives the same text (the IV is derived from the
+ * position, so nothing but equality shows), so an unchanged feed keeps handing out the same
+ * `next` link. `0`, the start of the feed, is accepted as it is.
+ */
+export class FeedCursorSeal {
+  private readonly key: Buffer;
+  private readonly ivKey: Buffer;
+
+  constructor(cursorKey: Buffer) {
+    if (cursorKey.length !== 32) throw new Error('the cursor key must be 32 bytes');
+    // Keys of their own, derived from the shared one: a feed cursor is never a search cursor.
+    this.key = createHmac('sha256', cursorKey).update('custodian history feed cursor: key').digest();
+    this.ivKey = createHmac('sha256', cursorKey).update('custodian history feed cursor: iv').digest();
+  }
+
+  seal(seq: number): string {
+    if (!Number.isSafeInteger(seq) || seq < 0) throw new Error(`not a commit sequence: ${seq}`);
+    const plain = Buffer.alloc(8);
+    plain.writeBigUInt64BE(BigInt(seq));
+    const iv = createHmac('sha256', this.ivKey).update(plain).digest().subarray(0, 12);
+    const cipher = createCipheriv('aes-256-gcm', this.key, iv);
+    cipher.setAAD(FEED_AAD);
+    const body = Buffer.concat([cipher.update(plain), cipher.final()]);
+    return Buffer.concat([iv, cipher.getAuthTag(), body]).toString('base64url');
+  }
+
+  /** The position, or a 400 naming `param` when the value is not a feed cursor this server issued. */
+  open(value: string, param: string): number {
+    if (value === '0') return 0;
+    const bad = () => new FhirError('invalid-search', `Invalid value for '${param}': not a history cursor this server issued`, { expression: [param] });
+    if (!/^[A-Za-z0-9_-]{48}$/.test(value)) throw bad();
+    const raw = Buffer.from(value, 'base64url');
+    try {
+      const decipher = createDecipheriv('aes-256-gcm', this.key, raw.subarray(0, 12));
+      decipher.setAAD(FEED_AAD);
+      decipher.setAuthTag(raw.subarray(12, 28));
+      const plain = Buffer.concat([decipher.update(raw.subarray(28)), decipher.final()]);
+      const seq = Number(plain.readBigUInt64BE());
+      if (plain.length !== 8 || !Number.isSafeInteger(seq)) throw bad();
+      return seq;
+    } catch {
+      throw bad();
+    }
+  }
+}
+
+const FEED_AAD = Buffer.from('custodian history feed cursor v1');

@@ -18,7 +18,7 @@ import { custodiansOf, type PatientRecord, type PolicyData } from '../consent/po
 import { isCustodian } from '../consent/evaluate';
 import { breakGlassHint, publicRefusal } from '../consent/refusal';
 import { TransactionView } from './policy-data';
-import { CursorSeal, type PageCursor } from './cursor';
+import { CursorSeal, type FeedCursorSeal, type PageCursor } from './cursor';
 import { linksHold } from './links';
 import type { AccessPolicy, ReadPurpose, SystemInteraction } from './policy';
 
@@ -137,6 +137,9 @@ export class Gate {
   history(ctx: AccessContext, req: HistoryRequest): Promise<HistoryPage> {
     return this.reads.history(ctx, req);
   }
+  get feedCursor(): FeedCursorSeal {
+    return this.seal.feed;
+  }
   historyCount(ctx: AccessContext, req: Omit<HistoryRequest, 'limit' | 'order'>): Promise<number> {
     return this.reads.historyCount(ctx, req);
   }
@@ -202,6 +205,11 @@ export class GatedReads {
     /** Brings the AuditEvent search index up to date (deferred indexing), for the given patients only if given; unset inside transactions. */
     private readonly indexAudit?: (patients?: readonly string[]) => Promise<void>,
   ) {}
+
+  /** Seals and opens the history feed's cursors (see FeedCursorSeal). */
+  get feedCursor(): FeedCursorSeal {
+    return this.seal.feed;
+  }
 
   /**
    * Reports one decided access of one version to the audit trail; `patients`, for a deletion

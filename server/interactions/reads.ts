@@ -9,7 +9,7 @@ import type { HistoryVersion } from '../store/records';
 import type { InteractionEnv } from './common';
 
 /** The gated read operations a search or history bundle is built from (a Gate or a transaction's reads). */
-export type Reads = Pick<GatedReads, 'history' | 'historyCount'>;
+export type Reads = Pick<GatedReads, 'history' | 'historyCount' | 'feedCursor'>;
 
 export interface Shape {
   readonly summary?: SummaryMode;
@@ -84,20 +84,21 @@ export async function historyBundle(
       order = value === '_lastUpdated' ? 'asc' : 'desc';
       applied.push([name, value]);
     } else if (name === '_cursor' || name === '_cursor-end') {
-      if (!/^\d{1,15}$/.test(value)) throw new FhirError('invalid-search', `${name} is not a cursor this server issued`, { expression: [name] });
-      if (name === '_cursor') cursor = Number(value);
-      else end = Number(value);
+      // Sealed positions in the commit sequence (FeedCursorSeal): opaque to clients.
+      const seq = reads.feedCursor.open(value, name);
+      if (name === '_cursor') cursor = seq;
+      else end = seq;
     } else if (name === '_summary') {
       if (value === 'count') summaryCount = true;
     }
   }
   if (end !== undefined && order !== 'asc') throw new FhirError('invalid-search', `_cursor-end closes a forward window: use it with _sort=_lastUpdated`, { expression: ['_cursor-end'] });
-  if (end !== undefined) applied.push(['_cursor-end', String(end)]);
+  if (end !== undefined) applied.push(['_cursor-end', reads.feedCursor.seal(end)]);
   const types = scope.type ? [scope.type] : [...RESOURCE_TYPES];
   const bounds = order === 'asc' ? { afterSeq: cursor, beforeSeq: end === undefined ? undefined : end + 1 } : { beforeSeq: cursor };
   const link = (c?: number, extra: [string, string][] = []) => {
     const params = new URLSearchParams([...applied, ...extra]);
-    if (c !== undefined) params.set('_cursor', String(c));
+    if (c !== undefined) params.set('_cursor', reads.feedCursor.seal(c));
     const qs = params.toString();
     return `${options.baseUrl}/${options.path}${qs ? '?' + qs : ''}`;
   };

@@ -115,13 +115,54 @@ describe('Feed: the Consent history walked forwards in commit order', () => {
   });
 
   it('_count=0 answers an empty page, and a forward cursor does not move', async () => {
-    for (const q of ['_count=0', '_sort=_lastUpdated&_count=0', '_sort=_lastUpdated&_count=0&_cursor=1']) {
+    const first = (await national.get('/Consent/_history?_sort=_lastUpdated&_count=1')).body as Bundle;
+    const c1 = new URL(first.link!.find((l) => l.relation === 'next')!.url).searchParams.get('_cursor')!;
+    for (const q of ['_count=0', '_sort=_lastUpdated&_count=0', `_sort=_lastUpdated&_count=0&_cursor=${c1}`]) {
       const res = await national.get(`/Consent/_history?${q}`);
       assert.equal(res.status, 200, `${q}: ${res.text}`);
       assert.equal(res.body.entry, undefined);
     }
-    const next = ((await national.get('/Consent/_history?_sort=_lastUpdated&_count=0&_cursor=1')).body as Bundle).link!.find((l) => l.relation === 'next')!.url;
-    assert.equal(new URL(next).searchParams.get('_cursor'), '1');
+    const next = ((await national.get(`/Consent/_history?_sort=_lastUpdated&_count=0&_cursor=${c1}`)).body as Bundle).link!.find((l) => l.relation === 'next')!.url;
+    assert.equal(new URL(next).searchParams.get('_cursor'), c1);
+  });
+
+  it('seals its cursors: opaque, tamper-evident, never a search cursor, and blind to the writes between two of them', async () => {
+    const cursors: string[] = [];
+    let url = '/Consent/_history?_sort=_lastUpdated&_count=1';
+    for (let i = 0; i < 3; i++) {
+      const b = (await national.get(url)).body as Bundle;
+      const next = b.link!.find((l) => l.relation === 'next')!.url;
+      cursors.push(new URL(next).searchParams.get('_cursor')!);
+      url = next.replace(BASE, '');
+    }
+    for (const c of cursors) {
+      assert.match(c, /^[A-Za-z0-9_-]{48}$/);
+      assert.ok(!/^\d+$/.test(c), 'not a bare commit sequence');
+    }
+    assert.equal(new Set(cursors).size, 3);
+    // The same position, issued again after the AuditEvents of these reads were committed: the
+    // text does not change, and nothing in two cursors tells how much was written between them.
+    const again = (await national.get('/Consent/_history?_sort=_lastUpdated&_count=1')).body as Bundle;
+    assert.equal(new URL(again.link!.find((l) => l.relation === 'next')!.url).searchParams.get('_cursor'), cursors[0]);
+    // Every character of a cursor is covered by its tag.
+    const flipped = cursors[1].slice(0, 30) + (cursors[1][30] === 'A' ? 'B' : 'A') + cursors[1].slice(31);
+    const extra = (await gp.post('/Consent', consent(ids.p))).body.id;
+    const search = (await national.get('/Consent?_count=1')).body as Bundle;
+    const searchCursor = new URL(search.link!.find((l) => l.relation === 'next')!.url).searchParams.get('_cursor')!;
+    await gp.delete(`/Consent/${extra}`);
+    for (const bad of [flipped, searchCursor, String(Number.MAX_SAFE_INTEGER), '1']) {
+      const res = await national.get(`/Consent/_history?_sort=_lastUpdated&_cursor=${bad}`);
+      assert.equal(res.status, 400, bad);
+      assert.match(res.body.issue[0].diagnostics, /_cursor/);
+      const end = await national.get(`/Consent/_history?_sort=_lastUpdated&_cursor=${cursors[0]}&_cursor-end=${bad}`);
+      assert.equal(end.status, 400, `_cursor-end=${bad}`);
+    }
+    // Nor does a feed cursor open a search.
+    const res = await national.get(`/Consent?_count=1&_cursor=${cursors[1]}`);
+    assert.equal(res.status, 400);
+    // '0', the start of the feed, is the one position given in the clear.
+    const fromStart = (await national.get('/Consent/_history?_sort=_lastUpdated&_count=1&_cursor=0')).body as Bundle;
+    assert.deepEqual(fromStart.entry!.map(key), [`Consent/${ids.a}|W/"1"`]);
   });
 
   it('refuses a bad _sort, _cursor or _cursor-end with a 400 OperationOutcome', async () => {

@@ -14,7 +14,7 @@ function fileUrl(base: string, job: ExportJob, part: number): string {
 }
 
 /** The IG's complete-status body (https://hl7.org/fhir/uv/bulkdata/export.html#response---complete-status). */
-export function manifest(base: string, job: ExportJob, files: readonly ExportFile[]): Record<string, unknown> {
+export function manifest(base: string, job: ExportJob, files: readonly ExportFile[], feedCursor: string): Record<string, unknown> {
   const item = (f: ExportFile) => ({ type: f.type, url: fileUrl(base, job, f.part), count: f.count });
   return {
     transactionTime: new Date(job.snapshot.time).toISOString(),
@@ -24,8 +24,8 @@ export function manifest(base: string, job: ExportJob, files: readonly ExportFil
     ...(job.since !== undefined ? { deleted: files.filter((f) => f.kind === 'deleted').map(item) } : {}),
     error: files.filter((f) => f.kind === 'error').map(item),
     extension: {
-      // Where the history feed (`_history?_sort=_lastUpdated&_cursor=…`) takes over from this snapshot, gap-free.
-      'https://custodian.example.org/fhir/StructureDefinition/feed-cursor': String(job.snapshot.seq),
+      // Where the history feed (`_history?_sort=_lastUpdated&_cursor=…`) takes over from this snapshot, gap-free (sealed, like every feed cursor).
+      'https://custodian.example.org/fhir/StructureDefinition/feed-cursor': feedCursor,
     },
   };
 }
@@ -45,7 +45,7 @@ export function bulkRoutes(deps: HttpDeps): Router {
     auditAs(req, res, 'operation', { operation: '$export-status' });
     const { job, files } = await deps.feed.exports.files(ctxOf(res), req.params.id);
     if (job.status === 'completed') {
-      sendManifest(res, manifest(locals(res).baseUrl, job, files), job.expiresAt);
+      sendManifest(res, manifest(locals(res).baseUrl, job, files, deps.gate.feedCursor.seal(job.snapshot.seq)), job.expiresAt);
     } else if (job.status === 'failed') {
       // The IG's error status: the export failed (this request did not).
       sendJson(res, 500, { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'processing', diagnostics: `Export ${job.id} failed: ${job.error ?? 'unknown reason'}` }] });
