@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { calculateJwkThumbprint, exportJWK, generateKeyPair, importJWK, type JWK, type KeyLike } from 'jose';
@@ -9,6 +10,16 @@ export interface SigningKey {
   readonly privateKey: KeyLike | Uint8Array;
   readonly publicKey: KeyLike | Uint8Array;
   readonly publicJwk: JWK;
+}
+
+/**
+ * The RFC 7638 thumbprint (SHA-256, base64url) of a public EC or RSA JWK: its required members in
+ * lexicographic order, no whitespace. Synchronous, for the per-request token check.
+ */
+export function jwkThumbprint(jwk: JWK): string {
+  const members = jwk.kty === 'EC' ? { crv: jwk.crv, kty: jwk.kty, x: jwk.x, y: jwk.y } : jwk.kty === 'RSA' ? { e: jwk.e, kty: jwk.kty, n: jwk.n } : undefined;
+  if (!members) throw new Error(`no thumbprint for a JWK of type ${String(jwk.kty)}`);
+  return createHash('sha256').update(JSON.stringify(members)).digest('base64url');
 }
 
 /** A fresh ES384 key pair as JWKs, with an RFC 7638 thumbprint as kid. */

@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import type { JWK } from 'jose';
 import { ODS_SYSTEM, ROLES, type OrganizationRef, type Role } from './context';
+import { jwkThumbprint } from './keys';
 import { actReasonCodes } from './purpose';
 import { parseScope } from './scopes';
 
@@ -17,6 +18,8 @@ export interface RegisteredClient {
   readonly clientId: string;
   readonly name: string;
   readonly keys: readonly JWK[];
+  /** RFC 7638 thumbprints of `keys`: a token is bound to the key its client authenticated with (see TokenService). */
+  readonly keyThumbprints: ReadonlySet<string>;
   readonly organization: OrganizationRef;
   readonly scopes: readonly string[];
   readonly purposes: readonly string[];
@@ -88,6 +91,7 @@ export function parseRegistry(json: unknown, file: string): RegisteredClient[] {
       clientId,
       name: e.name as string,
       keys,
+      keyThumbprints: new Set(keys.map(jwkThumbprint)),
       organization,
       scopes: e.scopes as string[],
       purposes: e.purposes as string[],

@@ -12,7 +12,7 @@ import {
   type JWTVerifyGetKey,
 } from 'jose';
 import { ODS_SYSTEM, type OrganizationRef, type Role } from './context';
-import type { SigningKey } from './keys';
+import { jwkThumbprint, type SigningKey } from './keys';
 import { actReasonCodes, DEFAULT_PURPOSE, parsePurpose } from './purpose';
 import type { Audience } from './audience';
 import type { ClientRegistry, RegisteredClient } from './registry';
@@ -121,6 +121,8 @@ interface VerifiedClaims {
   readonly scopes: readonly string[];
   readonly purposeOfUse: string;
   readonly tokenId?: string;
+  /** Our own tokens: the RFC 7638 thumbprint of the registered key the client authenticated with. */
+  readonly clientKey?: string;
   readonly practitioner?: string;
   readonly organization?: OrganizationRef;
   readonly patient?: string;
@@ -207,7 +209,9 @@ export class TokenService {
     if (!client.purposes.includes(purpose)) throw new OAuthError('invalid_scope', `purpose of use ${purpose} is not registered for ${clientId} (registered: ${client.purposes.join(', ')})`);
 
     const lifetime = this.options.lifetime;
-    const token = await new SignJWT({ client_id: clientId, scope: granted.join(' '), purpose_of_use: [purpose] })
+    // Bound to the key that authenticated the client: taking that key out of the registry (a
+    // rotation, or the client removed and added again with new keys) ends the token at once.
+    const token = await new SignJWT({ client_id: clientId, scope: granted.join(' '), purpose_of_use: [purpose], client_key: jwkThumbprint(jwk) })
       .setProtectedHeader({ alg: this.options.key.alg, kid: this.options.key.kid, typ: 'at+jwt' })
       .setIssuer(audience.issuer)
       .setAudience(audience.issuer)
@@ -268,6 +272,7 @@ export class TokenService {
     if (!audience.accepted.includes(claims.issuer)) throw new TokenError('the access token was issued for another server');
     const client = registry.get(claims.clientId);
     if (!client) throw new TokenError(`client ${claims.clientId} is no longer registered`);
+    if (!client.keyThumbprints.has(claims.clientKey!)) throw new TokenError(`the key ${claims.clientId} obtained this token with is no longer registered`);
     if (!client.purposes.includes(claims.purposeOfUse)) throw new TokenError(`purpose of use ${claims.purposeOfUse} is no longer registered for ${claims.clientId}`);
     return {
       ...base,
@@ -377,6 +382,7 @@ function ownClaims(payload: JWTPayload): VerifiedClaims {
   if (!clientId) throw new TokenError('the access token names no client');
   const purpose = Array.isArray(payload.purpose_of_use) ? parsePurpose(payload.purpose_of_use[0]) : null;
   if (!purpose) throw new TokenError('the access token has no purpose of use');
+  if (typeof payload.client_key !== 'string' || payload.client_key === '') throw new TokenError('the access token names no client key');
   return {
     issuer: payload.iss!,
     audiences: audiencesOf(payload),
@@ -386,6 +392,7 @@ function ownClaims(payload: JWTPayload): VerifiedClaims {
     scopes: Object.freeze(String(payload.scope ?? '').split(' ').filter(Boolean)),
     purposeOfUse: purpose,
     tokenId: typeof payload.jti === 'string' ? payload.jti : undefined,
+    clientKey: payload.client_key,
   };
 }
 

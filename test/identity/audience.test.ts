@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { createLocalJWKSet, decodeJwt, exportJWK, generateKeyPair, SignJWT, type KeyLike } from 'jose';
 import { audienceOf, listenBaseUrl } from '../../server/access/audience';
 import { ConfigError, loadConfig } from '../../server/config';
-import { clientAssertion, testSigningKey, type TestClient } from '../support/auth';
+import { clientAssertion, clientKeyOf, testSigningKey, type TestClient } from '../support/auth';
 import { patient } from '../support/fixtures';
 import { startHarness, type Harness } from '../support/harness';
 
@@ -41,7 +41,7 @@ describe('Identity: the token audience never comes from the request', () => {
   async function ownKeyToken(aud: string, iss = aud): Promise<string> {
     const key = await testSigningKey();
     const now = Math.floor(Date.now() / 1000);
-    return new SignJWT({ client_id: 'gp', scope: 'system/Patient.rs', purpose_of_use: ['TREAT'] })
+    return new SignJWT({ client_id: 'gp', scope: 'system/Patient.rs', purpose_of_use: ['TREAT'], client_key: clientKeyOf(gp) })
       .setProtectedHeader({ alg: 'ES384', kid: key.kid })
       .setIssuer(iss)
       .setAudience(aud)
@@ -146,7 +146,7 @@ describe('Identity: extra public base URLs (CUSTODIAN_EXTRA_BASE_URLS)', () => {
   it('accepts access tokens addressed to a listed base, and no other', async () => {
     const key = await testSigningKey();
     const now = Math.floor(Date.now() / 1000);
-    const token = (aud: string) => new SignJWT({ client_id: 'gp', scope: 'system/Patient.rs', purpose_of_use: ['TREAT'] }).setProtectedHeader({ alg: 'ES384', kid: key.kid }).setIssuer(aud).setAudience(aud).setSubject('gp').setExpirationTime(now + 300).sign(key.privateKey);
+    const token = (aud: string) => new SignJWT({ client_id: 'gp', scope: 'system/Patient.rs', purpose_of_use: ['TREAT'], client_key: clientKeyOf(h.clients.get('gp')!) }).setProtectedHeader({ alg: 'ES384', kid: key.kid }).setIssuer(aud).setAudience(aud).setSubject('gp').setExpirationTime(now + 300).sign(key.privateKey);
     assert.equal((await h.anonymous.get('/Patient', { Authorization: `Bearer ${await token('https://internal.example/fhir')}` })).status, 200);
     assert.equal((await h.anonymous.get('/Patient', { Authorization: `Bearer ${await token('https://other.example/fhir')}` })).status, 401);
   });

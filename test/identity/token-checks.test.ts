@@ -3,7 +3,8 @@ import { SignJWT } from 'jose';
 import type { AccessContext } from '../../server/access/context';
 import { permit } from '../../server/consent/decision';
 import type { AccessPolicy } from '../../server/gate/policy';
-import { testSigningKey } from '../support/auth';
+import { generateJwkPair } from '../../server/access/keys';
+import { clientAssertion, clientKeyOf, testSigningKey } from '../support/auth';
 import { patient } from '../support/fixtures';
 import { startHarness, type Harness } from '../support/harness';
 
@@ -52,6 +53,63 @@ describe('Identity: a token is re-checked on every request', () => {
     assert.equal(res.status, 401);
     assert.match(res.headers['www-authenticate'], /error="invalid_token"/);
     assert.match(res.body.issue[0].diagnostics, /no longer registered/);
+  });
+
+  /** A fresh token for `clientId`, obtained with the given private key (not the harness's cached one). */
+  async function tokenWith(clientId: string, privateJwk?: import('jose').JWK): Promise<string> {
+    const client = h.clients.get(clientId)!;
+    const form = new URLSearchParams({
+      grant_type: 'client_credentials',
+      client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
+      client_assertion: await clientAssertion(client, h.app.audience.tokenEndpoint, h.clock.now, privateJwk ? { jwk: privateJwk } : {}),
+      scope: 'system/Patient.rs',
+    });
+    const res = await h.anonymous.request('post', '/auth/token', { body: form.toString(), raw: true, contentType: 'application/x-www-form-urlencoded' });
+    assert.equal(res.status, 200, res.text);
+    return JSON.parse(res.text).access_token as string;
+  }
+
+  it('a key taken out of the registry ends the tokens obtained with it at once; the client\'s other key keeps its own', async () => {
+    const second = await generateJwkPair();
+    h.editClients(only('leaver', (e) => ({ ...e, jwks: { keys: [...(e.jwks as { keys: unknown[] }).keys, second.publicJwk] } })));
+    const withOld = await tokenWith('leaver');
+    const withNew = await tokenWith('leaver', second.privateJwk);
+    for (const t of [withOld, withNew]) assert.equal((await h.anonymous.get(`/Patient/${pid}`, bearer(t))).status, 200);
+    // The first key is rotated out (say it leaked).
+    h.editClients(only('leaver', (e) => ({ ...e, jwks: { keys: [second.publicJwk] } })));
+    const res = await h.anonymous.get(`/Patient/${pid}`, bearer(withOld));
+    assert.equal(res.status, 401);
+    assert.match(res.headers['www-authenticate'], /error="invalid_token"/);
+    assert.match(res.body.issue[0].diagnostics, /key leaver obtained this token with is no longer registered/);
+    assert.equal((await h.anonymous.get(`/Patient/${pid}`, bearer(withNew))).status, 200);
+  });
+
+  it('a client removed and added again with a new key does not revive the tokens of its old one', async () => {
+    const token = await tokenWith('leaver');
+    assert.equal((await h.anonymous.get(`/Patient/${pid}`, bearer(token))).status, 200);
+    const entry = structuredClone(original!.find((e) => e.client_id === 'leaver')!);
+    h.editClients((entries) => entries.filter((e) => e.client_id !== 'leaver'));
+    assert.equal((await h.anonymous.get(`/Patient/${pid}`, bearer(token))).status, 401);
+    const fresh = await generateJwkPair();
+    h.editClients((entries) => [...entries, { ...entry, jwks: { keys: [fresh.publicJwk] } }]);
+    assert.equal((await h.anonymous.get(`/Patient/${pid}`, bearer(token))).status, 401, 'the old token stays dead');
+    assert.equal((await h.anonymous.get(`/Patient/${pid}`, bearer(await tokenWith('leaver', fresh.privateJwk)))).status, 200);
+    // Added again with its old key, the client is the same client again, and so are its tokens.
+    h.editClients((entries) => [...entries.filter((e) => e.client_id !== 'leaver'), entry]);
+    assert.equal((await h.anonymous.get(`/Patient/${pid}`, bearer(token))).status, 200);
+  });
+
+  it('a token signed with our key but naming no client key is refused', async () => {
+    const key = await testSigningKey();
+    const now = Math.floor(t0 / 1000);
+    const claims = { client_id: 'gp', scope: 'system/Patient.rs', purpose_of_use: ['TREAT'] };
+    const sign = (extra: Record<string, unknown>) => new SignJWT({ ...claims, ...extra }).setProtectedHeader({ alg: 'ES384', kid: key.kid }).setIssuer(BASE).setAudience(BASE).setSubject('gp').setExpirationTime(now + 300).sign(key.privateKey);
+    for (const extra of [{}, { client_key: '' }, { client_key: 42 }, { client_key: clientKeyOf(h.clients.get('leaver')!) }]) {
+      const res = await h.anonymous.get(`/Patient/${pid}`, bearer(await sign(extra)));
+      assert.equal(res.status, 401, JSON.stringify(extra));
+      assert.match(res.body.issue[0].diagnostics, /client key|no longer registered/);
+    }
+    assert.equal((await h.anonymous.get(`/Patient/${pid}`, bearer(await sign({ client_key: clientKeyOf(h.clients.get('gp')!) })))).status, 200);
   });
 
   it('a scope taken away from the client is taken away from its tokens', async () => {
@@ -112,7 +170,7 @@ describe('Identity: a token is re-checked on every request', () => {
   it('a token refused for its audience is refused again when replayed (a refusal is never cached as a success)', async () => {
     const key = await testSigningKey();
     const now = Math.floor(t0 / 1000);
-    const foreign = await new SignJWT({ client_id: 'gp', scope: 'system/Patient.rs', purpose_of_use: ['TREAT'] })
+    const foreign = await new SignJWT({ client_id: 'gp', scope: 'system/Patient.rs', purpose_of_use: ['TREAT'], client_key: clientKeyOf(h.clients.get('gp')!) })
       .setProtectedHeader({ alg: 'ES384', kid: key.kid })
       .setIssuer('https://evil.example')
       .setAudience('https://evil.example')
@@ -123,7 +181,7 @@ describe('Identity: a token is re-checked on every request', () => {
     for (const headers of attempts) {
       assert.equal((await h.anonymous.get(`/Patient/${pid}`, { ...bearer(foreign), ...headers })).status, 401);
     }
-    const ours = await new SignJWT({ client_id: 'gp', scope: 'system/Patient.rs', purpose_of_use: ['TREAT'] })
+    const ours = await new SignJWT({ client_id: 'gp', scope: 'system/Patient.rs', purpose_of_use: ['TREAT'], client_key: clientKeyOf(h.clients.get('gp')!) })
       .setProtectedHeader({ alg: 'ES384', kid: key.kid })
       .setIssuer(BASE)
       .setAudience(BASE)

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { SignJWT, importJWK, type JWK } from 'jose';
-import { generateJwkPair, signingKeyFrom, type SigningKey } from '../../server/access/keys';
+import { generateJwkPair, jwkThumbprint, signingKeyFrom, type SigningKey } from '../../server/access/keys';
 import { parseRegistry, type RegisteredClient } from '../../server/access/registry';
 import { ODS_SYSTEM } from '../../server/access/context';
 
@@ -56,6 +56,11 @@ export async function makeClients(specs: ClientSpec[]): Promise<{ clients: Map<s
     clients.set(s.clientId, { clientId: s.clientId, privateJwk, entry });
   }
   return { clients, registry: parseRegistry(json, '(test)'), json };
+}
+
+/** The `client_key` claim of a token the server issues to this client (the thumbprint of its registered key), for tests that sign tokens themselves. */
+export function clientKeyOf(client: TestClient): string {
+  return jwkThumbprint((client.entry.jwks as { keys: JWK[] }).keys[0]);
 }
 
 let serverKey: Promise<SigningKey> | undefined;
