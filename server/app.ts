@@ -164,7 +164,8 @@ export function buildApp(options: AppOptions): App {
   app.disable('x-powered-by');
   app.set('etag', false);
   app.set('query parser', 'simple');
-  app.set('trust proxy', false);
+  // Only the configured proxies' X-Forwarded-For counts (req.ip); by default, the connection's peer.
+  app.set('trust proxy', options.config.trustProxy.length ? [...options.config.trustProxy] : false);
 
   app.use(inFlight.track);
   app.use(requestId);

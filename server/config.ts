@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import path from 'node:path';
 
 /**
@@ -16,6 +17,12 @@ export interface Config {
    * X-Forwarded-* headers.
    */
   readonly baseUrl: string | undefined;
+  /**
+   * The reverse proxies whose `X-Forwarded-For` names the client's address (for the audit trail
+   * and the request log): addresses, CIDR ranges or `loopback`, `linklocal`, `uniquelocal`. None by
+   * default: the address is the connection's peer.
+   */
+  readonly trustProxy: readonly string[];
   /**
    * Other public base URLs of this same server (CUSTODIAN_EXTRA_BASE_URLS): client assertions
    * addressed to their token endpoint and access tokens addressed to them are accepted too.
@@ -114,6 +121,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     port: integer(env, 'PORT', 8080, 0, 65535),
     host: env.HOST || '127.0.0.1',
     baseUrl: env.CUSTODIAN_BASE_URL ? baseUrl('CUSTODIAN_BASE_URL', env.CUSTODIAN_BASE_URL) : undefined,
+    trustProxy: trustedProxies(env),
     extraBaseUrls: (env.CUSTODIAN_EXTRA_BASE_URLS ?? '')
       .split(/[\s,]+/)
       .filter(Boolean)
@@ -169,6 +177,22 @@ function baseUrl(variable: string, raw: string): string {
 }
 
 /** CUSTODIAN_SUBSCRIPTION_ENDPOINTS: comma-separated http(s) URLs (an origin, optionally with a path prefix). */
+const PROXY_KEYWORDS = ['loopback', 'linklocal', 'uniquelocal'];
+
+function trustedProxies(env: Env): string[] {
+  const entries = (env.CUSTODIAN_TRUST_PROXY ?? '').split(/[\s,]+/).filter(Boolean);
+  for (const e of entries) {
+    if (PROXY_KEYWORDS.includes(e)) continue;
+    const [address, bits, ...rest] = e.split('/');
+    const family = isIP(address);
+    const prefixOk = bits === undefined || (/^\d{1,3}$/.test(bits) && Number(bits) <= (family === 6 ? 128 : 32));
+    if (!family || !prefixOk || rest.length) {
+      throw new ConfigError('CUSTODIAN_TRUST_PROXY', `"${e}" is not an IP address, a CIDR range or one of ${PROXY_KEYWORDS.join(', ')}`);
+    }
+  }
+  return entries;
+}
+
 function endpointAllowList(env: Env): URL[] {
   const raw = env.CUSTODIAN_SUBSCRIPTION_ENDPOINTS;
   if (!raw) return [];

@@ -18,7 +18,7 @@ export function authenticate(tokens: TokenService, audience: Audience) {
   return async function checkToken(req: Request, res: Response, next: NextFunction): Promise<void> {
     const { requestId } = locals(res);
     if (PUBLIC_PATHS.has(req.path)) {
-      locals(res).ctx = freezeContext({ requestId, clientId: null, roles: [], scopes: [], purposeOfUse: 'TREAT', address: req.socket.remoteAddress });
+      locals(res).ctx = freezeContext({ requestId, clientId: null, roles: [], scopes: [], purposeOfUse: 'TREAT', address: req.ip });
       return next();
     }
     const header = req.get('authorization');
@@ -51,7 +51,7 @@ export function authenticate(tokens: TokenService, audience: Audience) {
         patient: v.patient,
         tokenId: v.tokenId,
         issuer: v.issuer,
-        address: req.socket.remoteAddress,
+        address: req.ip,
       });
     } catch (err) {
       if (!(err instanceof TokenError)) throw err;

@@ -67,7 +67,7 @@ export function holdResponses(trail: AuditTrail, logger: Logger) {
       const ctx = locals(res).ctx;
       const recorded = trail.record(audit, {
         requestId: locals(res).requestId,
-        clientAddress: req.socket.remoteAddress,
+        clientAddress: req.ip,
         ctx: ctx?.clientId ? ctx : undefined,
         status: res.statusCode,
       });
