@@ -32,6 +32,9 @@ export class AuditWriter {
   largestBatch = 0;
   /** Events committed. */
   written = 0;
+  /** Database commits those events took (group commit: many requests' events share one). */
+  commits = 0;
+  private lastCommitNo = 0;
 
   constructor(private readonly store: Store) {}
 
@@ -83,6 +86,10 @@ export class AuditWriter {
         (committed) => {
           this.largestBatch = Math.max(this.largestBatch, committed.commit);
           this.written += committed.events;
+          if (committed.commitNo !== this.lastCommitNo) {
+            this.lastCommitNo = committed.commitNo;
+            this.commits++;
+          }
           for (const w of batch) w.resolve();
         },
         (err: unknown) => {

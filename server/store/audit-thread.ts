@@ -15,7 +15,7 @@ export type ToAuditWorker =
 
 /** What the audit worker answers: calls done (with how many events each stored, and in how large a commit) or failed. */
 export type FromAuditWorker =
-  | { readonly kind: 'done'; readonly calls: readonly number[]; readonly events?: readonly number[]; readonly commit?: number }
+  | { readonly kind: 'done'; readonly calls: readonly number[]; readonly events?: readonly number[]; readonly commit?: number; readonly commitNo?: number }
   | { readonly kind: 'failed'; readonly calls: readonly number[]; readonly error: string; readonly code?: string }
   | { readonly kind: 'indexed'; readonly total: number; readonly error?: string };
 
@@ -29,6 +29,8 @@ export interface AuditWorkerSetup {
 export interface Committed {
   readonly events: number;
   readonly commit: number;
+  /** Which commit of this process it was (numbered from 1): appends that share one share its number. */
+  readonly commitNo: number;
 }
 
 interface Call {
@@ -152,7 +154,7 @@ export class AuditThread implements AuditIndex {
   private receive(m: FromAuditWorker): void {
     switch (m.kind) {
       case 'done':
-        m.calls.forEach((call, i) => this.settle(call)?.resolve({ events: m.events?.[i] ?? 0, commit: m.commit ?? 0 }));
+        m.calls.forEach((call, i) => this.settle(call)?.resolve({ events: m.events?.[i] ?? 0, commit: m.commit ?? 0, commitNo: m.commitNo ?? 0 }));
         return;
       case 'failed': {
         const err = Object.assign(new Error(m.error), m.code ? { code: m.code } : {});

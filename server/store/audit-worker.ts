@@ -63,6 +63,8 @@ class AppendLoop {
   private running: Promise<void> | undefined;
   private lastCommit = 0;
   private wake: (() => void) | undefined;
+  /** Commits made so far. */
+  private commits = 0;
 
   constructor(
     private readonly driver: Driver,
@@ -127,7 +129,7 @@ class AppendLoop {
       post({ kind: 'failed', calls: group.calls, ...failure(err) });
       return;
     }
-    post({ kind: 'done', calls: group.calls, events: group.counts, commit: group.events.length });
+    post({ kind: 'done', calls: group.calls, events: group.counts, commit: group.events.length, commitNo: ++this.commits });
     this.committed(group.events.length);
   }
 

@@ -34,6 +34,8 @@ export class Store {
   readonly auditThread: AuditThread | undefined;
   private readonly timer: NodeJS.Timeout;
   private lastStamp = 0;
+  /** Audit commits on the path without the worker (PostgreSQL), numbered for Committed.commitNo. */
+  private auditCommits = 0;
 
   private constructor(
     readonly sequelize: Sequelize,
@@ -115,7 +117,7 @@ export class Store {
       await this.transaction((tx) => tx.appendAuditEvents(events, writer));
       this.auditIndex.nudge(events.length);
     }
-    return { events: events.length, commit: events.length };
+    return { events: events.length, commit: events.length, commitNo: ++this.auditCommits };
   }
 
   /**

@@ -30,6 +30,22 @@ describe('Health: GET /healthz', () => {
     assert.equal(res.headers['cache-control'], 'no-store');
   });
 
+  it('reports the audit trail\'s group commit: events written, commits they took, the largest', async () => {
+    const stats = async () => {
+      tick();
+      return JSON.parse((await h.anonymous.get('/healthz')).text) as { auditEventsWritten: number; auditCommits: number; largestAuditBatch: number };
+    };
+    const before = await stats();
+    // Fifty audited requests at once (401s are audited too) share far fewer commits than fifty.
+    await Promise.all(Array.from({ length: 50 }, () => h.anonymous.get('/Patient')));
+    const after = await stats();
+    const events = after.auditEventsWritten - before.auditEventsWritten;
+    const commits = after.auditCommits - before.auditCommits;
+    assert.equal(events, 50);
+    assert.ok(commits >= 1 && commits < 50, `${commits} commits for 50 events`);
+    assert.ok(after.largestAuditBatch >= Math.ceil(50 / commits));
+  });
+
   it('writes to the database at most once a second, however often and however concurrently it is called', async () => {
     tick();
     const before = probes;

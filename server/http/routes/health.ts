@@ -42,6 +42,7 @@ export function healthRoutes(options: HealthOptions): Router {
           audit: options.writer ? 'on' : 'OFF (bench only)',
           auditEventsWritten: options.writer?.written ?? 0,
           largestAuditBatch: options.writer?.largestBatch ?? 0,
+          auditCommits: options.writer?.commits ?? 0,
           auditIndexBacklog: await options.indexBacklog(),
         }),
       };
