@@ -120,7 +120,7 @@ export function buildApp(options: AppOptions): App {
       if (changes.some((c) => c.version.type === 'Consent')) workers.deliverer?.nudge();
     },
   });
-  const seal = new CursorSeal(options.store.cursorKey);
+  const seal = new CursorSeal(options.store.cursorKey, options.store.cutovers.numericFeedCursorsUpTo);
   const exportGate = new ExportGate(options.store.reader, policy, jobs, seal);
   const subscriptionGate = new SubscriptionGate(options.store.reader, policy, facts, subscriptions, seal);
   const owner = randomUUID();
@@ -146,6 +146,7 @@ export function buildApp(options: AppOptions): App {
     now,
     replay: (key, expiresAt) => options.store.rememberAssertion(key, expiresAt),
     trusted: options.access.trusted ?? [],
+    unboundTokensBefore: options.store.cutovers.unboundTokensBefore,
   });
   const deps: HttpDeps = {
     config: options.config,

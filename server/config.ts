@@ -1,5 +1,6 @@
 import { isIP } from 'node:net';
 import path from 'node:path';
+import express from 'express';
 
 /**
  * Everything the server reads from its environment, checked once at start-up.
@@ -18,9 +19,9 @@ export interface Config {
    */
   readonly baseUrl: string | undefined;
   /**
-   * The reverse proxies whose `X-Forwarded-For` names the client's address (for the audit trail
-   * and the request log): addresses, CIDR ranges or `loopback`, `linklocal`, `uniquelocal`. None by
-   * default: the address is the connection's peer.
+   * The reverse proxies whose `X-Forwarded-For` names the client's address in the audit trail:
+   * addresses, CIDR ranges or `loopback`, `linklocal`, `uniquelocal`. None by default: the address
+   * is the connection's peer.
    */
   readonly trustProxy: readonly string[];
   /**
@@ -176,22 +177,32 @@ function baseUrl(variable: string, raw: string): string {
   return url.toString().replace(/\/+$/, '');
 }
 
-/** CUSTODIAN_SUBSCRIPTION_ENDPOINTS: comma-separated http(s) URLs (an origin, optionally with a path prefix). */
 const PROXY_KEYWORDS = ['loopback', 'linklocal', 'uniquelocal'];
 
+/** CUSTODIAN_TRUST_PROXY, checked here and then by Express's own parser (proxy-addr), which is what applies it. */
 function trustedProxies(env: Env): string[] {
+  const fail = (problem: string): never => {
+    throw new ConfigError('CUSTODIAN_TRUST_PROXY', problem);
+  };
   const entries = (env.CUSTODIAN_TRUST_PROXY ?? '').split(/[\s,]+/).filter(Boolean);
   for (const e of entries) {
     if (PROXY_KEYWORDS.includes(e)) continue;
     const [address, bits, ...rest] = e.split('/');
     const family = isIP(address);
-    const prefixOk = bits === undefined || (/^\d{1,3}$/.test(bits) && Number(bits) <= (family === 6 ? 128 : 32));
-    if (!family || !prefixOk || rest.length) {
-      throw new ConfigError('CUSTODIAN_TRUST_PROXY', `"${e}" is not an IP address, a CIDR range or one of ${PROXY_KEYWORDS.join(', ')}`);
-    }
+    const prefixOk = bits === undefined || (/^\d{1,3}$/.test(bits) && Number(bits) >= 1 && Number(bits) <= (family === 6 ? 128 : 32));
+    if (!family || !prefixOk || rest.length) fail(`"${e}" is not an IP address, a CIDR range (prefix 1 or longer) or one of ${PROXY_KEYWORDS.join(', ')}`);
+    // proxy-addr reads ::ffff:10.0.0.0/8 as the IPv6 range ::/8.
+    if (family === 6 && /^::ffff:/i.test(address)) fail(`"${e}": write IPv4 addresses and ranges as IPv4 (10.0.0.0/8, not ::ffff:10.0.0.0/8)`);
+  }
+  try {
+    express().set('trust proxy', entries.length ? entries : false);
+  } catch (err) {
+    fail((err as Error).message);
   }
   return entries;
 }
+
+/** CUSTODIAN_SUBSCRIPTION_ENDPOINTS: comma-separated http(s) URLs (an origin, optionally with a path prefix). */
 
 function endpointAllowList(env: Env): URL[] {
   const raw = env.CUSTODIAN_SUBSCRIPTION_ENDPOINTS;

@@ -1,7 +1,7 @@
 import type { NextFunction, Request, Response } from 'express';
 import { decodeJwt } from 'jose';
 import { FhirError } from '../errors';
-import { locals } from '../http/request';
+import { clientAddress, locals } from '../http/request';
 import type { Audience } from './audience';
 import { freezeContext } from './context';
 import { TokenError, type TokenService } from './tokens';
@@ -18,7 +18,7 @@ export function authenticate(tokens: TokenService, audience: Audience) {
   return async function checkToken(req: Request, res: Response, next: NextFunction): Promise<void> {
     const { requestId } = locals(res);
     if (PUBLIC_PATHS.has(req.path)) {
-      locals(res).ctx = freezeContext({ requestId, clientId: null, roles: [], scopes: [], purposeOfUse: 'TREAT', address: req.ip });
+      locals(res).ctx = freezeContext({ requestId, clientId: null, roles: [], scopes: [], purposeOfUse: 'TREAT', address: clientAddress(req) });
       return next();
     }
     const header = req.get('authorization');
@@ -51,7 +51,8 @@ export function authenticate(tokens: TokenService, audience: Audience) {
         patient: v.patient,
         tokenId: v.tokenId,
         issuer: v.issuer,
-        address: req.ip,
+        address: clientAddress(req),
+        ...(v.clientKey ? { clientKey: v.clientKey } : {}),
       });
     } catch (err) {
       if (!(err instanceof TokenError)) throw err;

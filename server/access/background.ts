@@ -14,6 +14,8 @@ export interface StoredContext {
   readonly patient?: string;
   /** The client's network address when it asked (for the audit trail). */
   readonly address?: string;
+  /** The registered key the client's token was obtained with: taken out of the registry, it stops the work. */
+  readonly clientKey?: string;
   /** The request that started the work, and the base URL it was made to. */
   readonly requestId: string;
   readonly baseUrl: string;
@@ -28,6 +30,7 @@ export function storeContext(ctx: AccessContext, baseUrl: string): StoredContext
     ...(ctx.practitioner ? { practitioner: ctx.practitioner } : {}),
     ...(ctx.patient ? { patient: ctx.patient } : {}),
     ...(ctx.address ? { address: ctx.address } : {}),
+    ...(ctx.clientKey ? { clientKey: ctx.clientKey } : {}),
     requestId: ctx.requestId,
   };
 }
@@ -38,7 +41,9 @@ export function storeContext(ctx: AccessContext, baseUrl: string): StoredContext
  * again whenever the work runs. A trusted issuer's token naming the same client id is not enough.
  */
 export function mayWorkInBackground(ctx: AccessContext, registry: ClientRegistry): boolean {
-  return ctx.clientId !== null && ctx.registeredPurposes !== undefined && registry.get(ctx.clientId) !== undefined;
+  if (ctx.clientId === null || ctx.registeredPurposes === undefined) return false;
+  const client = registry.get(ctx.clientId);
+  return client !== undefined && (ctx.clientKey === undefined || client.keyThumbprints.has(ctx.clientKey));
 }
 
 /**
@@ -50,6 +55,9 @@ export function backgroundContext(registry: ClientRegistry, stored: StoredContex
   const client = registry.get(stored.clientId);
   if (!client) return undefined;
   if (!client.purposes.includes(stored.purposeOfUse)) return undefined;
+  // Work asked for with a key since taken out of the registry (rotated after a leak, or the client
+  // re-added with new keys) stops with it. Work stored before tokens were bound names no key.
+  if (stored.clientKey !== undefined && !client.keyThumbprints.has(stored.clientKey)) return undefined;
   return freezeContext({
     requestId,
     clientId: client.clientId,
@@ -61,5 +69,6 @@ export function backgroundContext(registry: ClientRegistry, stored: StoredContex
     registeredPurposes: client.purposes,
     ...(stored.practitioner ? { practitioner: stored.practitioner } : {}),
     ...(stored.address ? { address: stored.address } : {}),
+    ...(stored.clientKey ? { clientKey: stored.clientKey } : {}),
   });
 }

@@ -27,6 +27,8 @@ export interface AccessContext {
   readonly issuer?: string;
   /** Client network address, for the audit trail. */
   readonly address?: string;
+  /** Our own tokens: the thumbprint of the registered key the client obtained the token with (background work stays bound to it). */
+  readonly clientKey?: string;
 }
 
 export type Role = 'auditor' | 'national-service' | 'audit-source';

@@ -74,6 +74,8 @@ export interface VerifiedToken {
   readonly tokenId?: string;
   readonly issuer: string;
   readonly expiresAt: number;
+  /** Our own tokens: the thumbprint of the client key they were obtained with (absent on tokens from before the binding). */
+  readonly clientKey?: string;
 }
 
 export interface TrustedIssuer {
@@ -103,6 +105,11 @@ export interface TokenServiceOptions {
   readonly now: () => number;
   readonly replay: ReplayGuard;
   readonly trusted: readonly TrustedIssuer[];
+  /**
+   * Our tokens issued (iat) before this time (ms) were issued before tokens were bound to the
+   * client's key, and are accepted without `client_key` (the store's recorded cut-over); none after.
+   */
+  readonly unboundTokensBefore?: number;
 }
 
 /**
@@ -272,7 +279,7 @@ export class TokenService {
     if (!audience.accepted.includes(claims.issuer)) throw new TokenError('the access token was issued for another server');
     const client = registry.get(claims.clientId);
     if (!client) throw new TokenError(`client ${claims.clientId} is no longer registered`);
-    if (!client.keyThumbprints.has(claims.clientKey!)) throw new TokenError(`the key ${claims.clientId} obtained this token with is no longer registered`);
+    if (claims.clientKey !== undefined && !client.keyThumbprints.has(claims.clientKey)) throw new TokenError(`the key ${claims.clientId} obtained this token with is no longer registered`);
     if (!client.purposes.includes(claims.purposeOfUse)) throw new TokenError(`purpose of use ${claims.purposeOfUse} is no longer registered for ${claims.clientId}`);
     return {
       ...base,
@@ -281,6 +288,7 @@ export class TokenService {
       roles: client.roles,
       scopes: this.narrow(claims.scopes, client),
       registeredPurposes: client.purposes,
+      ...(claims.clientKey ? { clientKey: claims.clientKey } : {}),
     };
   }
 
@@ -341,7 +349,7 @@ export class TokenService {
       if (e.code === 'ERR_JWT_CLAIM_VALIDATION_FAILED' && /aud/.test(e.message)) throw new TokenError('the access token is for another audience');
       throw new TokenError(`the access token is not valid: ${e.message}`);
     }
-    const claims = trusted ? externalClaims(payload, trusted) : ownClaims(payload);
+    const claims = trusted ? externalClaims(payload, trusted) : ownClaims(payload, this.options.unboundTokensBefore ?? 0);
     // Refuse now what admit would refuse on every request anyway, so it is not cached.
     this.admit(claims);
     return Object.freeze(claims);
@@ -377,12 +385,14 @@ function b2bPurposes(extensions: unknown): readonly unknown[] {
   return purposes;
 }
 
-function ownClaims(payload: JWTPayload): VerifiedClaims {
+function ownClaims(payload: JWTPayload, unboundBefore: number): VerifiedClaims {
   const clientId = String(payload.client_id ?? payload.sub ?? '');
   if (!clientId) throw new TokenError('the access token names no client');
   const purpose = Array.isArray(payload.purpose_of_use) ? parsePurpose(payload.purpose_of_use[0]) : null;
   if (!purpose) throw new TokenError('the access token has no purpose of use');
-  if (typeof payload.client_key !== 'string' || payload.client_key === '') throw new TokenError('the access token names no client key');
+  const bound = typeof payload.client_key === 'string' && payload.client_key !== '';
+  const issuedUnbound = payload.client_key === undefined && typeof payload.iat === 'number' && payload.iat * 1000 < unboundBefore;
+  if (!bound && !issuedUnbound) throw new TokenError('the access token names no client key');
   return {
     issuer: payload.iss!,
     audiences: audiencesOf(payload),
@@ -392,7 +402,7 @@ function ownClaims(payload: JWTPayload): VerifiedClaims {
     scopes: Object.freeze(String(payload.scope ?? '').split(' ').filter(Boolean)),
     purposeOfUse: purpose,
     tokenId: typeof payload.jti === 'string' ? payload.jti : undefined,
-    clientKey: payload.client_key,
+    ...(bound ? { clientKey: payload.client_key as string } : {}),
   };
 }
 

@@ -1,7 +1,7 @@
 import type { NextFunction, Request, Response } from 'express';
 import { TOKEN_PATH } from '../access/audience';
 import { FhirError, outcomeOf } from '../errors';
-import { locals } from '../http/request';
+import { clientAddress, locals } from '../http/request';
 import type { Logger } from '../log';
 import type { AuditInteraction } from './balp';
 import { RequestAudit, type AuditTrail } from './trail';
@@ -67,7 +67,7 @@ export function holdResponses(trail: AuditTrail, logger: Logger) {
       const ctx = locals(res).ctx;
       const recorded = trail.record(audit, {
         requestId: locals(res).requestId,
-        clientAddress: req.ip,
+        clientAddress: clientAddress(req),
         ctx: ctx?.clientId ? ctx : undefined,
         status: res.statusCode,
       });

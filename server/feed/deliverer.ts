@@ -84,7 +84,7 @@ export class Deliverer {
     try {
       const ctx = backgroundContext(this.o.registry, sub.context, `notify-${sub.id}-${this.o.now()}`);
       if (!ctx) {
-        await subscriptions.failed(undefined, sub, `client ${sub.owner} is no longer registered (or no longer for purpose ${sub.context.purposeOfUse})`, this.retryAt(sub), this.o.config.errorAfter);
+        await subscriptions.failed(undefined, sub, `client ${sub.owner} is no longer registered (or no longer for purpose ${sub.context.purposeOfUse}, or no longer with the key it subscribed with)`, this.retryAt(sub), this.o.config.errorAfter);
         return false;
       }
       for (const row of await subscriptions.pending(sub.id, BATCH)) {

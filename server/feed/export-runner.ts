@@ -90,7 +90,7 @@ export class ExportRunner {
         }
         const ctx = backgroundContext(this.o.registry, job.context, `export-${job.id}-${cursor.part}`);
         if (!ctx) {
-          await jobs.fail(job.id, `client ${job.clientId} is no longer registered (or no longer for purpose ${job.context.purposeOfUse}); the export was stopped`);
+          await jobs.fail(job.id, `client ${job.clientId} is no longer registered (or no longer for purpose ${job.context.purposeOfUse}, or no longer with the key it asked with); the export was stopped`);
           return;
         }
         const step = cursor.typeIndex < job.types.length ? await this.page(job, cursor, ctx) : this.issues(job, cursor);

@@ -1,4 +1,4 @@
-import { createCipheriv, createDecipheriv, createHash, createHmac, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHash, createHmac, randomBytes, randomFillSync } from 'node:crypto';
 import { FhirError } from '../errors';
 import type { Keyset } from '../search/order';
 
@@ -18,9 +18,13 @@ export class CursorSeal {
   /** The history feed's cursors, sealed with keys derived from this one. */
   readonly feed: FeedCursorSeal;
 
-  constructor(private readonly key: Buffer) {
+  constructor(
+    private readonly key: Buffer,
+    /** Bare commit sequences up to this one were feed cursors before they were sealed (Cutovers). */
+    numericFeedCursorsUpTo = 0,
+  ) {
     if (key.length !== 32) throw new Error('the cursor key must be 32 bytes');
-    this.feed = new FeedCursorSeal(key);
+    this.feed = new FeedCursorSeal(key, numericFeedCursorsUpTo);
   }
 
   /** A random key for a new database (kept in custodian_state). */
@@ -70,15 +74,22 @@ function fingerprint(search: string): Buffer {
  * patient by patient when the client knows when one was seen.
  *
  * Unlike a search cursor, a feed position stands for itself: the same one is valid with any
- * `_count`, type or window, and sealing it twice gives the same text (the IV is derived from the
- * position, so nothing but equality shows), so an unchanged feed keeps handing out the same
- * `next` link. `0`, the start of the feed, is accepted as it is.
+ * `_count`, type or window. Sealing is randomised (a salt in the sealed text; the IV is derived
+ * from salt and position, so it never repeats for two texts): the same position sealed twice
+ * gives two texts, so nothing shows whether a cursor moved past versions the client may not see.
+ *
+ * `0`, the start of the feed, is accepted as it is; so are the bare sequence numbers this server
+ * handed out before its cursors were sealed, up to the recorded cut-over (saved cursors and
+ * manifests keep working), and no higher (a made-up number would be a probe).
  */
 export class FeedCursorSeal {
   private readonly key: Buffer;
   private readonly ivKey: Buffer;
 
-  constructor(cursorKey: Buffer) {
+  constructor(
+    cursorKey: Buffer,
+    private readonly numericUpTo = 0,
+  ) {
     if (cursorKey.length !== 32) throw new Error('the cursor key must be 32 bytes');
     // Keys of their own, derived from the shared one: a feed cursor is never a search cursor.
     this.key = createHmac('sha256', cursorKey).update('custodian history feed cursor: key').digest();
@@ -87,8 +98,9 @@ export class FeedCursorSeal {
 
   seal(seq: number): string {
     if (!Number.isSafeInteger(seq) || seq < 0) throw new Error(`not a commit sequence: ${seq}`);
-    const plain = Buffer.alloc(8);
-    plain.writeBigUInt64BE(BigInt(seq));
+    const plain = Buffer.alloc(16);
+    randomFillSync(plain, 0, 8);
+    plain.writeBigUInt64BE(BigInt(seq), 8);
     const iv = createHmac('sha256', this.ivKey).update(plain).digest().subarray(0, 12);
     const cipher = createCipheriv('aes-256-gcm', this.key, iv);
     cipher.setAAD(FEED_AAD);
@@ -98,17 +110,22 @@ export class FeedCursorSeal {
 
   /** The position, or a 400 naming `param` when the value is not a feed cursor this server issued. */
   open(value: string, param: string): number {
-    if (value === '0') return 0;
     const bad = () => new FhirError('invalid-search', `Invalid value for '${param}': not a history cursor this server issued`, { expression: [param] });
-    if (!/^[A-Za-z0-9_-]{48}$/.test(value)) throw bad();
+    if (/^\d{1,15}$/.test(value)) {
+      const seq = Number(value);
+      if (seq === 0 || seq <= this.numericUpTo) return seq;
+      throw bad();
+    }
+    if (!/^[A-Za-z0-9_-]{59}$/.test(value)) throw bad();
     const raw = Buffer.from(value, 'base64url');
     try {
       const decipher = createDecipheriv('aes-256-gcm', this.key, raw.subarray(0, 12));
       decipher.setAAD(FEED_AAD);
       decipher.setAuthTag(raw.subarray(12, 28));
       const plain = Buffer.concat([decipher.update(raw.subarray(28)), decipher.final()]);
-      const seq = Number(plain.readBigUInt64BE());
-      if (plain.length !== 8 || !Number.isSafeInteger(seq)) throw bad();
+      if (plain.length !== 16) throw bad();
+      const seq = Number(plain.readBigUInt64BE(8));
+      if (!Number.isSafeInteger(seq)) throw bad();
       return seq;
     } catch {
       throw bad();

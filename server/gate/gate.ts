@@ -45,7 +45,7 @@ export class Gate {
     /** What else every write transaction does (the subscription outbox). */
     private readonly hooks?: CommitHooks,
   ) {
-    this.seal = new CursorSeal(store.cursorKey);
+    this.seal = new CursorSeal(store.cursorKey, store.cutovers.numericFeedCursorsUpTo);
     this.reads = new GatedReads(store.reader, policy, this.seal, undefined, audit, (patients) => store.auditIndex.catchUp(patients));
   }
 

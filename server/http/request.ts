@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import type { Request, Response } from 'express';
 import { isResourceType, type ResourceType } from '../../resources';
 import type { AccessContext } from '../access/context';
@@ -88,4 +89,14 @@ export function parseETag(value: string | undefined, header: string): number | u
   const m = /^\s*(?:W\/)?"?([1-9]\d{0,8})"?\s*$/.exec(value);
   if (!m) throw new FhirError('invalid-request', `${header} must be a version ETag such as W/"3", got '${value}'`);
   return Number(m[1]);
+}
+
+/**
+ * The client's network address for the audit trail: what Express derived from X-Forwarded-For
+ * through the configured trusted proxies (CUSTODIAN_TRUST_PROXY), or the connection's peer. A
+ * forwarded value that is not an IP address (a hop inside a trusted range can write anything)
+ * is not recorded as one: the peer is.
+ */
+export function clientAddress(req: Request): string | undefined {
+  return req.ip && isIP(req.ip) ? req.ip : req.socket.remoteAddress;
 }

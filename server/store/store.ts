@@ -22,6 +22,31 @@ async function sharedSecret(driver: Driver, name: string): Promise<Buffer> {
 }
 
 /**
+ * Where this database changed format, recorded by the first process of a version that changed it
+ * (and kept): what was handed out before still works up to there.
+ */
+export interface Cutovers {
+  /** History feed cursors were bare commit sequences up to this one (gate/cursor.ts). */
+  readonly numericFeedCursorsUpTo: number;
+  /** Access tokens issued before this time (ms) carry no client_key (access/tokens.ts). */
+  readonly unboundTokensBefore: number;
+}
+
+/** A value kept in custodian_state: the first process to ask records `initial`, every later one reads it. */
+async function sharedValue(driver: Driver, name: string, initial: string): Promise<string> {
+  await driver.run('INSERT INTO custodian_state (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING', [name, initial]);
+  return (await driver.get<{ value: string }>('SELECT value FROM custodian_state WHERE name = ?', [name]))!.value;
+}
+
+async function cutovers(driver: Driver, now: number): Promise<Cutovers> {
+  const top = await driver.get<{ seq: number | string | null }>('SELECT MAX(seq) AS seq FROM resource_versions');
+  return {
+    numericFeedCursorsUpTo: Number(await sharedValue(driver, 'cutover-sealed-feed-cursors', String(Number(top?.seq ?? 0)))),
+    unboundTokensBefore: Number(await sharedValue(driver, 'cutover-key-bound-tokens', String(now))),
+  };
+}
+
+/**
  * The versioned resource store: Sequelize owns the connections and the schema, the driver runs
  * the hot-path statements over those same connections. Wired into the gate by app.ts; nothing
  * in `http/` may import it.
@@ -45,6 +70,8 @@ export class Store {
     readonly localBase: string | undefined,
     /** The key search cursors are sealed with, shared by every process on this database (gate/cursor.ts). */
     readonly cursorKey: Buffer,
+    /** What was handed out before this database changed format, and still works (see Cutovers). */
+    readonly cutovers: Cutovers,
     /** PostgreSQL: lock and statement timeout of write transactions, ms (0: none). */
     private readonly writeTimeoutMs = 0,
   ) {
@@ -72,7 +99,7 @@ export class Store {
       await migrate(sequelize);
       const driver = await openDriver(sequelize, config.dialect === 'sqlite' ? { sqliteStorage: config.storage, sqliteSynchronous: config.synchronous, sqliteBusyTimeoutMs: config.busyTimeoutMs } : {});
       await reindexIfAsked(driver, options.localBase);
-      return new Store(sequelize, driver, options.now, options.localBase, await sharedSecret(driver, 'cursor-key'), config.dialect === 'postgres' ? (config.writeTimeoutMs ?? 0) : 0);
+      return new Store(sequelize, driver, options.now, options.localBase, await sharedSecret(driver, 'cursor-key'), await cutovers(driver, options.now()), config.dialect === 'postgres' ? (config.writeTimeoutMs ?? 0) : 0);
     } catch (err) {
       await sequelize.close().catch(() => undefined);
       throw err;

@@ -1,6 +1,7 @@
 import { CursorSeal } from '../../server/gate/cursor';
 import assert from 'node:assert/strict';
 import type { Resource } from 'fhir/r4';
+import { generateJwkPair } from '../../server/access/keys';
 import { ClientRegistry, parseRegistry } from '../../server/access/registry';
 import { scopePolicy } from '../../server/access/scope-policy';
 import { ConsentPolicy } from '../../server/consent/policy';
@@ -101,5 +102,21 @@ describe('Feed: an interrupted export resumes or fails visibly', function () {
     const res = await national.get(status);
     assert.equal(res.status, 500);
     assert.match(res.body.issue[0].diagnostics, /client national is no longer registered/);
+  });
+
+  it('a job asked for with a key since rotated out of the registry stops, visibly; the same client with its key kept runs on', async () => {
+    const status = await kickOff(national, '/$export?_type=Consent');
+    const fresh = await generateJwkPair();
+    const entries = [...h.clients.values()].map((c) => c.entry);
+    const rekeyed = (keys: unknown[]) => ClientRegistry.of(parseRegistry(entries.map((e) => (e.client_id === 'national' ? { ...e, jwks: { keys } } : e)), '(test)'));
+    const national0 = (entries.find((e) => e.client_id === 'national')!.jwks as { keys: unknown[] }).keys;
+    // A second key added: the job's own key is still there, so it goes on.
+    await runner('rotating', () => false, rekeyed([...national0, fresh.publicJwk])).runOnce();
+    assert.equal((await national.get(status)).status, 200, 'finished with both keys registered');
+    const second = await kickOff(national, '/$export?_type=Consent');
+    await runner('rotated', () => false, rekeyed([fresh.publicJwk])).runOnce();
+    const res = await national.get(second);
+    assert.equal(res.status, 500);
+    assert.match(res.body.issue[0].diagnostics, /no longer with the key it asked with/);
   });
 });

@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict';
 import type { Bundle, BundleEntry } from 'fhir/r4';
+import { FeedCursorSeal } from '../../server/gate/cursor';
+import { Store } from '../../server/store/store';
 import type { Api } from '../support/api';
+import { freshDatabase } from '../support/db';
 import { consent, patient } from '../support/fixtures';
 import { startHarness, type Harness } from '../support/harness';
 
@@ -72,10 +75,10 @@ describe('Feed: the Consent history walked forwards in commit order', () => {
     const { next } = await walk(national, '/Consent/_history?_sort=_lastUpdated&_count=3');
     const empty = (await national.get(next)).body as Bundle;
     assert.equal(empty.entry, undefined);
-    assert.equal(empty.link!.find((l) => l.relation === 'next')!.url.replace(BASE, ''), next, 'nothing new: the cursor stays put');
+    const again = empty.link!.find((l) => l.relation === 'next')!.url.replace(BASE, '');
     const c = (await gp.post('/Consent', consent(ids.p))).body.id;
-    const later = await walk(national, next);
-    assert.deepEqual(later.entries.map(key), [`Consent/${c}|W/"1"`]);
+    // Nothing new: the empty page's next link resumes where the saved one does.
+    for (const from of [next, again]) assert.deepEqual((await walk(national, from)).entries.map(key), [`Consent/${c}|W/"1"`]);
     await gp.delete(`/Consent/${c}`);
   });
 
@@ -123,7 +126,8 @@ describe('Feed: the Consent history walked forwards in commit order', () => {
       assert.equal(res.body.entry, undefined);
     }
     const next = ((await national.get(`/Consent/_history?_sort=_lastUpdated&_count=0&_cursor=${c1}`)).body as Bundle).link!.find((l) => l.relation === 'next')!.url;
-    assert.equal(new URL(next).searchParams.get('_cursor'), c1);
+    const moved = new URL(next).searchParams.get('_cursor')!;
+    assert.deepEqual((await walk(national, `/Consent/_history?_sort=_lastUpdated&_cursor=${moved}`)).entries.map(key), (await walk(national, `/Consent/_history?_sort=_lastUpdated&_cursor=${c1}`)).entries.map(key));
   });
 
   it('seals its cursors: opaque, tamper-evident, never a search cursor, and blind to the writes between two of them', async () => {
@@ -136,14 +140,17 @@ describe('Feed: the Consent history walked forwards in commit order', () => {
       url = next.replace(BASE, '');
     }
     for (const c of cursors) {
-      assert.match(c, /^[A-Za-z0-9_-]{48}$/);
+      assert.match(c, /^[A-Za-z0-9_-]{59}$/);
       assert.ok(!/^\d+$/.test(c), 'not a bare commit sequence');
     }
     assert.equal(new Set(cursors).size, 3);
-    // The same position, issued again after the AuditEvents of these reads were committed: the
-    // text does not change, and nothing in two cursors tells how much was written between them.
+    // The same position sealed again is another text (so whether a cursor moved past versions the
+    // client may not see cannot be told by comparing two), and resumes at the same place.
     const again = (await national.get('/Consent/_history?_sort=_lastUpdated&_count=1')).body as Bundle;
-    assert.equal(new URL(again.link!.find((l) => l.relation === 'next')!.url).searchParams.get('_cursor'), cursors[0]);
+    const cursor0 = new URL(again.link!.find((l) => l.relation === 'next')!.url).searchParams.get('_cursor')!;
+    assert.notEqual(cursor0, cursors[0]);
+    const from = async (c: string) => ((await national.get(`/Consent/_history?_sort=_lastUpdated&_count=5&_cursor=${c}`)).body as Bundle).entry!.map(key);
+    assert.deepEqual(await from(cursor0), await from(cursors[0]));
     // Every character of a cursor is covered by its tag.
     const flipped = cursors[1].slice(0, 30) + (cursors[1][30] === 'A' ? 'B' : 'A') + cursors[1].slice(31);
     const extra = (await gp.post('/Consent', consent(ids.p))).body.id;
@@ -166,11 +173,64 @@ describe('Feed: the Consent history walked forwards in commit order', () => {
   });
 
   it('refuses a bad _sort, _cursor or _cursor-end with a 400 OperationOutcome', async () => {
-    for (const q of ['_sort=status', '_sort=_id', '_cursor=abc', '_cursor=-1', '_sort=_lastUpdated&_cursor-end=x', '_cursor-end=5']) {
+    for (const q of ['_sort=status', '_sort=_id', '_cursor=abc', '_cursor=-1', '_cursor=7', '_sort=_lastUpdated&_cursor-end=x', '_cursor-end=5']) {
       const res = await national.get(`/Consent/_history?${q}`);
       assert.equal(res.status, 400, q);
       assert.equal(res.body.resourceType, 'OperationOutcome');
       assert.match(res.body.issue[0].diagnostics, /_sort|_cursor/);
+    }
+    // _cursor-end closes a forward window only.
+    const first = (await national.get('/Consent/_history?_sort=_lastUpdated&_count=1')).body as Bundle;
+    const c1 = new URL(first.link!.find((l) => l.relation === 'next')!.url).searchParams.get('_cursor')!;
+    const backwards = await national.get(`/Consent/_history?_cursor-end=${c1}`);
+    assert.equal(backwards.status, 400);
+    assert.match(backwards.body.issue[0].diagnostics, /_cursor-end closes a forward window/);
+  });
+});
+
+describe('Feed: cursors handed out before they were sealed', () => {
+  const key = Buffer.alloc(32, 7);
+
+  it('bare sequence numbers up to the recorded cut-over still open, none above it; sealed ones open wherever they point', () => {
+    const seal = new FeedCursorSeal(key, 100);
+    assert.equal(seal.open('0', '_cursor'), 0);
+    assert.equal(seal.open('57', '_cursor'), 57);
+    assert.equal(seal.open('100', '_cursor'), 100);
+    for (const bad of ['101', '999999999999999']) assert.throws(() => seal.open(bad, '_cursor'), /not a history cursor this server issued/);
+    assert.equal(seal.open(seal.seal(123456), '_cursor'), 123456);
+    assert.throws(() => new FeedCursorSeal(key, 0).open('1', '_cursor-end'), /'_cursor-end'/);
+    assert.throws(() => new FeedCursorSeal(Buffer.alloc(32, 8), 100).open(seal.seal(5), '_cursor'), /not a history cursor/, 'another database\'s key');
+  });
+
+  it('the cut-over is the last commit when a database first runs with sealed cursors, and it stays put', async () => {
+    const db = await freshDatabase();
+    try {
+      const store = await Store.open(db.config, { now: Date.now });
+      try {
+        assert.equal(store.cutovers.numericFeedCursorsUpTo, 0, 'a new database has handed out no bare cursor');
+        await store.transaction((tx) => tx.create('Patient', { resourceType: 'Patient', id: 'cut-1' }, { clientId: 'x', organization: null }));
+        // As a database upgraded from before: no cut-over recorded yet.
+        await store.driver.run("DELETE FROM custodian_state WHERE name LIKE 'cutover-%'");
+      } finally {
+        await store.close();
+      }
+      const upgraded = await Store.open(db.config, { now: Date.now });
+      const top = Number((await upgraded.driver.get<{ seq: number | string }>('SELECT MAX(seq) AS seq FROM resource_versions'))!.seq);
+      try {
+        assert.ok(top > 0);
+        assert.equal(upgraded.cutovers.numericFeedCursorsUpTo, top);
+        await upgraded.transaction((tx) => tx.create('Patient', { resourceType: 'Patient', id: 'cut-2' }, { clientId: 'x', organization: null }));
+      } finally {
+        await upgraded.close();
+      }
+      const later = await Store.open(db.config, { now: Date.now });
+      try {
+        assert.equal(later.cutovers.numericFeedCursorsUpTo, top, 'recorded once, by the first process');
+      } finally {
+        await later.close();
+      }
+    } finally {
+      await db.drop();
     }
   });
 });

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { exportJWK, generateKeyPair, SignJWT, UnsecuredJWT, type JWTPayload } from 'jose';
 import { freezeContext } from '../../server/access/context';
-import { testSigningKey } from '../support/auth';
+import { clientKeyOf, testSigningKey } from '../support/auth';
 import { patient } from '../support/fixtures';
 import { startHarness, type Harness } from '../support/harness';
 
@@ -21,7 +21,7 @@ describe('Identity: bearer tokens on every FHIR request', () => {
   async function forged(claims: JWTPayload, header: Record<string, unknown> = {}): Promise<string> {
     const key = await testSigningKey();
     const now = Math.floor(h.clock.now / 1000);
-    return new SignJWT({ iss: BASE, aud: BASE, sub: 'test-admin', client_id: 'test-admin', scope: 'system/*.cruds', purpose_of_use: ['TREAT'], iat: now, exp: now + 300, jti: 'forged', ...claims })
+    return new SignJWT({ iss: BASE, aud: BASE, sub: 'test-admin', client_id: 'test-admin', scope: 'system/*.cruds', purpose_of_use: ['TREAT'], client_key: clientKeyOf(h.clients.get('test-admin')!), iat: now, exp: now + 300, jti: 'forged', ...claims })
       .setProtectedHeader({ alg: 'ES384', kid: key.kid, ...header })
       .sign(key.privateKey);
   }
@@ -95,7 +95,11 @@ describe('Identity: bearer tokens on every FHIR request', () => {
   });
 
   it('answers 401 for a token whose client is not registered, or that has no purpose', async () => {
-    await refused({ Authorization: `Bearer ${await forged({ sub: 'ghost', client_id: 'ghost' })}` }, 'invalid_token');
+    // The same token with every claim right is accepted: each refusal below is for the one claim changed.
+    assert.equal((await h.anonymous.get(`/Patient/${secretId}`, { Authorization: `Bearer ${await forged({ jti: 'forged-ok' })}` })).status, 200);
+    const ghost = await forged({ sub: 'ghost', client_id: 'ghost' });
+    await refused({ Authorization: `Bearer ${ghost}` }, 'invalid_token');
+    assert.match((await h.anonymous.get(`/Patient/${secretId}`, { Authorization: `Bearer ${ghost}` })).body.issue[0].diagnostics, /client ghost is no longer registered/);
     await refused({ Authorization: `Bearer ${await forged({ purpose_of_use: undefined })}` }, 'invalid_token');
   });
 

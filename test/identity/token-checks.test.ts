@@ -110,6 +110,11 @@ describe('Identity: a token is re-checked on every request', () => {
       assert.match(res.body.issue[0].diagnostics, /client key|no longer registered/);
     }
     assert.equal((await h.anonymous.get(`/Patient/${pid}`, bearer(await sign({ client_key: clientKeyOf(h.clients.get('gp')!) })))).status, 200);
+    // Tokens issued before tokens were bound (before the cut-over the database recorded) carry no
+    // key and still work until they expire; one issued since without a key does not.
+    const cutover = Math.floor(h.store.cutovers.unboundTokensBefore / 1000);
+    assert.equal((await h.anonymous.get(`/Patient/${pid}`, bearer(await sign({ iat: cutover - 60 })))).status, 200);
+    assert.equal((await h.anonymous.get(`/Patient/${pid}`, bearer(await sign({ iat: cutover + 1 })))).status, 401);
   });
 
   it('a scope taken away from the client is taken away from its tokens', async () => {
