@@ -424,13 +424,18 @@ export class GatedReads {
   async history(ctx: AccessContext, unscoped: HistoryRequest): Promise<HistoryPage> {
     const { req, purpose } = this.historyScope(ctx, unscoped);
     if (req.id !== undefined) await this.assertMayKnowOf(ctx, req.types[0], req.id, purpose, true);
-    // `_count=0`: no entries, and a forward walker's cursor stays where it is.
+    // `_count=0`: no entries, and a forward walker's cursor keeps its position.
     if (req.limit === 0) return { entries: [], scannedTo: req.order === 'asc' ? req.afterSeq : undefined };
+    // Where an open forward walk resumes once it has read everything: the commit head as it was
+    // before the scan, never the position of the last version scanned. That one could be a
+    // version the client may not see, and a cursor placed by it, replayed with another window or
+    // type, would tell where (and so when) such versions lie.
+    const head = req.order === 'asc' && req.beforeSeq === undefined ? await this.reader.headSeq() : undefined;
     const want = req.limit + 1;
     const found: HistoryVersion[] = [];
     const decided = new Map<HistoryVersion, Decision>();
     let bounds = { beforeSeq: req.beforeSeq, afterSeq: req.afterSeq };
-    let scannedTo: number | undefined;
+    let lastVisible: number | undefined;
     // A page's worth first (a feed reader usually sees all of it), more when versions were hidden.
     let batch = Math.min(Math.max(want, 50), 2000);
     const replaced = new Map<HistoryVersion, StoredVersion>();
@@ -439,8 +444,8 @@ export class GatedReads {
       const visible = await this.decideVersions(ctx, rows, purpose, replaced);
       rows.forEach((v, i) => {
         if (found.length >= want) return;
-        scannedTo = v.seq;
         if (visible[i].effect === 'permit') {
+          lastVisible = v.seq;
           found.push(v);
           decided.set(v, visible[i]);
         }
@@ -460,7 +465,11 @@ export class GatedReads {
       else if (before?.resource) this.note(ctx, interaction, v, decided.get(v)!, definitions[before.type].patientIds(before.resource));
     }
     const more = found.length > req.limit;
-    return { entries, nextSeq: more ? entries[entries.length - 1].seq : undefined, scannedTo: more ? entries[entries.length - 1].seq : scannedTo };
+    if (more) return { entries, nextSeq: entries[entries.length - 1].seq, scannedTo: entries[entries.length - 1].seq };
+    // Everything up to the head was read (the versions above it, committed since, were read too
+    // if there were any; the last of them the client may see bounds the resume point from below).
+    const ends = [req.afterSeq, lastVisible, head].filter((x): x is number => x !== undefined);
+    return { entries, scannedTo: ends.length ? Math.max(...ends) : undefined };
   }
 
   /**

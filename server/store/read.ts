@@ -236,6 +236,14 @@ export class StoreReader {
     return (await this.driver.all<VersionRow>(sql, params)).map(fromVersionRow);
   }
 
+  /**
+   * The last committed commit sequence (0 for none): every version at or below it is committed
+   * (a version's seq is given out under a lock held to its commit, see store/write.ts).
+   */
+  async headSeq(): Promise<number> {
+    return Number((await this.driver.get<{ seq: number | string | null }>('SELECT MAX(seq) AS seq FROM resource_versions'))?.seq ?? 0);
+  }
+
   /** Versions in commit order (or its reverse), one keyset page. */
   async history(req: HistoryRequest): Promise<HistoryVersion[]> {
     const params: unknown[] = [...req.types];

@@ -112,6 +112,23 @@ describe('Feed: the Consent history walked forwards in commit order', () => {
     assert.equal(((await hospital.get('/Consent/_history?_sort=_lastUpdated&_summary=count')).body as Bundle).total, 1);
   });
 
+  it('a cursor does not show where versions the client may not see lie, whatever window it came from', async () => {
+    // For the hospital only Consent b is visible; a's versions (written at +60 s, +120 s, and its
+    // deletion) are not. Each probe gets a cursor from a window that keeps or drops a's versions,
+    // then replays it without the window: what comes back must not depend on the hidden versions.
+    const replayFrom = async (first: string) => {
+      const b = (await hospital.get(first)).body as Bundle;
+      const cursor = new URL(b.link!.find((l) => l.relation === 'next')!.url).searchParams.get('_cursor')!;
+      return ((await hospital.get(`/Consent/_history?_sort=_lastUpdated&_count=10&_cursor=${cursor}`)).body as Bundle).entry?.map(key) ?? [];
+    };
+    const at = (ms: number) => encodeURIComponent(new Date(start + ms).toISOString());
+    const keepsHidden = await replayFrom(`/Consent/_history?_sort=_lastUpdated&_since=${at(90000)}`);
+    const dropsHidden = await replayFrom(`/Consent/_history?_sort=_lastUpdated&_since=${at(10 * 60000)}`);
+    assert.deepEqual(keepsHidden, dropsHidden, 'the _since oracle');
+    const atWindow = await replayFrom(`/Consent/_history?_sort=_lastUpdated&_at=${at(90000)}`);
+    assert.deepEqual(atWindow, dropsHidden, 'the _at oracle');
+  });
+
   it('_since filters by lastUpdated, the cursor still walks commit order', async () => {
     const { entries } = await walk(national, `/Consent/_history?_sort=_lastUpdated&_since=${new Date(start + 30000).toISOString()}`);
     assert.deepEqual(entries.map(key).slice(0, 3), [`Consent/${ids.a}|W/"1"`, `Consent/${ids.a}|W/"2"`, `Consent/${ids.a}|W/"3"`]);
