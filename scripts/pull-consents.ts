@@ -122,7 +122,9 @@ export async function pullConsents(o: PullOptions): Promise<PullResult> {
       const next = cursorOf(page);
       if (entries.length === 0) {
         if (next !== state.cursor) {
-          // Versions hidden from this client moved the cursor on.
+          // An empty page still moves the cursor on, to the commit head (past versions hidden from
+          // this client and those of other types); cursors are sealed afresh each time, so the
+          // text always differs. Save it: it is where the next poll resumes.
           state = { ...state, cursor: next };
           writeState(o.state, state);
         }

@@ -191,8 +191,9 @@ function trustedProxies(env: Env): string[] {
     const family = isIP(address);
     const prefixOk = bits === undefined || (/^\d{1,3}$/.test(bits) && Number(bits) >= 1 && Number(bits) <= (family === 6 ? 128 : 32));
     if (!family || !prefixOk || rest.length) fail(`"${e}" is not an IP address, a CIDR range (prefix 1 or longer) or one of ${PROXY_KEYWORDS.join(', ')}`);
-    // proxy-addr reads ::ffff:10.0.0.0/8 as the IPv6 range ::/8.
-    if (family === 6 && /^::ffff:/i.test(address)) fail(`"${e}": write IPv4 addresses and ranges as IPv4 (10.0.0.0/8, not ::ffff:10.0.0.0/8)`);
+    // proxy-addr reads ::ffff:10.0.0.0/8 as the IPv6 range ::/8 (any spelling: the URL parser
+    // writes an IPv6 address in its canonical form).
+    if (family === 6 && /^\[::ffff:/i.test(new URL(`http://[${address}]/`).hostname)) fail(`"${e}": write IPv4 addresses and ranges as IPv4 (10.0.0.0/8, not ::ffff:10.0.0.0/8)`);
   }
   try {
     express().set('trust proxy', entries.length ? entries : false);

@@ -37,13 +37,15 @@ export function storeContext(ctx: AccessContext, baseUrl: string): StoredContext
 
 /**
  * Background work runs only for clients of the registry, holding a token this server issued
- * (only those carry the client's registered purposes), so that their standing can be checked
- * again whenever the work runs. A trusted issuer's token naming the same client id is not enough.
+ * (only those carry the client's registered purposes) and bound to one of its registered keys, so
+ * that their standing, key included, can be checked again whenever the work runs. A trusted
+ * issuer's token naming the same client id is not enough, nor a token from before tokens were
+ * bound (the client fetches a new one).
  */
 export function mayWorkInBackground(ctx: AccessContext, registry: ClientRegistry): boolean {
-  if (ctx.clientId === null || ctx.registeredPurposes === undefined) return false;
+  if (ctx.clientId === null || ctx.registeredPurposes === undefined || ctx.clientKey === undefined) return false;
   const client = registry.get(ctx.clientId);
-  return client !== undefined && (ctx.clientKey === undefined || client.keyThumbprints.has(ctx.clientKey));
+  return client !== undefined && client.keyThumbprints.has(ctx.clientKey);
 }
 
 /**

@@ -73,11 +73,16 @@ export class SubscriptionGate {
     return this.subscriptions.byOwner(ctx.clientId!);
   }
 
-  /** Replaces a Subscription of this client; `ifMatch` is the version the client last saw. */
+  /**
+   * Replaces a Subscription of this client; `ifMatch` is the version the client last saw. Its
+   * deliveries then run as the updating request's token stands (scopes, purpose, and the key it
+   * was obtained with), so a client that rotated its key renews a Subscription by updating it,
+   * with what it had queued kept.
+   */
   async update(ctx: AccessContext, id: string, input: SubscriptionInput, ifMatch?: number): Promise<SubscriptionRecord> {
     const current = await this.read(ctx, id);
     if (ifMatch !== undefined && ifMatch !== current.versionId) throw new FhirError('precondition-failed', `Subscription/${id} is at version ${current.versionId}, not ${ifMatch}`);
-    const updated = await this.subscriptions.update(current, input);
+    const updated = await this.subscriptions.update(current, input, storeContext(ctx, current.context.baseUrl));
     if (!updated) throw new FhirError('conflict', `Subscription/${id} changed while it was being updated; read it and try again`);
     return updated;
   }

@@ -288,6 +288,16 @@ const migrations: readonly Migration[] = [
       await m.addIndex('audit_index_queue', ['patient', 'rid'], 'audit_index_queue_patient');
     },
   },
+  {
+    id: '0022-cutovers',
+    async up(m) {
+      // Where this database changed format (store.ts Cutovers), recorded once, by the migration
+      // that first runs (under the migration lock on PostgreSQL): the bare commit sequences handed
+      // out as feed cursors so far, and the time from which access tokens carry client_key.
+      await m.sql("INSERT INTO custodian_state (name, value) SELECT 'cutover-sealed-feed-cursors', CAST(COALESCE(MAX(seq), 0) AS TEXT) FROM resource_versions");
+      await m.sql(`INSERT INTO custodian_state (name, value) VALUES ('cutover-key-bound-tokens', '${Date.now()}')`);
+    },
+  },
 ];
 
 /** Ids of all migrations, in order (for the health report and tests). */

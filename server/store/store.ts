@@ -32,18 +32,16 @@ export interface Cutovers {
   readonly unboundTokensBefore: number;
 }
 
-/** A value kept in custodian_state: the first process to ask records `initial`, every later one reads it. */
-async function sharedValue(driver: Driver, name: string, initial: string): Promise<string> {
-  await driver.run('INSERT INTO custodian_state (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING', [name, initial]);
-  return (await driver.get<{ value: string }>('SELECT value FROM custodian_state WHERE name = ?', [name]))!.value;
-}
-
-async function cutovers(driver: Driver, now: number): Promise<Cutovers> {
-  const top = await driver.get<{ seq: number | string | null }>('SELECT MAX(seq) AS seq FROM resource_versions');
-  return {
-    numericFeedCursorsUpTo: Number(await sharedValue(driver, 'cutover-sealed-feed-cursors', String(Number(top?.seq ?? 0)))),
-    unboundTokensBefore: Number(await sharedValue(driver, 'cutover-key-bound-tokens', String(now))),
+/**
+ * The cut-overs migration 0022 recorded. A row gone missing is never recomputed (that would
+ * widen the window to now): it counts as 0, so nothing from before is accepted (fail closed).
+ */
+async function cutovers(driver: Driver): Promise<Cutovers> {
+  const value = async (name: string) => {
+    const n = Number((await driver.get<{ value: string }>('SELECT value FROM custodian_state WHERE name = ?', [name]))?.value ?? 0);
+    return Number.isSafeInteger(n) && n > 0 ? n : 0;
   };
+  return { numericFeedCursorsUpTo: await value('cutover-sealed-feed-cursors'), unboundTokensBefore: await value('cutover-key-bound-tokens') };
 }
 
 /**
@@ -99,7 +97,7 @@ export class Store {
       await migrate(sequelize);
       const driver = await openDriver(sequelize, config.dialect === 'sqlite' ? { sqliteStorage: config.storage, sqliteSynchronous: config.synchronous, sqliteBusyTimeoutMs: config.busyTimeoutMs } : {});
       await reindexIfAsked(driver, options.localBase);
-      return new Store(sequelize, driver, options.now, options.localBase, await sharedSecret(driver, 'cursor-key'), await cutovers(driver, options.now()), config.dialect === 'postgres' ? (config.writeTimeoutMs ?? 0) : 0);
+      return new Store(sequelize, driver, options.now, options.localBase, await sharedSecret(driver, 'cursor-key'), await cutovers(driver), config.dialect === 'postgres' ? (config.writeTimeoutMs ?? 0) : 0);
     } catch (err) {
       await sequelize.close().catch(() => undefined);
       throw err;

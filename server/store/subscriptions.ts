@@ -197,15 +197,15 @@ export class Subscriptions {
   }
 
   /** Replaces the client's part of a Subscription; a new version. A change of channel or criteria starts afresh (no failures). */
-  async update(current: SubscriptionRecord, input: SubscriptionInput): Promise<SubscriptionRecord | undefined> {
+  async update(current: SubscriptionRecord, input: SubscriptionInput, context: StoredContext): Promise<SubscriptionRecord | undefined> {
     const at = this.now();
     const versionId = current.versionId + 1;
     const content = shown(input.resource, current.id, versionId, at, input.status);
     const changed = await this.store.driver.transaction((q) =>
       q.run(
-        `UPDATE subscriptions SET version_id = ?, last_updated = ?, content = ?, criteria = ?, endpoint = ?, payload = ?, headers = ?, status = ?, error = NULL, failures = 0, next_attempt_at = 0, end_at = ?
+        `UPDATE subscriptions SET version_id = ?, last_updated = ?, content = ?, criteria = ?, endpoint = ?, payload = ?, headers = ?, status = ?, error = NULL, failures = 0, next_attempt_at = 0, end_at = ?, context = ?
          WHERE id = ? AND version_id = ?`,
-        [versionId, at, JSON.stringify(content), JSON.stringify(input.criteria), input.endpoint, input.payload ?? null, JSON.stringify(input.headers), input.status, input.endAt ?? null, current.id, current.versionId],
+        [versionId, at, JSON.stringify(content), JSON.stringify(input.criteria), input.endpoint, input.payload ?? null, JSON.stringify(input.headers), input.status, input.endAt ?? null, JSON.stringify(context), current.id, current.versionId],
       ),
     );
     return changed === 1 ? this.get(current.id) : undefined;

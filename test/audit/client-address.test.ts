@@ -72,7 +72,7 @@ describe('Audit: the client address, behind a trusted proxy or not', () => {
   });
 
   it('refuses a CUSTODIAN_TRUST_PROXY that is not addresses, ranges or keywords', () => {
-    for (const bad of ['proxy.example', '10.0.0.0/33', '300.1.1.1', 'fe80::/129', '10.0.0.1/8/8', 'true', '0.0.0.0/0', '::/0', '10.0.0.1/000', '::ffff:10.0.0.0/8', '::ffff:10.0.0.1']) {
+    for (const bad of ['proxy.example', '10.0.0.0/33', '300.1.1.1', 'fe80::/129', '10.0.0.1/8/8', 'true', '0.0.0.0/0', '::/0', '10.0.0.1/000', '::ffff:10.0.0.0/8', '::ffff:10.0.0.1', '0:0:0:0:0:ffff:10.0.0.0/8', '0::ffff:a00:0/104']) {
       assert.throws(() => loadConfig({ CUSTODIAN_TRUST_PROXY: bad }, '/tmp'), (err: unknown) => err instanceof ConfigError && /CUSTODIAN_TRUST_PROXY/.test(err.message), bad);
     }
     assert.deepEqual(loadConfig({ CUSTODIAN_TRUST_PROXY: 'loopback, 10.0.0.0/8 2001:db8::/32' }, '/tmp').trustProxy, ['loopback', '10.0.0.0/8', '2001:db8::/32']);

@@ -219,33 +219,37 @@ describe('Feed: cursors handed out before they were sealed', () => {
     assert.throws(() => new FeedCursorSeal(Buffer.alloc(32, 8), 100).open(seal.seal(5), '_cursor'), /not a history cursor/, 'another database\'s key');
   });
 
-  it('the cut-over is the last commit when a database first runs with sealed cursors, and it stays put', async () => {
+  it('the cut-over is the last commit when a database first runs with sealed cursors; recorded once, and a missing record accepts nothing', async () => {
     const db = await freshDatabase();
-    try {
+    const writer = { clientId: 'x', organization: null };
+    const reopen = async <T>(fn: (store: Store) => Promise<T>): Promise<T> => {
       const store = await Store.open(db.config, { now: Date.now });
       try {
-        assert.equal(store.cutovers.numericFeedCursorsUpTo, 0, 'a new database has handed out no bare cursor');
-        await store.transaction((tx) => tx.create('Patient', { resourceType: 'Patient', id: 'cut-1' }, { clientId: 'x', organization: null }));
-        // As a database upgraded from before: no cut-over recorded yet.
-        await store.driver.run("DELETE FROM custodian_state WHERE name LIKE 'cutover-%'");
+        return await fn(store);
       } finally {
         await store.close();
       }
-      const upgraded = await Store.open(db.config, { now: Date.now });
-      const top = Number((await upgraded.driver.get<{ seq: number | string }>('SELECT MAX(seq) AS seq FROM resource_versions'))!.seq);
-      try {
-        assert.ok(top > 0);
+    };
+    try {
+      const top = await reopen(async (store) => {
+        assert.equal(store.cutovers.numericFeedCursorsUpTo, 0, 'a new database has handed out no bare cursor');
+        await store.transaction((tx) => tx.create('Patient', { resourceType: 'Patient', id: 'cut-1' }, writer));
+        // As a database of the version before: neither the migration nor its records.
+        await store.driver.run("DELETE FROM custodian_state WHERE name LIKE 'cutover-%'");
+        await store.driver.run("DELETE FROM custodian_migrations WHERE id = '0022-cutovers'");
+        return Number((await store.driver.get<{ seq: number | string }>('SELECT MAX(seq) AS seq FROM resource_versions'))!.seq);
+      });
+      assert.ok(top > 0);
+      await reopen(async (upgraded) => {
         assert.equal(upgraded.cutovers.numericFeedCursorsUpTo, top);
-        await upgraded.transaction((tx) => tx.create('Patient', { resourceType: 'Patient', id: 'cut-2' }, { clientId: 'x', organization: null }));
-      } finally {
-        await upgraded.close();
-      }
-      const later = await Store.open(db.config, { now: Date.now });
-      try {
-        assert.equal(later.cutovers.numericFeedCursorsUpTo, top, 'recorded once, by the first process');
-      } finally {
-        await later.close();
-      }
+        assert.ok(upgraded.cutovers.unboundTokensBefore > 0);
+        await upgraded.transaction((tx) => tx.create('Patient', { resourceType: 'Patient', id: 'cut-2' }, writer));
+      });
+      await reopen(async (later) => {
+        assert.equal(later.cutovers.numericFeedCursorsUpTo, top, 'recorded once');
+        await later.driver.run("DELETE FROM custodian_state WHERE name = 'cutover-sealed-feed-cursors'");
+      });
+      await reopen(async (tampered) => assert.equal(tampered.cutovers.numericFeedCursorsUpTo, 0, 'a missing record is not recomputed: no bare cursor opens'));
     } finally {
       await db.drop();
     }

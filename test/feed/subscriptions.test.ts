@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import type { AuditEvent, Bundle, Consent, Parameters, ParametersParameter, Subscription } from 'fhir/r4';
-import type { Api } from '../support/api';
+import { generateJwkPair } from '../../server/access/keys';
+import { Api } from '../support/api';
+import { clientAssertion } from '../support/auth';
 import { consent, patient } from '../support/fixtures';
 import { startHarness, type Harness } from '../support/harness';
 import { org } from './fixtures';
@@ -250,6 +252,42 @@ describe('Feed: Subscriptions (rest-hook) from a durable outbox', function () {
     assert.equal((await gp.get('/Consent/$delivery-status')).status, 403);
     await national.delete(`/Subscription/${ok.id}`);
     await national.delete(`/Subscription/${bad.id}`);
+  });
+
+  it('a key rotated out stops the Subscriptions made with it; the client renews one by updating it with a token of its new key, and nothing queued is lost', async () => {
+    const sub = await subscribe(national, subscription(`${receiver.base}/hooks/rotate`, { criteria: 'Consent?' }));
+    const original = JSON.parse(JSON.stringify(h.clients.get('national')!.entry)) as Record<string, unknown>;
+    const fresh = await generateJwkPair();
+    const withKeys = (keys: unknown[]) => h.editClients((entries) => entries.map((e) => (e.client_id === 'national' ? { ...e, jwks: { keys } } : e)));
+    const oldKeys = (original.jwks as { keys: unknown[] }).keys;
+    try {
+      withKeys([...oldKeys, fresh.publicJwk]);
+      const form = new URLSearchParams({
+        grant_type: 'client_credentials',
+        client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
+        client_assertion: await clientAssertion(h.clients.get('national')!, h.app.audience.tokenEndpoint, h.clock.now, { jwk: fresh.privateJwk }),
+        scope: 'system/Consent.rs',
+        purpose_of_use: 'PUBHLTH',
+      });
+      const issued = await h.anonymous.request('post', '/auth/token', { body: form.toString(), raw: true, contentType: 'application/x-www-form-urlencoded' });
+      assert.equal(issued.status, 200, issued.text);
+      const renewed = new Api(h.app.express, JSON.parse(issued.text).access_token as string);
+      withKeys([fresh.publicJwk]); // the old key leaves (say it leaked)
+      const c = (await gp.post('/Consent', consent(pid))).body.id;
+      await deliver();
+      assert.equal(receiver.received.filter((r) => r.path === '/hooks/rotate').length, 0, 'nothing is sent on behalf of the old key');
+      const stored = await h.store.driver.get<{ failures: number | string }>('SELECT failures FROM subscriptions WHERE id = ?', [sub.id]);
+      assert.ok(Number(stored!.failures) >= 1, 'counted as a failed delivery');
+      const put = await renewed.put(`/Subscription/${sub.id}`, { ...subscription(`${receiver.base}/hooks/rotate`, { criteria: 'Consent?' }), id: sub.id });
+      assert.equal(put.status, 200, put.text);
+      await deliver();
+      const got = receiver.received.filter((r) => r.path === '/hooks/rotate');
+      assert.equal(got.length, 1, 'the version queued while it was stopped is delivered');
+      assert.equal((JSON.parse(got[0].body) as Consent).id, c);
+    } finally {
+      h.editClients((entries) => entries.map((e) => (e.client_id === 'national' ? original : e)));
+      await national.delete(`/Subscription/${sub.id}`);
+    }
   });
 
   it('an off or deleted Subscription queues nothing more, and its pending notifications are cancelled', async () => {

@@ -33,7 +33,7 @@ export function subscriptionRoutes(deps: HttpDeps): Router {
     sendJson(res, status, s.resource, headers);
   };
   const background = (res: Response) => {
-    if (!mayWorkInBackground(ctxOf(res), deps.registry)) throw new FhirError('forbidden', 'Subscriptions are for clients registered with this server, using a token it issued');
+    if (!mayWorkInBackground(ctxOf(res), deps.registry)) throw new FhirError('forbidden', 'Subscriptions are for clients registered with this server, using a token it issued with one of their registered keys');
   };
 
   router.post('/Subscription', async (req, res) => {
