@@ -96,29 +96,42 @@ export class ExportGate {
 
   /**
    * The next page of a job's snapshot for one type, decided for `ctx` (the job's client as it
-   * stands now). Versions without a patient are left out of Patient-level exports; deletions are
-   * reported only when the export asked for changes `_since` an instant, and only to a client that
-   * may see the version before them.
+   * stands now): `limit` versions the client may receive (output and deletions together), fewer
+   * only when the type's snapshot runs out. A page is counted in what the client receives, never
+   * in what was examined: a file of `limit` rows examined would tell, by its count, how many were
+   * withheld (opt-outs, say). Versions without a patient are left out of Patient-level exports;
+   * deletions are reported only when the export asked for changes `_since` an instant, and only
+   * to a client that may see the version before them.
    */
   async page(ctx: AccessContext, job: ExportJob, type: ResourceType, afterSeq: number, limit: number): Promise<SnapshotPage> {
     this.reads.allow(ctx, type, 'search-type');
-    const rows = await this.reader.snapshotPage(type, job.snapshot.seq, afterSeq, limit, job.since);
-    const candidates: { version: HistoryVersion; patients: string[] }[] = [];
-    for (const v of rows) {
-      if (v.deleted && job.since === undefined) continue;
-      const patients = v.deleted ? await this.patientsBefore(v) : definitions[type].patientIds(v.resource!);
-      if (job.level === 'patient' && patients.length === 0) continue;
-      candidates.push({ version: v, patients });
+    const permitted: { version: HistoryVersion; patients: string[] }[] = [];
+    let from = afterSeq;
+    let examined = 0;
+    for (;;) {
+      const rows = await this.reader.snapshotPage(type, job.snapshot.seq, from, limit, job.since);
+      const candidates: { version: HistoryVersion; patients: string[] }[] = [];
+      for (const v of rows) {
+        if (v.deleted && job.since === undefined) continue;
+        const patients = v.deleted ? await this.patientsBefore(v) : definitions[type].patientIds(v.resource!);
+        if (job.level === 'patient' && patients.length === 0) continue;
+        candidates.push({ version: v, patients });
+      }
+      const decisions: Decision[] = await this.reads.decideVersions(ctx, candidates.map((c) => c.version), DISCLOSE);
+      for (const [i, c] of candidates.entries()) if (decisions[i].effect === 'permit') permitted.push(c);
+      if (permitted.length >= limit) {
+        // Full: the page ends at its last version (what follows it in this batch is read again next time).
+        const taken = permitted.slice(0, limit);
+        const lastSeq = taken[taken.length - 1].version.seq;
+        examined += rows.filter((r) => r.seq <= lastSeq).length;
+        return { included: taken.filter((c) => !c.version.deleted), deleted: taken.filter((c) => c.version.deleted), lastSeq, examined, done: false };
+      }
+      examined += rows.length;
+      if (rows.length < limit) {
+        return { included: permitted.filter((c) => !c.version.deleted), deleted: permitted.filter((c) => c.version.deleted), lastSeq: rows.length ? rows[rows.length - 1].seq : from, examined, done: true };
+      }
+      from = rows[rows.length - 1].seq;
     }
-    const decisions: Decision[] = await this.reads.decideVersions(ctx, candidates.map((c) => c.version), DISCLOSE);
-    const permitted = candidates.filter((_, i) => decisions[i].effect === 'permit');
-    return {
-      included: permitted.filter((c) => !c.version.deleted),
-      deleted: permitted.filter((c) => c.version.deleted),
-      lastSeq: rows.length ? rows[rows.length - 1].seq : afterSeq,
-      examined: rows.length,
-      done: rows.length < limit,
-    };
   }
 
   private async patientsBefore(v: HistoryVersion): Promise<string[]> {

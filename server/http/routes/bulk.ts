@@ -51,10 +51,10 @@ export function bulkRoutes(deps: HttpDeps): Router {
       sendJson(res, 500, { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'processing', diagnostics: `Export ${job.id} failed: ${job.error ?? 'unknown reason'}` }] });
     } else {
       res.status(202);
-      // A share, not counts: the versions examined include those the client may not see, so
-      // counts beside the manifest's would tell how many were withheld (opt-outs, say).
-      const share = job.estimate > 0 ? Math.min(99, Math.floor((100 * job.examined) / job.estimate)) : 0;
-      res.setHeader('X-Progress', `${job.status}: about ${share}% examined`);
+      // Files written so far, nothing more: the versions examined (and the estimate of them)
+      // include those the client may not see, so any measure of them, a share included, would
+      // tell beside the file counts how many were withheld (opt-outs, say).
+      res.setHeader('X-Progress', `${job.status}: ${job.cursor.part - 1} files written`); // parts are numbered from 1
       res.setHeader('Retry-After', retryAfter);
       res.end();
     }
