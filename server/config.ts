@@ -179,6 +179,15 @@ function baseUrl(variable: string, raw: string): string {
 
 const PROXY_KEYWORDS = ['loopback', 'linklocal', 'uniquelocal'];
 
+/** An IPv6 address as the URL parser writes it (`[::ffff:a00:1]`), or '' when it cannot. */
+function canonicalIPv6(address: string): string {
+  try {
+    return new URL(`http://[${address}]/`).hostname;
+  } catch {
+    return '';
+  }
+}
+
 /** CUSTODIAN_TRUST_PROXY, checked here and then by Express's own parser (proxy-addr), which is what applies it. */
 function trustedProxies(env: Env): string[] {
   const fail = (problem: string): never => {
@@ -192,8 +201,8 @@ function trustedProxies(env: Env): string[] {
     const prefixOk = bits === undefined || (/^\d{1,3}$/.test(bits) && Number(bits) >= 1 && Number(bits) <= (family === 6 ? 128 : 32));
     if (!family || !prefixOk || rest.length) fail(`"${e}" is not an IP address, a CIDR range (prefix 1 or longer) or one of ${PROXY_KEYWORDS.join(', ')}`);
     // proxy-addr reads ::ffff:10.0.0.0/8 as the IPv6 range ::/8 (any spelling: the URL parser
-    // writes an IPv6 address in its canonical form).
-    if (family === 6 && /^\[::ffff:/i.test(new URL(`http://[${address}]/`).hostname)) fail(`"${e}": write IPv4 addresses and ranges as IPv4 (10.0.0.0/8, not ::ffff:10.0.0.0/8)`);
+    // writes an IPv6 address in its canonical form; a zone id is not part of the address).
+    if (family === 6 && /^\[::ffff:[0-9a-f]{1,4}:[0-9a-f]{1,4}\]$/i.test(canonicalIPv6(address.replace(/%.*$/, '')))) fail(`"${e}": write IPv4 addresses and ranges as IPv4 (10.0.0.0/8, not ::ffff:10.0.0.0/8)`);
   }
   try {
     express().set('trust proxy', entries.length ? entries : false);

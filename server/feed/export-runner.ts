@@ -109,7 +109,9 @@ export class ExportRunner {
   /** The next page of the current type: its output file, its deleted file, their audit. */
   private async page(job: ExportJob, cursor: ExportCursor, ctx: AccessContext): Promise<ExportStep> {
     const type = job.types[cursor.typeIndex];
-    const page = await this.o.gate.page(ctx, job, type, cursor.afterSeq, this.o.config.exportFileResources);
+    const page = await this.o.gate.page(ctx, job, type, cursor.afterSeq, this.o.config.exportFileResources, async () => {
+      if (!(await this.o.jobs.renew(job.id, this.o.owner, this.o.now() + this.o.config.leaseMs))) throw new Error(`export ${job.id} is no longer this process's to run`);
+    });
     const files: ExportStep['files'][number][] = [];
     if (page.included.length) {
       files.push({ kind: 'output', type, count: page.included.length, content: page.included.map((i) => JSON.stringify(i.version.resource) + '\n').join('') });

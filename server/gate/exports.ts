@@ -103,7 +103,7 @@ export class ExportGate {
    * deletions are reported only when the export asked for changes `_since` an instant, and only
    * to a client that may see the version before them.
    */
-  async page(ctx: AccessContext, job: ExportJob, type: ResourceType, afterSeq: number, limit: number): Promise<SnapshotPage> {
+  async page(ctx: AccessContext, job: ExportJob, type: ResourceType, afterSeq: number, limit: number, between: () => Promise<void> = async () => undefined): Promise<SnapshotPage> {
     this.reads.allow(ctx, type, 'search-type');
     const permitted: { version: HistoryVersion; patients: string[] }[] = [];
     let from = afterSeq;
@@ -131,6 +131,9 @@ export class ExportGate {
         return { included: permitted.filter((c) => !c.version.deleted), deleted: permitted.filter((c) => c.version.deleted), lastSeq: rows.length ? rows[rows.length - 1].seq : from, examined, done: true };
       }
       from = rows[rows.length - 1].seq;
+      // A client that may receive little of a large type scans many batches for one page: the
+      // runner keeps its lease meanwhile (and stops if it lost it).
+      await between();
     }
   }
 

@@ -200,6 +200,12 @@ export class ExportJobs {
     return ok;
   }
 
+  /** Extends the lease of a job this owner holds (a long page in hand); false when it is no longer this owner's. */
+  async renew(id: string, owner: string, leaseUntil: number): Promise<boolean> {
+    const changed = await this.store.driver.run(`UPDATE export_jobs SET lease_until = ? WHERE id = ? AND status = 'running' AND lease_owner = ?`, [leaseUntil, id, owner]);
+    return changed === 1;
+  }
+
   /** Marks the job complete (its files are all written) until `expiresAt`. */
   async complete(job: ExportJob, owner: string, expiresAt: number): Promise<boolean> {
     const changed = await this.store.driver.run(

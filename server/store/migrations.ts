@@ -294,8 +294,10 @@ const migrations: readonly Migration[] = [
       // Where this database changed format (store.ts Cutovers), recorded once, by the migration
       // that first runs (under the migration lock on PostgreSQL): the bare commit sequences handed
       // out as feed cursors so far, and the time from which access tokens carry client_key.
-      await m.sql("INSERT INTO custodian_state (name, value) SELECT 'cutover-sealed-feed-cursors', CAST(COALESCE(MAX(seq), 0) AS TEXT) FROM resource_versions");
-      await m.sql(`INSERT INTO custodian_state (name, value) VALUES ('cutover-key-bound-tokens', '${Date.now()}')`);
+      // (A value already there, from a build that recorded it at start-up, is kept. SQLite needs
+      // the WHERE to tell an upsert's ON CONFLICT from a join's ON.)
+      await m.sql("INSERT INTO custodian_state (name, value) SELECT 'cutover-sealed-feed-cursors', CAST(COALESCE(MAX(seq), 0) AS TEXT) FROM resource_versions WHERE 1 = 1 ON CONFLICT (name) DO NOTHING");
+      await m.sql(`INSERT INTO custodian_state (name, value) VALUES ('cutover-key-bound-tokens', '${Date.now()}') ON CONFLICT (name) DO NOTHING`);
     },
   },
 ];

@@ -76,5 +76,7 @@ describe('Audit: the client address, behind a trusted proxy or not', () => {
       assert.throws(() => loadConfig({ CUSTODIAN_TRUST_PROXY: bad }, '/tmp'), (err: unknown) => err instanceof ConfigError && /CUSTODIAN_TRUST_PROXY/.test(err.message), bad);
     }
     assert.deepEqual(loadConfig({ CUSTODIAN_TRUST_PROXY: 'loopback, 10.0.0.0/8 2001:db8::/32' }, '/tmp').trustProxy, ['loopback', '10.0.0.0/8', '2001:db8::/32']);
+    // A zone id, and an IPv4-translated (not mapped) address, are addresses proxy-addr takes as they are.
+    for (const ok of ['fe80::1%eth0', '::ffff:0:10.0.0.1']) assert.deepEqual(loadConfig({ CUSTODIAN_TRUST_PROXY: ok }, '/tmp').trustProxy, [ok]);
   });
 });

@@ -95,6 +95,18 @@ describe('Feed: an interrupted export resumes or fails visibly', function () {
     assert.match(res.body.issue[0].diagnostics, /failed: the export was started or resumed 5 times/);
   });
 
+  it('a runner scanning a long page keeps its lease, and one that lost it cannot renew it', async () => {
+    const status = await kickOff(national, '/$export?_type=Consent');
+    const jobs = new ExportJobs(h.store, now);
+    const job = await jobs.claim('scanner', h.clock.now + 1000);
+    assert.ok(job, 'claimed');
+    assert.equal(await jobs.renew(job.id, 'scanner', h.clock.now + 60000), true);
+    assert.equal(await jobs.renew(job.id, 'someone-else', h.clock.now + 60000), false);
+    await jobs.release(job.id, 'scanner', 0);
+    await h.app.feed.exports.runOnce();
+    assert.equal((await national.get(status)).status, 200);
+  });
+
   it('a job whose client has left the registry stops, visibly', async () => {
     const status = await kickOff(national, '/$export?_type=Consent');
     const without = ClientRegistry.of(parseRegistry([...h.clients.values()].filter((c) => c.clientId !== 'national').map((c) => c.entry), '(test)'));

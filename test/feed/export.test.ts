@@ -128,6 +128,7 @@ describe('Feed: Bulk Data export', function () {
     assert.ok(events.length > 0);
     // Most of the trail is about other patients, yet every file but the last is full: a file's
     // count never tells how many versions were withheld around it.
+    assert.equal(new Set(events.map((e) => e.id)).size, events.length, 'each event once, across pages cut between withheld ones');
     const counts = manifest.output.map((o) => o.count);
     assert.ok(counts.length >= 2, `${counts}`);
     assert.deepEqual(counts.slice(0, -1), counts.slice(0, -1).map(() => 2), `${counts}`);
