@@ -213,7 +213,6 @@ function trustedProxies(env: Env): string[] {
 }
 
 /** CUSTODIAN_SUBSCRIPTION_ENDPOINTS: comma-separated http(s) URLs (an origin, optionally with a path prefix). */
-
 function endpointAllowList(env: Env): URL[] {
   const raw = env.CUSTODIAN_SUBSCRIPTION_ENDPOINTS;
   if (!raw) return [];

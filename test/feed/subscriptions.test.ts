@@ -2,7 +2,6 @@ import assert from 'node:assert/strict';
 import type { AuditEvent, Bundle, Consent, Parameters, ParametersParameter, Subscription } from 'fhir/r4';
 import { generateJwkPair } from '../../server/access/keys';
 import { Api } from '../support/api';
-import { clientAssertion } from '../support/auth';
 import { consent, patient } from '../support/fixtures';
 import { startHarness, type Harness } from '../support/harness';
 import { org } from './fixtures';
@@ -262,16 +261,7 @@ describe('Feed: Subscriptions (rest-hook) from a durable outbox', function () {
     const oldKeys = (original.jwks as { keys: unknown[] }).keys;
     try {
       withKeys([...oldKeys, fresh.publicJwk]);
-      const form = new URLSearchParams({
-        grant_type: 'client_credentials',
-        client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
-        client_assertion: await clientAssertion(h.clients.get('national')!, h.app.audience.tokenEndpoint, h.clock.now, { jwk: fresh.privateJwk }),
-        scope: 'system/Consent.rs',
-        purpose_of_use: 'PUBHLTH',
-      });
-      const issued = await h.anonymous.request('post', '/auth/token', { body: form.toString(), raw: true, contentType: 'application/x-www-form-urlencoded' });
-      assert.equal(issued.status, 200, issued.text);
-      const renewed = new Api(h.app.express, JSON.parse(issued.text).access_token as string);
+      const renewed = new Api(h.app.express, await h.token('national', { purpose: 'PUBHLTH', jwk: fresh.privateJwk }));
       withKeys([fresh.publicJwk]); // the old key leaves (say it leaked)
       const c = (await gp.post('/Consent', consent(pid))).body.id;
       await deliver();

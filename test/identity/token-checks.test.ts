@@ -4,7 +4,7 @@ import type { AccessContext } from '../../server/access/context';
 import { permit } from '../../server/consent/decision';
 import type { AccessPolicy } from '../../server/gate/policy';
 import { generateJwkPair } from '../../server/access/keys';
-import { clientAssertion, clientKeyOf, testSigningKey } from '../support/auth';
+import { clientKeyOf, testSigningKey } from '../support/auth';
 import { patient } from '../support/fixtures';
 import { startHarness, type Harness } from '../support/harness';
 
@@ -56,18 +56,7 @@ describe('Identity: a token is re-checked on every request', () => {
   });
 
   /** A fresh token for `clientId`, obtained with the given private key (not the harness's cached one). */
-  async function tokenWith(clientId: string, privateJwk?: import('jose').JWK): Promise<string> {
-    const client = h.clients.get(clientId)!;
-    const form = new URLSearchParams({
-      grant_type: 'client_credentials',
-      client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
-      client_assertion: await clientAssertion(client, h.app.audience.tokenEndpoint, h.clock.now, privateJwk ? { jwk: privateJwk } : {}),
-      scope: 'system/Patient.rs',
-    });
-    const res = await h.anonymous.request('post', '/auth/token', { body: form.toString(), raw: true, contentType: 'application/x-www-form-urlencoded' });
-    assert.equal(res.status, 200, res.text);
-    return JSON.parse(res.text).access_token as string;
-  }
+  const tokenWith = (clientId: string, jwk?: import('jose').JWK) => h.token(clientId, { fresh: true, ...(jwk ? { jwk } : {}) });
 
   it('a key taken out of the registry ends the tokens obtained with it at once; the client\'s other key keeps its own', async () => {
     const second = await generateJwkPair();

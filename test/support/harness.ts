@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import type { JWK } from 'jose';
 import { ClientRegistry } from '../../server/access/registry';
 import type { TrustedIssuer } from '../../server/access/tokens';
 import { buildApp, type App } from '../../server/app';
@@ -38,6 +39,10 @@ export interface Harness {
 export interface TokenOptions {
   scope?: string;
   purpose?: string;
+  /** Sign the client assertion with this private key instead of the client's first one. */
+  jwk?: JWK;
+  /** A new token, not the one cached for the same client, scope, purpose and key. */
+  fresh?: boolean;
 }
 
 export interface HarnessOptions {
@@ -80,8 +85,8 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
   const anonymous = new Api(app.express);
   const tokens = new Map<string, string>();
   const token = async (clientId: string, t: TokenOptions = {}): Promise<string> => {
-    const key = `${clientId}|${t.scope ?? ''}|${t.purpose ?? ''}`;
-    const cached = tokens.get(key);
+    const key = `${clientId}|${t.scope ?? ''}|${t.purpose ?? ''}|${t.jwk?.kid ?? ''}`;
+    const cached = t.fresh ? undefined : tokens.get(key);
     if (cached) return cached;
     const client = clients.get(clientId);
     if (!client) throw new Error(`no test client ${clientId}`);
@@ -89,7 +94,7 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
     const form = new URLSearchParams({
       grant_type: 'client_credentials',
       client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
-      client_assertion: await clientAssertion(client, tokenUrl, now()),
+      client_assertion: await clientAssertion(client, tokenUrl, now(), t.jwk ? { jwk: t.jwk } : {}),
       scope: t.scope ?? (client.entry.scopes as string[]).join(' '),
     });
     if (t.purpose) form.set('purpose_of_use', t.purpose);
