@@ -67,24 +67,39 @@ export async function chainTail(q: Queryable, dialect: Dialect): Promise<ChainTa
   return head;
 }
 
-/** Inserts the links of `links`, in order, after `tail`, and moves the head to the last of them. */
-export async function insertLinks(q: Queryable, tail: ChainTail, links: readonly PendingLink[]): Promise<void> {
+/** A link as stored in `audit_chain`. */
+export interface ChainLink {
+  readonly seq: number;
+  readonly id: string;
+  readonly prev: string;
+  readonly hash: string;
+}
+
+/** The links of events (id, stored content) appended after `tail`, in order, and the new tail. */
+export function chainLinks(tail: ChainTail, events: readonly { readonly id: string; readonly content: string }[]): { links: ChainLink[]; tail: ChainTail } {
   let seq = tail.seq;
   let prev = tail.hash;
-  const rows: unknown[][] = [];
-  for (const l of links) {
+  const links: ChainLink[] = [];
+  for (const e of events) {
     seq += 1;
-    const hash = linkHash(prev, seq, l.id, l.content);
-    rows.push([seq, l.rid, l.id, prev, hash]);
+    const hash = linkHash(prev, seq, e.id, e.content);
+    links.push({ seq, id: e.id, prev, hash });
     prev = hash;
   }
+  return { links, tail: { seq, hash: prev } };
+}
+
+/** Inserts the links of `links`, in order, after `tail`, and moves the head to the last of them. */
+export async function insertLinks(q: Queryable, tail: ChainTail, links: readonly PendingLink[]): Promise<void> {
+  const chained = chainLinks(tail, links);
+  const rows = chained.links.map((c, i) => [c.seq, links[i].rid, c.id, c.prev, c.hash]);
   const statements: Promise<number>[] = [];
   for (let i = 0; i < rows.length; i += 200) {
     const chunk = rows.slice(i, i + 200);
     statements.push(q.run(`INSERT INTO audit_chain (seq, rid, event_id, prev_hash, hash) VALUES ${chunk.map(() => '(?, ?, ?, ?, ?)').join(', ')}`, chunk.flat()));
   }
   if (rows.length) {
-    const moved = q.run('UPDATE audit_chain_head SET seq = ?, hash = ?, links = links + ? WHERE id = 1 AND seq = ?', [seq, prev, rows.length, tail.seq]);
+    const moved = q.run('UPDATE audit_chain_head SET seq = ?, hash = ?, links = links + ? WHERE id = 1 AND seq = ?', [chained.tail.seq, chained.tail.hash, rows.length, tail.seq]);
     statements.push(
       moved.then((changed) => {
         if (changed !== 1) throw new Error(`the audit chain head moved away from link ${tail.seq} during an append`);

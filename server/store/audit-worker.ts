@@ -4,7 +4,8 @@ import { AuditIndexer } from './audit-index';
 import type { AuditWorkerSetup, FromAuditWorker, ToAuditWorker } from './audit-thread';
 import { openSqliteWriter, type Driver } from './driver';
 import { SpareCpu } from './spare-cpu';
-import { serializeAuditEvent, writeTransaction, type SerializedAuditEvent, type Writer } from './write';
+import { readHead, type ChainTail } from './audit-chain';
+import { auditAppendScript, serializeAuditEvent, writeTransaction, type SerializedAuditEvent, type Writer } from './write';
 
 /**
  * The audit worker's thread (started by AuditThread, which says why): builds the audit trail's
@@ -65,6 +66,8 @@ class AppendLoop {
   private wake: (() => void) | undefined;
   /** Commits made so far. */
   private commits = 0;
+  /** The chain's last link as this loop's last script commit left it; undefined when not known. */
+  private tail: ChainTail | undefined;
 
   constructor(
     private readonly driver: Driver,
@@ -123,14 +126,37 @@ class AppendLoop {
 
   private async commit(group: { calls: number[]; counts: number[]; events: SerializedAuditEvent[]; writer: Writer }): Promise<void> {
     if (group.calls.length === 0) return;
-    try {
-      await writeTransaction(this.driver, Date.now, this.localBase, (tx) => tx.appendSerialized(group.events, group.writer));
-    } catch (err) {
-      post({ kind: 'failed', calls: group.calls, ...failure(err) });
-      return;
+    if (!(await this.commitScript(group.events, group.writer))) {
+      try {
+        await writeTransaction(this.driver, Date.now, this.localBase, (tx) => tx.appendSerialized(group.events, group.writer));
+      } catch (err) {
+        post({ kind: 'failed', calls: group.calls, ...failure(err) });
+        return;
+      }
     }
     post({ kind: 'done', calls: group.calls, events: group.counts, commit: group.events.length, commitNo: ++this.commits });
     this.committed(group.events.length);
+  }
+
+  /**
+   * The group as one script transaction (auditAppendScript), attached to the chain's tail as
+   * this loop left it. False when there is no script path (PostgreSQL) or the script failed:
+   * then nothing of it was stored, and the group is appended the ordinary way, which reads the
+   * tail inside its transaction (another writer may have moved it) and reports a real failure.
+   */
+  private async commitScript(events: readonly SerializedAuditEvent[], writer: Writer): Promise<boolean> {
+    if (!this.driver.script) return false;
+    try {
+      const tail = this.tail ?? (await readHead(this.driver));
+      if (!tail) return false;
+      const script = auditAppendScript(events, writer, tail);
+      await this.driver.script(script.sql);
+      this.tail = script.tail;
+      return true;
+    } catch {
+      this.tail = undefined;
+      return false;
+    }
   }
 
   private pause(ms: number): Promise<void> {

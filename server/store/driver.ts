@@ -38,6 +38,14 @@ export interface Driver extends Queryable {
    */
   transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T>;
   /**
+   * SQLite only: runs `sql` (statements of literals, no parameters) as one transaction in a
+   * single call to the connection: `BEGIN IMMEDIATE`, the statements, `COMMIT`, all or nothing.
+   * Each call to a node-sqlite3 connection is a trip through the thread pool and back, and a
+   * transaction of bound statements takes several; this takes one (see the audit append,
+   * store/write.ts auditAppendScript). Queued with the transactions, in order.
+   */
+  readonly script?: (sql: string) => Promise<void>;
+  /**
    * SQLite only: how another thread of this process opens the same database as a writer (the
    * audit worker), taking turns with this driver's writer through `lock`.
    */
@@ -169,6 +177,8 @@ class SqliteConnection implements Queryable {
 
 interface QueuedTransaction {
   fn: (tx: Queryable) => Promise<unknown>;
+  /** A script transaction (Driver.script): runs alone, in one call. */
+  script?: string;
   resolve: (value: unknown) => void;
   reject: (err: unknown) => void;
 }
@@ -273,9 +283,23 @@ class SqliteDriver implements Driver {
     });
   }
 
+  readonly script = (sql: string): Promise<void> =>
+    new Promise<void>((resolve, reject) => {
+      this.queue.push({ fn: () => Promise.reject(new Error('a script runs on its own')), script: sql, resolve: () => resolve(), reject });
+      if (!this.draining) {
+        this.draining = true;
+        this.idle = this.drain();
+      }
+    });
+
   private async drain(): Promise<void> {
     try {
-      while (this.queue.length) await this.commitGroup(this.queue.splice(0, MAX_GROUP));
+      while (this.queue.length) {
+        // A script is a transaction of its own; the others are grouped up to the next script.
+        let n = 1;
+        if (this.queue[0].script === undefined) while (n < this.queue.length && n < MAX_GROUP && this.queue[n].script === undefined) n++;
+        await this.commitGroup(this.queue.splice(0, n));
+      }
     } finally {
       // Cleared in the same turn as the last empty-queue check, so no transaction is stranded.
       this.draining = false;
@@ -302,6 +326,7 @@ class SqliteDriver implements Driver {
    * group of one needs no savepoint at all.
    */
   private async commitLocked(group: QueuedTransaction[]): Promise<void> {
+    if (group[0].script !== undefined) return this.runScript(group[0], group[0].script);
     const single = group.length === 1;
     const outcomes: ({ ok: true; value: unknown } | { ok: false; error: unknown })[] = [];
     try {
@@ -356,6 +381,21 @@ class SqliteDriver implements Driver {
       if (o.ok) t.resolve(o.value);
       else t.reject(o.error);
     });
+  }
+
+  /**
+   * A script transaction. sqlite3_exec stops at the first statement that fails; a transaction
+   * left open (BEGIN ran) is rolled back, and ROLLBACK failing because none is open is no error.
+   */
+  private async runScript(t: QueuedTransaction, sql: string): Promise<void> {
+    try {
+      await this.writer.exec(`BEGIN IMMEDIATE;\n${sql};\nCOMMIT`);
+    } catch (err) {
+      await this.writer.exec('ROLLBACK').catch(() => undefined);
+      t.reject(err);
+      return;
+    }
+    t.resolve(undefined);
   }
 
   async close(): Promise<void> {

@@ -2,7 +2,7 @@ import type { AuditEvent, Resource } from 'fhir/r4';
 import type { ResourceType } from '../../resources';
 import { extractIndexRows, referenceKeys, type IndexRows } from '../search/extract';
 import { paramId } from '../search/param-id';
-import { appendLinks, chainTail, insertLinks, type PendingLink } from './audit-chain';
+import { appendLinks, chainLinks, chainTail, insertLinks, type ChainTail, type PendingLink } from './audit-chain';
 import type { Dialect, Driver, Queryable } from './driver';
 import { fromCurrentRow, type CurrentRow, type StoredVersion } from './records';
 
@@ -346,6 +346,61 @@ export async function insertIndexRowsMany(q: Queryable, entries: readonly { rid:
   insert('idx_reference', ['pid', 'ref', 'rid'], all((r) => r.reference, (r) => [r.ref]));
   insert('idx_uri', ['pid', 'uri', 'rid'], all((r) => r.uri, (r) => [r.uri]));
   await Promise.all(statements);
+}
+
+/**
+ * A SQL literal: strings quoted (SQLite doubles a quote inside one; nothing else is special),
+ * integers as digits, null as NULL. Anything else, and a string holding NUL (which would end
+ * the script early), is refused: literals are built only from values the server made.
+ */
+function literal(value: string | number | null): string {
+  if (value === null) return 'NULL';
+  if (typeof value === 'number') {
+    if (!Number.isSafeInteger(value)) throw new Error(`not an integer literal: ${value}`);
+    return String(value);
+  }
+  if (value.includes('\0')) throw new Error('a SQL literal cannot hold NUL');
+  return `'${value.replaceAll("'", "''")}'`;
+}
+
+/**
+ * SQLite: appendSerialized as one script of literal statements, for Driver.script, which runs
+ * it as one transaction in a single call to the connection (an append of bound statements
+ * takes ~8 trips through node-sqlite3's thread pool, and those trips, not the rows, were most
+ * of an audit commit's cost). Same rows as appendSerialized: current rows, history rows
+ * (in event order, so their `seq` is too), index queue entries, chain links and the head.
+ *
+ * The chain's tail is the one the caller last knew (the audit worker keeps it from its own
+ * commits), not one read in the transaction, so the script checks it: the first link's
+ * `prev_hash` is read from the head row only if the head is still that tail, and is NULL
+ * otherwise, which the column's NOT NULL constraint refuses. Whatever else appended to the
+ * chain meanwhile (an audit source's POST, another process), the script then fails as a whole
+ * and nothing of it is stored; the caller reads the head again.
+ */
+export function auditAppendScript(events: readonly SerializedAuditEvent[], writer: Writer, tail: ChainTail): { sql: string; tail: ChainTail } {
+  if (events.length === 0) throw new Error('an audit append script needs events');
+  const chained = chainLinks(tail, events);
+  const by = `${literal(writer.clientId)}, ${literal(writer.organization)}`;
+  // The rows of the other tables name their event's rid, assigned by the first statement: each
+  // statement finds them by id, with one join (a subquery per row costs a query plan per row).
+  // CROSS JOIN keeps the VALUES list as the outer loop: one index lookup per event.
+  const events$ = (values: string[]) => `(VALUES ${values.join(',\n')}) AS v CROSS JOIN resources r ON r.type = 'AuditEvent' AND r.id = v.column1`;
+  const statements: string[] = [];
+  for (let i = 0; i < events.length; i += 500) {
+    const chunk = events.slice(i, i + 500);
+    const links = chained.links.slice(i, i + 500);
+    statements.push(
+      `INSERT INTO resources (type, id, version_id, last_updated, deleted, content, created_by, creator_org) VALUES ${chunk.map((e) => `('AuditEvent', ${literal(e.id)}, 1, ${literal(e.lastUpdated)}, 0, ${literal(e.content)}, ${by})`).join(',\n')}`,
+      // In event order: a history row's rowid is its `seq`, in commit order.
+      `INSERT INTO resource_versions (rid, type, id, version_id, last_updated, deleted, method, content) SELECT r.rid, 'AuditEvent', r.id, 1, r.last_updated, 0, 'POST', NULL FROM ${events$(chunk.map((e, j) => `(${literal(e.id)}, ${j})`))} ORDER BY v.column2`,
+      `INSERT INTO audit_index_queue (rid, patient) SELECT r.rid, v.column2 FROM ${events$(chunk.map((e) => `(${literal(e.id)}, ${literal(e.patient)})`))}`,
+      `INSERT INTO audit_chain (seq, rid, event_id, prev_hash, hash) SELECT v.column2, r.rid, r.id, v.column3, v.column4 FROM ${events$(
+        links.map((l, j) => `(${literal(l.id)}, ${literal(l.seq)}, ${i + j === 0 ? `(SELECT hash FROM audit_chain_head WHERE id = 1 AND seq = ${literal(tail.seq)} AND hash = ${literal(tail.hash)})` : literal(l.prev)}, ${literal(l.hash)})`),
+      )}`,
+    );
+  }
+  statements.push(`UPDATE audit_chain_head SET seq = ${literal(chained.tail.seq)}, hash = ${literal(chained.tail.hash)}, links = links + ${events.length} WHERE id = 1 AND seq = ${literal(tail.seq)}`);
+  return { sql: statements.join(';\n'), tail: chained.tail };
 }
 
 /** Runs `fn` in one transaction with a WriteTx, flushing history rows before commit. */

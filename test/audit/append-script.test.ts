@@ -1,0 +1,193 @@
+import assert from 'node:assert/strict';
+import type { AuditEvent } from 'fhir/r4';
+import { uuidv7 } from '../../server/audit/items';
+import { readHead, verifyChain, type ChainHead } from '../../server/store/audit-chain';
+import { paramId } from '../../server/search/param-id';
+import { auditAppendScript, serializeAuditEvent, writeTransaction, type SerializedAuditEvent, type Writer } from '../../server/store/write';
+import { ENGINE } from '../support/db';
+import { loadJson, patient } from '../support/fixtures';
+import { startHarness, type Harness } from '../support/harness';
+
+/**
+ * SQLite's audit append as one script of literal statements (store/write.ts auditAppendScript,
+ * run by Driver.script in one call to the connection). It must store exactly what the ordinary
+ * append stores, attach to the chain only where the chain really ends, and store nothing at all
+ * when it does not.
+ */
+(ENGINE === 'sqlite' ? describe : describe.skip)('Audit: the SQLite append script', () => {
+  let h: Harness;
+  let patientId: string;
+  const writer: Writer = { clientId: 'test-admin', organization: 'https://fhir.nhs.uk/Id/ods-organization-code|TEST1' };
+  before(async () => {
+    h = await startHarness();
+    patientId = (await h.api.post('/Patient', patient({ name: [{ family: 'Script' }] }))).body.id;
+  });
+  after(() => h.close());
+
+  const driver = () => h.store.driver;
+  const script = (sql: string) => driver().script!(sql);
+  const head = async (): Promise<ChainHead> => (await readHead(driver()))!;
+
+  /** A BALP read event of the spec's examples, about `patient`, with a fresh id. */
+  function event(patientRef: string | undefined, extra: Partial<AuditEvent> = {}): SerializedAuditEvent {
+    const e = loadJson<AuditEvent>('ihe', 'balp', 'json', 'instances', 'AuditEvent-ex-auditBasicReadServer.json');
+    e.entity = (e.entity ?? []).filter((x) => !x.what?.reference?.startsWith('Patient/'));
+    if (patientRef) e.entity.push({ what: { reference: patientRef }, type: { system: 'http://terminology.hl7.org/CodeSystem/audit-entity-type', code: '1' }, role: { system: 'http://terminology.hl7.org/CodeSystem/object-role', code: '1' } });
+    return serializeAuditEvent({ ...e, ...extra, id: uuidv7() }, Date.now(), h.config.baseUrl);
+  }
+
+  interface Stored {
+    rid: number;
+    content: string;
+    version_id: number;
+    deleted: number;
+    last_updated: number;
+    created_by: string | null;
+    creator_org: string | null;
+  }
+  /** What the store holds of each event, in the events' order: every row an append writes. */
+  async function rowsOf(events: readonly SerializedAuditEvent[]) {
+    const q = driver();
+    const out = [];
+    for (const e of events) {
+      const r = await q.get<Stored>("SELECT rid, content, version_id, deleted, last_updated, created_by, creator_org FROM resources WHERE type = 'AuditEvent' AND id = ?", [e.id]);
+      const versions = await q.all<{ seq: number; rid: number; version_id: number; deleted: number; method: string; content: string | null; last_updated: number }>(
+        "SELECT seq, rid, version_id, deleted, method, content, last_updated FROM resource_versions WHERE type = 'AuditEvent' AND id = ?",
+        [e.id],
+      );
+      const links = await q.all<{ seq: number; rid: number; prev_hash: string; hash: string }>('SELECT seq, rid, prev_hash, hash FROM audit_chain WHERE event_id = ?', [e.id]);
+      // Queued for indexing, or (should the indexer have been quick) indexed under its patient.
+      const queued = r ? await q.get<{ patient: string | null }>('SELECT patient FROM audit_index_queue WHERE rid = ?', [r.rid]) : undefined;
+      const indexed = r ? await q.all<{ ref: string }>('SELECT ref FROM idx_reference WHERE pid = ? AND rid = ?', [paramId('AuditEvent', 'patient'), r.rid]) : [];
+      out.push({ resource: r, versions, links, queued, indexed });
+    }
+    return out;
+  }
+
+  it('stores what the ordinary append stores: current rows, history rows in event order, queue entries, chain links, the head', async () => {
+    const ordinary = [event(`Patient/${patientId}`), event(undefined), event(`Patient/${patientId}`)];
+    await writeTransaction(driver(), Date.now, h.config.baseUrl, (tx) => tx.appendSerialized(ordinary, writer));
+    const before = await head();
+    const scripted = [event(`Patient/${patientId}`), event(undefined), event(`Patient/${patientId}`)];
+    const s = auditAppendScript(scripted, writer, before);
+    await script(s.sql);
+    const after = await head();
+    assert.deepEqual(after, { ...s.tail, links: before.links + 3 }, 'the head moved to the last new link');
+
+    const [a, b] = [await rowsOf(ordinary), await rowsOf(scripted)];
+    for (const [rows, events] of [
+      [a, ordinary],
+      [b, scripted],
+    ] as const) {
+      for (const [i, row] of rows.entries()) {
+        const e = events[i];
+        assert.ok(row.resource, `${e.id} stored`);
+        assert.equal(row.resource.content, e.content, 'the stored text is the serialised event, byte for byte');
+        assert.deepEqual(
+          { v: Number(row.resource.version_id), d: Number(row.resource.deleted), t: Number(row.resource.last_updated), by: row.resource.created_by, org: row.resource.creator_org },
+          { v: 1, d: 0, t: e.lastUpdated, by: writer.clientId, org: writer.organization },
+        );
+        assert.equal(row.versions.length, 1);
+        assert.deepEqual(
+          { rid: Number(row.versions[0].rid), v: Number(row.versions[0].version_id), d: Number(row.versions[0].deleted), m: row.versions[0].method, c: row.versions[0].content, t: Number(row.versions[0].last_updated) },
+          { rid: Number(row.resource.rid), v: 1, d: 0, m: 'POST', c: null, t: e.lastUpdated },
+        );
+        assert.equal(row.links.length, 1);
+        assert.equal(Number(row.links[0].rid), Number(row.resource.rid));
+        if (row.queued) assert.equal(row.queued.patient, e.patient, 'queued under its patient');
+        else assert.deepEqual(row.indexed.map((x) => x.ref), e.patient ? [e.patient] : [], 'indexed under its patient');
+      }
+      // History rows, links and rids follow the events' order.
+      const seqs = rows.map((r) => Number(r.versions[0].seq));
+      assert.deepEqual([...seqs].sort((x, y) => x - y), seqs, 'history rows in event order');
+      const links = rows.map((r) => Number(r.links[0].seq));
+      assert.deepEqual(
+        links,
+        links.map((_, i) => links[0] + i),
+        'consecutive links',
+      );
+    }
+    assert.equal(Number(b[0].links[0].seq), before.seq + 1);
+    assert.equal(b[0].links[0].prev_hash, before.hash, 'the first link attaches to the head');
+    const report = await verifyChain(driver(), { localBase: h.config.baseUrl });
+    assert.equal(report.ok, true, JSON.stringify(report.firstProblem));
+  });
+
+  it('a tail the chain has moved past is refused, and nothing of the script is stored', async () => {
+    const stale = await head();
+    // Another writer appends first (an audit source's POST, another process).
+    const posted = loadJson<Record<string, unknown>>('ihe', 'balp', 'json', 'instances', 'AuditEvent-ex-auditBasicReadServer.json');
+    delete posted.id;
+    assert.equal((await h.api.post('/AuditEvent', posted)).status, 201);
+    const moved = await head();
+    assert.ok(moved.seq > stale.seq);
+    const events = [event(`Patient/${patientId}`), event(`Patient/${patientId}`)];
+    await assert.rejects(script(auditAppendScript(events, writer, stale).sql), /NOT NULL constraint failed: audit_chain\.prev_hash/);
+    for (const row of await rowsOf(events)) assert.deepEqual(row, { resource: undefined, versions: [], links: [], queued: undefined, indexed: [] });
+    assert.deepEqual(await head(), moved, 'the head is where the other writer left it');
+    // From the real tail it is stored.
+    await script(auditAppendScript(events, writer, moved).sql);
+    assert.equal((await rowsOf(events)).filter((r) => r.resource).length, 2);
+    assert.equal((await verifyChain(driver(), { localBase: h.config.baseUrl })).ok, true);
+  });
+
+  it('a tail with the head seq but another hash is refused (a head rewritten under the worker)', async () => {
+    const real = await head();
+    const events = [event(`Patient/${patientId}`)];
+    await assert.rejects(script(auditAppendScript(events, writer, { seq: real.seq, hash: 'f'.repeat(64) }).sql), /NOT NULL constraint failed/);
+    assert.equal((await rowsOf(events))[0].resource, undefined);
+    assert.deepEqual(await head(), real);
+  });
+
+  it('quotes, backslashes and characters outside ASCII are stored byte for byte; NUL is refused before SQL is built', async () => {
+    const odd = "O'Brien ''; DROP TABLE resources; -- \\ \u00e9\u4e2d\ud83d\ude00 '";
+    const events = [event(`Patient/${patientId}`, { outcomeDesc: odd })];
+    const quoted: Writer = { clientId: "client'); DELETE FROM audit_chain; --", organization: null };
+    await script(auditAppendScript(events, quoted, await head()).sql);
+    const [row] = await rowsOf(events);
+    assert.equal(row.resource!.content, events[0].content);
+    assert.equal((JSON.parse(row.resource!.content) as AuditEvent).outcomeDesc, odd);
+    assert.equal(row.resource!.created_by, quoted.clientId);
+    assert.equal(row.resource!.creator_org, null);
+    assert.equal((await verifyChain(driver(), { localBase: h.config.baseUrl })).ok, true);
+    assert.throws(() => auditAppendScript([event(undefined)], { clientId: 'a\0b', organization: null }, { seq: 0, hash: '0'.repeat(64) }), /NUL/);
+  });
+
+  it('a group larger than one statement holds (1,201 events) is stored in event order and chained', async () => {
+    const before = await head();
+    const events = Array.from({ length: 1201 }, (_, i) => event(i % 3 ? `Patient/${patientId}` : undefined));
+    await script(auditAppendScript(events, writer, before).sql);
+    const seqs = await driver().all<{ id: string; seq: number; link: number }>(
+      `SELECT v.id, v.seq, c.seq AS link FROM resource_versions v JOIN audit_chain c ON c.event_id = v.id WHERE v.type = 'AuditEvent' AND c.seq > ? ORDER BY v.seq`,
+      [before.seq],
+    );
+    assert.deepEqual(
+      seqs.map((r) => r.id),
+      events.map((e) => e.id),
+      'history rows in event order',
+    );
+    assert.deepEqual(
+      seqs.map((r) => Number(r.link)),
+      events.map((_, i) => before.seq + 1 + i),
+    );
+    const queued = Number((await driver().get<{ n: number }>('SELECT COUNT(*) AS n FROM audit_index_queue'))!.n);
+    assert.ok(queued <= events.length + 10);
+    assert.equal((await verifyChain(driver(), { localBase: h.config.baseUrl })).ok, true);
+  });
+
+  it('the worker appends after an audit source moved the chain: every read is on the trail and the chain verifies', async () => {
+    const count = async () => Number((await driver().get<{ n: number | string }>("SELECT COUNT(*) AS n FROM resources WHERE type = 'AuditEvent'"))!.n);
+    const posted = loadJson<Record<string, unknown>>('ihe', 'balp', 'json', 'instances', 'AuditEvent-ex-auditBasicReadServer.json');
+    delete posted.id;
+    const start = await count();
+    for (let i = 0; i < 5; i++) {
+      assert.equal((await h.api.get(`/Patient/${patientId}`)).status, 200);
+      assert.equal((await h.api.post('/AuditEvent', posted)).status, 201);
+    }
+    // Five reads, five posted events, and the create's own event for each post.
+    assert.ok((await count()) - start >= 15, `${(await count()) - start} events stored`);
+    const reads = (await h.api.get(`/AuditEvent?patient=Patient/${patientId}&subtype=read&_count=100`)).body.entry?.length ?? 0;
+    assert.ok(reads >= 5);
+    assert.equal((await h.api.get('/AuditEvent/$verify')).body.parameter[0].valueBoolean, true);
+  });
+});
