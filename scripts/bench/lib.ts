@@ -45,8 +45,17 @@ export function stop(child: ChildProcess): Promise<void> {
   });
 }
 
-/** One autocannon workload (loopback, bounded in time), printed as it finishes. */
+/**
+ * Seconds of load before a workload is measured (BENCH_WARMUP, default 3): a server process
+ * fresh from start-up spends its first seconds compiling (V8 optimises the hot paths once they
+ * have run a while), and the audited server has two isolates to warm (the main thread and the
+ * audit worker). Measuring from the first request measured that warm-up, not the server.
+ */
+export const WARMUP = Number(process.env.BENCH_WARMUP ?? 3);
+
+/** One autocannon workload (loopback, bounded in time, after WARMUP seconds of the same load), printed as it finishes. */
 export async function run(name: string, options: autocannon.Options): Promise<Result> {
+  if (WARMUP > 0) await autocannon({ connections: CONNECTIONS, ...options, duration: WARMUP });
   const result = await autocannon({ connections: CONNECTIONS, duration: DURATION, ...options });
   const r: Result = {
     name,
