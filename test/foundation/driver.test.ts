@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { PG_NAMED_STATEMENTS, SQLITE_STATEMENT_CACHE, STATEMENTS_PER_SQL } from '../../server/store/driver';
 import { StatementCache } from '../../server/store/statement-cache';
-import { Store } from '../../server/store/store';
+import sqlite3 from 'sqlite3';
+import { SQLITE_PAGE_SIZE, Store } from '../../server/store/store';
 import { ENGINE, freshDatabase, type TestDatabase } from '../support/db';
 
 /**
@@ -65,4 +66,42 @@ describe(`Store driver: prepared statements are bounded (${ENGINE})`, () => {
       assert.ok(prepared > 0, 'hot statements are still prepared');
     });
   }
+});
+
+/**
+ * New SQLite files get 8 KB pages (store.ts newFilePageSize): a ~2.5 KB AuditEvent took a 4 KB
+ * page of its own. The pragma alone never reached the file (the migrations' connection created
+ * it), so this opens files through Store.open and asks the file itself.
+ */
+(ENGINE === 'sqlite' ? describe : describe.skip)('Store: SQLite page size', () => {
+  const pageSize = async (store: Store) => Number((await store.driver.get<{ page_size: number }>('PRAGMA page_size'))!.page_size);
+
+  it('a new file is created with 8 KB pages', async () => {
+    const db = await freshDatabase();
+    const store = await Store.open(db.config, { now: Date.now });
+    try {
+      assert.equal(await pageSize(store), SQLITE_PAGE_SIZE);
+      assert.equal(SQLITE_PAGE_SIZE, 8192);
+    } finally {
+      await store.close();
+      await db.drop();
+    }
+  });
+
+  it('an existing file keeps its page size and its rows', async () => {
+    const db = await freshDatabase();
+    if (db.config.dialect !== 'sqlite') throw new Error('sqlite only');
+    // A file made with 4 KB pages, as every file was before the fix.
+    const old = new sqlite3.Database(db.config.storage);
+    await new Promise<void>((resolve, reject) => old.exec('PRAGMA page_size = 4096; CREATE TABLE kept (x); INSERT INTO kept VALUES (42)', (err) => (err ? reject(err) : resolve())));
+    await new Promise<void>((resolve) => old.close(() => resolve()));
+    const store = await Store.open(db.config, { now: Date.now });
+    try {
+      assert.equal(await pageSize(store), 4096);
+      assert.deepEqual(await store.driver.all('SELECT x FROM kept'), [{ x: 42 }]);
+    } finally {
+      await store.close();
+      await db.drop();
+    }
+  });
 });
