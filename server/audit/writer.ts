@@ -34,6 +34,8 @@ export class AuditWriter {
   written = 0;
   /** Database commits those events took (group commit: many requests' events share one). */
   commits = 0;
+  /** Of those, commits whose one-call script found the audit chain moved and were appended again (SQLite). */
+  appendFallbacks = 0;
   private lastCommitNo = 0;
 
   constructor(private readonly store: Store) {}
@@ -89,6 +91,7 @@ export class AuditWriter {
           if (committed.commitNo !== this.lastCommitNo) {
             this.lastCommitNo = committed.commitNo;
             this.commits++;
+            if (committed.fallback) this.appendFallbacks++;
           }
           for (const w of batch) w.resolve();
         },

@@ -15,7 +15,7 @@ export type ToAuditWorker =
 
 /** What the audit worker answers: calls done (with how many events each stored, and in how large a commit) or failed. */
 export type FromAuditWorker =
-  | { readonly kind: 'done'; readonly calls: readonly number[]; readonly events?: readonly number[]; readonly commit?: number; readonly commitNo?: number }
+  | { readonly kind: 'done'; readonly calls: readonly number[]; readonly events?: readonly number[]; readonly commit?: number; readonly commitNo?: number; readonly fallback?: boolean }
   | { readonly kind: 'failed'; readonly calls: readonly number[]; readonly error: string; readonly code?: string }
   | { readonly kind: 'indexed'; readonly total: number; readonly error?: string };
 
@@ -31,6 +31,11 @@ export interface Committed {
   readonly commit: number;
   /** Which commit of this process it was (numbered from 1): appends that share one share its number. */
   readonly commitNo: number;
+  /**
+   * SQLite: the commit's one-call script found the chain moved (an audit source's POST, another
+   * process) and the group was appended the ordinary way (see audit-worker.ts).
+   */
+  readonly fallback?: boolean;
 }
 
 interface Call {
@@ -154,7 +159,7 @@ export class AuditThread implements AuditIndex {
   private receive(m: FromAuditWorker): void {
     switch (m.kind) {
       case 'done':
-        m.calls.forEach((call, i) => this.settle(call)?.resolve({ events: m.events?.[i] ?? 0, commit: m.commit ?? 0, commitNo: m.commitNo ?? 0 }));
+        m.calls.forEach((call, i) => this.settle(call)?.resolve({ events: m.events?.[i] ?? 0, commit: m.commit ?? 0, commitNo: m.commitNo ?? 0, ...(m.fallback ? { fallback: true } : {}) }));
         return;
       case 'failed': {
         const err = Object.assign(new Error(m.error), m.code ? { code: m.code } : {});

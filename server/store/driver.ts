@@ -388,6 +388,12 @@ class SqliteDriver implements Driver {
    * left open (BEGIN ran) is rolled back, and ROLLBACK failing because none is open is no error.
    */
   private async runScript(t: QueuedTransaction, sql: string): Promise<void> {
+    // node-sqlite3 passes the script as a C string: a NUL would end it early, before its COMMIT,
+    // leaving the transaction open with the caller told it was committed.
+    if (sql.includes('\0')) {
+      t.reject(new Error('a script cannot hold NUL'));
+      return;
+    }
     try {
       await this.writer.exec(`BEGIN IMMEDIATE;\n${sql};\nCOMMIT`);
     } catch (err) {

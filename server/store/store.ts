@@ -25,7 +25,13 @@ async function newFilePageSize(sequelize: Sequelize): Promise<void> {
   const [rows] = (await sequelize.query('PRAGMA page_count')) as [{ page_count: number }[], unknown];
   if (Number(rows[0]?.page_count) !== 0) return;
   await sequelize.query(`PRAGMA page_size = ${SQLITE_PAGE_SIZE}`);
-  await sequelize.query('VACUUM');
+  try {
+    await sequelize.query('VACUUM');
+  } catch (err) {
+    // Another process starting on the same new file got there first: it is created, fine.
+    const [again] = (await sequelize.query('PRAGMA page_count')) as [{ page_count: number }[], unknown];
+    if (Number(again[0]?.page_count) === 0) throw err;
+  }
 }
 
 /** A random 32-byte secret kept in custodian_state, created by whichever process asks first. */

@@ -385,6 +385,9 @@ export function auditAppendScript(events: readonly SerializedAuditEvent[], write
   // statement finds them by id, with one join (a subquery per row costs a query plan per row).
   // CROSS JOIN keeps the VALUES list as the outer loop: one index lookup per event.
   const events$ = (values: string[]) => `(VALUES ${values.join(',\n')}) AS v CROSS JOIN resources r ON r.type = 'AuditEvent' AND r.id = v.column1`;
+  // A statement that inserts through the join above and finds fewer rows than it should would
+  // drop them silently; after each, the head's NOT NULL `links` refuses a count that is not right.
+  const inserted = (n: number) => `UPDATE audit_chain_head SET links = CASE WHEN changes() = ${n} THEN links END WHERE id = 1`;
   const statements: string[] = [];
   for (let i = 0; i < events.length; i += 500) {
     const chunk = events.slice(i, i + 500);
@@ -393,14 +396,26 @@ export function auditAppendScript(events: readonly SerializedAuditEvent[], write
       `INSERT INTO resources (type, id, version_id, last_updated, deleted, content, created_by, creator_org) VALUES ${chunk.map((e) => `('AuditEvent', ${literal(e.id)}, 1, ${literal(e.lastUpdated)}, 0, ${literal(e.content)}, ${by})`).join(',\n')}`,
       // In event order: a history row's rowid is its `seq`, in commit order.
       `INSERT INTO resource_versions (rid, type, id, version_id, last_updated, deleted, method, content) SELECT r.rid, 'AuditEvent', r.id, 1, r.last_updated, 0, 'POST', NULL FROM ${events$(chunk.map((e, j) => `(${literal(e.id)}, ${j})`))} ORDER BY v.column2`,
+      inserted(chunk.length),
       `INSERT INTO audit_index_queue (rid, patient) SELECT r.rid, v.column2 FROM ${events$(chunk.map((e) => `(${literal(e.id)}, ${literal(e.patient)})`))}`,
+      inserted(chunk.length),
       `INSERT INTO audit_chain (seq, rid, event_id, prev_hash, hash) SELECT v.column2, r.rid, r.id, v.column3, v.column4 FROM ${events$(
         links.map((l, j) => `(${literal(l.id)}, ${literal(l.seq)}, ${i + j === 0 ? `(SELECT hash FROM audit_chain_head WHERE id = 1 AND seq = ${literal(tail.seq)} AND hash = ${literal(tail.hash)})` : literal(l.prev)}, ${literal(l.hash)})`),
       )}`,
+      inserted(chunk.length),
     );
   }
   statements.push(`UPDATE audit_chain_head SET seq = ${literal(chained.tail.seq)}, hash = ${literal(chained.tail.hash)}, links = links + ${events.length} WHERE id = 1 AND seq = ${literal(tail.seq)}`);
   return { sql: statements.join(';\n'), tail: chained.tail };
+}
+
+/**
+ * Whether an append script failed because the chain had moved past the tail it was built on
+ * (its guard, above), and so should be appended again from the tail in the database; any other
+ * failure is the store's and fails the group.
+ */
+export function chainMoved(err: unknown): boolean {
+  return /NOT NULL constraint failed: audit_chain\.prev_hash|UNIQUE constraint failed: audit_chain\.seq/.test(err instanceof Error ? err.message : String(err));
 }
 
 /** Runs `fn` in one transaction with a WriteTx, flushing history rows before commit. */

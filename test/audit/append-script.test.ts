@@ -4,7 +4,9 @@ import { uuidv7 } from '../../server/audit/items';
 import { readHead, verifyChain, type ChainHead } from '../../server/store/audit-chain';
 import { paramId } from '../../server/search/param-id';
 import { auditAppendScript, serializeAuditEvent, writeTransaction, type SerializedAuditEvent, type Writer } from '../../server/store/write';
-import { ENGINE } from '../support/db';
+import sqlite3 from 'sqlite3';
+import { Store } from '../../server/store/store';
+import { ENGINE, freshDatabase } from '../support/db';
 import { loadJson, patient } from '../support/fixtures';
 import { startHarness, type Harness } from '../support/harness';
 
@@ -170,24 +172,95 @@ import { startHarness, type Harness } from '../support/harness';
       seqs.map((r) => Number(r.link)),
       events.map((_, i) => before.seq + 1 + i),
     );
-    const queued = Number((await driver().get<{ n: number }>('SELECT COUNT(*) AS n FROM audit_index_queue'))!.n);
-    assert.ok(queued <= events.length + 10);
+    // Every event queued for indexing under its patient, or indexed already.
+    for (const [i, row] of (await rowsOf(events)).entries()) {
+      if (row.queued) assert.equal(row.queued.patient, events[i].patient, `event ${i} queued under its patient`);
+      else assert.deepEqual(row.indexed.map((x) => x.ref), events[i].patient ? [events[i].patient] : [], `event ${i} neither queued nor indexed`);
+    }
     assert.equal((await verifyChain(driver(), { localBase: h.config.baseUrl })).ok, true);
   });
 
+  it('a row the joins cannot find fails the whole script: nothing is dropped silently', async () => {
+    const real = await head();
+    const events = [event(`Patient/${patientId}`), event(`Patient/${patientId}`)];
+    const { sql } = auditAppendScript(events, writer, real);
+    // The history rows' VALUES name an event that was never inserted.
+    const broken = sql.replace(`('${events[1].id}', 1)`, "('no-such-event', 1)");
+    assert.notEqual(broken, sql);
+    await assert.rejects(script(broken), /NOT NULL constraint failed: audit_chain_head\.links/);
+    for (const row of await rowsOf(events)) assert.equal(row.resource, undefined);
+    assert.deepEqual(await head(), real);
+  });
+
+  it('a script is refused whole when it holds NUL (it would end before its COMMIT)', async () => {
+    const real = await head();
+    const events = [event(`Patient/${patientId}`)];
+    const { sql } = auditAppendScript(events, writer, real);
+    await assert.rejects(script(sql.replace("'AuditEvent',", "'Audit\0Event',")), /NUL/);
+    assert.equal((await rowsOf(events))[0].resource, undefined);
+    await script(sql);
+    assert.ok((await rowsOf(events))[0].resource, 'the connection was left with no transaction open');
+  });
+
   it('the worker appends after an audit source moved the chain: every read is on the trail and the chain verifies', async () => {
+    const health = async () => {
+      await new Promise((resolve) => setTimeout(resolve, 1100)); // /healthz answers from its last check for a second
+      return JSON.parse((await h.anonymous.get('/healthz')).text) as { auditCommits: number; auditAppendFallbacks: number };
+    };
     const count = async () => Number((await driver().get<{ n: number | string }>("SELECT COUNT(*) AS n FROM resources WHERE type = 'AuditEvent'"))!.n);
     const posted = loadJson<Record<string, unknown>>('ihe', 'balp', 'json', 'instances', 'AuditEvent-ex-auditBasicReadServer.json');
     delete posted.id;
     const start = await count();
-    for (let i = 0; i < 5; i++) {
-      assert.equal((await h.api.get(`/Patient/${patientId}`)).status, 200);
+    let n = 0;
+    const read = async () => {
+      const requestId = `script-fallback-${n++}`;
+      assert.equal((await h.api.get(`/Patient/${patientId}`, { 'X-Request-Id': requestId })).status, 200);
+    };
+    // Two reads first: the worker's last commit is then a script, and it knows the chain's end.
+    for (let i = 0; i < 2; i++) await read();
+    const before = await health();
+    assert.equal((await h.api.post('/AuditEvent', posted)).status, 201);
+    // The next read's script finds the chain moved: appended the ordinary way; the one after is a script again.
+    for (let i = 0; i < 2; i++) await read();
+    const after = await health();
+    assert.deepEqual(
+      { commits: after.auditCommits - before.auditCommits, fallbacks: after.auditAppendFallbacks - before.auditAppendFallbacks },
+      { commits: 2, fallbacks: 1 },
+    );
+    for (let i = 0; i < 4; i++) {
+      await read();
       assert.equal((await h.api.post('/AuditEvent', posted)).status, 201);
     }
-    // Five reads, five posted events, and the create's own event for each post.
-    assert.ok((await count()) - start >= 15, `${(await count()) - start} events stored`);
-    const reads = (await h.api.get(`/AuditEvent?patient=Patient/${patientId}&subtype=read&_count=100`)).body.entry?.length ?? 0;
-    assert.ok(reads >= 5);
+    // Eight reads, five posted events, and the create's own event for each post.
+    assert.ok((await count()) - start >= 18, `${(await count()) - start} events stored`);
+    for (let i = 0; i < n; i++) {
+      const found = (await h.api.get(`/AuditEvent?entity:identifier=script-fallback-${i}`)).body.entry?.length ?? 0;
+      assert.equal(found, 1, `read ${i} is on the trail once`);
+    }
     assert.equal((await h.api.get('/AuditEvent/$verify')).body.parameter[0].valueBoolean, true);
+  });
+});
+
+(ENGINE === 'sqlite' ? describe : describe.skip)('Audit: an append script that cannot begin', () => {
+  it('a database locked by another process: refused after the busy timeout, nothing left open, the next script commits', async () => {
+    const db = await freshDatabase({ lockTimeoutMs: 200 });
+    if (db.config.dialect !== 'sqlite') throw new Error('sqlite only');
+    const store = await Store.open(db.config, { now: Date.now });
+    const other = new sqlite3.Database(db.config.storage);
+    const exec = (sql: string) => new Promise<void>((resolve, reject) => other.exec(sql, (err) => (err ? reject(err) : resolve())));
+    try {
+      const writer: Writer = { clientId: 'c', organization: null };
+      const e = serializeAuditEvent({ resourceType: 'AuditEvent', id: uuidv7(), type: { code: 'rest' }, recorded: new Date().toISOString(), agent: [], source: { observer: { display: 'x' } } } as AuditEvent, Date.now(), undefined);
+      await exec('BEGIN IMMEDIATE');
+      await assert.rejects(store.driver.script!(auditAppendScript([e], writer, (await readHead(store.driver))!).sql), /SQLITE_BUSY/);
+      await exec('ROLLBACK');
+      await store.driver.script!(auditAppendScript([e], writer, (await readHead(store.driver))!).sql);
+      assert.equal((await store.driver.get<{ n: number }>("SELECT COUNT(*) AS n FROM resources WHERE type = 'AuditEvent'"))!.n, 1);
+      assert.equal((await verifyChain(store.driver)).ok, true);
+    } finally {
+      await new Promise<void>((resolve) => other.close(() => resolve()));
+      await store.close();
+      await db.drop();
+    }
   });
 });

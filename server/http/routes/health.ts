@@ -43,6 +43,7 @@ export function healthRoutes(options: HealthOptions): Router {
           auditEventsWritten: options.writer?.written ?? 0,
           largestAuditBatch: options.writer?.largestBatch ?? 0,
           auditCommits: options.writer?.commits ?? 0,
+          auditAppendFallbacks: options.writer?.appendFallbacks ?? 0,
           auditIndexBacklog: await options.indexBacklog(),
         }),
       };
