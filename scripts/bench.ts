@@ -16,6 +16,7 @@ import { fetchToken } from './token';
  *
  *   BENCH_ONLY         run one workload family: foundation (reads, writes, consent, audit), search or feed
  *   BENCH_DURATION     seconds per workload (default 10)
+ *   BENCH_WARMUP       seconds of the same load before each measured workload (default 3; bench/lib.ts)
  *   BENCH_CONNECTIONS  concurrent connections (default 50)
  *   BENCH_PATIENTS     Patients seeded before the foundation workloads (default 10000)
  *   BENCH_SEARCH_PATIENTS  Patients (and Consents; 10 AuditEvents each) for the search workload (default 100000)
