@@ -175,13 +175,11 @@ class SqliteConnection implements Queryable {
   }
 }
 
-interface QueuedTransaction {
-  fn: (tx: Queryable) => Promise<unknown>;
-  /** A script transaction (Driver.script): runs alone, in one call. */
-  script?: string;
+/** A transaction waiting for the writer: a function of the connection, or a script (Driver.script), which runs alone, in one call. */
+type QueuedTransaction = ({ fn: (tx: Queryable) => Promise<unknown>; script?: undefined } | { fn?: undefined; script: string }) & {
   resolve: (value: unknown) => void;
   reject: (err: unknown) => void;
-}
+};
 
 /** Most transactions folded into one commit. */
 const MAX_GROUP = 256;
@@ -274,23 +272,18 @@ class SqliteDriver implements Driver {
    * Every caller's promise settles only after that COMMIT.
    */
   transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {
-    return new Promise<T>((resolve, reject) => {
-      this.queue.push({ fn, resolve: resolve as (v: unknown) => void, reject });
-      if (!this.draining) {
-        this.draining = true;
-        this.idle = this.drain();
-      }
-    });
+    return new Promise<T>((resolve, reject) => this.enqueue({ fn, resolve: resolve as (v: unknown) => void, reject }));
   }
 
-  readonly script = (sql: string): Promise<void> =>
-    new Promise<void>((resolve, reject) => {
-      this.queue.push({ fn: () => Promise.reject(new Error('a script runs on its own')), script: sql, resolve: () => resolve(), reject });
-      if (!this.draining) {
-        this.draining = true;
-        this.idle = this.drain();
-      }
-    });
+  readonly script = (sql: string): Promise<void> => new Promise<void>((resolve, reject) => this.enqueue({ script: sql, resolve: () => resolve(), reject }));
+
+  private enqueue(t: QueuedTransaction): void {
+    this.queue.push(t);
+    if (!this.draining) {
+      this.draining = true;
+      this.idle = this.drain();
+    }
+  }
 
   private async drain(): Promise<void> {
     try {
@@ -346,6 +339,7 @@ class SqliteDriver implements Driver {
       const last = i === group.length - 1;
       let outcome: (typeof outcomes)[number];
       try {
+        if (!t.fn) throw new Error('a script runs on its own, never in a group (see drain)');
         outcome = { ok: true, value: await t.fn(this.writer) };
       } catch (error) {
         outcome = { ok: false, error };
