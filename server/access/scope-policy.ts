@@ -46,7 +46,14 @@ export const scopePolicy: AccessPolicy = {
       if (!f) return undefined;
       parts.push(f);
     }
-    return { where: parts.map((p) => `(${p.where})`).join(' OR '), params: parts.flatMap((p) => [...p.params]) };
+    const indexParams = parts.every((p) => p.indexParams) ? [...new Set(parts.flatMap((p) => p.indexParams!))] : undefined;
+    const readsAuditIndex = parts.some((p) => p.readsAuditIndex);
+    return {
+      where: parts.map((p) => `(${p.where})`).join(' OR '),
+      params: parts.flatMap((p) => [...p.params]),
+      ...(indexParams ? { indexParams } : {}),
+      ...(readsAuditIndex ? { readsAuditIndex } : {}),
+    };
   },
 };
 
@@ -78,7 +85,7 @@ function decide(ctx: AccessContext, type: ResourceType, resource: Resource | und
 function filterOf(ctx: AccessContext, type: ResourceType, s: Scope): ResourceFilter | undefined {
   const pairs: [string, string][] = [...(s.query ?? [])];
   if (s.level === 'patient') {
-    if (!ctx.patient) return { where: '1 = 0', params: [] };
+    if (!ctx.patient) return { where: '1 = 0', params: [], indexParams: [] };
     pairs.push(type === 'Patient' ? ['_id', ctx.patient] : ['patient', `Patient/${ctx.patient}`]);
   }
   if (pairs.length === 0) return undefined;

@@ -46,7 +46,7 @@ export class Gate {
     private readonly hooks?: CommitHooks,
   ) {
     this.seal = new CursorSeal(store.cursorKey, store.cutovers.numericFeedCursorsUpTo);
-    this.reads = new GatedReads(store.reader, policy, this.seal, undefined, audit, (patients) => store.auditIndex.catchUp(patients));
+    this.reads = new GatedReads(store.reader, policy, this.seal, undefined, audit, (patients, params) => store.auditIndex.catchUp(patients, params));
   }
 
   /**
@@ -71,7 +71,8 @@ export class Gate {
    */
   async accessReport(ctx: AccessContext, patientId: string, since: number | undefined, limit: number): Promise<StoredVersion[]> {
     await this.reviewPatient(ctx, patientId);
-    await this.store.auditIndex.catchUp([`Patient/${patientId}`]);
+    // It reads the `patient` index rows only, which are written with the events.
+    await this.store.auditIndex.catchUp([`Patient/${patientId}`], ['patient']);
     const events = await this.store.reader.byPatient('AuditEvent', 'patient', [patientId]);
     return events
       .filter((v) => since === undefined || Date.parse((v.resource as unknown as { recorded: string }).recorded) >= since)
@@ -203,7 +204,7 @@ export class GatedReads {
     private readonly view?: PolicyData,
     private readonly audit?: Pick<AuditSink, 'note'>,
     /** Brings the AuditEvent search index up to date (deferred indexing), for the given patients only if given; unset inside transactions. */
-    private readonly indexAudit?: (patients?: readonly string[]) => Promise<void>,
+    private readonly indexAudit?: (patients?: readonly string[], params?: readonly string[]) => Promise<void>,
   ) {}
 
   /** Seals and opens the history feed's cursors (see FeedCursorSeal). */
@@ -302,25 +303,35 @@ export class GatedReads {
     }
     const parts = [`(${q.filter.where})`];
     const params = [...q.filter.params];
+    let indexParams = q.filter.indexParams;
+    let readsAuditIndex = q.filter.readsAuditIndex;
     for (const t of types) {
       const extra = this.policy.searchFilter?.(ctx, t);
       if (!extra) continue;
       if (types.length === 1) parts.push(`(${extra.where})`);
       else parts.push(`(r.type <> '${t}' OR (${extra.where}))`);
       params.push(...extra.params);
+      indexParams = indexParams && extra.indexParams ? [...indexParams, ...extra.indexParams] : undefined;
+      readsAuditIndex ||= extra.readsAuditIndex;
     }
-    return { types, filter: { where: parts.join(' AND '), params, links: q.filter.links } };
+    const filter: ResourceFilter = { where: parts.join(' AND '), params, links: q.filter.links, ...(indexParams ? { indexParams } : {}), ...(readsAuditIndex ? { readsAuditIndex } : {}) };
+    return { types, filter };
   }
 
   /**
-   * Waits until the AuditEvent index rows the search reads are built (they are built after the
+   * Waits until the AuditEvent index rows the search reads are built (most are built after the
    * events are committed, see store/audit-index.ts): for an AuditEvent search confined to some
-   * patients, only those patients' queued events; otherwise the whole backlog.
+   * patients, only those patients' queued events; otherwise the whole backlog. `restricted` is
+   * the filter as run (the query's and the context's restriction): the index rows it and the
+   * sort read tell whether the early rows, written with the events, are all it needs.
    */
-  private async auditIndexed(types: readonly ResourceType[], filter: ResourceFilter): Promise<void> {
-    if (filter.readsAuditIndex) return this.indexAudit?.();
+  private async auditIndexed(types: readonly ResourceType[], filter: ResourceFilter, restricted: ResourceFilter, order: OrderSql | undefined): Promise<void> {
+    if (restricted.readsAuditIndex) return this.indexAudit?.();
     if (!types.includes('AuditEvent')) return;
-    await this.indexAudit?.(types.length === 1 ? filter.auditPatients : undefined);
+    if (types.length !== 1) return this.indexAudit?.();
+    const keys = order?.keys ?? [];
+    const params = restricted.indexParams ? [...restricted.indexParams, ...keys.flatMap((k) => (k.param ? [k.param] : []))] : undefined;
+    await this.indexAudit?.(filter.auditPatients, params);
   }
 
   /**
@@ -330,7 +341,7 @@ export class GatedReads {
    */
   private async collect(ctx: AccessContext, q: SearchQuery, from: PageCursor | undefined, want: number, interaction: SystemInteraction): Promise<{ found: PagedVersion[]; decided: Map<PagedVersion, Decision> }> {
     const { types, filter } = this.restricted(ctx, q, interaction);
-    await this.auditIndexed(types, q.filter);
+    await this.auditIndexed(types, q.filter, filter, q.order);
     const purpose: ReadPurpose = { permission: interaction === 'search-type' ? 's' : permissionOf(interaction), action: 'access' };
     const backwards = from?.dir === 'before';
     const found: PagedVersion[] = [];
@@ -402,7 +413,7 @@ export class GatedReads {
   /** How many resources match the filter that this context may see. */
   async count(ctx: AccessContext, q: Pick<SearchQuery, 'types' | 'filter'>): Promise<number> {
     const { types, filter } = this.restricted(ctx, { ...q, count: 0 }, 'search-type');
-    await this.auditIndexed(types, q.filter);
+    await this.auditIndexed(types, q.filter, filter, undefined);
     const purpose: ReadPurpose = { permission: 's', action: 'access' };
     let total = 0;
     let after: Keyset | undefined;

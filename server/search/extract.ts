@@ -186,13 +186,14 @@ export function extractWithFhirpathOnly(type: ResourceType, resource: Resource, 
 /**
  * Computes the index rows of a resource from the official search parameter expressions.
  * `localBase` (the configured base URL) lets absolute references to this server index as
- * local `Type/id` references.
+ * local `Type/id` references. `only`: the rows of these parameters alone (the early rows of
+ * the audit trail's own events, see store/audit-index.ts).
  */
-export function extractIndexRows(type: ResourceType, resource: Resource, localBase?: string): IndexRows {
+export function extractIndexRows(type: ResourceType, resource: Resource, localBase?: string, only?: ReadonlySet<string>): IndexRows {
   const rows: IndexRows = { string: [], token: [], date: [], reference: [], uri: [] };
   const systems = definitions[type].codeSystems;
   for (const def of searchParams(type).values()) {
-    if (def.storage !== 'index') continue;
+    if (def.storage !== 'index' || (only && !only.has(def.code))) continue;
     const values = compile(def)(resource);
     for (const node of values) {
       const [typeName, data] = unwrap(node);

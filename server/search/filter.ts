@@ -24,6 +24,12 @@ export interface ResourceFilter {
    * them all indexed whatever else confines it.
    */
   readonly readsAuditIndex?: boolean;
+  /**
+   * The search parameters of the candidates' own type whose index rows the filter reads (not
+   * `_id` or `_lastUpdated`, which are columns): an AuditEvent search reading only early rows
+   * need not wait for the deferred ones (store/audit-index.ts). Unset when not known.
+   */
+  readonly indexParams?: readonly string[];
 }
 
 export type LinkCheck =

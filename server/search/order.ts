@@ -23,6 +23,8 @@ export interface OrderKey {
   readonly desc: boolean;
   /** Numeric keys are compared as numbers (dates as epoch ms). */
   readonly numeric: boolean;
+  /** The search parameter whose index rows the key reads; unset for a column (`_id`, `_lastUpdated`). */
+  readonly param?: string;
 }
 
 /** A position in an ordered result: the sort-key values and rid of one row. */
@@ -57,7 +59,7 @@ export function compileOrder(sort: readonly SortKey[], types: readonly ResourceT
       ];
       if (types.length === 1) {
         const [expr, params] = sub(paramId(types[0], def.code));
-        return { expr: `COALESCE(${expr}, ?)`, params: [...params, fallback], desc, numeric };
+        return { expr: `COALESCE(${expr}, ?)`, params: [...params, fallback], desc, numeric, param: def.code };
       }
       const cases = types.map((t) => {
         const d = searchParams(t).get(def.code);
@@ -69,6 +71,7 @@ export function compileOrder(sort: readonly SortKey[], types: readonly ResourceT
         params: [...cases.flatMap(([, p]) => p), fallback],
         desc,
         numeric,
+        param: def.code,
       };
     }),
   };

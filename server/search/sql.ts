@@ -41,10 +41,17 @@ export function compileFilter(criteria: readonly Criterion[], now: number, optio
   return {
     where: parts.length ? parts.join(' AND ') : '1 = 1',
     params,
+    indexParams: [...new Set(criteria.flatMap(indexParamsOf))],
     ...(links.length ? { links } : {}),
     ...(auditPatients ? { auditPatients } : {}),
     ...(criteria.some(readsAuditIndex) ? { readsAuditIndex: true } : {}),
   };
+}
+
+/** The candidate's parameters whose index rows a criterion reads (a chain's target rows are another resource's; `_has` reads the source's). */
+function indexParamsOf(c: Criterion): string[] {
+  if (c.kind === 'has') return [];
+  return c.def.storage === 'index' ? [c.def.code] : [];
 }
 
 /** Whether a criterion reads the index rows of AuditEvents other than the candidates (`_has:AuditEvent:…`, a chain into AuditEvent). */

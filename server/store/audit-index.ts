@@ -2,7 +2,7 @@ import { performance, type EventLoopUtilization } from 'node:perf_hooks';
 import type { Resource } from 'fhir/r4';
 import { extractIndexRows } from '../search/extract';
 import type { Driver, Queryable } from './driver';
-import { insertIndexRowsMany } from './write';
+import { EARLY_AUDIT_PARAMS, insertIndexRowsMany } from './write';
 
 /** Events per indexing pass: a pass holds the writer, so audit commits wait behind it. */
 const PASS_SIZE = 250;
@@ -26,9 +26,12 @@ export interface AuditIndex {
   nudge(queued?: number): void;
   /**
    * Resolves when every event queued before the call is indexed; with `patients` (index keys,
-   * `Patient/123`), every such event that could be about one of them (see queuedPatient).
+   * `Patient/123`), every such event that could be about one of them (see queuedPatient). With
+   * `params`, the AuditEvent search parameters whose index rows the search reads (it reads no
+   * others): when these are all early ones (EARLY_AUDIT_PARAMS), only the queued events written
+   * without early rows are waited for.
    */
-  catchUp(patients?: readonly string[]): Promise<void>;
+  catchUp(patients?: readonly string[], params?: readonly string[]): Promise<void>;
   /** Stops background indexing once the pass under way is done (for shutdown). */
   settled(): Promise<void>;
   /** Events waiting to be indexed (for /healthz and the benchmark). */
@@ -44,6 +47,12 @@ export interface AuditIndex {
  * indexer builds their index rows later, in large batches. Index rows are derived data:
  * nothing is lost if the process dies (the queue is durable), and every AuditEvent search first
  * calls `catchUp()`, so searches always see every committed event.
+ *
+ * Two of the rows are not deferred: the `patient` and `date` ones (EARLY_AUDIT_PARAMS) are
+ * written with the event, and its queue entry says so (`early = 1`). A search that reads no
+ * other index rows (a patient's events by date, as auditors and access reports ask) has nothing
+ * to wait for but events queued without them, by an older build. The indexer writes every row
+ * again later; the early ones are already there (ON CONFLICT DO NOTHING).
  *
  * Indexing costs several times what the append does (~25 index rows per event, built from the
  * search parameters' expressions), so the indexer yields to requests: while the event loop is
@@ -116,18 +125,19 @@ export class AuditIndexer implements AuditIndex {
    * are catching up, say) are not waited for, and concurrent callers share the passes: the
    * oldest events are indexed first, so each stops as soon as its own are done.
    */
-  async catchUp(patients?: readonly string[]): Promise<void> {
+  async catchUp(patients?: readonly string[], params?: readonly string[]): Promise<void> {
     const top = await this.driver.get<{ rid: number | string | null }>('SELECT MAX(rid) AS rid FROM audit_index_queue');
     const watermark = Number(top?.rid ?? 0);
     if (!watermark) return;
-    const scope = patientScope(patients);
+    const late = readsOnlyEarlyRows(params);
+    const scope = queueScope(patients, late);
     for (;;) {
       const left = await this.driver.get(`SELECT rid FROM audit_index_queue WHERE rid <= ?${scope.sql} LIMIT 1`, [watermark, ...scope.params]);
       if (!left) return;
       // Not the background run: that may be waiting for the load to let up.
       if (this.passing) await this.passing.catch(() => undefined);
       // Another process may hold the events (PostgreSQL skips locked rows): let it finish.
-      else if ((await this.pass(PASS_SIZE, patients)) === 0) await this.pause(5);
+      else if ((await this.pass(PASS_SIZE, patients, late)) === 0) await this.pause(5);
     }
   }
 
@@ -187,19 +197,22 @@ export class AuditIndexer implements AuditIndex {
     return since.utilization > BUSY_UTILIZATION;
   }
 
-  /** Indexes one batch (the oldest queued, or the oldest queued that could be about `patients`); returns how many events it indexed. */
-  private pass(limit = PASS_SIZE, patients?: readonly string[]): Promise<number> {
-    const pass = this.indexBatch(limit, patients);
+  /**
+   * Indexes one batch (the oldest queued, or the oldest queued that could be about `patients`,
+   * of those without early rows only if `late`); returns how many events it indexed.
+   */
+  private pass(limit = PASS_SIZE, patients?: readonly string[], late = false): Promise<number> {
+    const pass = this.indexBatch(limit, patients, late);
     this.passing = pass;
     return pass.finally(() => {
       if (this.passing === pass) this.passing = undefined;
     });
   }
 
-  private indexBatch(limit: number, patients?: readonly string[]): Promise<number> {
+  private indexBatch(limit: number, patients: readonly string[] | undefined, late: boolean): Promise<number> {
     return this.driver.transaction(async (q: Queryable) => {
       const lock = this.driver.dialect === 'postgres' ? ' FOR UPDATE SKIP LOCKED' : '';
-      const scope = patientScope(patients);
+      const scope = queueScope(patients, late);
       const queued = await q.all<{ rid: number | string }>(`SELECT rid FROM audit_index_queue WHERE 1 = 1${scope.sql} ORDER BY rid LIMIT ${limit}${lock}`, scope.params);
       if (queued.length === 0) return 0;
       const rids = queued.map((r) => Number(r.rid));
@@ -224,15 +237,29 @@ export class AuditQueue {
     return Number((await this.q.get<{ n: number | string }>('SELECT COUNT(*) AS n FROM audit_index_queue'))?.n ?? 0);
   }
 
-  /** Whether committed events that could be about one of `patients` (any, when none are given) wait to be indexed. */
-  async waiting(patients?: readonly string[]): Promise<boolean> {
-    const scope = patientScope(patients);
+  /**
+   * Whether committed events that could be about one of `patients` (any, when none are given)
+   * wait to be indexed; with `params`, only those a search reading these parameters waits for
+   * (see AuditIndex.catchUp).
+   */
+  async waiting(patients?: readonly string[], params?: readonly string[]): Promise<boolean> {
+    const scope = queueScope(patients, readsOnlyEarlyRows(params));
     return (await this.q.get(`SELECT rid FROM audit_index_queue WHERE 1 = 1${scope.sql} LIMIT 1`, scope.params)) !== undefined;
   }
 }
 
-/** The queue entries that could be about one of `patients` (all of them when none are given). */
-function patientScope(patients: readonly string[] | undefined): { sql: string; params: string[] } {
-  if (!patients?.length) return { sql: '', params: [] };
-  return { sql: ` AND (patient IS NULL OR patient IN (${patients.map(() => '?').join(', ')}))`, params: [...patients] };
+/** Whether a search reading the index rows of `params` (unknown when undefined) reads early rows only. */
+function readsOnlyEarlyRows(params: readonly string[] | undefined): boolean {
+  return params !== undefined && params.every((p) => EARLY_AUDIT_PARAMS.has(p));
+}
+
+/**
+ * The queue entries that could be about one of `patients` (all of them when none are given);
+ * if `late`, only those written without their early rows (the partial index
+ * audit_index_queue_late holds just these).
+ */
+function queueScope(patients: readonly string[] | undefined, late: boolean): { sql: string; params: string[] } {
+  const early = late ? ' AND early = 0' : '';
+  if (!patients?.length) return { sql: early, params: [] };
+  return { sql: `${early} AND (patient IS NULL OR patient IN (${patients.map(() => '?').join(', ')}))`, params: [...patients] };
 }

@@ -9,7 +9,7 @@ import { WriterLock } from './writer-lock';
 /** What the main thread asks of the audit worker. */
 export type ToAuditWorker =
   | { readonly kind: 'append'; readonly call: number; readonly items: readonly AuditItem[]; readonly writer: Writer; readonly now: number }
-  | { readonly kind: 'catch-up'; readonly call: number; readonly patients?: readonly string[] }
+  | { readonly kind: 'catch-up'; readonly call: number; readonly patients?: readonly string[]; readonly params?: readonly string[] }
   | { readonly kind: 'nudge' }
   | { readonly kind: 'stop'; readonly call: number };
 
@@ -91,10 +91,10 @@ export class AuditThread implements AuditIndex {
     if (this.worker && !this.stopping) this.worker.postMessage({ kind: 'nudge' } satisfies ToAuditWorker);
   }
 
-  async catchUp(patients?: readonly string[]): Promise<void> {
+  async catchUp(patients?: readonly string[], params?: readonly string[]): Promise<void> {
     // Most searches for a patient find nothing of theirs queued: no need to ask the worker.
-    if (!(await this.queue.waiting(patients))) return;
-    await this.call((call) => ({ kind: 'catch-up', call, ...(patients ? { patients } : {}) }));
+    if (!(await this.queue.waiting(patients, params))) return;
+    await this.call((call) => ({ kind: 'catch-up', call, ...(patients ? { patients } : {}), ...(params ? { params } : {}) }));
   }
 
   backlog(): Promise<number> {

@@ -219,7 +219,7 @@ async function main(): Promise<void> {
         indexer.nudge();
         return;
       case 'catch-up':
-        indexer.catchUp(m.patients).then(
+        indexer.catchUp(m.patients, m.params).then(
           () => {
             report();
             post({ kind: 'done', calls: [m.call] });

@@ -300,6 +300,17 @@ const migrations: readonly Migration[] = [
       await m.sql(`INSERT INTO custodian_state (name, value) VALUES ('cutover-key-bound-tokens', '${Date.now()}') ON CONFLICT (name) DO NOTHING`);
     },
   },
+  {
+    id: '0023-audit-queue-early',
+    async up(m) {
+      // Whether a queued AuditEvent's early index rows (patient, date: store/write.ts
+      // EARLY_AUDIT_PARAMS) were written with it. Events queued before (and by processes of an
+      // older build, which leave the default) have none: a search reading only early rows waits
+      // for those alone, found through the partial index.
+      await m.sql('ALTER TABLE audit_index_queue ADD COLUMN early SMALLINT NOT NULL DEFAULT 0');
+      await m.sql('CREATE INDEX audit_index_queue_late ON audit_index_queue (patient, rid) WHERE early = 0');
+    },
+  },
 ];
 
 /** Ids of all migrations, in order (for the health report and tests). */

@@ -59,14 +59,16 @@ import { startHarness, type Harness } from '../support/harness';
       );
       const links = await q.all<{ seq: number; rid: number; prev_hash: string; hash: string }>('SELECT seq, rid, prev_hash, hash FROM audit_chain WHERE event_id = ?', [e.id]);
       // Queued for indexing, or (should the indexer have been quick) indexed under its patient.
-      const queued = r ? await q.get<{ patient: string | null }>('SELECT patient FROM audit_index_queue WHERE rid = ?', [r.rid]) : undefined;
-      const indexed = r ? await q.all<{ ref: string }>('SELECT ref FROM idx_reference WHERE pid = ? AND rid = ?', [paramId('AuditEvent', 'patient'), r.rid]) : [];
-      out.push({ resource: r, versions, links, queued, indexed });
+      const queued = r ? await q.get<{ patient: string | null; early: number }>('SELECT patient, early FROM audit_index_queue WHERE rid = ?', [r.rid]) : undefined;
+      const indexed = r ? await q.all<{ ref: string }>('SELECT ref FROM idx_reference WHERE pid = ? AND rid = ? ORDER BY ref', [paramId('AuditEvent', 'patient'), r.rid]) : [];
+      // The early rows are there whether or not the indexer has run since.
+      const dates = r ? await q.all<{ lo: number; hi: number }>('SELECT lo, hi FROM idx_date WHERE pid = ? AND rid = ?', [paramId('AuditEvent', 'date'), r.rid]) : [];
+      out.push({ resource: r, versions, links, queued, indexed, dates });
     }
     return out;
   }
 
-  it('stores what the ordinary append stores: current rows, history rows in event order, queue entries, chain links, the head', async () => {
+  it('stores what the ordinary append stores: current rows, history rows in event order, queue entries, early index rows, chain links, the head', async () => {
     const ordinary = [event(`Patient/${patientId}`), event(undefined), event(`Patient/${patientId}`)];
     await writeTransaction(driver(), Date.now, h.config.baseUrl, (tx) => tx.appendSerialized(ordinary, writer));
     const before = await head();
@@ -96,8 +98,15 @@ import { startHarness, type Harness } from '../support/harness';
         );
         assert.equal(row.links.length, 1);
         assert.equal(Number(row.links[0].rid), Number(row.resource.rid));
-        if (row.queued) assert.equal(row.queued.patient, e.patient, 'queued under its patient');
-        else assert.deepEqual(row.indexed.map((x) => x.ref), e.patient ? [e.patient] : [], 'indexed under its patient');
+        if (row.queued) assert.deepEqual({ ...row.queued, early: Number(row.queued.early) }, { patient: e.patient, early: 1 }, 'queued under its patient, its early rows written');
+        assert.deepEqual(row.indexed.map((x) => x.ref), e.patient ? [e.patient] : [], 'indexed under its patient at once');
+        assert.deepEqual(row.indexed.map((x) => x.ref), e.early.reference.map((x) => x.ref).sort());
+        assert.deepEqual(
+          row.dates.map((d) => [Number(d.lo), Number(d.hi)]),
+          e.early.date.map((d) => [d.lo, d.hi]),
+          'its recorded time indexed at once',
+        );
+        assert.equal(row.dates.length, 1);
       }
       // History rows, links and rids follow the events' order.
       const seqs = rows.map((r) => Number(r.versions[0].seq));
@@ -125,7 +134,7 @@ import { startHarness, type Harness } from '../support/harness';
     assert.ok(moved.seq > stale.seq);
     const events = [event(`Patient/${patientId}`), event(`Patient/${patientId}`)];
     await assert.rejects(script(auditAppendScript(events, writer, stale).sql), /NOT NULL constraint failed: audit_chain\.prev_hash/);
-    for (const row of await rowsOf(events)) assert.deepEqual(row, { resource: undefined, versions: [], links: [], queued: undefined, indexed: [] });
+    for (const row of await rowsOf(events)) assert.deepEqual(row, { resource: undefined, versions: [], links: [], queued: undefined, indexed: [], dates: [] });
     assert.deepEqual(await head(), moved, 'the head is where the other writer left it');
     // From the real tail it is stored.
     await script(auditAppendScript(events, writer, moved).sql);
@@ -184,12 +193,14 @@ import { startHarness, type Harness } from '../support/harness';
     const real = await head();
     const events = [event(`Patient/${patientId}`), event(`Patient/${patientId}`)];
     const { sql } = auditAppendScript(events, writer, real);
-    // The history rows' VALUES name an event that was never inserted.
-    const broken = sql.replace(`('${events[1].id}', 1)`, "('no-such-event', 1)");
-    assert.notEqual(broken, sql);
-    await assert.rejects(script(broken), /NOT NULL constraint failed: audit_chain_head\.links/);
-    for (const row of await rowsOf(events)) assert.equal(row.resource, undefined);
-    assert.deepEqual(await head(), real);
+    // The history rows' VALUES, or the early date rows', name an event that was never inserted.
+    const date = `('${events[1].id}', ${paramId('AuditEvent', 'date')},`;
+    for (const broken of [sql.replace(`('${events[1].id}', 1)`, "('no-such-event', 1)"), sql.replace(date, `('no-such-event', ${paramId('AuditEvent', 'date')},`)]) {
+      assert.notEqual(broken, sql);
+      await assert.rejects(script(broken), /NOT NULL constraint failed: audit_chain_head\.links/);
+      for (const row of await rowsOf(events)) assert.equal(row.resource, undefined);
+      assert.deepEqual(await head(), real);
+    }
   });
 
   it('a script is refused whole when it holds NUL (it would end before its COMMIT)', async () => {

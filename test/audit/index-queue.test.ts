@@ -1,5 +1,10 @@
 import assert from 'node:assert/strict';
+import type { AccessContext } from '../../server/access/context';
+import { scopePolicy } from '../../server/access/scope-policy';
+import { paramId } from '../../server/search/param-id';
 import { parseSearch } from '../../server/search/parse';
+import { AuditQueue } from '../../server/store/audit-index';
+import { EARLY_AUDIT_PARAMS } from '../../server/store/write';
 import { compileFilter } from '../../server/search/sql';
 import { ENGINE } from '../support/db';
 import type { AuditEvent } from 'fhir/r4';
@@ -52,6 +57,98 @@ describe(`Audit: searches see events still waiting to be indexed (${ENGINE})`, (
     await q().run(`DELETE FROM audit_index_queue WHERE rid IN (${list})`);
     for (const rid of rids) await q().run('INSERT INTO audit_index_queue (rid, patient) VALUES (?, ?)', [rid, patient]);
   }
+
+  /**
+   * Takes away the events' index rows but their early ones (patient, date) and queues them again
+   * as the append queues them: as the audit trail's events are between their commit and the
+   * indexer's pass.
+   */
+  async function unindexLate(rids: readonly number[], patient: string | null): Promise<void> {
+    const list = rids.join(', ');
+    const early = [...EARLY_AUDIT_PARAMS].map((c) => paramId('AuditEvent', c)).join(', ');
+    for (const table of INDEX_TABLES) await q().run(`DELETE FROM ${table} WHERE rid IN (${list}) AND pid NOT IN (${early})`);
+    await q().run(`DELETE FROM audit_index_queue WHERE rid IN (${list})`);
+    for (const rid of rids) await q().run('INSERT INTO audit_index_queue (rid, patient, early) VALUES (?, ?, 1)', [rid, patient]);
+  }
+
+  /** Records what the gate asks the index to catch up on while `run` runs. */
+  async function catchUps(run: () => Promise<void>): Promise<{ patients?: readonly string[]; params?: readonly string[] }[]> {
+    const index = h.store.auditIndex;
+    const original = index.catchUp;
+    const calls: { patients?: readonly string[]; params?: readonly string[] }[] = [];
+    index.catchUp = (patients, params) => {
+      calls.push({ patients, params });
+      return original.call(index, patients, params);
+    };
+    try {
+      await run();
+    } finally {
+      index.catchUp = original;
+    }
+    return calls;
+  }
+
+  it('writes each event\'s patient and date index rows with it', async () => {
+    await h.api.get(`/Patient/${a}`);
+    const [e] = await q().all<{ rid: number | string; content: string }>("SELECT rid, content FROM resources WHERE type = 'AuditEvent' AND content LIKE ? ORDER BY rid DESC LIMIT 1", [
+      `%"reference":"Patient/${a}"%`,
+    ]);
+    const rid = Number(e.rid);
+    const refs = await q().all<{ ref: string }>('SELECT ref FROM idx_reference WHERE pid = ? AND rid = ?', [paramId('AuditEvent', 'patient'), rid]);
+    assert.deepEqual(refs.map((r) => r.ref), [`Patient/${a}`]);
+    const dates = await q().all<{ lo: number | string }>('SELECT lo FROM idx_date WHERE pid = ? AND rid = ?', [paramId('AuditEvent', 'date'), rid]);
+    assert.deepEqual(dates.map((d) => Number(d.lo)), [Date.parse((JSON.parse(e.content) as AuditEvent).recorded)]);
+    // The indexer may already have taken it; if not, its queue entry says its early rows are there.
+    const queued = await q().get<{ early: number | string }>('SELECT early FROM audit_index_queue WHERE rid = ?', [rid]);
+    if (queued) assert.equal(Number(queued.early), 1);
+  });
+
+  it('a search reading only patient and date rows does not wait for the rest; one reading others does', async () => {
+    await h.store.auditIndex.catchUp();
+    const reads = await total(`/AuditEvent?patient=${a}&action=R`);
+    const all = await total(`/AuditEvent?patient=${a}&date=ge2000-01-01`);
+    await unindexLate(await eventsAbout(a), `Patient/${a}`);
+    let found = 0;
+    const early = await catchUps(async () => {
+      found = await total(`/AuditEvent?patient=${a}&date=ge2000-01-01&_sort=-date`);
+    });
+    assert.equal(found, all + 1, 'every event, from its early rows (the search before is on the trail too)');
+    assert.deepEqual(early.map((c) => [c.patients, [...new Set(c.params)].sort()]), [[[`Patient/${a}`], ['date', 'patient']]]);
+    // `action` rows are deferred: this search waits for them, and finds every read.
+    const late = await catchUps(async () => {
+      found = await total(`/AuditEvent?patient=${a}&action=R`);
+    });
+    assert.equal(found, reads);
+    assert.deepEqual(late.map((c) => [...new Set(c.params)].sort()), [['action', 'patient']]);
+    // Filters the index cannot vouch for read everything: unknown parameters, a system search.
+    const system = await catchUps(async () => {
+      assert.equal((await h.api.get(`/?_type=AuditEvent&patient=${a}`)).status, 200);
+    });
+    assert.deepEqual(system.map((c) => c.params), [undefined]);
+  });
+
+  it('a queue entry written without early rows (by an older build) is waited for by every search', async () => {
+    // In a transaction that is rolled back: the indexer cannot take these entries meanwhile.
+    const rollback = new Error('rollback');
+    await assert.rejects(
+      h.store.driver.transaction(async (tx) => {
+        const queue = new AuditQueue(tx);
+        const waiting = (patients: string[], params?: string[]) => queue.waiting(patients, params);
+        await tx.run('DELETE FROM audit_index_queue');
+        await tx.run("INSERT INTO audit_index_queue (rid, patient, early) VALUES (900000000001, 'Patient/zz', 1)");
+        assert.equal(await waiting(['Patient/zz'], ['patient', 'date']), false, 'its early rows are all this search reads');
+        assert.equal(await waiting(['Patient/zz'], ['patient', 'action']), true);
+        assert.equal(await waiting(['Patient/zz']), true, 'what the search reads is not known');
+        await tx.run("INSERT INTO audit_index_queue (rid, patient) VALUES (900000000002, 'Patient/zz')");
+        assert.equal(await waiting(['Patient/zz'], ['patient', 'date']), true, 'an older build queued it without early rows');
+        assert.equal(await waiting(['Patient/yy'], ['patient', 'date']), false);
+        await tx.run('INSERT INTO audit_index_queue (rid, patient) VALUES (900000000003, NULL)');
+        assert.equal(await waiting(['Patient/yy'], ['patient', 'date']), true, 'about several patients, one may be yy');
+        throw rollback;
+      }),
+      (err) => err === rollback,
+    );
+  });
 
   it('queues each event with the one patient it is about', async () => {
     await h.api.get(`/Patient/${a}`);
@@ -163,5 +260,20 @@ describe(`Audit: searches see events still waiting to be indexed (${ENGINE})`, (
     assert.equal(confined('Patient', [['_id', 'p1']]).readsAuditIndex, undefined);
     assert.equal(confined('AuditEvent', [['patient', 'p1'], ['entity:AuditEvent.patient', 'Patient/p2']]).readsAuditIndex, true);
     assert.equal(confined('AuditEvent', [['patient.identifier', 'https://fhir.nhs.uk/Id/nhs-number|9000000009']]).readsAuditIndex, undefined);
+  });
+
+  it('tells which index rows of the candidates a filter reads', () => {
+    const reads = (type: 'AuditEvent' | 'Patient', query: [string, string][]) =>
+      compileFilter(parseSearch(type, query, { strict: true, defaultCount: 20, maxCount: 100, baseUrl: 'http://x', now: Date.now() }).criteria, Date.now()).indexParams;
+    assert.deepEqual(reads('AuditEvent', [['patient', 'p1'], ['date', 'ge2026'], ['date', 'le2027']]), ['patient', 'date']);
+    assert.deepEqual(reads('AuditEvent', [['patient:missing', 'true'], ['patient:identifier', 'https://fhir.nhs.uk/Id/nhs-number|9000000009']]), ['patient']);
+    assert.deepEqual(reads('AuditEvent', [['_id', 'x'], ['_lastUpdated', 'ge2026']]), [], 'columns');
+    assert.deepEqual(reads('AuditEvent', [['patient.identifier', 'https://fhir.nhs.uk/Id/nhs-number|9000000009']]), ['patient'], "a chain reads the candidate's reference, and the target's rows");
+    assert.deepEqual(reads('AuditEvent', [['patient', 'p1'], ['action', 'R']]), ['patient', 'action']);
+    assert.deepEqual(reads('Patient', [['_has:AuditEvent:patient:action', 'R']]), []);
+    // A patient/ scope's restriction reads the patient rows; a granular one reads what it names.
+    const restricted = (...scopes: string[]) => scopePolicy.searchFilter!({ patient: 'p1', scopes } as unknown as AccessContext, 'AuditEvent');
+    assert.deepEqual(restricted('patient/AuditEvent.rs')?.indexParams, ['patient']);
+    assert.deepEqual(restricted('patient/AuditEvent.rs?action=R')?.indexParams?.slice().sort(), ['action', 'patient']);
   });
 });
