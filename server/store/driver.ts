@@ -21,6 +21,17 @@ export interface Queryable {
 }
 
 export type Row = Record<string, unknown>;
+
+/**
+ * A LIMIT clause with the count written into the SQL, never bound. SQLite (3.52) plans with the
+ * value bound to `LIMIT ?` and marks the statement to be compiled again whenever that variable
+ * is bound, which is every run: measured, a search's page query was compiled anew each time.
+ * A few distinct counts make a few cached statements instead.
+ */
+export function limitClause(n: number): string {
+  if (!Number.isSafeInteger(n) || n < 0) throw new Error(`not a row count: ${n}`);
+  return ` LIMIT ${n}`;
+}
 export type Dialect = 'sqlite' | 'postgres';
 
 export interface Driver extends Queryable {

@@ -2,7 +2,7 @@ import type { ResourceType } from '../../resources';
 import type { ResourceFilter } from '../search/filter';
 import { keysetCondition, orderColumns, type Keyset, type OrderSql } from '../search/order';
 import { paramId } from '../search/param-id';
-import type { Queryable } from './driver';
+import { limitClause, type Queryable } from './driver';
 import { fromCurrentRow, fromVersionRow, type CurrentRow, type HistoryVersion, type StoredVersion, type VersionRow } from './records';
 
 /**
@@ -65,8 +65,7 @@ function pageSql(req: PageRequest): { sql: string; params: unknown[]; backwards:
     sql += ` AND (${cond})`;
     params.push(...p);
   }
-  sql += ` ORDER BY ${cols.orderBy} LIMIT ?`;
-  params.push(req.limit);
+  sql += ` ORDER BY ${cols.orderBy}${limitClause(req.limit)}`;
   return { sql, params, backwards, order };
 }
 
@@ -128,8 +127,8 @@ export class StoreReader {
   /** Type, id and content of versions of these types committed after `seq` (oldest first, at most `limit`). */
   async changesSince(types: readonly ResourceType[], seq: number, limit: number): Promise<{ seq: number; type: ResourceType; id: string; content: string | null }[]> {
     const rows = await this.driver.all<{ seq: number | string; type: string; id: string; content: string | null }>(
-      `SELECT v.seq, v.type, v.id, v.content FROM resource_versions v WHERE v.type IN (${types.map(() => '?').join(', ')}) AND v.seq > ? ORDER BY v.seq LIMIT ?`,
-      [...types, seq, limit],
+      `SELECT v.seq, v.type, v.id, v.content FROM resource_versions v WHERE v.type IN (${types.map(() => '?').join(', ')}) AND v.seq > ? ORDER BY v.seq${limitClause(limit)}`,
+      [...types, seq],
     );
     return rows.map((r) => ({ seq: Number(r.seq), type: r.type as ResourceType, id: r.id, content: r.content }));
   }
@@ -231,8 +230,8 @@ export class StoreReader {
       sql += ' AND v.last_updated > ?';
       params.push(since);
     }
-    sql += ' AND NOT EXISTS (SELECT 1 FROM resource_versions n WHERE n.type = v.type AND n.id = v.id AND n.version_id > v.version_id AND n.seq <= ?) ORDER BY v.seq LIMIT ?';
-    params.push(snapshotSeq, limit);
+    sql += ' AND NOT EXISTS (SELECT 1 FROM resource_versions n WHERE n.type = v.type AND n.id = v.id AND n.version_id > v.version_id AND n.seq <= ?) ORDER BY v.seq' + limitClause(limit);
+    params.push(snapshotSeq);
     return (await this.driver.all<VersionRow>(sql, params)).map(fromVersionRow);
   }
 
@@ -270,8 +269,7 @@ export class StoreReader {
       sql += ' AND v.seq > ?';
       params.push(req.afterSeq);
     }
-    sql += ` ORDER BY v.seq ${req.order === 'asc' ? 'ASC' : 'DESC'} LIMIT ?`;
-    params.push(req.limit);
+    sql += ` ORDER BY v.seq ${req.order === 'asc' ? 'ASC' : 'DESC'}${limitClause(req.limit)}`;
     return (await this.driver.all<VersionRow>(sql, params)).map(fromVersionRow);
   }
 }

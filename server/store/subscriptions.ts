@@ -2,7 +2,7 @@ import type { Resource, Subscription } from 'fhir/r4';
 import { definitions, type ResourceType } from '../../resources';
 import type { StoredContext } from '../access/background';
 import { matchesTokens } from '../search/match';
-import type { Queryable } from './driver';
+import { limitClause, type Queryable } from './driver';
 import type { StoredVersion } from './records';
 import type { Store } from './store';
 
@@ -270,9 +270,9 @@ export class Subscriptions {
         `UPDATE subscriptions SET lease_owner = ?, lease_until = ? WHERE id IN (
            SELECT s.id FROM subscriptions s WHERE s.status IN ('active', 'error') AND s.next_attempt_at <= ? AND s.lease_until < ?
              AND EXISTS (SELECT 1 FROM subscription_outbox o WHERE o.subscription_id = s.id AND o.status = 'pending')
-           ORDER BY s.next_attempt_at LIMIT ?${lock})
+           ORDER BY s.next_attempt_at${limitClause(limit)}${lock})
          RETURNING ${SUB_COLUMNS}`,
-        [owner, leaseUntil, now, now, limit],
+        [owner, leaseUntil, now, now],
       ),
     );
     return rows.map(subFrom);
@@ -280,7 +280,7 @@ export class Subscriptions {
 
   /** The oldest notifications still to send for a Subscription, in the order their versions were committed. */
   async pending(subscriptionId: string, limit: number): Promise<OutboxRow[]> {
-    return (await this.store.driver.all<OutRow>(`SELECT ${OUT_COLUMNS} FROM subscription_outbox WHERE subscription_id = ? AND status = 'pending' ORDER BY id LIMIT ?`, [subscriptionId, limit])).map(outFrom);
+    return (await this.store.driver.all<OutRow>(`SELECT ${OUT_COLUMNS} FROM subscription_outbox WHERE subscription_id = ? AND status = 'pending' ORDER BY id${limitClause(limit)}`, [subscriptionId])).map(outFrom);
   }
 
   /** Records a delivery (and a recovery from `error`), and keeps the lease. */
@@ -353,6 +353,6 @@ export class Subscriptions {
 
   /** Notifications not delivered yet (pending or withheld), oldest first, after the row `afterId`. */
   async undelivered(afterId: number, limit: number): Promise<OutboxRow[]> {
-    return (await this.store.driver.all<OutRow>(`SELECT ${OUT_COLUMNS} FROM subscription_outbox WHERE status IN ('pending', 'withheld') AND id > ? ORDER BY id LIMIT ?`, [afterId, limit])).map(outFrom);
+    return (await this.store.driver.all<OutRow>(`SELECT ${OUT_COLUMNS} FROM subscription_outbox WHERE status IN ('pending', 'withheld') AND id > ? ORDER BY id${limitClause(limit)}`, [afterId])).map(outFrom);
   }
 }

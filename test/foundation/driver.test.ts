@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { PG_NAMED_STATEMENTS, SQLITE_STATEMENT_CACHE, STATEMENTS_PER_SQL } from '../../server/store/driver';
+import { limitClause, PG_NAMED_STATEMENTS, SQLITE_STATEMENT_CACHE, STATEMENTS_PER_SQL } from '../../server/store/driver';
 import { StatementCache } from '../../server/store/statement-cache';
 import sqlite3 from 'sqlite3';
 import { SQLITE_PAGE_SIZE, Store } from '../../server/store/store';
@@ -20,6 +20,12 @@ describe(`Store driver: prepared statements are bounded (${ENGINE})`, () => {
   after(async () => {
     await store?.close();
     await db?.drop();
+  });
+
+  it('LIMIT is written into the SQL as a row count (a bound one recompiles the statement on SQLite), never anything else', () => {
+    assert.equal(limitClause(102), ' LIMIT 102');
+    assert.equal(limitClause(0), ' LIMIT 0');
+    for (const bad of [-1, 1.5, Number.NaN, 2 ** 60, '3; DROP TABLE resources' as unknown as number]) assert.throws(() => limitClause(bad), /not a row count/);
   });
 
   it('StatementCache keeps the most recently used entries and releases the rest', () => {
