@@ -4,6 +4,7 @@ import type { ResourceType } from '../../resources';
 import { FhirError } from '../errors';
 import { applySubset, subsetOf, type Subset } from '../fhir/subset';
 import { locals, type ResponseFormat } from './request';
+import { bodyJson } from '../fhir/stored-json';
 
 /**
  * Content negotiation (http://hl7.org/fhir/R4/http.html#mime-type): JSON only, as
@@ -77,7 +78,7 @@ export function sendJson(res: Response, status: number, body: unknown, headers: 
   res.status(status);
   for (const [k, v] of Object.entries(headers)) res.setHeader(k, v);
   res.setHeader('Content-Type', `${mime}; charset=utf-8`);
-  res.end(pretty ? JSON.stringify(body, null, 2) : JSON.stringify(body));
+  res.end(bodyJson(body, pretty));
 }
 
 /** Reads `_summary` / `_elements` from the query, validated. */

@@ -2,6 +2,7 @@ import type { Bundle, BundleEntry, BundleLink, OperationOutcome, OperationOutcom
 import { isResourceType, RESOURCE_TYPES, type ResourceType } from '../../resources';
 import type { AccessContext } from '../access/context';
 import { FhirError } from '../errors';
+import { asStored, carriesStored } from '../fhir/stored-json';
 import { applySubset, subsetOf, type Subset } from '../fhir/subset';
 import type { GatedReads, SearchQuery } from '../gate/gate';
 import { extractIndexRows } from '../search/extract';
@@ -140,15 +141,15 @@ async function buildBundle(
   if (page.next) bundle.link.push({ relation: 'next', url: link(page.next) });
 
   const included = await includes(reads, ctx, env, page.entries, parsed, options, warnings);
-  const entry = (v: StoredVersion, mode: 'match' | 'include'): BundleEntry => ({
-    fullUrl: `${options.baseUrl}/${v.type}/${v.id}`,
-    resource: applySubset(v.type, v.resource!, subset),
-    search: { mode },
-  });
+  const entry = (v: StoredVersion, mode: 'match' | 'include'): BundleEntry => {
+    const resource = applySubset(v.type, v.resource!, subset);
+    // Unshaped, it goes out as the store holds it (see fhir/stored-json.ts).
+    return { fullUrl: `${options.baseUrl}/${v.type}/${v.id}`, resource: resource === v.resource && v.text ? asStored(resource, v.text) : resource, search: { mode } };
+  };
   const entries = [...page.entries.map((v) => entry(v, 'match')), ...included.map((v) => entry(v, 'include'))];
   if (warnings.length) entries.push(outcomeEntry(warnings));
   if (entries.length) bundle.entry = entries; // FHIR JSON has no empty arrays
-  return bundle;
+  return carriesStored(bundle);
 }
 
 /**

@@ -13,6 +13,8 @@ export interface StoredVersion {
   readonly deleted: boolean;
   /** The resource JSON; absent for a deletion. */
   readonly resource?: Resource;
+  /** The stored JSON text `resource` was parsed from, when read from a row (a search page sends it out as is). */
+  readonly text?: string;
   /** Client that created the resource (server-side record, never in the resource). */
   readonly createdBy?: string | null;
   /** Organisation key of that client: the custodian of a Patient without managingOrganization. */
@@ -53,6 +55,7 @@ export function fromCurrentRow(row: CurrentRow): StoredVersion {
     lastUpdated: Number(row.last_updated),
     deleted,
     resource: row.content && !deleted ? (JSON.parse(row.content) as Resource) : undefined,
+    text: row.content && !deleted ? row.content : undefined,
     createdBy: row.created_by,
     creatorOrg: row.creator_org,
   };

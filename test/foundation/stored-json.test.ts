@@ -1,0 +1,80 @@
+import assert from 'node:assert/strict';
+import type { Bundle, Resource } from 'fhir/r4';
+import { asStored, bodyJson, carriesStored } from '../../server/fhir/stored-json';
+import { examples, patient } from '../support/fixtures';
+import { startHarness, type Harness } from '../support/harness';
+
+/**
+ * Search pages send their resources out as the store holds them (fhir/stored-json.ts) instead
+ * of serialising them again: the response must be byte for byte what JSON.stringify would write.
+ */
+describe('Foundation: resources sent out as stored', () => {
+  const ours = (r: Resource) => ['Patient', 'Consent', 'AuditEvent'].includes(r.resourceType);
+  const all = [
+    ...examples('r4/examples/Patient'),
+    ...examples('r4/examples/Consent'),
+    ...examples('r4/examples/AuditEvent'),
+    ...examples('ukcore/json/examples', ours),
+    ...examples('ihe/balp/json/instances', ours),
+  ].map(([, r]) => r);
+
+  /** A searchset as the search builds it: every resource parsed from its stored text and marked. */
+  function page(resources: readonly Resource[]): Bundle {
+    return carriesStored({
+      resourceType: 'Bundle',
+      type: 'searchset',
+      link: [{ relation: 'self', url: 'http://x/Patient?name=%22quoted%22' }],
+      entry: resources.map((r) => {
+        const text = JSON.stringify(r);
+        return { fullUrl: `http://x/${r.resourceType}/${r.id}`, resource: asStored(JSON.parse(text) as Resource, text), search: { mode: 'match' as const } };
+      }),
+    });
+  }
+
+  it(`writes exactly what JSON.stringify writes, for all ${all.length} examples of the shared material`, () => {
+    assert.ok(all.length > 90, `${all.length} examples`);
+    const body = page(all);
+    assert.equal(bodyJson(body, false), JSON.stringify(body));
+  });
+
+  it('and for text that needs escaping: quotes, backslashes, controls, non-ASCII, emoji, a lone surrogate', () => {
+    const odd = ['"quoted"', 'back\\slash', 'tab\tnew\nline\u0001', 'Zoë Ångström', '😀', '\ud800', '</script>', ':0', '"'];
+    const body = page(odd.map((text, i) => patient({ id: `odd-${i}`, name: [{ family: text, given: [text] }] })));
+    assert.equal(bodyJson(body, false), JSON.stringify(body));
+    // A string that looks like a placeholder stays a string.
+    const tricky = page([patient({ id: 'p1' })]) as Bundle & { entry: { fullUrl: string }[] };
+    tricky.entry[0].fullUrl = '0:0';
+    assert.equal(bodyJson(tricky, false), JSON.stringify(tricky));
+  });
+
+  it('the stored text is what goes out, only from bodies marked as carrying it, and never pretty-printed', () => {
+    const resource = asStored({ resourceType: 'Basic', id: 'a' }, '{"resourceType":"Basic","id":"stored"}');
+    assert.equal(bodyJson(carriesStored({ entry: [{ resource }] }), false), '{"entry":[{"resource":{"resourceType":"Basic","id":"stored"}}]}');
+    assert.equal(bodyJson({ entry: [{ resource }] }, false), '{"entry":[{"resource":{"resourceType":"Basic","id":"a"}}]}');
+    assert.equal(bodyJson(carriesStored({ entry: [{ resource }] }), true), JSON.stringify({ entry: [{ resource }] }, null, 2));
+  });
+
+  describe('through the HTTP stack', () => {
+    let h: Harness;
+    before(async () => {
+      h = await startHarness();
+    });
+    after(() => h.close());
+
+    it('a search page is the JSON.stringify of its Bundle, its resources as read; shaped ones are shaped', async () => {
+      const names = ['Zoë "Q" O\'Brien', 'back\\slash', '😀 emoji'];
+      const ids: string[] = [];
+      for (const family of names) ids.push((await h.api.post('/Patient', patient({ name: [{ family, given: ['Stored'] }] }))).body.id);
+      const res = await h.api.get(`/Patient?_id=${ids.join(',')}&_sort=_id`);
+      assert.equal(res.status, 200);
+      assert.equal(res.text, JSON.stringify(JSON.parse(res.text)), 'well-formed, and as JSON.stringify writes it');
+      assert.equal(res.body.entry.length, 3);
+      for (const e of res.body.entry) assert.deepEqual(e.resource, (await h.api.get(`/Patient/${e.resource.id}`)).body);
+      const shaped = await h.api.get(`/Patient?_id=${ids.join(',')}&_elements=name`);
+      for (const e of shaped.body.entry) {
+        assert.equal(e.resource.gender, undefined);
+        assert.ok(e.resource.meta.tag.some((t: { code: string }) => t.code === 'SUBSETTED'));
+      }
+    });
+  });
+});
