@@ -2,7 +2,7 @@ import type { Resource } from 'fhir/r4';
 import { definitions, type ResourceType } from '../../resources';
 import { deny, permit, type Decision } from '../consent/decision';
 import type { AccessPolicy } from '../gate/policy';
-import type { ResourceFilter } from '../search/filter';
+import { indexReadsOf, type ResourceFilter } from '../search/filter';
 import { matchesTokens } from '../search/match';
 import { parseSearch } from '../search/parse';
 import { compileFilter } from '../search/sql';
@@ -46,14 +46,7 @@ export const scopePolicy: AccessPolicy = {
       if (!f) return undefined;
       parts.push(f);
     }
-    const indexParams = parts.every((p) => p.indexParams) ? [...new Set(parts.flatMap((p) => p.indexParams!))] : undefined;
-    const readsAuditIndex = parts.some((p) => p.readsAuditIndex);
-    return {
-      where: parts.map((p) => `(${p.where})`).join(' OR '),
-      params: parts.flatMap((p) => [...p.params]),
-      ...(indexParams ? { indexParams } : {}),
-      ...(readsAuditIndex ? { readsAuditIndex } : {}),
-    };
+    return { where: parts.map((p) => `(${p.where})`).join(' OR '), params: parts.flatMap((p) => [...p.params]), ...indexReadsOf(parts) };
   },
 };
 

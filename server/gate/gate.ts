@@ -3,7 +3,7 @@ import { definitions, type ResourceType } from '../../resources';
 import { organizationKey, type AccessContext } from '../access/context';
 import type { Decision } from '../consent/decision';
 import { FhirError, outcomeOf } from '../errors';
-import type { ResourceFilter } from '../search/filter';
+import { indexReadsOf, type ResourceFilter } from '../search/filter';
 import { readHead, verifyChain, type ChainHead, type ChainReport, type ChainTail } from '../store/audit-chain';
 import { StoreReader, type HistoryRequest, type PagedVersion } from '../store/read';
 import type { Keyset, OrderSql } from '../search/order';
@@ -303,19 +303,16 @@ export class GatedReads {
     }
     const parts = [`(${q.filter.where})`];
     const params = [...q.filter.params];
-    let indexParams = q.filter.indexParams;
-    let readsAuditIndex = q.filter.readsAuditIndex;
+    const filters = [q.filter];
     for (const t of types) {
       const extra = this.policy.searchFilter?.(ctx, t);
       if (!extra) continue;
       if (types.length === 1) parts.push(`(${extra.where})`);
       else parts.push(`(r.type <> '${t}' OR (${extra.where}))`);
       params.push(...extra.params);
-      indexParams = indexParams && extra.indexParams ? [...indexParams, ...extra.indexParams] : undefined;
-      readsAuditIndex ||= extra.readsAuditIndex;
+      filters.push(extra);
     }
-    const filter: ResourceFilter = { where: parts.join(' AND '), params, links: q.filter.links, ...(indexParams ? { indexParams } : {}), ...(readsAuditIndex ? { readsAuditIndex } : {}) };
-    return { types, filter };
+    return { types, filter: { where: parts.join(' AND '), params, links: q.filter.links, ...indexReadsOf(filters) } };
   }
 
   /**

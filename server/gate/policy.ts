@@ -4,7 +4,7 @@ import type { AccessContext } from '../access/context';
 import type { Permission } from '../access/scopes';
 import { permit, type Decision } from '../consent/decision';
 import type { PolicyData } from '../consent/policy';
-import type { ResourceFilter } from '../search/filter';
+import { indexReadsOf, type ResourceFilter } from '../search/filter';
 import type { StoredVersion } from '../store/records';
 
 /** Why content is being read: the scope permission that covers it, and the consent action. */
@@ -82,7 +82,7 @@ export function allOf(...policies: AccessPolicy[]): AccessPolicy {
     searchFilter(ctx, type) {
       const filters = policies.map((p) => p.searchFilter?.(ctx, type)).filter((f): f is ResourceFilter => f !== undefined);
       if (filters.length === 0) return undefined;
-      return { where: filters.map((f) => `(${f.where})`).join(' AND '), params: filters.flatMap((f) => [...f.params]) };
+      return { where: filters.map((f) => `(${f.where})`).join(' AND '), params: filters.flatMap((f) => [...f.params]), ...indexReadsOf(filters) };
     },
   };
 }

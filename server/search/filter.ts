@@ -32,6 +32,17 @@ export interface ResourceFilter {
   readonly indexParams?: readonly string[];
 }
 
+/**
+ * What several filters combined (AND or OR) read of the index: the parameters, known only when
+ * each one's are, and whether any reads other AuditEvents' rows. Every combination of filters
+ * carries these on (a filter without them is taken to read anything).
+ */
+export function indexReadsOf(filters: readonly ResourceFilter[]): Pick<ResourceFilter, 'indexParams' | 'readsAuditIndex'> {
+  const indexParams = filters.every((f) => f.indexParams) ? [...new Set(filters.flatMap((f) => f.indexParams!))] : undefined;
+  const readsAuditIndex = filters.some((f) => f.readsAuditIndex);
+  return { ...(indexParams ? { indexParams } : {}), ...(readsAuditIndex ? { readsAuditIndex } : {}) };
+}
+
 export type LinkCheck =
   /** The candidate's reference `param` points at a `type` resource matching `filter`. */
   | { readonly kind: 'chain'; readonly param: SearchParamDef; readonly targets: readonly { readonly type: ResourceType; readonly filter: ResourceFilter }[] }

@@ -1,10 +1,12 @@
 import assert from 'node:assert/strict';
 import type { AccessContext } from '../../server/access/context';
 import { scopePolicy } from '../../server/access/scope-policy';
+import { allOf, openAccessPolicy } from '../../server/gate/policy';
 import { paramId } from '../../server/search/param-id';
 import { parseSearch } from '../../server/search/parse';
 import { AuditQueue } from '../../server/store/audit-index';
-import { EARLY_AUDIT_PARAMS } from '../../server/store/write';
+import { uuidv7 } from '../../server/audit/items';
+import { EARLY_AUDIT_PARAMS, serializeAuditEvent, writeTransaction } from '../../server/store/write';
 import { compileFilter } from '../../server/search/sql';
 import { ENGINE } from '../support/db';
 import type { AuditEvent } from 'fhir/r4';
@@ -88,19 +90,45 @@ describe(`Audit: searches see events still waiting to be indexed (${ENGINE})`, (
     return calls;
   }
 
-  it('writes each event\'s patient and date index rows with it', async () => {
-    await h.api.get(`/Patient/${a}`);
-    const [e] = await q().all<{ rid: number | string; content: string }>("SELECT rid, content FROM resources WHERE type = 'AuditEvent' AND content LIKE ? ORDER BY rid DESC LIMIT 1", [
-      `%"reference":"Patient/${a}"%`,
-    ]);
-    const rid = Number(e.rid);
-    const refs = await q().all<{ ref: string }>('SELECT ref FROM idx_reference WHERE pid = ? AND rid = ?', [paramId('AuditEvent', 'patient'), rid]);
-    assert.deepEqual(refs.map((r) => r.ref), [`Patient/${a}`]);
-    const dates = await q().all<{ lo: number | string }>('SELECT lo FROM idx_date WHERE pid = ? AND rid = ?', [paramId('AuditEvent', 'date'), rid]);
-    assert.deepEqual(dates.map((d) => Number(d.lo)), [Date.parse((JSON.parse(e.content) as AuditEvent).recorded)]);
-    // The indexer may already have taken it; if not, its queue entry says its early rows are there.
-    const queued = await q().get<{ early: number | string }>('SELECT early FROM audit_index_queue WHERE rid = ?', [rid]);
-    if (queued) assert.equal(Number(queued.early), 1);
+  it('writes each event\'s patient and date index rows with it, and only those, in its transaction', async () => {
+    // Looked at inside the transaction that appends (then rolled back): the indexer cannot have been there.
+    const rollback = new Error('rollback');
+    const writer = { clientId: 'test', organization: null };
+    const recorded = '2026-03-04T05:06:07.890Z';
+    const event = (id: string): AuditEvent => ({
+      resourceType: 'AuditEvent',
+      id,
+      type: { system: 'http://terminology.hl7.org/CodeSystem/audit-event-type', code: 'rest' },
+      action: 'R',
+      recorded,
+      outcome: '0',
+      agent: [{ who: { reference: `Patient/${b}` }, requestor: true }],
+      source: { observer: { display: 'test' } },
+      entity: [{ what: { reference: `Patient/${a}` } }, { what: { reference: `Patient/${a}` } }],
+    });
+    const early = [paramId('AuditEvent', 'patient'), paramId('AuditEvent', 'date')];
+    for (const path of ['append', 'createMany'] as const) {
+      await assert.rejects(
+        writeTransaction(h.store.driver, Date.now, h.config.baseUrl, async (tx) => {
+          const id = uuidv7();
+          if (path === 'append') await tx.appendSerialized([serializeAuditEvent(event(id), Date.now(), h.config.baseUrl)], writer);
+          else await tx.createMany('AuditEvent', [event(id)], writer, { deferIndex: true });
+          const [row] = await tx.q.all<{ rid: number | string }>("SELECT rid FROM resources WHERE type = 'AuditEvent' AND id = ?", [id]);
+          const rid = Number(row.rid);
+          const refs = await tx.q.all<{ ref: string }>('SELECT ref FROM idx_reference WHERE pid = ? AND rid = ? ORDER BY ref', [early[0], rid]);
+          assert.deepEqual(refs.map((r) => r.ref), [`Patient/${a}`, `Patient/${b}`].sort(), path);
+          const dates = await tx.q.all<{ lo: number | string; hi: number | string }>('SELECT lo, hi FROM idx_date WHERE pid = ? AND rid = ?', [early[1], rid]);
+          assert.deepEqual(dates.map((d) => [Number(d.lo), Number(d.hi)]), [[Date.parse(recorded), Date.parse(recorded)]], path);
+          let others = 0;
+          for (const table of INDEX_TABLES) others += Number((await tx.q.get<{ n: number | string }>(`SELECT COUNT(*) AS n FROM ${table} WHERE rid = ? AND pid NOT IN (?, ?)`, [rid, ...early]))!.n);
+          assert.equal(others, 0, `${path}: the other rows wait for the indexer`);
+          const queued = await tx.q.get<{ patient: string | null; early: number | string }>('SELECT patient, early FROM audit_index_queue WHERE rid = ?', [rid]);
+          assert.deepEqual({ patient: queued?.patient, early: Number(queued?.early) }, { patient: null, early: 1 }, `${path}: queued as about several patients, its early rows written`);
+          throw rollback;
+        }),
+        (err) => err === rollback,
+      );
+    }
   });
 
   it('a search reading only patient and date rows does not wait for the rest; one reading others does', async () => {
@@ -272,7 +300,8 @@ describe(`Audit: searches see events still waiting to be indexed (${ENGINE})`, (
     assert.deepEqual(reads('AuditEvent', [['patient', 'p1'], ['action', 'R']]), ['patient', 'action']);
     assert.deepEqual(reads('Patient', [['_has:AuditEvent:patient:action', 'R']]), []);
     // A patient/ scope's restriction reads the patient rows; a granular one reads what it names.
-    const restricted = (...scopes: string[]) => scopePolicy.searchFilter!({ patient: 'p1', scopes } as unknown as AccessContext, 'AuditEvent');
+    // As the app combines the policies (app.ts): the scopes' and the consent engine's, with allOf.
+    const restricted = (...scopes: string[]) => allOf(scopePolicy, openAccessPolicy).searchFilter!({ patient: 'p1', scopes } as unknown as AccessContext, 'AuditEvent');
     assert.deepEqual(restricted('patient/AuditEvent.rs')?.indexParams, ['patient']);
     assert.deepEqual(restricted('patient/AuditEvent.rs?action=R')?.indexParams?.slice().sort(), ['action', 'patient']);
   });
