@@ -1,7 +1,8 @@
 import { performance, type EventLoopUtilization } from 'node:perf_hooks';
 import type { Resource } from 'fhir/r4';
 import { extractIndexRows } from '../search/extract';
-import type { Driver, Queryable } from './driver';
+import { paramId } from '../search/param-id';
+import { limitClause, type Driver, type Queryable } from './driver';
 import { EARLY_AUDIT_PARAMS, insertIndexRowsMany } from './write';
 
 /** Events per indexing pass: a pass holds the writer, so audit commits wait behind it. */
@@ -130,9 +131,10 @@ export class AuditIndexer implements AuditIndex {
     const watermark = Number(top?.rid ?? 0);
     if (!watermark) return;
     const late = readsOnlyEarlyRows(params);
-    const scope = queueScope(patients, late);
+    const scopes = queueScopes(patients, late);
     for (;;) {
-      const left = await this.driver.get(`SELECT rid FROM audit_index_queue WHERE rid <= ?${scope.sql} LIMIT 1`, [watermark, ...scope.params]);
+      let left = false;
+      for (const scope of scopes) left ||= (await this.driver.get(`SELECT rid FROM audit_index_queue WHERE rid <= ?${scope.sql} LIMIT 1`, [watermark, ...scope.params])) !== undefined;
       if (!left) return;
       // Not the background run: that may be waiting for the load to let up.
       if (this.passing) await this.passing.catch(() => undefined);
@@ -212,10 +214,14 @@ export class AuditIndexer implements AuditIndex {
   private indexBatch(limit: number, patients: readonly string[] | undefined, late: boolean): Promise<number> {
     return this.driver.transaction(async (q: Queryable) => {
       const lock = this.driver.dialect === 'postgres' ? ' FOR UPDATE SKIP LOCKED' : '';
-      const scope = queueScope(patients, late);
-      const queued = await q.all<{ rid: number | string }>(`SELECT rid FROM audit_index_queue WHERE 1 = 1${scope.sql} ORDER BY rid LIMIT ${limit}${lock}`, scope.params);
-      if (queued.length === 0) return 0;
-      const rids = queued.map((r) => Number(r.rid));
+      // The oldest of each scope (at most `limit` each): one query per index that finds them.
+      const found = new Set<number>();
+      for (const scope of queueScopes(patients, late)) {
+        const rows = await q.all<{ rid: number | string }>(`SELECT rid FROM audit_index_queue WHERE 1 = 1${scope.sql} ORDER BY rid${limitClause(limit)}${lock}`, scope.params);
+        for (const r of rows) found.add(Number(r.rid));
+      }
+      if (found.size === 0) return 0;
+      const rids = [...found];
       const rows = await q.all<{ rid: number | string; content: string }>(`SELECT rid, content FROM resources WHERE rid IN (${rids.map(() => '?').join(', ')})`, rids);
       await insertIndexRowsMany(
         q,
@@ -243,8 +249,10 @@ export class AuditQueue {
    * (see AuditIndex.catchUp).
    */
   async waiting(patients?: readonly string[], params?: readonly string[]): Promise<boolean> {
-    const scope = queueScope(patients, readsOnlyEarlyRows(params));
-    return (await this.q.get(`SELECT rid FROM audit_index_queue WHERE 1 = 1${scope.sql} LIMIT 1`, scope.params)) !== undefined;
+    for (const scope of queueScopes(patients, readsOnlyEarlyRows(params))) {
+      if ((await this.q.get(`SELECT rid FROM audit_index_queue WHERE 1 = 1${scope.sql} LIMIT 1`, scope.params)) !== undefined) return true;
+    }
+    return false;
   }
 }
 
@@ -255,11 +263,19 @@ function readsOnlyEarlyRows(params: readonly string[] | undefined): boolean {
 
 /**
  * The queue entries that could be about one of `patients` (all of them when none are given);
- * if `late`, only those written without their early rows (the partial index
- * audit_index_queue_late holds just these).
+ * if `late`, only those written without their early rows. Given as conditions to be queried
+ * one at a time, each served by one index:
+ * - entries without early rows (an older build's) that name one of the patients, or several
+ *   (NULL): the partial index audit_index_queue_late holds just these;
+ * - unless `late`, entries with early rows: their `patient` rows in idx_reference name them
+ *   (those about several patients too), so that index finds them, among the patients' events.
  */
-function queueScope(patients: readonly string[] | undefined, late: boolean): { sql: string; params: string[] } {
-  const early = late ? ' AND early = 0' : '';
-  if (!patients?.length) return { sql: early, params: [] };
-  return { sql: `${early} AND (patient IS NULL OR patient IN (${patients.map(() => '?').join(', ')}))`, params: [...patients] };
+function queueScopes(patients: readonly string[] | undefined, late: boolean): { sql: string; params: (string | number)[] }[] {
+  if (!patients?.length) return [{ sql: late ? ' AND early = 0' : '', params: [] }];
+  const list = patients.map(() => '?').join(', ');
+  const scopes: { sql: string; params: (string | number)[] }[] = [{ sql: ` AND early = 0 AND (patient IS NULL OR patient IN (${list}))`, params: [...patients] }];
+  if (!late) {
+    scopes.push({ sql: ` AND early = 1 AND rid IN (SELECT rid FROM idx_reference WHERE pid = ? AND ref IN (${list}))`, params: [paramId('AuditEvent', 'patient'), ...patients] });
+  }
+  return scopes;
 }

@@ -135,7 +135,10 @@ describe(`Audit: searches see events still waiting to be indexed (${ENGINE})`, (
     await h.store.auditIndex.catchUp();
     const reads = await total(`/AuditEvent?patient=${a}&action=R`);
     const all = await total(`/AuditEvent?patient=${a}&date=ge2000-01-01`);
-    await unindexLate(await eventsAbout(a), `Patient/${a}`);
+    // Half queued under a, half as about several patients: the early patient rows find both.
+    const events = await eventsAbout(a);
+    await unindexLate(events.slice(0, Math.ceil(events.length / 2)), `Patient/${a}`);
+    await unindexLate(events.slice(Math.ceil(events.length / 2)), null);
     let found = 0;
     const early = await catchUps(async () => {
       found = await total(`/AuditEvent?patient=${a}&date=ge2000-01-01&_sort=-date`);
@@ -163,13 +166,17 @@ describe(`Audit: searches see events still waiting to be indexed (${ENGINE})`, (
         const queue = new AuditQueue(tx);
         const waiting = (patients: string[], params?: string[]) => queue.waiting(patients, params);
         await tx.run('DELETE FROM audit_index_queue');
+        // Queued as the append queues it: with its early patient row.
         await tx.run("INSERT INTO audit_index_queue (rid, patient, early) VALUES (900000000001, 'Patient/zz', 1)");
+        await tx.run("INSERT INTO idx_reference (pid, ref, rid) VALUES (?, 'Patient/zz', 900000000001)", [paramId('AuditEvent', 'patient')]);
         assert.equal(await waiting(['Patient/zz'], ['patient', 'date']), false, 'its early rows are all this search reads');
         assert.equal(await waiting(['Patient/zz'], ['patient', 'action']), true);
         assert.equal(await waiting(['Patient/zz']), true, 'what the search reads is not known');
         await tx.run("INSERT INTO audit_index_queue (rid, patient) VALUES (900000000002, 'Patient/zz')");
         assert.equal(await waiting(['Patient/zz'], ['patient', 'date']), true, 'an older build queued it without early rows');
         assert.equal(await waiting(['Patient/yy'], ['patient', 'date']), false);
+        assert.equal(await waiting(['Patient/yy'], ['patient', 'action']), false, 'found through its early patient row: not about yy');
+        assert.equal(await waiting(['Patient/yy', 'Patient/zz'], ['patient', 'action']), true);
         await tx.run('INSERT INTO audit_index_queue (rid, patient) VALUES (900000000003, NULL)');
         assert.equal(await waiting(['Patient/yy'], ['patient', 'date']), true, 'about several patients, one may be yy');
         throw rollback;
