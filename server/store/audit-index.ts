@@ -27,7 +27,7 @@ export interface AuditIndex {
   nudge(queued?: number): void;
   /**
    * Resolves when every event queued before the call is indexed; with `patients` (index keys,
-   * `Patient/123`), every such event that could be about one of them (see queuedPatient). With
+   * `Patient/123`), every such event that could be about one of them (see queueScopes). With
    * `params`, the AuditEvent search parameters whose index rows the search reads (it reads no
    * others): when these are all early ones (EARLY_AUDIT_PARAMS), only the queued events written
    * without early rows are waited for.
@@ -121,8 +121,8 @@ export class AuditIndexer implements AuditIndex {
 
   /**
    * Resolves when every event queued before the call is indexed; with `patients`, every such
-   * event whose queue entry names one of them or several patients (queuedPatient), as only
-   * those can match a search confined to them. Events queued meanwhile (by the searches that
+   * event that could be about one of them (queueScopes), as only those can match a search
+   * confined to them. Events queued meanwhile (by the searches that
    * are catching up, say) are not waited for, and concurrent callers share the passes: the
    * oldest events are indexed first, so each stops as soon as its own are done.
    */
@@ -134,7 +134,7 @@ export class AuditIndexer implements AuditIndex {
     const scopes = queueScopes(patients, late);
     for (;;) {
       let left = false;
-      for (const scope of scopes) left ||= (await this.driver.get(`SELECT rid FROM audit_index_queue WHERE rid <= ?${scope.sql} LIMIT 1`, [watermark, ...scope.params])) !== undefined;
+      for (const scope of scopes) left ||= (await this.driver.get(`SELECT rid FROM audit_index_queue WHERE ${scope.rid} <= ?${scope.sql} LIMIT 1`, [watermark, ...scope.params])) !== undefined;
       if (!left) return;
       // Not the background run: that may be waiting for the load to let up.
       if (this.passing) await this.passing.catch(() => undefined);
@@ -217,7 +217,7 @@ export class AuditIndexer implements AuditIndex {
       // The oldest of each scope (at most `limit` each): one query per index that finds them.
       const found = new Set<number>();
       for (const scope of queueScopes(patients, late)) {
-        const rows = await q.all<{ rid: number | string }>(`SELECT rid FROM audit_index_queue WHERE 1 = 1${scope.sql} ORDER BY rid${limitClause(limit)}${lock}`, scope.params);
+        const rows = await q.all<{ rid: number | string }>(`SELECT rid FROM audit_index_queue WHERE 1 = 1${scope.sql} ORDER BY ${scope.rid}${limitClause(limit)}${lock}`, scope.params);
         for (const r of rows) found.add(Number(r.rid));
       }
       if (found.size === 0) return 0;
@@ -264,18 +264,34 @@ function readsOnlyEarlyRows(params: readonly string[] | undefined): boolean {
 /**
  * The queue entries that could be about one of `patients` (all of them when none are given);
  * if `late`, only those written without their early rows. Given as conditions to be queried
- * one at a time, each served by one index:
+ * one at a time, each an equality the planner serves from one index, statistics or not:
  * - entries without early rows (an older build's) that name one of the patients, or several
- *   (NULL): the partial index audit_index_queue_late holds just these;
+ *   (NULL): the partial index audit_index_queue_late holds just these (an OR of the two, or a
+ *   range on rid, let SQLite scan the whole queue in rid order instead);
  * - unless `late`, entries with early rows: their `patient` rows in idx_reference name them
- *   (those about several patients too), so that index finds them, among the patients' events.
+ *   (those about several patients too), so that index finds them among the patients' events.
  */
-function queueScopes(patients: readonly string[] | undefined, late: boolean): { sql: string; params: (string | number)[] }[] {
-  if (!patients?.length) return [{ sql: late ? ' AND early = 0' : '', params: [] }];
+function queueScopes(patients: readonly string[] | undefined, late: boolean): QueueScope[] {
+  if (!patients?.length) return [late ? { sql: ' AND early = 0', params: [], rid: '+rid' } : { sql: '', params: [], rid: 'rid' }];
+  if (!EARLY_AUDIT_PARAMS.has('patient')) throw new Error('queued events are found by patient through their early patient rows');
   const list = patients.map(() => '?').join(', ');
-  const scopes: { sql: string; params: (string | number)[] }[] = [{ sql: ` AND early = 0 AND (patient IS NULL OR patient IN (${list}))`, params: [...patients] }];
+  const scopes: QueueScope[] = [
+    { sql: ' AND early = 0 AND patient IS NULL', params: [], rid: '+rid' },
+    { sql: ` AND early = 0 AND patient IN (${list})`, params: [...patients], rid: '+rid' },
+  ];
   if (!late) {
-    scopes.push({ sql: ` AND early = 1 AND rid IN (SELECT rid FROM idx_reference WHERE pid = ? AND ref IN (${list}))`, params: [paramId('AuditEvent', 'patient'), ...patients] });
+    scopes.push({ sql: ` AND early = 1 AND rid IN (SELECT rid FROM idx_reference WHERE pid = ? AND ref IN (${list}))`, params: [paramId('AuditEvent', 'patient'), ...patients], rid: 'rid' });
   }
   return scopes;
+}
+
+interface QueueScope {
+  /** Conditions to add to a query over audit_index_queue. */
+  readonly sql: string;
+  readonly params: readonly (string | number)[];
+  /**
+   * How the query names `rid` in a bound or an ORDER BY: `+rid` where the partial index holds
+   * the few entries sought, so SQLite does not read the whole queue in rid order instead.
+   */
+  readonly rid: 'rid' | '+rid';
 }

@@ -317,7 +317,7 @@ const migrations: readonly Migration[] = [
       // Queued events with early rows are found by patient through idx_reference (their own
       // `patient` rows), entries without through audit_index_queue_late: the full (patient, rid)
       // index only cost every audit commit a page write at a random place, one per event.
-      await m.sql('DROP INDEX audit_index_queue_patient');
+      await m.sql('DROP INDEX IF EXISTS audit_index_queue_patient');
     },
   },
 ];

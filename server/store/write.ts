@@ -1,6 +1,6 @@
 import type { AuditEvent, Resource } from 'fhir/r4';
 import type { ResourceType } from '../../resources';
-import { extractIndexRows, referenceKeys, type IndexRows } from '../search/extract';
+import { extractIndexRows, type IndexRows } from '../search/extract';
 import { paramId } from '../search/param-id';
 import { appendLinks, chainLinks, chainTail, insertLinks, type ChainTail, type PendingLink } from './audit-chain';
 import type { Dialect, Driver, Queryable } from './driver';
@@ -37,7 +37,7 @@ export interface SerializedAuditEvent {
   readonly lastUpdated: number;
   /** Exactly what is stored in `resources.content`, and so what the chain hashes. */
   readonly content: string;
-  /** Its key in the index queue's `patient` column (see queuedPatient). */
+  /** Its key in the index queue's `patient` column (see queueKey). */
   readonly patient: string | null;
   /** Its early index rows (see EARLY_AUDIT_PARAMS), written with it. */
   readonly early: IndexRows;
@@ -61,13 +61,9 @@ function earlyRows(event: Resource, localBase: string | undefined): { early: Ind
 /**
  * What the index queue keeps of an AuditEvent waiting to be indexed: the index key of the one
  * patient its `patient` search parameter gives ('Patient/123'), '' when it gives none, null when
- * several. An AuditEvent search for given patients then has only the queued events of those
- * patients (or of several) to index before it runs (AuditIndex.catchUp).
+ * several. Entries of older builds (without early rows) are found by patient through it; this
+ * build's through their early `patient` rows (store/audit-index.ts queueScopes).
  */
-export function queuedPatient(event: Resource, localBase: string | undefined): string | null {
-  return queueKey(referenceKeys('AuditEvent', 'patient', event, localBase));
-}
-
 function queueKey(keys: readonly string[]): string | null {
   const unique = [...new Set(keys)];
   return unique.length === 0 ? '' : unique.length === 1 ? unique[0] : null;
