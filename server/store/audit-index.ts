@@ -133,9 +133,7 @@ export class AuditIndexer implements AuditIndex {
     const late = readsOnlyEarlyRows(params);
     const scopes = queueScopes(patients, late);
     for (;;) {
-      let left = false;
-      for (const scope of scopes) left ||= (await this.driver.get(`SELECT rid FROM audit_index_queue WHERE ${scope.rid} <= ?${scope.sql} LIMIT 1`, [watermark, ...scope.params])) !== undefined;
-      if (!left) return;
+      if (!(await anyQueued(this.driver, scopes, watermark))) return;
       // Not the background run: that may be waiting for the load to let up.
       if (this.passing) await this.passing.catch(() => undefined);
       // Another process may hold the events (PostgreSQL skips locked rows): let it finish.
@@ -249,11 +247,19 @@ export class AuditQueue {
    * (see AuditIndex.catchUp).
    */
   async waiting(patients?: readonly string[], params?: readonly string[]): Promise<boolean> {
-    for (const scope of queueScopes(patients, readsOnlyEarlyRows(params))) {
-      if ((await this.q.get(`SELECT rid FROM audit_index_queue WHERE 1 = 1${scope.sql} LIMIT 1`, scope.params)) !== undefined) return true;
-    }
-    return false;
+    return anyQueued(this.q, queueScopes(patients, readsOnlyEarlyRows(params)));
   }
+}
+
+/** Whether any entry of the scopes (at or below `watermark`) is queued: one round trip, each scope through its own index. */
+async function anyQueued(q: Pick<Queryable, 'get'>, scopes: readonly QueueScope[], watermark?: number): Promise<boolean> {
+  const params: (string | number)[] = [];
+  const branches = scopes.map((scope) => {
+    if (watermark !== undefined) params.push(watermark);
+    params.push(...scope.params);
+    return `SELECT rid FROM audit_index_queue WHERE ${watermark !== undefined ? `${scope.rid} <= ?` : '1 = 1'}${scope.sql}`;
+  });
+  return (await q.get(`${branches.join(' UNION ALL ')} LIMIT 1`, params)) !== undefined;
 }
 
 /** Whether a search reading the index rows of `params` (unknown when undefined) reads early rows only. */
