@@ -186,6 +186,29 @@ describe(`Audit: searches see events still waiting to be indexed (${ENGINE})`, (
     );
   });
 
+  it('the queue is searched through its indexes, never read whole (SQLite, no planner statistics)', async function () {
+    if (ENGINE !== 'sqlite') this.skip();
+    const seen: [string, readonly unknown[]][] = [];
+    const spy = new AuditQueue({
+      get: async (sql: string, params?: readonly unknown[]) => {
+        seen.push([sql, params ?? []]);
+        return undefined;
+      },
+    } as never);
+    for (const [patients, params] of [
+      [['Patient/zz'], ['patient', 'date']],
+      [['Patient/zz', 'Patient/yy'], ['patient', 'action']],
+      [undefined, ['date']],
+    ] as const) await spy.waiting(patients as readonly string[] | undefined, params);
+    assert.equal(seen.length, 3, 'one round trip each');
+    for (const [sql, params] of seen) {
+      const plan = (await q().all<{ detail: string }>(`EXPLAIN QUERY PLAN ${sql}`, [...params])).map((r) => r.detail);
+      const reads = plan.filter((d) => /audit_index_queue/.test(d));
+      assert.ok(reads.length > 0, sql);
+      for (const d of reads) assert.match(d, /audit_index_queue_late|INTEGER PRIMARY KEY \(rowid=\?\)/, `${sql}\n${plan.join('\n')}`);
+    }
+  });
+
   it('queues each event with the one patient it is about', async () => {
     await h.api.get(`/Patient/${a}`);
     const rows = await q().all<{ patient: string | null }>(

@@ -22,6 +22,18 @@ describe(`Store driver: prepared statements are bounded (${ENGINE})`, () => {
     await db?.drop();
   });
 
+  it('an EXPLAIN leaves no read snapshot open: reads after it see later commits', async () => {
+    const count = async () => Number((await store.driver.get<{ n: number | string }>("SELECT COUNT(*) AS n FROM custodian_state WHERE name LIKE 'explain-test-%'"))!.n);
+    const explain = ENGINE === 'sqlite' ? 'EXPLAIN QUERY PLAN' : 'EXPLAIN';
+    for (let i = 0; i < 3; i++) {
+      const plan = await store.driver.all(`${explain} SELECT rid FROM audit_index_queue WHERE 1 = 1 AND early = 0 LIMIT 1`);
+      assert.ok(plan.length > 0);
+      const before = await count();
+      await store.driver.transaction((q) => q.run('INSERT INTO custodian_state (name, value) VALUES (?, ?)', [`explain-test-${i}`, '1']));
+      assert.equal(await count(), before + 1, `round ${i}: the commit is seen`);
+    }
+  });
+
   it('LIMIT is written into the SQL as a row count (a bound one recompiles the statement on SQLite), never anything else', () => {
     assert.equal(limitClause(102), ' LIMIT 102');
     assert.equal(limitClause(0), ' LIMIT 0');
