@@ -9,7 +9,7 @@ import { migrate } from './migrations';
 import { StoreReader } from './read';
 import { reindexIfAsked } from './reindex';
 import { assertNoParamIdCollisions } from '../search/param-id';
-import { writeTransaction, type Writer, type WriteTx } from './write';
+import { EARLY_ROWS_MAX_EVENTS, writeTransaction, type Writer, type WriteTx } from './write';
 
 /** Page size of new SQLite files (see newFilePageSize). */
 export const SQLITE_PAGE_SIZE = 8192;
@@ -154,9 +154,12 @@ export class Store {
    */
   async appendAudit(items: readonly AuditItem[], writer: Writer): Promise<Committed> {
     if (this.auditThread) return this.auditThread.append(items, writer, this.stamp());
-    const events = buildItems(items);
+    // Each request's events get early index rows if it touched few patients (EARLY_ROWS_MAX_EVENTS).
+    const built = items.map((item) => buildItems([item]));
+    const events = built.flat();
+    const early = built.flatMap((b) => b.map(() => b.length <= EARLY_ROWS_MAX_EVENTS));
     if (events.length) {
-      await this.transaction((tx) => tx.appendAuditEvents(events, writer));
+      await this.transaction((tx) => tx.appendAuditEvents(events, writer, early));
       this.auditIndex.nudge(events.length);
     }
     return { events: events.length, commit: events.length, commitNo: ++this.auditCommits };

@@ -1,6 +1,6 @@
 import type { AuditEvent, Resource } from 'fhir/r4';
 import type { ResourceType } from '../../resources';
-import { extractIndexRows, type IndexRows } from '../search/extract';
+import { extractIndexRows, referenceKeys, type IndexRows } from '../search/extract';
 import { paramId } from '../search/param-id';
 import { appendLinks, chainLinks, chainTail, insertLinks, type ChainTail, type PendingLink } from './audit-chain';
 import type { Dialect, Driver, Queryable } from './driver';
@@ -39,8 +39,8 @@ export interface SerializedAuditEvent {
   readonly content: string;
   /** Its key in the index queue's `patient` column (see queueKey). */
   readonly patient: string | null;
-  /** Its early index rows (see EARLY_AUDIT_PARAMS), written with it. */
-  readonly early: IndexRows;
+  /** Its early index rows (see EARLY_AUDIT_PARAMS), written with it; absent when all its rows wait (see EARLY_ROWS_MAX_EVENTS). */
+  readonly early?: IndexRows;
 }
 
 /**
@@ -51,6 +51,17 @@ export interface SerializedAuditEvent {
  * events queued since (AuditIndex.catchUp). Two rows per event; the other twenty-odd wait.
  */
 export const EARLY_AUDIT_PARAMS: ReadonlySet<string> = new Set(['patient', 'date']);
+
+/**
+ * Early rows go with the events of a request that produced at most this many (it touched a few
+ * patients: a read, a patient's search). A request touching many (a page of a Consent walk or
+ * of the feed, an export file, a search across patients) has all of its events' rows built
+ * later, as before early rows: each early `patient` row lands at its own page of the large
+ * idx_reference, and at a thousand events a commit that cost the bulk walks 15-25% (measured
+ * side by side). Its queue entries say so (`early = 0`), and searches for one of its patients
+ * index them first (store/audit-index.ts).
+ */
+export const EARLY_ROWS_MAX_EVENTS = 8;
 
 /** An AuditEvent's early index rows (EARLY_AUDIT_PARAMS) and, from them, its index queue key. */
 function earlyRows(event: Resource, localBase: string | undefined): { early: IndexRows; patient: string | null } {
@@ -70,11 +81,14 @@ function queueKey(keys: readonly string[]): string | null {
 }
 
 /**
- * Version 1 of an AuditEvent (whose id is set) as create() would store it. The audit trail's
- * events are serialised by the thread that built them and stored by another (audit-worker.ts).
+ * Version 1 of an AuditEvent (whose id is set) as create() would store it, with its early rows
+ * unless `early` is false (see EARLY_ROWS_MAX_EVENTS). The audit trail's events are serialised
+ * by the thread that built them and stored by another (audit-worker.ts).
  */
-export function serializeAuditEvent(event: AuditEvent, lastUpdated: number, localBase: string | undefined): SerializedAuditEvent {
-  return { id: event.id!, lastUpdated, content: JSON.stringify(withMeta(event, 1, lastUpdated)), ...earlyRows(event, localBase) };
+export function serializeAuditEvent(event: AuditEvent, lastUpdated: number, localBase: string | undefined, early = true): SerializedAuditEvent {
+  const content = JSON.stringify(withMeta(event, 1, lastUpdated));
+  if (!early) return { id: event.id!, lastUpdated, content, patient: queueKey(referenceKeys('AuditEvent', 'patient', event, localBase)) };
+  return { id: event.id!, lastUpdated, content, ...earlyRows(event, localBase) };
 }
 
 /**
@@ -160,8 +174,9 @@ export class WriteTx {
     if (options.deferIndex && type === 'AuditEvent') {
       // The audit trail's own events: stored and chained now, indexed by the AuditIndexer soon
       // after (and always before an AuditEvent search runs).
-      const queued = versions.map((v, i) => ({ rid: v.rid, ...earlyRows(prepared[i].stored, this.localBase) }));
-      await Promise.all([...this.queueForIndexing(queued), insertIndexRowsMany(this.q, queued.map((e) => ({ rid: e.rid, type, rows: e.early })))]);
+      // Disclosures of an export file, about many patients: indexed entirely later (EARLY_ROWS_MAX_EVENTS).
+      const queued = versions.map((v, i) => ({ rid: v.rid, patient: queueKey(referenceKeys('AuditEvent', 'patient', prepared[i].stored, this.localBase)), early: false }));
+      await Promise.all(this.queueForIndexing(queued));
     } else {
       await insertIndexRowsMany(this.q, versions.map((v, i) => ({ rid: v.rid, type, rows: extractIndexRows(type, prepared[i].stored, this.localBase) })));
     }
@@ -175,9 +190,9 @@ export class WriteTx {
    * The audit trail's own events (each already has its id): stored, chained, and queued for
    * deferred indexing (see AuditIndexer).
    */
-  async appendAuditEvents(events: readonly AuditEvent[], writer: Writer): Promise<void> {
+  async appendAuditEvents(events: readonly AuditEvent[], writer: Writer, early?: readonly boolean[]): Promise<void> {
     await this.appendSerialized(
-      events.map((e) => serializeAuditEvent(e, this.stamp(), this.localBase)),
+      events.map((e, i) => serializeAuditEvent(e, this.stamp(), this.localBase, early?.[i] ?? events.length <= EARLY_ROWS_MAX_EVENTS)),
       writer,
     );
   }
@@ -196,8 +211,8 @@ export class WriteTx {
     const [rids, tail] = await Promise.all([this.insertCurrentMany('AuditEvent', events, writer), sqlite ? chainTail(this.q, this.dialect) : undefined]);
     const versions = events.map((e) => ({ rid: rids.get(e.id)!, type: 'AuditEvent' as const, id: e.id, versionId: 1, lastUpdated: e.lastUpdated, deleted: false, method: 'POST' as const, content: null }));
     const links = events.map((e, i) => ({ rid: versions[i].rid, id: e.id, content: e.content }));
-    const queued = events.map((e, i) => ({ rid: versions[i].rid, patient: e.patient }));
-    const early = insertIndexRowsMany(this.q, events.map((e, i) => ({ rid: versions[i].rid, type: 'AuditEvent' as const, rows: e.early })));
+    const queued = events.map((e, i) => ({ rid: versions[i].rid, patient: e.patient, early: e.early !== undefined }));
+    const early = insertIndexRowsMany(this.q, events.flatMap((e, i) => (e.early ? [{ rid: versions[i].rid, type: 'AuditEvent' as const, rows: e.early }] : [])));
     if (!sqlite) {
       this.pending.push(...versions);
       this.links.push(...links);
@@ -242,10 +257,10 @@ export class WriteTx {
     ];
   }
 
-  /** Index queue entries of AuditEvents whose early rows are written with them (`early = 1`). */
-  private queueForIndexing(events: readonly { rid: number; patient: string | null }[]): Promise<number>[] {
+  /** Index queue entries of AuditEvents, saying whether their early rows are written with them. */
+  private queueForIndexing(events: readonly { rid: number; patient: string | null; early: boolean }[]): Promise<number>[] {
     return [...chunks(events, 500)].map((chunk) =>
-      this.q.run(`INSERT INTO audit_index_queue (rid, patient, early) VALUES ${chunk.map(() => '(?, ?, 1)').join(', ')}`, chunk.flatMap((e) => [e.rid, e.patient])),
+      this.q.run(`INSERT INTO audit_index_queue (rid, patient, early) VALUES ${chunk.map(() => '(?, ?, ?)').join(', ')}`, chunk.flatMap((e) => [e.rid, e.patient, e.early ? 1 : 0])),
     );
   }
 
@@ -412,11 +427,11 @@ export function auditAppendScript(events: readonly SerializedAuditEvent[], write
   // The early index rows (EARLY_AUDIT_PARAMS): a reference and a date table's, whichever have rows.
   const earlyInserts = (chunk: readonly SerializedAuditEvent[]): string[] => {
     const out: string[] = [];
-    const refs = chunk.flatMap((e) => e.early.reference.map((r) => `(${literal(e.id)}, ${paramId('AuditEvent', r.param)}, ${literal(r.ref)})`));
+    const refs = chunk.flatMap((e) => (e.early?.reference ?? []).map((r) => `(${literal(e.id)}, ${paramId('AuditEvent', r.param)}, ${literal(r.ref)})`));
     if (refs.length) out.push(`INSERT INTO idx_reference (pid, ref, rid) SELECT v.column2, v.column3, r.rid FROM ${events$(refs)}`, inserted(refs.length));
-    const dates = chunk.flatMap((e) => e.early.date.map((d) => `(${literal(e.id)}, ${paramId('AuditEvent', d.param)}, ${literal(d.lo)}, ${literal(d.hi)})`));
+    const dates = chunk.flatMap((e) => (e.early?.date ?? []).map((d) => `(${literal(e.id)}, ${paramId('AuditEvent', d.param)}, ${literal(d.lo)}, ${literal(d.hi)})`));
     if (dates.length) out.push(`INSERT INTO idx_date (pid, lo, hi, rid) SELECT v.column2, v.column3, v.column4, r.rid FROM ${events$(dates)}`, inserted(dates.length));
-    const others = chunk.reduce((n, e) => n + e.early.string.length + e.early.token.length + e.early.uri.length, 0);
+    const others = chunk.reduce((n, e) => n + (e.early ? e.early.string.length + e.early.token.length + e.early.uri.length : 0), 0);
     if (others) throw new Error('early AuditEvent index rows are references and dates only');
     return out;
   };
@@ -429,7 +444,7 @@ export function auditAppendScript(events: readonly SerializedAuditEvent[], write
       // In event order: a history row's rowid is its `seq`, in commit order.
       `INSERT INTO resource_versions (rid, type, id, version_id, last_updated, deleted, method, content) SELECT r.rid, 'AuditEvent', r.id, 1, r.last_updated, 0, 'POST', NULL FROM ${events$(chunk.map((e, j) => `(${literal(e.id)}, ${j})`))} ORDER BY v.column2`,
       inserted(chunk.length),
-      `INSERT INTO audit_index_queue (rid, patient, early) SELECT r.rid, v.column2, 1 FROM ${events$(chunk.map((e) => `(${literal(e.id)}, ${literal(e.patient)})`))}`,
+      `INSERT INTO audit_index_queue (rid, patient, early) SELECT r.rid, v.column2, v.column3 FROM ${events$(chunk.map((e) => `(${literal(e.id)}, ${literal(e.patient)}, ${e.early ? 1 : 0})`))}`,
       inserted(chunk.length),
       ...earlyInserts(chunk),
       `INSERT INTO audit_chain (seq, rid, event_id, prev_hash, hash) SELECT v.column2, r.rid, r.id, v.column3, v.column4 FROM ${events$(

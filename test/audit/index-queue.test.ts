@@ -6,7 +6,7 @@ import { paramId } from '../../server/search/param-id';
 import { parseSearch } from '../../server/search/parse';
 import { AuditQueue } from '../../server/store/audit-index';
 import { uuidv7 } from '../../server/audit/items';
-import { EARLY_AUDIT_PARAMS, serializeAuditEvent, writeTransaction } from '../../server/store/write';
+import { EARLY_AUDIT_PARAMS, EARLY_ROWS_MAX_EVENTS, serializeAuditEvent, writeTransaction } from '../../server/store/write';
 import { compileFilter } from '../../server/search/sql';
 import { ENGINE } from '../support/db';
 import type { AuditEvent } from 'fhir/r4';
@@ -107,12 +107,12 @@ describe(`Audit: searches see events still waiting to be indexed (${ENGINE})`, (
       entity: [{ what: { reference: `Patient/${a}` } }, { what: { reference: `Patient/${a}` } }],
     });
     const early = [paramId('AuditEvent', 'patient'), paramId('AuditEvent', 'date')];
-    for (const path of ['append', 'createMany'] as const) {
+    for (const path of ['append', 'appendAuditEvents'] as const) {
       await assert.rejects(
         writeTransaction(h.store.driver, Date.now, h.config.baseUrl, async (tx) => {
           const id = uuidv7();
           if (path === 'append') await tx.appendSerialized([serializeAuditEvent(event(id), Date.now(), h.config.baseUrl)], writer);
-          else await tx.createMany('AuditEvent', [event(id)], writer, { deferIndex: true });
+          else await tx.appendAuditEvents([event(id)], writer);
           const [row] = await tx.q.all<{ rid: number | string }>("SELECT rid FROM resources WHERE type = 'AuditEvent' AND id = ?", [id]);
           const rid = Number(row.rid);
           const refs = await tx.q.all<{ ref: string }>('SELECT ref FROM idx_reference WHERE pid = ? AND rid = ? ORDER BY ref', [early[0], rid]);
@@ -129,6 +129,50 @@ describe(`Audit: searches see events still waiting to be indexed (${ENGINE})`, (
         (err) => err === rollback,
       );
     }
+  });
+
+  it('the events of a request about many patients (an export file, a walk page) wait whole, and searches still find them', async () => {
+    const rollback = new Error('rollback');
+    const writer = { clientId: 'test', organization: null };
+    const event = (id: string, who: string): AuditEvent => ({
+      resourceType: 'AuditEvent',
+      id,
+      type: { system: 'http://terminology.hl7.org/CodeSystem/audit-event-type', code: 'rest' },
+      action: 'E',
+      recorded: new Date().toISOString(),
+      outcome: '0',
+      agent: [{ who: { display: 'x' }, requestor: true }],
+      source: { observer: { display: 'test' } },
+      entity: [{ what: { reference: `Patient/${who}` } }],
+    });
+    // Inside rolled-back transactions: more events than EARLY_ROWS_MAX_EVENTS in one request, and an export file's.
+    for (const path of ['appendAuditEvents', 'createMany'] as const) {
+      await assert.rejects(
+        writeTransaction(h.store.driver, Date.now, h.config.baseUrl, async (tx) => {
+          const ids = Array.from({ length: EARLY_ROWS_MAX_EVENTS + 1 }, () => uuidv7());
+          const events = ids.map((id, i) => event(id, i % 2 ? a : b));
+          if (path === 'appendAuditEvents') await tx.appendAuditEvents(events, writer);
+          else await tx.createMany('AuditEvent', events, writer, { deferIndex: true });
+          for (const [i, id] of ids.entries()) {
+            const rid = Number((await tx.q.get<{ rid: number | string }>("SELECT rid FROM resources WHERE type = 'AuditEvent' AND id = ?", [id]))!.rid);
+            let rows = 0;
+            for (const table of INDEX_TABLES) rows += Number((await tx.q.get<{ n: number | string }>(`SELECT COUNT(*) AS n FROM ${table} WHERE rid = ?`, [rid]))!.n);
+            assert.equal(rows, 0, `${path}: no index rows yet`);
+            const queued = await tx.q.get<{ patient: string | null; early: number | string }>('SELECT patient, early FROM audit_index_queue WHERE rid = ?', [rid]);
+            assert.deepEqual({ patient: queued?.patient, early: Number(queued?.early) }, { patient: `Patient/${i % 2 ? a : b}`, early: 0 }, path);
+          }
+          throw rollback;
+        }),
+        (err) => err === rollback,
+      );
+    }
+    // Through the server: a search returning more patients than that, then a search for one of them.
+    const many: string[] = [];
+    for (let i = 0; i < EARLY_ROWS_MAX_EVENTS + 1; i++) many.push((await h.api.post('/Patient', patient({ name: [{ family: 'Many' }] }))).body.id);
+    await h.store.auditIndex.catchUp();
+    const before = await total(`/AuditEvent?patient=${many[0]}&date=ge2000-01-01`);
+    assert.equal((await h.api.get(`/Patient?_id=${many.join(',')}&_count=100`)).body.entry.length, many.length);
+    assert.equal(await total(`/AuditEvent?patient=${many[0]}&date=ge2000-01-01`), before + 2, 'the Patient search and the search before it');
   });
 
   it('a search reading only patient and date rows does not wait for the rest; one reading others does', async () => {
