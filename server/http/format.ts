@@ -2,9 +2,9 @@ import type { NextFunction, Request, Response } from 'express';
 import type { Resource } from 'fhir/r4';
 import type { ResourceType } from '../../resources';
 import { FhirError } from '../errors';
+import { bodyJson } from '../fhir/stored-json';
 import { applySubset, subsetOf, type Subset } from '../fhir/subset';
 import { locals, type ResponseFormat } from './request';
-import { bodyJson } from '../fhir/stored-json';
 
 /**
  * Content negotiation (http://hl7.org/fhir/R4/http.html#mime-type): JSON only, as

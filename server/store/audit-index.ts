@@ -52,7 +52,8 @@ export interface AuditIndex {
  * Two of the rows are not deferred: the `patient` and `date` ones (EARLY_AUDIT_PARAMS) are
  * written with the event, and its queue entry says so (`early = 1`). A search that reads no
  * other index rows (a patient's events by date, as auditors and access reports ask) has nothing
- * to wait for but events queued without them, by an older build. The indexer writes every row
+ * to wait for but events queued without them: a request's about many patients
+ * (EARLY_ROWS_MAX_EVENTS), or an older build's. The indexer writes every row
  * again later; the early ones are already there (ON CONFLICT DO NOTHING).
  *
  * Indexing costs several times what the append does (~25 index rows per event, built from the
@@ -271,7 +272,7 @@ function readsOnlyEarlyRows(params: readonly string[] | undefined): boolean {
  * The queue entries that could be about one of `patients` (all of them when none are given);
  * if `late`, only those written without their early rows. Given as conditions to be queried
  * one at a time, each an equality the planner serves from one index, statistics or not:
- * - entries without early rows (an older build's) that name one of the patients, or several
+ * - entries without early rows (a bulk request's, an older build's) that name one of the patients, or several
  *   (NULL): the partial index audit_index_queue_late holds just these (an OR of the two, or a
  *   range on rid, let SQLite scan the whole queue in rid order instead);
  * - unless `late`, entries with early rows: their `patient` rows in idx_reference name them

@@ -5,7 +5,7 @@ import type { AuditWorkerSetup, FromAuditWorker, ToAuditWorker } from './audit-t
 import { openSqliteWriter, type Driver } from './driver';
 import { SpareCpu } from './spare-cpu';
 import { readHead, type ChainTail } from './audit-chain';
-import { auditAppendScript, chainMoved, EARLY_ROWS_MAX_EVENTS, serializeAuditEvent, writeTransaction, type SerializedAuditEvent, type Writer } from './write';
+import { auditAppendScript, chainMoved, earlyRowsFor, serializeAuditEvent, writeTransaction, type SerializedAuditEvent, type Writer } from './write';
 
 /**
  * The audit worker's thread (started by AuditThread, which says why): builds the audit trail's
@@ -114,10 +114,10 @@ class AppendLoop {
       const append = this.queue.shift()!;
       let events: SerializedAuditEvent[];
       try {
-        // Each request's events get early index rows if it touched few patients (EARLY_ROWS_MAX_EVENTS).
+        // Item by item: a request's events get early index rows if it touched few patients.
         events = append.items.flatMap((item) => {
           const built = buildItems([item]);
-          return built.map((e) => serializeAuditEvent(e, append.now, this.localBase, built.length <= EARLY_ROWS_MAX_EVENTS));
+          return built.map((e) => serializeAuditEvent(e, append.now, this.localBase, earlyRowsFor(built.length)));
         });
       } catch (err) {
         post({ kind: 'failed', calls: [append.call], ...failure(err) });

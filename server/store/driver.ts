@@ -32,6 +32,7 @@ export function limitClause(n: number): string {
   if (!Number.isSafeInteger(n) || n < 0) throw new Error(`not a row count: ${n}`);
   return ` LIMIT ${n}`;
 }
+
 export type Dialect = 'sqlite' | 'postgres';
 
 export interface Driver extends Queryable {

@@ -9,7 +9,7 @@ import { migrate } from './migrations';
 import { StoreReader } from './read';
 import { reindexIfAsked } from './reindex';
 import { assertNoParamIdCollisions } from '../search/param-id';
-import { EARLY_ROWS_MAX_EVENTS, writeTransaction, type Writer, type WriteTx } from './write';
+import { earlyRowsFor, writeTransaction, type Writer, type WriteTx } from './write';
 
 /** Page size of new SQLite files (see newFilePageSize). */
 export const SQLITE_PAGE_SIZE = 8192;
@@ -154,10 +154,10 @@ export class Store {
    */
   async appendAudit(items: readonly AuditItem[], writer: Writer): Promise<Committed> {
     if (this.auditThread) return this.auditThread.append(items, writer, this.stamp());
-    // Each request's events get early index rows if it touched few patients (EARLY_ROWS_MAX_EVENTS).
+    // Item by item: a request's events get early index rows if it touched few patients.
     const built = items.map((item) => buildItems([item]));
     const events = built.flat();
-    const early = built.flatMap((b) => b.map(() => b.length <= EARLY_ROWS_MAX_EVENTS));
+    const early = built.flatMap((b) => b.map(() => earlyRowsFor(b.length)));
     if (events.length) {
       await this.transaction((tx) => tx.appendAuditEvents(events, writer, early));
       this.auditIndex.nudge(events.length);

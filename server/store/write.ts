@@ -63,6 +63,11 @@ export const EARLY_AUDIT_PARAMS: ReadonlySet<string> = new Set(['patient', 'date
  */
 export const EARLY_ROWS_MAX_EVENTS = 8;
 
+/** Whether the events of a request that produced `requestEvents` of them get early rows (EARLY_ROWS_MAX_EVENTS). */
+export function earlyRowsFor(requestEvents: number): boolean {
+  return requestEvents <= EARLY_ROWS_MAX_EVENTS;
+}
+
 /** An AuditEvent's early index rows (EARLY_AUDIT_PARAMS) and, from them, its index queue key. */
 function earlyRows(event: Resource, localBase: string | undefined): { early: IndexRows; patient: string | null } {
   const early = extractIndexRows('AuditEvent', event, localBase, EARLY_AUDIT_PARAMS);
@@ -80,6 +85,11 @@ function queueKey(keys: readonly string[]): string | null {
   return unique.length === 0 ? '' : unique.length === 1 ? unique[0] : null;
 }
 
+/** The queue key (queueKey) of an event queued without early rows. */
+function queuedPatient(event: Resource, localBase: string | undefined): string | null {
+  return queueKey(referenceKeys('AuditEvent', 'patient', event, localBase));
+}
+
 /**
  * Version 1 of an AuditEvent (whose id is set) as create() would store it, with its early rows
  * unless `early` is false (see EARLY_ROWS_MAX_EVENTS). The audit trail's events are serialised
@@ -87,7 +97,7 @@ function queueKey(keys: readonly string[]): string | null {
  */
 export function serializeAuditEvent(event: AuditEvent, lastUpdated: number, localBase: string | undefined, early = true): SerializedAuditEvent {
   const content = JSON.stringify(withMeta(event, 1, lastUpdated));
-  if (!early) return { id: event.id!, lastUpdated, content, patient: queueKey(referenceKeys('AuditEvent', 'patient', event, localBase)) };
+  if (!early) return { id: event.id!, lastUpdated, content, patient: queuedPatient(event, localBase) };
   return { id: event.id!, lastUpdated, content, ...earlyRows(event, localBase) };
 }
 
@@ -175,7 +185,7 @@ export class WriteTx {
       // The audit trail's own events: stored and chained now, indexed by the AuditIndexer soon
       // after (and always before an AuditEvent search runs).
       // Disclosures of an export file, about many patients: indexed entirely later (EARLY_ROWS_MAX_EVENTS).
-      const queued = versions.map((v, i) => ({ rid: v.rid, patient: queueKey(referenceKeys('AuditEvent', 'patient', prepared[i].stored, this.localBase)), early: false }));
+      const queued = versions.map((v, i) => ({ rid: v.rid, patient: queuedPatient(prepared[i].stored, this.localBase), early: false }));
       await Promise.all(this.queueForIndexing(queued));
     } else {
       await insertIndexRowsMany(this.q, versions.map((v, i) => ({ rid: v.rid, type, rows: extractIndexRows(type, prepared[i].stored, this.localBase) })));
@@ -192,7 +202,7 @@ export class WriteTx {
    */
   async appendAuditEvents(events: readonly AuditEvent[], writer: Writer, early?: readonly boolean[]): Promise<void> {
     await this.appendSerialized(
-      events.map((e, i) => serializeAuditEvent(e, this.stamp(), this.localBase, early?.[i] ?? events.length <= EARLY_ROWS_MAX_EVENTS)),
+      events.map((e, i) => serializeAuditEvent(e, this.stamp(), this.localBase, early?.[i] ?? earlyRowsFor(events.length))),
       writer,
     );
   }
