@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { limitClause, PG_NAMED_STATEMENTS, SQLITE_STATEMENT_CACHE, STATEMENTS_PER_SQL } from '../../server/store/driver';
+import { limitClause, openSqliteWriter, PG_NAMED_STATEMENTS, SQLITE_STATEMENT_CACHE, STATEMENTS_PER_SQL } from '../../server/store/driver';
+import { WriterLock } from '../../server/store/writer-lock';
 import { StatementCache } from '../../server/store/statement-cache';
 import sqlite3 from 'sqlite3';
 import { SQLITE_PAGE_SIZE, Store } from '../../server/store/store';
@@ -118,6 +119,31 @@ describe(`Store driver: prepared statements are bounded (${ENGINE})`, () => {
       assert.equal(await pageSize(store), 4096);
       assert.deepEqual(await store.driver.all('SELECT x FROM kept'), [{ x: 42 }]);
     } finally {
+      await store.close();
+      await db.drop();
+    }
+  });
+});
+
+/**
+ * A write transaction's statement journal stays in memory: SQLite spilled it to a temporary file
+ * past 64 KB (eight 8 KB pages, any audit group of a few events), created, written and unlinked
+ * at every such commit (driver.ts). Readers keep the default, so a large sort spills to disk.
+ */
+(ENGINE === 'sqlite' ? describe : describe.skip)('Store: SQLite writers journal statements in memory', () => {
+  const tempStore = async (q: { get<T>(sql: string): Promise<T | undefined> }) => Number((await q.get<{ temp_store: number }>('PRAGMA temp_store'))!.temp_store);
+
+  it('the writer connection and the audit worker’s keep temp storage in memory; the reader does not', async () => {
+    const db = await freshDatabase();
+    if (db.config.dialect !== 'sqlite') throw new Error('sqlite only');
+    const store = await Store.open(db.config, { now: Date.now });
+    const worker = await openSqliteWriter({ storage: db.config.storage, synchronous: 'FULL', busyTimeoutMs: 1000, lock: WriterLock.buffer() }, 'worker');
+    try {
+      assert.equal(await store.driver.transaction((q) => tempStore(q)), 2, 'main writer: MEMORY');
+      assert.equal(await worker.transaction((q) => tempStore(q)), 2, 'audit worker writer: MEMORY');
+      assert.equal(await tempStore(store.driver), 0, 'reader: the default');
+    } finally {
+      await worker.close();
       await store.close();
       await db.drop();
     }
