@@ -137,6 +137,16 @@ function escapeLike(value: string): string {
   return value.replace(/[\\%_]/g, (m) => '\\' + m);
 }
 
+/**
+ * `LIKE` against a bound pattern. SQLite plans a `LIKE ?` with the value bound to it (its LIKE
+ * optimisation) and so marks the statement expired whenever that variable is bound again: every
+ * run compiled it anew (seen with perf: sqlite3RunParser at every execution of a cached
+ * statement). A pattern that is an expression rather than a bare variable is not looked at, and
+ * the statement stays compiled. None of these patterns could use an index anyway (a leading `%`,
+ * or a range already bounds the scan). PostgreSQL reads the same text.
+ */
+const LIKE_BOUND = "LIKE CAST(? AS TEXT) ESCAPE '\\'";
+
 function compileOne(c: Criterion, ctx: Ctx): Sql {
   const r = ctx.row;
   switch (c.kind) {
@@ -160,7 +170,7 @@ function compileOne(c: Criterion, ctx: Ctx): Sql {
       // Word-prefix match on the normalised display/text (http://hl7.org/fhir/R4/search.html#text).
       const [cond, p] = any(c.values, (v): Sql => {
         const n = normalizeString(v);
-        return ["(code >= ? AND code < ?) OR code LIKE ? ESCAPE '\\'", [prefixKey(n), prefixEnd(prefixKey(n)), `% ${escapeLike(n)}%`]];
+        return [`(code >= ? AND code < ?) OR code ${LIKE_BOUND}`, [prefixKey(n), prefixEnd(prefixKey(n)), `% ${escapeLike(n)}%`]];
       });
       return inIndex(ctx, 'idx_token', c, cond, p, false, `${c.def.code}:text`);
     }
@@ -170,7 +180,7 @@ function compileOne(c: Criterion, ctx: Ctx): Sql {
         if (c.def.code === 'phonetic') return ['norm = ?', [soundex(v).toLowerCase()]];
         const n = normalizeString(v);
         if (c.mode === 'exact') return ['norm = ? AND exact = ?', [indexKey(n), indexKey(v)]];
-        if (c.mode === 'contains') return ["norm LIKE ? ESCAPE '\\'", [`%${escapeLike(prefixKey(n))}%`]];
+        if (c.mode === 'contains') return [`norm ${LIKE_BOUND}`, [`%${escapeLike(prefixKey(n))}%`]];
         return ['norm >= ? AND norm < ?', [prefixKey(n), prefixEnd(prefixKey(n))]];
       });
       return inIndex(ctx, 'idx_string', c, cond, p);
@@ -225,7 +235,7 @@ function referenceCondition(v: ReferenceValue, targets: readonly string[]): Sql 
   if ('identifier' in v) {
     if (v.value === undefined) {
       if (v.system === undefined) return ['1 = 0', []];
-      return ["ref >= 'id:' AND ref < 'id;' AND ref LIKE ? ESCAPE '\\'", [`id:%|${escapeLike(v.system ?? '')}`]];
+      return [`ref >= 'id:' AND ref < 'id;' AND ref ${LIKE_BOUND}`, [`id:%|${escapeLike(v.system ?? '')}`]];
     }
     if (v.system === undefined) {
       const prefix = prefixKey(identifierRef(v.value, ''));
@@ -236,7 +246,7 @@ function referenceCondition(v: ReferenceValue, targets: readonly string[]): Sql 
   if (v.local) {
     if (v.type) return ['ref = ?', [`${v.type}/${v.id}`]];
     if (targets.length) return [`ref IN (${targets.map(() => '?').join(', ')})`, targets.map((t) => `${t}/${v.id}`)];
-    return ["ref LIKE ? ESCAPE '\\'", [`%/${escapeLike(v.id)}`]];
+    return [`ref ${LIKE_BOUND}`, [`%/${escapeLike(v.id)}`]];
   }
   return ['ref = ?', [indexKey(`url:${v.url}`)]];
 }
