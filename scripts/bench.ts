@@ -1,11 +1,12 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import autocannon from 'autocannon';
 import type { Consent, Patient } from 'fhir/r4';
 import type { DatabaseConfig } from '../server/config';
 import { Store } from '../server/store/store';
 import { feedBench } from './bench/feed';
-import { BASELINE, benchClients, benchDatabase, CONNECTIONS, DURATION, ODS, ratio, run, start, startCustodian, stop, type Result } from './bench/lib';
+import { BASELINE, benchClients, benchDatabase, CONNECTIONS, DURATION, ODS, ratio, run, start, startCustodian, stop, WARMUP, type Result } from './bench/lib';
 import { searchBench } from './bench/search';
 import { fetchToken } from './token';
 
@@ -28,6 +29,9 @@ const PATIENTS = Number(process.env.BENCH_PATIENTS ?? 10000);
 const COHORT = Math.min(2000, PATIENTS);
 /** Alternating rounds of (b) and (f), each on a fresh server process (BENCH_AB_ROUNDS, 0 for none). */
 const AB_ROUNDS = Number(process.env.BENCH_AB_ROUNDS ?? 3);
+/** Slices of (b) and of (f) in the interleaved measurement (BENCH_INTERLEAVED_SLICES, 0 for none), and their length in seconds. */
+const INTERLEAVED_SLICES = Number(process.env.BENCH_INTERLEAVED_SLICES ?? 6);
+const INTERLEAVED_SLICE_SECONDS = Number(process.env.BENCH_INTERLEAVED_SLICE_SECONDS ?? 3);
 /** The server settings of the unaudited read (a bench-only switch). */
 const UNAUDITED = { LOG_LEVEL: 'silent', CUSTODIAN_BENCH_UNAUDITED: '1' };
 
@@ -174,6 +178,7 @@ async function foundationBench(): Promise<boolean> {
   // The same read with the audit trail switched off (a bench-only setting), same database; then
   // (b)/(f) again, alternating in rounds: on a shared machine one pair can be off by half.
   const pairs: number[] = [];
+  let interleavedRatio: { ratio: number; slices: number[]; b: number; f: number } | undefined;
   try {
     results.f = await readRound('(f) GET /Patient/{id}, custodian, audit OFF', UNAUDITED);
     for (let round = 1; round <= AB_ROUNDS; round++) {
@@ -182,8 +187,76 @@ async function foundationBench(): Promise<boolean> {
       pairs.push(rb.rps / rf.rps);
       for (const r of [rb, rf]) results[r.name] = r;
     }
+    if (INTERLEAVED_SLICES > 0) interleavedRatio = await interleaved();
   } finally {
     if (!databaseUrl) fs.rmSync(dataDir, { recursive: true, force: true });
+  }
+
+  /**
+   * (b) and (f) on two server processes up at once, loaded in turn for slices of a few seconds
+   * each: a change in the machine's speed (these machines are shared) reaches both alike, where
+   * rounds of 13 s each, one after the other, were seen anywhere from 0.60 to 0.91 in one run.
+   * The unaudited server reads a copy of the same database (SQLite), or the same one (PostgreSQL).
+   */
+  async function interleaved(): Promise<{ ratio: number; slices: number[]; b: number; f: number }> {
+    let fDir = dataDir;
+    if (!databaseUrl) {
+      fDir = fs.mkdtempSync(path.join(os.tmpdir(), 'custodian-bench-f-'));
+      for (const f of fs.readdirSync(dataDir)) fs.cpSync(path.join(dataDir, f), path.join(fDir, f), { recursive: true });
+    }
+    const audited = await startCustodian(dataDir, clientsFile, databaseUrl, {});
+    const unaudited = await startCustodian(fDir, clientsFile, databaseUrl, UNAUDITED);
+    try {
+      const load = async (s: { base: string }) => {
+        const token = (await fetchToken({ base: s.base, clientId: 'bench', privateJwk: keys.bench, scope: 'system/*.cruds' })).access_token;
+        let n = 0;
+        return (duration: number) =>
+          autocannon({
+            url: s.base,
+            connections: CONNECTIONS,
+            duration,
+            headers: { authorization: `Bearer ${token}` },
+            requests: [{ method: 'GET', setupRequest: (req) => ({ ...req, path: `/Patient/${ids[n++ % ids.length]}` }) }],
+          });
+      };
+      const drained = async (base: string) => {
+        const backlog = async () => ((await (await fetch(`${base}/healthz`)).json()) as { auditIndexBacklog: number }).auditIndexBacklog;
+        for (let i = 0; i < 600 && (await backlog()) > 0; i++) await new Promise((r) => setTimeout(r, 100));
+      };
+      const b = await load(audited);
+      const f = await load(unaudited);
+      await b(WARMUP || 1);
+      await drained(audited.base);
+      await f(WARMUP || 1);
+      const total = { b: { requests: 0, seconds: 0 }, f: { requests: 0, seconds: 0 } };
+      const slices: number[] = [];
+      for (let i = 0; i < INTERLEAVED_SLICES; i++) {
+        // Which goes first alternates, so neither always follows the other's backlog.
+        const order = i % 2 === 0 ? (['b', 'f'] as const) : (['f', 'b'] as const);
+        const rps: Record<string, number> = {};
+        for (const which of order) {
+          const t = performance.now();
+          const r = await (which === 'b' ? b : f)(INTERLEAVED_SLICE_SECONDS);
+          if (r.errors || r.timeouts || r.non2xx) throw new Error(`interleaved ${which}: ${r.errors} errors, ${r.timeouts} timeouts, ${r.non2xx} non-2xx`);
+          const seconds = (performance.now() - t) / 1000;
+          total[which].requests += r.requests.total;
+          total[which].seconds += seconds;
+          rps[which] = r.requests.total / seconds;
+          // The audited server indexes what its slice queued before the other is loaded, so its
+          // background indexing never runs during an unaudited slice.
+          if (which === 'b') await drained(audited.base);
+        }
+        slices.push(rps.b / rps.f);
+      }
+      const bRate = total.b.requests / total.b.seconds;
+      const fRate = total.f.requests / total.f.seconds;
+      process.stdout.write(`  (b)/(f) interleaved, ${INTERLEAVED_SLICES} x ${INTERLEAVED_SLICE_SECONDS} s each      ${bRate.toFixed(0)} / ${fRate.toFixed(0)} req/s\n`);
+      return { ratio: bRate / fRate, slices, b: bRate, f: fRate };
+    } finally {
+      await stop(audited.child);
+      await stop(unaudited.child);
+      if (fDir !== dataDir) fs.rmSync(fDir, { recursive: true, force: true });
+    }
   }
 
   /** The custodian's read on a server of its own, started with `env`; the audit backlog is indexed before it stops. */
@@ -214,6 +287,10 @@ async function foundationBench(): Promise<boolean> {
   if (pairs.length) {
     const median = [...pairs].sort((x, y) => x - y)[Math.floor(pairs.length / 2)];
     process.stdout.write(`  (b)/(f) in alternating rounds                  ${pairs.map((p) => p.toFixed(2)).join(', ')}; median ${median.toFixed(2)}x\n`);
+  }
+  if (interleavedRatio) {
+    const sorted = [...interleavedRatio.slices].sort((x, y) => x - y);
+    process.stdout.write(`  (b)/(f) interleaved (both servers up, slices)  ${interleavedRatio.ratio.toFixed(2)}x   (slices ${sorted[0].toFixed(2)}-${sorted[sorted.length - 1].toFixed(2)}, median ${sorted[Math.floor(sorted.length / 2)].toFixed(2)})\n`);
   }
   process.stdout.write(`  audit rows committed during (b)                ${auditRowsPerSecond.toFixed(0)} rows/s in ${auditCommitsPerSecond.toFixed(0)} commits/s (mean group commit ${(auditRowsPerSecond / Math.max(auditCommitsPerSecond, 1)).toFixed(1)} events, largest ${largestBatch})\n`);
   process.stdout.write(`  AuditEvents left to index (search) after each workload:\n${backlogs.map((b) => `    ${b}\n`).join('')}`);
