@@ -250,13 +250,17 @@ class SqliteDriver implements Driver {
         `PRAGMA busy_timeout = ${Math.floor(settings.busyTimeoutMs)}; PRAGMA journal_mode = WAL; PRAGMA synchronous = ${settings.synchronous}; PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = ${WAL_AUTOCHECKPOINT_PAGES};`,
       );
     }
-    // The writer's statement journals stay in memory. A statement inside a transaction that may
-    // fail part-way (an INSERT of several rows under a UNIQUE index) journals the pages it
-    // changes, and past 64 KB (eight 8 KB pages: any audit group of a few events) SQLite spilled
-    // that journal to a temporary file, created, written and unlinked at every commit: measured
-    // at 2026-11-25, 40% of the audit worker's pwrite calls. Readers keep the default, so a large
-    // sort still spills to disk rather than memory.
-    await connections[0].exec('PRAGMA temp_store = MEMORY;');
+    // The audit worker's writer keeps its temporary storage in memory. A statement inside a
+    // transaction that may fail part-way (an INSERT of several rows under a UNIQUE index)
+    // journals the pages it changes, and past 64 KB (eight 8 KB pages: any audit group of a few
+    // events) SQLite spilled that journal to a temporary file, created, written and unlinked at
+    // every commit: measured at 2026-11-25, 40% of the worker's pwrite calls. That connection runs
+    // only the audit trail's own statements (scripts of at most 500 rows a statement, indexing
+    // passes of a few hundred events), so what it holds is bounded. The main writer keeps the
+    // default: it also runs searches inside write transactions (conditional writes, a transaction
+    // Bundle's GETs), whose `IN (SELECT rid …)` lists can be as large as the store, and those
+    // still spill to disk; so do the readers'.
+    if (side === 'worker') await connections[0].exec('PRAGMA temp_store = MEMORY;');
     return new SqliteDriver(connections[1], connections[0], connections[2], settings, side);
   }
 

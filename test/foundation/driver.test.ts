@@ -126,25 +126,29 @@ describe(`Store driver: prepared statements are bounded (${ENGINE})`, () => {
 });
 
 /**
- * A write transaction's statement journal stays in memory: SQLite spilled it to a temporary file
+ * The audit worker's statement journals stay in memory: SQLite spilled one to a temporary file
  * past 64 KB (eight 8 KB pages, any audit group of a few events), created, written and unlinked
- * at every such commit (driver.ts). Readers keep the default, so a large sort spills to disk.
+ * at every such commit (driver.ts). The main writer and the readers keep the default, so a large
+ * temporary B-tree of a search (inside a write transaction or not) still spills to disk.
  */
-(ENGINE === 'sqlite' ? describe : describe.skip)('Store: SQLite writers journal statements in memory', () => {
+(ENGINE === 'sqlite' ? describe : describe.skip)('Store: SQLite audit worker journals statements in memory', () => {
   const tempStore = async (q: { get<T>(sql: string): Promise<T | undefined> }) => Number((await q.get<{ temp_store: number }>('PRAGMA temp_store'))!.temp_store);
 
-  it('the writer connection and the audit worker’s keep temp storage in memory; the reader does not', async () => {
+  it('the audit worker’s writer keeps temp storage in memory; the main writer and the readers do not', async () => {
     const db = await freshDatabase();
-    if (db.config.dialect !== 'sqlite') throw new Error('sqlite only');
-    const store = await Store.open(db.config, { now: Date.now });
-    const worker = await openSqliteWriter({ storage: db.config.storage, synchronous: 'FULL', busyTimeoutMs: 1000, lock: WriterLock.buffer() }, 'worker');
+    let store: Store | undefined;
+    let worker: Awaited<ReturnType<typeof openSqliteWriter>> | undefined;
     try {
-      assert.equal(await store.driver.transaction((q) => tempStore(q)), 2, 'main writer: MEMORY');
+      if (db.config.dialect !== 'sqlite') throw new Error('sqlite only');
+      store = await Store.open(db.config, { now: Date.now });
+      worker = await openSqliteWriter({ storage: db.config.storage, synchronous: 'FULL', busyTimeoutMs: 1000, lock: WriterLock.buffer() }, 'worker');
       assert.equal(await worker.transaction((q) => tempStore(q)), 2, 'audit worker writer: MEMORY');
-      assert.equal(await tempStore(store.driver), 0, 'reader: the default');
+      assert.equal(await tempStore(worker), 0, 'audit worker reader: the default');
+      assert.equal(await store.driver.transaction((q) => tempStore(q)), 0, 'main writer: the default');
+      assert.equal(await tempStore(store.driver), 0, 'main reader: the default');
     } finally {
-      await worker.close();
-      await store.close();
+      await worker?.close();
+      await store?.close();
       await db.drop();
     }
   });
