@@ -7,7 +7,7 @@ import type { Consent, Patient } from 'fhir/r4';
 import type { DatabaseConfig } from '../server/config';
 import { Store } from '../server/store/store';
 import { feedBench } from './bench/feed';
-import { BASELINE, benchClients, benchDatabase, CONNECTIONS, DURATION, ODS, ratio, run, start, startCustodian, stop, WARMUP, type Result } from './bench/lib';
+import { auditBacklog, backlogIndexed, BASELINE, benchClients, benchDatabase, CONNECTIONS, DURATION, ODS, ratio, run, start, startCustodian, stop, WARMUP, type Result } from './bench/lib';
 import { searchBench } from './bench/search';
 import { fetchToken } from './token';
 
@@ -125,14 +125,14 @@ async function foundationBench(): Promise<boolean> {
   let auditRowsPerSecond = 0;
   let largestBatch = 0;
   let auditCommitsPerSecond = 0;
-  const health = async () => (await (await fetch(`${server.base}/healthz`)).json()) as { auditEventsWritten: number; largestAuditBatch: number; auditCommits: number; auditIndexBacklog: number };
+  const health = async () => (await (await fetch(`${server.base}/healthz`)).json()) as { auditEventsWritten: number; largestAuditBatch: number; auditCommits: number };
   // AuditEvents are indexed for search in the background, yielding to requests. Each workload
   // starts with an empty backlog, and how much a workload left behind is reported.
   const backlogs: string[] = [];
   const settle = async (workload: string) => {
-    const left = (await health()).auditIndexBacklog;
+    const left = await auditBacklog(server.base);
     const t = performance.now();
-    for (let i = 0; i < 3000 && (await health()).auditIndexBacklog > 0; i++) await new Promise((r) => setTimeout(r, 100));
+    await backlogIndexed(server.base);
     backlogs.push(`${workload} ${left} events, indexed in ${((performance.now() - t) / 1000).toFixed(1)} s after it`);
   };
   try {
@@ -219,25 +219,13 @@ async function foundationBench(): Promise<boolean> {
       const unaudited = await startCustodian(fDir, clientsFile, undefined, UNAUDITED);
       servers.push(unaudited);
       const load = async (s: { base: string }) => {
-        const token = (await fetchToken({ base: s.base, clientId: 'bench', privateJwk: keys.bench, scope: 'system/*.cruds' })).access_token;
-        let n = 0;
-        return (duration: number) =>
-          autocannon({
-            url: s.base,
-            connections: CONNECTIONS,
-            duration,
-            headers: { authorization: `Bearer ${token}` },
-            requests: [{ method: 'GET', setupRequest: (req) => ({ ...req, path: `/Patient/${ids[n++ % ids.length]}` }) }],
-          });
+        const options = await custodianReads(s.base);
+        return (duration: number) => autocannon({ ...options, connections: CONNECTIONS, duration });
       };
       // The audited server indexes what a slice queued before the other is loaded, then its
       // checkpoints (every 200 ms) move what that wrote into the database file.
       const drained = async (base: string) => {
-        const backlog = async () => ((await (await fetch(`${base}/healthz`)).json()) as { auditIndexBacklog: number }).auditIndexBacklog;
-        for (let i = 0; (await backlog()) > 0; i++) {
-          if (i === 600) throw new Error('the audited server did not index its backlog within 60 s');
-          await new Promise((r) => setTimeout(r, 100));
-        }
+        if (!(await backlogIndexed(base, 60))) throw new Error('the audited server did not index its backlog within 60 s');
         await new Promise((r) => setTimeout(r, 500));
       };
       const b = await load(audited);
@@ -278,19 +266,23 @@ async function foundationBench(): Promise<boolean> {
     }
   }
 
+  /** The load of (b) and (f): the custodian reading its Patients one after another, with a token of the server at `base`. */
+  async function custodianReads(base: string): Promise<autocannon.Options> {
+    const token = (await fetchToken({ base, clientId: 'bench', privateJwk: keys.bench, scope: 'system/*.cruds' })).access_token;
+    let n = 0;
+    return {
+      url: base,
+      headers: { authorization: `Bearer ${token}` },
+      requests: [{ method: 'GET', setupRequest: (req) => ({ ...req, path: `/Patient/${ids[n++ % ids.length]}` }) }],
+    };
+  }
+
   /** The custodian's read on a server of its own, started with `env`; the audit backlog is indexed before it stops. */
   async function readRound(name: string, env: Record<string, string>): Promise<Result> {
     const s = await startCustodian(dataDir, clientsFile, databaseUrl, env);
     try {
-      const token = (await fetchToken({ base: s.base, clientId: 'bench', privateJwk: keys.bench, scope: 'system/*.cruds' })).access_token;
-      let n = 0;
-      const result = await run(name, {
-        url: s.base,
-        headers: { authorization: `Bearer ${token}` },
-        requests: [{ method: 'GET', setupRequest: (req) => ({ ...req, path: `/Patient/${ids[n++ % ids.length]}` }) }],
-      });
-      const backlog = async () => ((await (await fetch(`${s.base}/healthz`)).json()) as { auditIndexBacklog: number }).auditIndexBacklog;
-      for (let i = 0; i < 3000 && (await backlog()) > 0; i++) await new Promise((r) => setTimeout(r, 100));
+      const result = await run(name, await custodianReads(s.base));
+      await backlogIndexed(s.base);
       return result;
     } finally {
       await stop(s.child);

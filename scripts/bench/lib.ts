@@ -116,3 +116,20 @@ export function startCustodian(dataDir: string, clientsFile: string, databaseUrl
     ...env,
   });
 }
+
+/** AuditEvents the server at `base` has yet to index for search (its /healthz). */
+export async function auditBacklog(base: string): Promise<number> {
+  return ((await (await fetch(`${base}/healthz`)).json()) as { auditIndexBacklog: number }).auditIndexBacklog;
+}
+
+/**
+ * Waits until the server at `base` has indexed its AuditEvent backlog, for at most `seconds`;
+ * resolves with whether it did.
+ */
+export async function backlogIndexed(base: string, seconds = 300): Promise<boolean> {
+  for (let i = 0; i < seconds * 10; i++) {
+    if ((await auditBacklog(base)) === 0) return true;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return (await auditBacklog(base)) === 0;
+}

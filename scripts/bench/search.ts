@@ -10,7 +10,7 @@ import { compileFilter } from '../../server/search/sql';
 import { StoreReader } from '../../server/store/read';
 import { Store } from '../../server/store/store';
 import { fetchToken } from '../token';
-import { benchClients, benchDatabase, ODS, ratio, run, startCustodian, stop, type Result } from './lib';
+import { auditBacklog, backlogIndexed, benchClients, benchDatabase, ODS, ratio, type Result, run, startCustodian, stop } from './lib';
 
 /**
  * The search workload at scale (`BENCH_ONLY=search npm run bench`): seeds Patients, Consents
@@ -141,12 +141,11 @@ export async function searchBench(): Promise<boolean> {
     const randomPatient = () => Math.floor(Math.random() * PATIENTS);
     // AuditEvents are indexed for search in the background, while the machine has CPU to spare;
     // each workload starts with an empty backlog, and what it left behind is reported.
-    const backlog = async () => ((await (await fetch(`${server.base}/healthz`)).json()) as { auditIndexBacklog: number }).auditIndexBacklog;
     const each = async (name: string, headers: Record<string, string>, pathOf: () => string) => {
       const result = await run(name, { url: server.base, headers, requests: [{ method: 'GET', setupRequest: (req) => ({ ...req, path: pathOf() }) }] });
-      const left = await backlog();
+      const left = await auditBacklog(server.base);
       const t = performance.now();
-      for (let i = 0; i < 3000 && (await backlog()) > 0; i++) await new Promise((r) => setTimeout(r, 100));
+      await backlogIndexed(server.base);
       backlogs.push(`${name}: ${left} events, indexed in ${((performance.now() - t) / 1000).toFixed(1)} s after it`);
       return result;
     };
@@ -179,7 +178,7 @@ export async function searchBench(): Promise<boolean> {
     latencies.sort((a, b) => a - b);
     walk = { ...walk, p50: Math.round(latencies[Math.floor(latencies.length / 2)]), p99: Math.round(latencies[Math.floor(latencies.length * 0.99)]) };
     process.stdout.write(`  walk all Consents, _count=1000 (national service)           ${(walk.resources / walk.seconds).toFixed(0).padStart(7)} resources/s  (${walk.resources} in ${walk.pages} pages, ${walk.seconds.toFixed(1)} s; page p50 ${walk.p50} ms  p99 ${walk.p99} ms)\n`);
-    backlogs.push(`walk: ${await backlog()} events`);
+    backlogs.push(`walk: ${await auditBacklog(server.base)} events`);
     if (walk.resources !== PATIENTS) {
       process.stdout.write(`  the walk saw ${walk.resources} Consents, not ${PATIENTS}\n`);
       ok = false;
