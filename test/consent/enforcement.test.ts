@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { consentFor, loadJson, managedPatient as patient, NHS, org, repoJson } from '../support/fixtures';
 import type { Api, ApiResponse } from '../support/api';
 import { startHarness, type Harness } from '../support/harness';
+import { batchSize } from '../../server/gate/gate';
 
 const v3 = (code: string) => ({ system: 'http://terminology.hl7.org/CodeSystem/v3-ActReason', code });
 
@@ -339,5 +340,53 @@ describe('Consent enforcement through the HTTP API', () => {
     const cs = (await h.anonymous.get('/metadata')).body;
     const ext = cs.rest[0].security.extension.find((e: { url: string }) => e.url.endsWith('consent-default-policy'));
     assert.equal(ext.valueCode, 'deny');
+  });
+});
+
+describe('Consent enforcement: a page of mostly hidden matches', () => {
+  let h: Harness;
+  let hospital: Api;
+  const visible: string[] = [];
+
+  before(async () => {
+    h = await startHarness({ clients: [{ clientId: 'hospital', ods: 'HOSP1', scopes: ['system/Patient.rs'], purposes: ['TREAT'] }] });
+    hospital = await h.as('hospital');
+    // 150 patients of GP1; a Consent shares every tenth with the hospital.
+    const gp = { clientId: 'gp', organization: 'https://fhir.nhs.uk/Id/ods-organization-code|GP1' };
+    const patients = Array.from({ length: 150 }, (_, i) => ({ ...patient('Manyfold', NHS), id: `many-${String(i).padStart(3, '0')}` }));
+    const shared = patients.filter((_, i) => i % 10 === 3).map((p) => p.id);
+    const consents = shared.map((id) => ({ ...consentFor(id, { type: 'permit', actor: [{ role: { text: 'recipient' }, reference: org('HOSP1') }] }), id: `share-${id}` }));
+    visible.push(...shared);
+    await h.store.transaction(async (tx) => {
+      await tx.createMany('Patient', patients, gp);
+      await tx.createMany('Consent', consents, gp);
+    });
+  });
+  after(() => h.close());
+
+  it('reads on past the hidden ones until each page is full: every visible match once, in order, and no more pages than they fill', async () => {
+    for (const count of [1, 4, 15, 40]) {
+      const pages: string[][] = [];
+      let res = await hospital.get(`/Patient?family=Manyfold&_count=${count}&_total=accurate`);
+      assert.equal(res.body.total, visible.length);
+      for (;;) {
+        assert.equal(res.status, 200);
+        pages.push((res.body.entry ?? []).map((e: { resource: { id: string } }) => e.resource.id));
+        const next = res.body.link.find((l: { relation: string }) => l.relation === 'next');
+        if (!next) break;
+        res = await hospital.get(next.url.replace('http://custodian.test/fhir', ''));
+      }
+      assert.deepEqual(pages.flat(), visible, `_count=${count}: the 15 shared patients, in order, each once`);
+      assert.equal(pages.length, Math.ceil(visible.length / count), `_count=${count}: full pages`);
+    }
+  });
+
+  it('batchSize: a page\'s worth first, then what is still wanted at the visible share seen, between 50 and 2000 rows', () => {
+    assert.equal(batchSize(21, 0, 0), 50, 'at least 50');
+    assert.equal(batchSize(1001, 0, 0), 1001, 'a page of 1000 (and one to say whether there is more) reads 1001');
+    assert.equal(batchSize(5000, 0, 0), 2000, 'at most 2000');
+    assert.equal(batchSize(1001, 500, 1001), 1204, 'half were visible: twice the rest, and a fifth more');
+    assert.equal(batchSize(51, 0, 50), 2000, 'none visible yet: as many as allowed');
+    assert.equal(batchSize(101, 1, 2000), 2000);
   });
 });
