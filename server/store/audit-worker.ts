@@ -1,11 +1,12 @@
 import { parentPort, workerData } from 'node:worker_threads';
+import type { AuditEvent } from 'fhir/r4';
 import { buildItems, type AuditItem } from '../audit/items';
 import { AuditIndexer } from './audit-index';
 import type { AuditWorkerSetup, FromAuditWorker, ToAuditWorker } from './audit-thread';
 import { openSqliteWriter, type Driver } from './driver';
 import { SpareCpu } from './spare-cpu';
 import { readHead, type ChainTail } from './audit-chain';
-import { auditAppendScript, chainMoved, earlyRowsFor, serializeAuditEvent, writeTransaction, type SerializedAuditEvent, type Writer } from './write';
+import { AuditAppendScript, chainMoved, earlyRowsFor, serializeAuditEvent, writeTransaction, type SerializedAuditEvent, type Writer } from './write';
 
 /**
  * The audit worker's thread (started by AuditThread, which says why): builds the audit trail's
@@ -39,6 +40,40 @@ const INDEX_PASS_SIZE = 100;
  * appends keep the CPU.
  */
 const SPARE_CORES = 0.75;
+
+/**
+ * Events per part of a large group's script (see commitScript): the first part is built before
+ * anything runs, each later one while SQLite runs the one before it.
+ */
+const SCRIPT_PART_EVENTS = 200;
+
+/** An event built from an append (its id given), serialised only when its statements are built. */
+interface BuiltEvent {
+  readonly event: AuditEvent;
+  /** Whether it gets early index rows (earlyRowsFor). */
+  readonly early: boolean;
+  /** The append's time: the event's meta.lastUpdated. */
+  readonly now: number;
+}
+
+interface BuiltAppend {
+  readonly call: number;
+  readonly events: readonly BuiltEvent[];
+}
+
+/** The appends committed together: one writer's, in order. */
+interface Group {
+  readonly appends: BuiltAppend[];
+  events: number;
+  readonly writer: Writer;
+}
+
+/** A part of an append script could not be built: nothing of the script is stored, and the group is appended the ordinary way. */
+class Unscriptable extends Error {
+  constructor(cause: unknown) {
+    super(`the audit append script could not be built: ${cause instanceof Error ? cause.message : String(cause)}`);
+  }
+}
 
 interface Append {
   readonly call: number;
@@ -107,68 +142,115 @@ class AppendLoop {
   }
 
   /** The next group: appends of one writer, in order, up to MAX_GROUP_EVENTS events, built. */
-  private take(): { calls: number[]; counts: number[]; events: SerializedAuditEvent[]; writer: Writer } {
+  private take(): Group {
     const writer = this.queue[0].writer;
-    const group = { calls: [] as number[], counts: [] as number[], events: [] as SerializedAuditEvent[], writer };
-    while (this.queue.length && sameWriter(this.queue[0].writer, writer) && (group.events.length === 0 || group.events.length < MAX_GROUP_EVENTS)) {
+    const group: Group = { appends: [], events: 0, writer };
+    while (this.queue.length && sameWriter(this.queue[0].writer, writer) && (group.events === 0 || group.events < MAX_GROUP_EVENTS)) {
       const append = this.queue.shift()!;
-      let events: SerializedAuditEvent[];
+      let events: BuiltEvent[];
       try {
         // Item by item: a request's events get early index rows if it touched few patients.
         events = append.items.flatMap((item) => {
           const built = buildItems([item]);
-          return built.map((e) => serializeAuditEvent(e, append.now, this.localBase, earlyRowsFor(built.length)));
+          const early = earlyRowsFor(built.length);
+          return built.map((event) => ({ event, early, now: append.now }));
         });
       } catch (err) {
         post({ kind: 'failed', calls: [append.call], ...failure(err) });
         continue;
       }
-      group.calls.push(append.call);
-      group.counts.push(events.length);
-      for (const e of events) group.events.push(e);
+      group.appends.push({ call: append.call, events });
+      group.events += events.length;
     }
     return group;
   }
 
-  private async commit(group: { calls: number[]; counts: number[]; events: SerializedAuditEvent[]; writer: Writer }): Promise<void> {
-    if (group.calls.length === 0) return;
+  private async commit(group: Group): Promise<void> {
+    if (group.appends.length === 0) return;
     let fallback = false;
+    let committed = group.appends;
     try {
-      if (!(await this.commitScript(group.events, group.writer))) {
+      if (!(await this.commitScript(group))) {
         fallback = this.driver.script !== undefined;
-        await writeTransaction(this.driver, Date.now, this.localBase, (tx) => tx.appendSerialized(group.events, group.writer));
+        const serialized = this.serializeEach(group.appends);
+        committed = serialized;
+        const events = serialized.flatMap((a) => a.serialized);
+        if (events.length) await writeTransaction(this.driver, Date.now, this.localBase, (tx) => tx.appendSerialized(events, group.writer));
       }
     } catch (err) {
-      post({ kind: 'failed', calls: group.calls, ...failure(err) });
+      post({ kind: 'failed', calls: committed.map((a) => a.call), ...failure(err) });
       return;
     }
-    post({ kind: 'done', calls: group.calls, events: group.counts, commit: group.events.length, commitNo: ++this.commits, ...(fallback ? { fallback } : {}) });
-    this.committed(group.events.length);
+    if (committed.length === 0) return;
+    const total = committed.reduce((n, a) => n + a.events.length, 0);
+    post({ kind: 'done', calls: committed.map((a) => a.call), events: committed.map((a) => a.events.length), commit: total, commitNo: ++this.commits, ...(fallback ? { fallback } : {}) });
+    this.committed(total);
+  }
+
+  /** The appends' events serialised, append by append: one that cannot be is failed alone. */
+  private serializeEach(appends: readonly BuiltAppend[]): (BuiltAppend & { serialized: SerializedAuditEvent[] })[] {
+    const out: (BuiltAppend & { serialized: SerializedAuditEvent[] })[] = [];
+    for (const a of appends) {
+      try {
+        out.push({ ...a, serialized: a.events.map((e) => this.serialize(e)) });
+      } catch (err) {
+        post({ kind: 'failed', calls: [a.call], ...failure(err) });
+      }
+    }
+    return out;
+  }
+
+  private serialize(e: BuiltEvent): SerializedAuditEvent {
+    return serializeAuditEvent(e.event, e.now, this.localBase, e.early);
   }
 
   /**
    * The group as one script transaction (auditAppendScript), attached to the chain's tail as
-   * this loop left it. False when there is no script path (PostgreSQL), no head to attach to, a
-   * value the script cannot hold as a literal, or the chain moved past the tail (chainMoved):
-   * then nothing of it was stored, and the group is appended the ordinary way, which reads the
-   * tail inside its transaction. Any other failure is the store's: it fails the group (503),
-   * without a second attempt that would wait out the same busy database or full disk again.
+   * this loop left it. A large group goes in parts of SCRIPT_PART_EVENTS (AuditAppendScript):
+   * its events are serialised and their statements built while SQLite runs the part before.
+   * False when there is no script path (PostgreSQL), no head to attach to, an event that cannot
+   * be serialised or a value the script cannot hold as a literal, or the chain moved past the
+   * tail (chainMoved): then nothing of it was stored, and the group is appended the ordinary
+   * way, which reads the tail inside its transaction. Any other failure is the store's: it fails
+   * the group (503), without a second attempt that would wait out the same busy database or
+   * full disk again.
    */
-  private async commitScript(events: readonly SerializedAuditEvent[], writer: Writer): Promise<boolean> {
+  private async commitScript(group: Group): Promise<boolean> {
     if (!this.driver.script) return false;
     const tail = this.tail ?? (await readHead(this.driver));
     this.tail = undefined;
     if (!tail) return false;
-    let script: { sql: string; tail: ChainTail };
+    const script = new AuditAppendScript(group.writer, tail);
+    const events = group.appends.flatMap((a) => a.events);
+    let at = 0;
+    const next = () => {
+      const chunk = events.slice(at, at + SCRIPT_PART_EVENTS);
+      at += chunk.length;
+      const last = at >= events.length;
+      try {
+        return { sql: script.part(chunk.map((e) => this.serialize(e)), last), last };
+      } catch (err) {
+        throw new Unscriptable(err);
+      }
+    };
+    let first: { sql: string; last: boolean } | undefined;
     try {
-      script = auditAppendScript(events, writer, tail);
+      // Built before the script is queued, so a group of one part holds the writer only to run.
+      first = next();
     } catch {
       return false;
     }
+    const parts = {
+      next: () => {
+        const part = first ?? next();
+        first = undefined;
+        return part;
+      },
+    };
     try {
-      await this.driver.script(script.sql);
+      await this.driver.script(first.last ? first.sql : parts);
     } catch (err) {
-      if (chainMoved(err)) return false;
+      if (err instanceof Unscriptable || chainMoved(err)) return false;
       throw err;
     }
     this.tail = script.tail;

@@ -55,14 +55,30 @@ export interface Driver extends Queryable {
    * Each call to a node-sqlite3 connection is a trip through the thread pool and back, and a
    * transaction of bound statements takes several; this takes one (see the audit append,
    * store/write.ts auditAppendScript). Queued with the transactions, in order.
+   *
+   * Or in parts (ScriptParts), still one transaction: each part is sent as soon as the one before
+   * has run, and the next is built while it runs.
    */
-  readonly script?: (sql: string) => Promise<void>;
+  readonly script?: (sql: string | ScriptParts) => Promise<void>;
   /**
    * SQLite only: how another thread of this process opens the same database as a writer (the
    * audit worker), taking turns with this driver's writer through `lock`.
    */
   readonly sqlite?: SqliteWriterSettings;
   close(): Promise<void>;
+}
+
+/**
+ * A script transaction built part by part (Driver.script): `next` returns the next part's
+ * statements and whether it is the last; it is called while the part before runs in SQLite's
+ * thread, so building one part and running the one before take the two cores at once (a large
+ * audit group spends as long building its statements as SQLite spends running them). If `next`
+ * throws, the transaction is rolled back and the script fails with what it threw. The writer
+ * (and the lock the process's writer threads share) is held from the first part to the COMMIT,
+ * the building of every part after the first included.
+ */
+export interface ScriptParts {
+  next(): { readonly sql: string; readonly last: boolean };
 }
 
 /** What a second writer thread needs to share a SQLite database with the main thread's driver. */
@@ -192,7 +208,7 @@ class SqliteConnection implements Queryable {
 }
 
 /** A transaction waiting for the writer: a function of the connection, or a script (Driver.script), which runs alone, in one call. */
-type QueuedTransaction = ({ fn: (tx: Queryable) => Promise<unknown>; script?: undefined } | { fn?: undefined; script: string }) & {
+type QueuedTransaction = ({ fn: (tx: Queryable) => Promise<unknown>; script?: undefined } | { fn?: undefined; script: string | ScriptParts }) & {
   resolve: (value: unknown) => void;
   reject: (err: unknown) => void;
 };
@@ -302,7 +318,7 @@ class SqliteDriver implements Driver {
     return new Promise<T>((resolve, reject) => this.enqueue({ fn, resolve: resolve as (v: unknown) => void, reject }));
   }
 
-  readonly script = (sql: string): Promise<void> => new Promise<void>((resolve, reject) => this.enqueue({ script: sql, resolve: () => resolve(), reject }));
+  readonly script = (sql: string | ScriptParts): Promise<void> => new Promise<void>((resolve, reject) => this.enqueue({ script: sql, resolve: () => resolve(), reject }));
 
   private enqueue(t: QueuedTransaction): void {
     this.queue.push(t);
@@ -405,20 +421,40 @@ class SqliteDriver implements Driver {
   }
 
   /**
-   * A script transaction. sqlite3_exec stops at the first statement that fails; a transaction
-   * left open (BEGIN ran) is rolled back, and ROLLBACK failing because none is open is no error.
+   * A script transaction: one call to the connection, or one per part (ScriptParts).
+   * sqlite3_exec stops at the first statement that fails; a transaction left open (BEGIN ran) is
+   * rolled back, and ROLLBACK failing because none is open is no error.
    */
-  private async runScript(t: QueuedTransaction, sql: string): Promise<void> {
+  private async runScript(t: QueuedTransaction, script: string | ScriptParts): Promise<void> {
+    const parts: ScriptParts = typeof script === 'string' ? { next: () => ({ sql: script, last: true }) } : script;
     // node-sqlite3 passes the script as a C string: a NUL would end it early, before its COMMIT,
     // leaving the transaction open with the caller told it was committed.
-    if (sql.includes('\0')) {
-      t.reject(new Error('a script cannot hold NUL'));
-      return;
-    }
+    const checked = (part: { sql: string; last: boolean }) => {
+      if (part.sql.includes('\0')) throw new Error('a script cannot hold NUL');
+      return part;
+    };
+    let begun = false;
     try {
-      await this.writer.exec(`BEGIN IMMEDIATE;\n${sql};\nCOMMIT`);
+      let part = checked(parts.next());
+      for (;;) {
+        const running = this.writer.exec(`${begun ? '' : 'BEGIN IMMEDIATE;\n'}${part.sql};${part.last ? '\nCOMMIT' : ''}`);
+        begun = true;
+        if (part.last) {
+          await running;
+          break;
+        }
+        let next: typeof part;
+        try {
+          next = checked(parts.next());
+        } catch (err) {
+          await running.catch(() => undefined);
+          throw err;
+        }
+        await running;
+        part = next;
+      }
     } catch (err) {
-      await this.writer.exec('ROLLBACK').catch(() => undefined);
+      if (begun) await this.writer.exec('ROLLBACK').catch(() => undefined);
       t.reject(err);
       return;
     }

@@ -424,47 +424,83 @@ function literal(value: string | number | null): string {
  * and nothing of it is stored; the caller reads the head again.
  */
 export function auditAppendScript(events: readonly SerializedAuditEvent[], writer: Writer, tail: ChainTail): { sql: string; tail: ChainTail } {
-  if (events.length === 0) throw new Error('an audit append script needs events');
-  const chained = chainLinks(tail, events);
-  const by = `${literal(writer.clientId)}, ${literal(writer.organization)}`;
-  // The rows of the other tables name their event's rid, assigned by the first statement: each
-  // statement finds them by id, with one join (a subquery per row costs a query plan per row).
-  // CROSS JOIN keeps the VALUES list as the outer loop: one index lookup per event.
-  const events$ = (values: string[]) => `(VALUES ${values.join(',\n')}) AS v CROSS JOIN resources r ON r.type = 'AuditEvent' AND r.id = v.column1`;
-  // A statement that inserts through the join above and finds fewer rows than it should would
-  // drop them silently; after each, the head's NOT NULL `links` refuses a count that is not right.
-  const inserted = (n: number) => `UPDATE audit_chain_head SET links = CASE WHEN changes() = ${n} THEN links END WHERE id = 1`;
-  // The early index rows (EARLY_AUDIT_PARAMS): a reference and a date table's, whichever have rows.
-  const earlyInserts = (chunk: readonly SerializedAuditEvent[]): string[] => {
-    const out: string[] = [];
-    const refs = chunk.flatMap((e) => (e.early?.reference ?? []).map((r) => `(${literal(e.id)}, ${paramId('AuditEvent', r.param)}, ${literal(r.ref)})`));
-    if (refs.length) out.push(`INSERT INTO idx_reference (pid, ref, rid) SELECT v.column2, v.column3, r.rid FROM ${events$(refs)}`, inserted(refs.length));
-    const dates = chunk.flatMap((e) => (e.early?.date ?? []).map((d) => `(${literal(e.id)}, ${paramId('AuditEvent', d.param)}, ${literal(d.lo)}, ${literal(d.hi)})`));
-    if (dates.length) out.push(`INSERT INTO idx_date (pid, lo, hi, rid) SELECT v.column2, v.column3, v.column4, r.rid FROM ${events$(dates)}`, inserted(dates.length));
-    const others = chunk.reduce((n, e) => n + (e.early ? e.early.string.length + e.early.token.length + e.early.uri.length : 0), 0);
-    if (others) throw new Error('early AuditEvent index rows are references and dates only');
-    return out;
-  };
-  const statements: string[] = [];
-  for (let i = 0; i < events.length; i += 500) {
-    const chunk = events.slice(i, i + 500);
-    const links = chained.links.slice(i, i + 500);
-    statements.push(
-      `INSERT INTO resources (type, id, version_id, last_updated, deleted, content, created_by, creator_org) VALUES ${chunk.map((e) => `('AuditEvent', ${literal(e.id)}, 1, ${literal(e.lastUpdated)}, 0, ${literal(e.content)}, ${by})`).join(',\n')}`,
-      // In event order: a history row's rowid is its `seq`, in commit order.
-      `INSERT INTO resource_versions (rid, type, id, version_id, last_updated, deleted, method, content) SELECT r.rid, 'AuditEvent', r.id, 1, r.last_updated, 0, 'POST', NULL FROM ${events$(chunk.map((e, j) => `(${literal(e.id)}, ${j})`))} ORDER BY v.column2`,
-      inserted(chunk.length),
-      `INSERT INTO audit_index_queue (rid, patient, early) SELECT r.rid, v.column2, v.column3 FROM ${events$(chunk.map((e) => `(${literal(e.id)}, ${literal(e.patient)}, ${e.early ? 1 : 0})`))}`,
-      inserted(chunk.length),
-      ...earlyInserts(chunk),
-      `INSERT INTO audit_chain (seq, rid, event_id, prev_hash, hash) SELECT v.column2, r.rid, r.id, v.column3, v.column4 FROM ${events$(
-        links.map((l, j) => `(${literal(l.id)}, ${literal(l.seq)}, ${i + j === 0 ? `(SELECT hash FROM audit_chain_head WHERE id = 1 AND seq = ${literal(tail.seq)} AND hash = ${literal(tail.hash)})` : literal(l.prev)}, ${literal(l.hash)})`),
-      )}`,
-      inserted(chunk.length),
-    );
+  const script = new AuditAppendScript(writer, tail);
+  const sql = script.part(events, true);
+  return { sql, tail: script.tail };
+}
+
+/**
+ * auditAppendScript in parts (Driver.script's ScriptParts), for a group too large to build
+ * before it starts running: each part appends its events after those of the parts before it,
+ * and the last one moves the head. Only the first part's first link checks the tail it was
+ * built on; the parts run in one transaction, so a chain that moved fails the whole of it.
+ */
+export class AuditAppendScript {
+  /** The chain's last link after the parts built so far. */
+  tail: ChainTail;
+  private appended = 0;
+  private finished = false;
+
+  constructor(
+    private readonly writer: Writer,
+    /** The tail the script attaches to. */
+    private readonly from: ChainTail,
+  ) {
+    this.tail = from;
   }
-  statements.push(`UPDATE audit_chain_head SET seq = ${literal(chained.tail.seq)}, hash = ${literal(chained.tail.hash)}, links = links + ${events.length} WHERE id = 1 AND seq = ${literal(tail.seq)}`);
-  return { sql: statements.join(';\n'), tail: chained.tail };
+
+  /** The statements of the next events; with `last`, the head's update too (nothing may follow it). */
+  part(events: readonly SerializedAuditEvent[], last: boolean): string {
+    if (this.finished) throw new Error('the audit append script was finished already');
+    if (events.length === 0) throw new Error('an audit append script needs events');
+    const first = this.appended === 0;
+    const chained = chainLinks(this.tail, events);
+    const by = `${literal(this.writer.clientId)}, ${literal(this.writer.organization)}`;
+    const from = this.from;
+    // The rows of the other tables name their event's rid, assigned by the first statement: each
+    // statement finds them by id, with one join (a subquery per row costs a query plan per row).
+    // CROSS JOIN keeps the VALUES list as the outer loop: one index lookup per event.
+    const events$ = (values: string[]) => `(VALUES ${values.join(',\n')}) AS v CROSS JOIN resources r ON r.type = 'AuditEvent' AND r.id = v.column1`;
+    // A statement that inserts through the join above and finds fewer rows than it should would
+    // drop them silently; after each, the head's NOT NULL `links` refuses a count that is not right.
+    const inserted = (n: number) => `UPDATE audit_chain_head SET links = CASE WHEN changes() = ${n} THEN links END WHERE id = 1`;
+    // The early index rows (EARLY_AUDIT_PARAMS): a reference and a date table's, whichever have rows.
+    const earlyInserts = (chunk: readonly SerializedAuditEvent[]): string[] => {
+      const out: string[] = [];
+      const refs = chunk.flatMap((e) => (e.early?.reference ?? []).map((r) => `(${literal(e.id)}, ${paramId('AuditEvent', r.param)}, ${literal(r.ref)})`));
+      if (refs.length) out.push(`INSERT INTO idx_reference (pid, ref, rid) SELECT v.column2, v.column3, r.rid FROM ${events$(refs)}`, inserted(refs.length));
+      const dates = chunk.flatMap((e) => (e.early?.date ?? []).map((d) => `(${literal(e.id)}, ${paramId('AuditEvent', d.param)}, ${literal(d.lo)}, ${literal(d.hi)})`));
+      if (dates.length) out.push(`INSERT INTO idx_date (pid, lo, hi, rid) SELECT v.column2, v.column3, v.column4, r.rid FROM ${events$(dates)}`, inserted(dates.length));
+      const others = chunk.reduce((n, e) => n + (e.early ? e.early.string.length + e.early.token.length + e.early.uri.length : 0), 0);
+      if (others) throw new Error('early AuditEvent index rows are references and dates only');
+      return out;
+    };
+    const statements: string[] = [];
+    for (let i = 0; i < events.length; i += 500) {
+      const chunk = events.slice(i, i + 500);
+      const links = chained.links.slice(i, i + 500);
+      statements.push(
+        `INSERT INTO resources (type, id, version_id, last_updated, deleted, content, created_by, creator_org) VALUES ${chunk.map((e) => `('AuditEvent', ${literal(e.id)}, 1, ${literal(e.lastUpdated)}, 0, ${literal(e.content)}, ${by})`).join(',\n')}`,
+        // In event order: a history row's rowid is its `seq`, in commit order.
+        `INSERT INTO resource_versions (rid, type, id, version_id, last_updated, deleted, method, content) SELECT r.rid, 'AuditEvent', r.id, 1, r.last_updated, 0, 'POST', NULL FROM ${events$(chunk.map((e, j) => `(${literal(e.id)}, ${j})`))} ORDER BY v.column2`,
+        inserted(chunk.length),
+        `INSERT INTO audit_index_queue (rid, patient, early) SELECT r.rid, v.column2, v.column3 FROM ${events$(chunk.map((e) => `(${literal(e.id)}, ${literal(e.patient)}, ${e.early ? 1 : 0})`))}`,
+        inserted(chunk.length),
+        ...earlyInserts(chunk),
+        `INSERT INTO audit_chain (seq, rid, event_id, prev_hash, hash) SELECT v.column2, r.rid, r.id, v.column3, v.column4 FROM ${events$(
+          links.map((l, j) => `(${literal(l.id)}, ${literal(l.seq)}, ${first && i + j === 0 ? `(SELECT hash FROM audit_chain_head WHERE id = 1 AND seq = ${literal(from.seq)} AND hash = ${literal(from.hash)})` : literal(l.prev)}, ${literal(l.hash)})`),
+        )}`,
+        inserted(chunk.length),
+      );
+    }
+    this.tail = chained.tail;
+    this.appended += events.length;
+    if (last) {
+      statements.push(`UPDATE audit_chain_head SET seq = ${literal(this.tail.seq)}, hash = ${literal(this.tail.hash)}, links = links + ${this.appended} WHERE id = 1 AND seq = ${literal(from.seq)}`);
+      this.finished = true;
+    }
+    return statements.join(';\n');
+  }
 }
 
 /**

@@ -3,7 +3,8 @@ import type { AuditEvent } from 'fhir/r4';
 import { uuidv7 } from '../../server/audit/items';
 import { readHead, verifyChain, type ChainHead } from '../../server/store/audit-chain';
 import { paramId } from '../../server/search/param-id';
-import { auditAppendScript, serializeAuditEvent, writeTransaction, type SerializedAuditEvent, type Writer } from '../../server/store/write';
+import { AuditAppendScript, auditAppendScript, serializeAuditEvent, writeTransaction, type SerializedAuditEvent, type Writer } from '../../server/store/write';
+import type { ScriptParts } from '../../server/store/driver';
 import sqlite3 from 'sqlite3';
 import { Store } from '../../server/store/store';
 import { ENGINE, freshDatabase } from '../support/db';
@@ -192,6 +193,106 @@ import { startHarness, type Harness } from '../support/harness';
       else assert.deepEqual(row.indexed.map((x) => x.ref), events[i].patient ? [events[i].patient] : [], `event ${i} neither queued nor indexed`);
     }
     assert.equal((await verifyChain(driver(), { localBase: h.config.baseUrl })).ok, true);
+  });
+
+  /** Parts given ready-made (Driver.script's ScriptParts); `between` runs before each part after the first is handed out. */
+  function partsOf(sqls: readonly string[], between?: () => void): ScriptParts {
+    let k = 0;
+    return {
+      next: () => {
+        if (k > 0) between?.();
+        const sql = sqls[k++];
+        return { sql, last: k === sqls.length };
+      },
+    };
+  }
+  const stored = async () => Number((await driver().get<{ n: number | string }>("SELECT COUNT(*) AS n FROM resources WHERE type = 'AuditEvent'"))!.n);
+
+  it('in parts (AuditAppendScript): the rows and links one script stores, in one transaction that no reader sees before its COMMIT', async () => {
+    const before = await head();
+    const events = Array.from({ length: 450 }, (_, i) => event(i % 3 ? `Patient/${patientId}` : undefined, {}, i % 2 === 0));
+    const whole = auditAppendScript(events, writer, before);
+    const built = new AuditAppendScript(writer, before);
+    const chunks = [events.slice(0, 200), events.slice(200, 400), events.slice(400)];
+    const sqls = chunks.map((c, i) => built.part(c, i === chunks.length - 1));
+    assert.throws(() => built.part([event(undefined)], true), /finished/, 'nothing may follow the part that moves the head');
+    assert.deepEqual(built.tail, whole.tail, 'the same links as one script of all the events');
+    const count = await stored();
+    // The reader connection, between parts: the parts run, uncommitted.
+    const seen: Promise<number>[] = [];
+    await driver().script!(partsOf(sqls, () => seen.push(stored())));
+    assert.deepEqual(await Promise.all(seen), [count, count], 'no part is visible before the COMMIT');
+    assert.equal(await stored(), count + 450);
+    assert.deepEqual(await head(), { ...whole.tail, links: before.links + 450 });
+    const rows = await rowsOf(events);
+    assert.deepEqual(
+      rows.map((r) => r.resource?.content),
+      events.map((e) => e.content),
+    );
+    const seqs = rows.map((r) => Number(r.versions[0].seq));
+    assert.deepEqual([...seqs].sort((x, y) => x - y), seqs, 'history rows in event order, across parts');
+    assert.deepEqual(
+      rows.map((r) => Number(r.links[0].seq)),
+      events.map((_, i) => before.seq + 1 + i),
+      'consecutive links, across parts',
+    );
+    assert.equal(rows[200].links[0].prev_hash, rows[199].links[0].hash, 'the second part attaches to the first');
+    assert.equal((await verifyChain(driver(), { localBase: h.config.baseUrl })).ok, true);
+  });
+
+  it('in parts: a later part that fails, one that holds NUL, or one that cannot be built rolls back the parts before it', async () => {
+    const real = await head();
+    const count = await stored();
+    const events = [event(`Patient/${patientId}`), event(`Patient/${patientId}`), event(`Patient/${patientId}`)];
+    const twoParts = () => {
+      const s = new AuditAppendScript(writer, real);
+      return [s.part(events.slice(0, 2), false), s.part(events.slice(2), true)];
+    };
+    const [first, second] = twoParts();
+    // The second part's history VALUES name an event that was never inserted.
+    const broken = second.replace(`('${events[2].id}', 0)`, "('no-such-event', 0)");
+    assert.notEqual(broken, second);
+    await assert.rejects(driver().script!(partsOf([first, broken])), /NOT NULL constraint failed: audit_chain_head\.links/);
+    await assert.rejects(driver().script!(partsOf([first, second.replace("'AuditEvent',", "'Audit\0Event',")])), /NUL/);
+    let k = 0;
+    const unbuildable: ScriptParts = {
+      next: () => {
+        if (k++ === 0) return { sql: first, last: false };
+        throw new Error('this part cannot be built');
+      },
+    };
+    await assert.rejects(driver().script!(unbuildable), /cannot be built/);
+    assert.equal(await stored(), count, 'nothing of the first part stayed');
+    assert.deepEqual(await head(), real);
+    // The connection was left with no transaction open: the same parts, intact, commit.
+    await driver().script!(partsOf(twoParts()));
+    assert.equal(await stored(), count + 3);
+    assert.equal((await verifyChain(driver(), { localBase: h.config.baseUrl })).ok, true);
+  });
+
+  it('a search returning 450 patients: the worker commits their 450 events in parts, one per patient, with no fallback, and the chain verifies', async function () {
+    this.timeout(60000);
+    // Patients of test-admin's own organisation (it is their custodian: it may see them all).
+    const ODS = 'https://fhir.nhs.uk/Id/ods-organization-code';
+    const patients = Array.from({ length: 450 }, (_, i) => ({ resourceType: 'Patient' as const, id: `parts-${i}`, name: [{ family: 'Partsworth' }], managingOrganization: { identifier: { system: ODS, value: 'TADMIN' } } }));
+    await h.store.transaction((tx) => tx.createMany('Patient', patients, { clientId: 'test-admin', organization: `${ODS}|TADMIN` }));
+    const health = async () => {
+      await new Promise((resolve) => setTimeout(resolve, 1100)); // /healthz answers from its last check for a second
+      return JSON.parse((await h.anonymous.get('/healthz')).text) as { auditAppendFallbacks: number };
+    };
+    // A read first: a write's events are appended by its own transaction, which moves the chain
+    // past the tail the worker knows, and the worker's next script falls back once (see above).
+    assert.equal((await h.api.get('/Patient/parts-0')).status, 200);
+    const before = await health();
+    const requestId = `parts-search-${uuidv7()}`;
+    const res = await h.api.get('/Patient?family=Partsworth&_count=500', { 'X-Request-Id': requestId });
+    assert.equal(res.status, 200);
+    assert.equal(res.body.entry?.length, 450, JSON.stringify(res.body).slice(0, 600));
+    assert.equal((await health()).auditAppendFallbacks, before.auditAppendFallbacks, 'appended by the script, not the ordinary way');
+    const events = (await h.api.get(`/AuditEvent?entity:identifier=${requestId}&_count=1000`)).body.entry.map((e: { resource: AuditEvent }) => e.resource) as AuditEvent[];
+    const about = events.map((e) => e.entity!.find((x) => x.role?.code === '1')?.what?.reference).sort();
+    assert.deepEqual(about, patients.map((p) => `Patient/${p.id}`).sort(), 'one event per patient');
+    assert.equal((await h.api.get('/AuditEvent/$verify')).body.parameter[0].valueBoolean, true);
   });
 
   it('a row the joins cannot find fails the whole script: nothing is dropped silently', async () => {
