@@ -196,14 +196,15 @@ export interface CommitHooks {
 
 /**
  * Rows to read next for a page of `want` visible versions, `found` of them among the `scanned`
- * read so far: first a page's worth (a client usually sees all of it, and every row read is
- * parsed and decided); then what is still wanted at the visible share seen so far, a fifth more
- * for that share to vary. At least 50 (a round trip costs more than a few rows), at most 2000.
- * Reading twice the page at first cost the Consent walk (pages of 1000, all visible) a thousand
- * rows per page read, parsed and decided for nothing.
+ * read so far. First a page's worth and up to 64 more: a small page fills in one read even when
+ * half its matches are hidden, and a large one reads little it does not need (every row read is
+ * parsed and decided: reading twice the page cost the Consent walk, pages of 1000 all visible,
+ * a thousand rows per page for nothing). Then what is still wanted at the visible share seen so
+ * far, a fifth more for that share to vary. At least 50 (a round trip costs more than a few
+ * rows), at most 2000.
  */
 export function batchSize(want: number, found: number, scanned: number): number {
-  const rows = scanned === 0 ? want : ((want - found) * scanned * 1.2) / Math.max(found, scanned / 40);
+  const rows = scanned === 0 ? want + Math.min(want, 64) : ((want - found) * scanned * 1.2) / Math.max(found, scanned / 40);
   return Math.min(Math.max(Math.ceil(rows), 50), 2000);
 }
 

@@ -381,9 +381,10 @@ describe('Consent enforcement: a page of mostly hidden matches', () => {
     }
   });
 
-  it('batchSize: a page\'s worth first, then what is still wanted at the visible share seen, between 50 and 2000 rows', () => {
+  it('batchSize: a page\'s worth and up to 64 more first, then what is still wanted at the visible share seen, between 50 and 2000 rows', () => {
     assert.equal(batchSize(21, 0, 0), 50, 'at least 50');
-    assert.equal(batchSize(1001, 0, 0), 1001, 'a page of 1000 (and one to say whether there is more) reads 1001');
+    assert.equal(batchSize(51, 0, 0), 102, 'a page of 50 (and one to say whether there is more) fills in one read with half its matches hidden');
+    assert.equal(batchSize(1001, 0, 0), 1065, 'a page of 1000 reads 64 more, not 1000 more');
     assert.equal(batchSize(5000, 0, 0), 2000, 'at most 2000');
     assert.equal(batchSize(1001, 500, 1001), 1204, 'half were visible: twice the rest, and a fifth more');
     assert.equal(batchSize(51, 0, 50), 2000, 'none visible yet: as many as allowed');
