@@ -37,6 +37,18 @@ const INTERLEAVED_SLICES = Number(process.env.BENCH_INTERLEAVED_SLICES ?? 6);
 const INTERLEAVED_SLICE_SECONDS = Number(process.env.BENCH_INTERLEAVED_SLICE_SECONDS ?? 3);
 /** The server settings of the unaudited read (a bench-only switch). */
 const UNAUDITED = { LOG_LEVEL: 'silent', CUSTODIAN_BENCH_UNAUDITED: '1' };
+/**
+ * The server settings of (b0), the floor: each read commits one 8-byte row through the audit
+ * worker's group commit and fsync instead of its AuditEvent (a bench-only switch). What any
+ * audit that is durable before the response costs here, whatever it writes.
+ */
+const FLOOR = { LOG_LEVEL: 'silent', CUSTODIAN_BENCH_AUDIT_FLOOR: '1' };
+
+/** The interleaved measurement: (b) and (b0) each against (f), in total and slice by slice. */
+interface Interleaved {
+  readonly b: { ratio: number; slices: number[] };
+  readonly b0: { ratio: number; slices: number[] };
+}
 
 function samplePatient(i: number): Patient {
   return {
@@ -181,7 +193,7 @@ async function foundationBench(): Promise<boolean> {
   // The same read with the audit trail switched off (a bench-only setting), same database; then
   // (b)/(f) again, alternating in rounds: on a shared machine one pair can be off by half.
   const pairs: number[] = [];
-  let interleavedRatio: { ratio: number; slices: number[] } | undefined;
+  let interleavedRatio: Interleaved | undefined;
   const failures: string[] = [];
   try {
     results.f = await readRound('(f) GET /Patient/{id}, custodian, audit OFF', UNAUDITED);
@@ -197,72 +209,76 @@ async function foundationBench(): Promise<boolean> {
   }
 
   /**
-   * (b) and (f) on two server processes up at once, loaded in turn for slices of a few seconds
-   * each: a change in the machine's speed (these machines are shared) reaches both alike, where
-   * rounds of 13 s each, one after the other, were seen anywhere from 0.56 to 0.91 in one run.
-   * The unaudited server reads a copy of the database. SQLite only: on PostgreSQL both would
-   * share one database, and the idle unaudited server would index the audited one's queue.
+   * (b), (b0) and (f) on three server processes up at once, loaded in turn for slices of a few
+   * seconds each: a change in the machine's speed (these machines are shared) reaches all alike,
+   * where rounds of 13 s each, one after the other, were seen anywhere from 0.56 to 0.91 in one
+   * run. (b0), the floor, and (f) read copies of the database. SQLite only: on PostgreSQL they
+   * would share one database, and an idle server would index the audited one's queue.
    * Like the rounds, it leaves out the audited server's deferred indexing, which runs between
    * slices (see drained); a failed slice is reported and the rest of the report still printed.
    */
-  async function interleaved(): Promise<{ ratio: number; slices: number[] } | undefined> {
+  async function interleaved(): Promise<Interleaved | undefined> {
     if (databaseUrl) {
       process.stdout.write('  (b)/(f) interleaved: SQLite only (both servers would share the PostgreSQL database)\n');
       return undefined;
     }
-    const fDir = fs.mkdtempSync(path.join(os.tmpdir(), 'custodian-bench-f-'));
+    const copies: string[] = [];
     const servers: { child: ChildProcess }[] = [];
     try {
-      for (const f of fs.readdirSync(dataDir)) fs.cpSync(path.join(dataDir, f), path.join(fDir, f), { recursive: true });
-      const audited = await startCustodian(dataDir, clientsFile, undefined, {});
-      servers.push(audited);
-      const unaudited = await startCustodian(fDir, clientsFile, undefined, UNAUDITED);
-      servers.push(unaudited);
-      const load = async (s: { base: string }) => {
+      // (b) on the seeded database, (b0) and (f) each on a copy of it.
+      const up = async (env: Record<string, string>, copy: boolean) => {
+        let dir = dataDir;
+        if (copy) {
+          dir = fs.mkdtempSync(path.join(os.tmpdir(), 'custodian-bench-copy-'));
+          copies.push(dir);
+          for (const f of fs.readdirSync(dataDir)) fs.cpSync(path.join(dataDir, f), path.join(dir, f), { recursive: true });
+        }
+        const s = await startCustodian(dir, clientsFile, undefined, env);
+        servers.push(s);
         const options = await custodianReads(s.base);
-        return (duration: number) => autocannon({ ...options, connections: CONNECTIONS, duration });
+        return { base: s.base, load: (duration: number) => autocannon({ ...options, connections: CONNECTIONS, duration }) };
       };
-      // The audited server indexes what a slice queued before the other is loaded, then its
+      const loads = { b: await up({}, false), b0: await up(FLOOR, true), f: await up(UNAUDITED, true) };
+      // The audited server indexes what a slice queued before another is loaded, then its
       // checkpoints (every 200 ms) move what that wrote into the database file.
       const drained = async (base: string) => {
         if (!(await backlogIndexed(base, 60))) throw new Error('the audited server did not index its backlog within 60 s');
         await new Promise((r) => setTimeout(r, 500));
       };
-      const b = await load(audited);
-      const f = await load(unaudited);
-      await b(WARMUP || 1);
-      await drained(audited.base);
-      await f(WARMUP || 1);
-      const total = { b: { requests: 0, seconds: 0 }, f: { requests: 0, seconds: 0 } };
-      const slices: number[] = [];
+      const keys = ['b', 'b0', 'f'] as const;
+      for (const k of keys) {
+        await loads[k].load(WARMUP || 1);
+        if (k === 'b') await drained(loads.b.base);
+      }
+      const total = { b: { requests: 0, seconds: 0 }, b0: { requests: 0, seconds: 0 }, f: { requests: 0, seconds: 0 } };
+      const slices: { b: number; b0: number }[] = [];
       for (let i = 0; i < INTERLEAVED_SLICES; i++) {
-        // Which goes first alternates, so neither always follows the other.
-        const order = i % 2 === 0 ? (['b', 'f'] as const) : (['f', 'b'] as const);
+        // Which goes first rotates, so none always follows another.
+        const order = keys.map((_, j) => keys[(i + j) % keys.length]);
         const rps: Record<string, number> = {};
         for (const which of order) {
           const t = performance.now();
-          const r = await (which === 'b' ? b : f)(INTERLEAVED_SLICE_SECONDS);
+          const r = await loads[which].load(INTERLEAVED_SLICE_SECONDS);
           if (r.errors || r.timeouts || r.non2xx) throw new Error(`${which}: ${r.errors} errors, ${r.timeouts} timeouts, ${r.non2xx} non-2xx`);
-          // Requests over the slice's whole time, connecting included, for both alike.
+          // Requests over the slice's whole time, connecting included, for all alike.
           const seconds = (performance.now() - t) / 1000;
           total[which].requests += r.requests.total;
           total[which].seconds += seconds;
           rps[which] = r.requests.total / seconds;
-          if (which === 'b') await drained(audited.base);
+          if (which === 'b') await drained(loads.b.base);
         }
-        slices.push(rps.b / rps.f);
+        slices.push({ b: rps.b / rps.f, b0: rps.b0 / rps.f });
       }
-      const bRate = total.b.requests / total.b.seconds;
-      const fRate = total.f.requests / total.f.seconds;
-      process.stdout.write(`  (b)/(f) interleaved, ${INTERLEAVED_SLICES} x ${INTERLEAVED_SLICE_SECONDS} s each      ${bRate.toFixed(0)} / ${fRate.toFixed(0)} req/s\n`);
-      return { ratio: bRate / fRate, slices };
+      const rate = (k: (typeof keys)[number]) => total[k].requests / total[k].seconds;
+      process.stdout.write(`  (b) / (b0) / (f) interleaved, ${INTERLEAVED_SLICES} x ${INTERLEAVED_SLICE_SECONDS} s each      ${rate('b').toFixed(0)} / ${rate('b0').toFixed(0)} / ${rate('f').toFixed(0)} req/s\n`);
+      return { b: { ratio: rate('b') / rate('f'), slices: slices.map((x) => x.b) }, b0: { ratio: rate('b0') / rate('f'), slices: slices.map((x) => x.b0) } };
     } catch (err) {
       process.stdout.write(`  (b)/(f) interleaved: failed (${err instanceof Error ? err.message : String(err)})\n`);
       failures.push('interleaved');
       return undefined;
     } finally {
       for (const s of servers) await stop(s.child);
-      fs.rmSync(fDir, { recursive: true, force: true });
+      for (const dir of copies) fs.rmSync(dir, { recursive: true, force: true });
     }
   }
 
@@ -300,10 +316,14 @@ async function foundationBench(): Promise<boolean> {
     process.stdout.write(`  (b)/(f) in alternating rounds                  ${pairs.map((p) => p.toFixed(2)).join(', ')}; median ${median.toFixed(2)}x\n`);
   }
   if (interleavedRatio) {
-    const sorted = [...interleavedRatio.slices].sort((x, y) => x - y);
-    const mid = sorted.length / 2;
-    const median = sorted.length % 2 ? sorted[Math.floor(mid)] : (sorted[mid - 1] + sorted[mid]) / 2;
-    process.stdout.write(`  (b)/(f) interleaved (both servers up, slices)  ${interleavedRatio.ratio.toFixed(2)}x   (slices ${sorted[0].toFixed(2)}-${sorted[sorted.length - 1].toFixed(2)}, median ${median.toFixed(2)})\n`);
+    const line = (label: string, r: { ratio: number; slices: number[] }, target: string) => {
+      const sorted = [...r.slices].sort((x, y) => x - y);
+      const mid = sorted.length / 2;
+      const median = sorted.length % 2 ? sorted[Math.floor(mid)] : (sorted[mid - 1] + sorted[mid]) / 2;
+      process.stdout.write(`  ${label.padEnd(47)}${r.ratio.toFixed(2)}x${target}   (slices ${sorted[0].toFixed(2)}-${sorted[sorted.length - 1].toFixed(2)}, median ${median.toFixed(2)})\n`);
+    };
+    line('(b)/(f) interleaved (servers up, slices)', interleavedRatio.b, '   (target >= 0.85)');
+    line('(b0) durable floor / (f), same slices', interleavedRatio.b0, '');
   }
   process.stdout.write(`  audit rows committed during (b)                ${auditRowsPerSecond.toFixed(0)} rows/s in ${auditCommitsPerSecond.toFixed(0)} commits/s (mean group commit ${(auditRowsPerSecond / Math.max(auditCommitsPerSecond, 1)).toFixed(1)} events, largest ${largestBatch})\n`);
   process.stdout.write(`  AuditEvents left to index (search) after each workload:\n${backlogs.map((b) => `    ${b}\n`).join('')}`);

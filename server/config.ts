@@ -45,6 +45,13 @@ export interface Config {
    * (CUSTODIAN_BENCH_UNAUDITED=1). Never in service: every access must be audited.
    */
   readonly benchUnaudited: boolean;
+  /**
+   * Bench-only, SQLite only: commit one 8-byte row per request, through the audit worker's group
+   * commit and its fsync, instead of the request's AuditEvents (CUSTODIAN_BENCH_AUDIT_FLOOR=1).
+   * What being durable before the response costs by itself, for the benchmark to set beside the
+   * real trail. Never in service: no AuditEvent is written.
+   */
+  readonly benchAuditFloor: boolean;
   /** The national consent feed: bulk exports, subscriptions and the workers behind them. */
   readonly feed: FeedConfig;
   /** How often the audit chain's head is written to the log when it has moved, seconds (0: at start and shutdown only). */
@@ -138,6 +145,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     logLevel: oneOf(env, 'LOG_LEVEL', ['silent', 'error', 'info', 'debug'], 'info'),
     consentDefault: oneOf(env, 'CUSTODIAN_CONSENT_DEFAULT', ['deny', 'permit'], 'deny'),
     benchUnaudited: env.CUSTODIAN_BENCH_UNAUDITED === '1',
+    benchAuditFloor: env.CUSTODIAN_BENCH_AUDIT_FLOOR === '1',
     auditHeadLogSeconds: integer(env, 'CUSTODIAN_AUDIT_HEAD_LOG_SECONDS', 60, 0, 86400),
     feed: {
       subscriptionEndpoints: endpointAllowList(env),

@@ -48,7 +48,7 @@ async function main(): Promise<void> {
     fail(`trusted issuers error: ${(err as Error).message}`, 2);
   }
 
-  const store = await Store.open(config.database, { now: Date.now, localBase: config.baseUrl });
+  const store = await Store.open(config.database, { now: Date.now, localBase: config.baseUrl, benchAuditFloor: config.benchAuditFloor });
   // Listen first: without CUSTODIAN_BASE_URL the server names itself in tokens by the address it
   // listens at (PORT=0 is known only now). The app is attached before any request can be read.
   const server: Server = createServer();

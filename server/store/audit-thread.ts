@@ -23,6 +23,8 @@ export type FromAuditWorker =
 export interface AuditWorkerSetup {
   readonly settings: SqliteWriterSettings;
   readonly localBase?: string;
+  /** Bench-only: commit a row per request instead of its AuditEvents (see Config.benchAuditFloor). */
+  readonly floor?: boolean;
 }
 
 /** Events one append stored, and the size of the commit they were part of. */
@@ -75,6 +77,8 @@ export class AuditThread implements AuditIndex {
     private readonly localBase: string | undefined,
     /** The queue as the main thread's connection sees it. */
     private readonly queue: AuditQueue,
+    /** Bench-only (see Config.benchAuditFloor). */
+    private readonly floor = false,
   ) {
     this.spawn();
   }
@@ -134,7 +138,7 @@ export class AuditThread implements AuditIndex {
   }
 
   private spawn(): void {
-    const setup: AuditWorkerSetup = { settings: this.settings, localBase: this.localBase };
+    const setup: AuditWorkerSetup = { settings: this.settings, localBase: this.localBase, ...(this.floor ? { floor: true } : {}) };
     const worker = new Worker(path.join(__dirname, 'audit-worker.js'), { workerData: setup });
     this.worker = worker;
     worker.on('message', (m: FromAuditWorker) => this.receive(m));

@@ -75,6 +75,15 @@ class Unscriptable extends Error {
   }
 }
 
+/**
+ * Bench-only floor (CUSTODIAN_BENCH_AUDIT_FLOOR=1, see Config.benchAuditFloor): each request's
+ * item is committed as one 8-byte row of a table of its own, through the same hand-over, group
+ * commit, script and fsync, without building, serialising or chaining an AuditEvent. It measures
+ * what being durable before the response costs on this machine by itself.
+ */
+const FLOOR_EVENT: BuiltEvent = { event: { resourceType: 'AuditEvent' } as AuditEvent, early: false, now: 0 };
+const FLOOR_TABLE = 'CREATE TABLE IF NOT EXISTS bench_audit_floor (n INTEGER PRIMARY KEY, call INTEGER NOT NULL)';
+
 interface Append {
   readonly call: number;
   readonly items: readonly AuditItem[];
@@ -110,6 +119,8 @@ class AppendLoop {
     private readonly driver: Driver,
     private readonly localBase: string | undefined,
     private readonly committed: (events: number) => void,
+    /** The bench-only floor (FLOOR_EVENT): no AuditEvent is written. */
+    private readonly floor = false,
   ) {}
 
   add(append: Append): void {
@@ -150,7 +161,7 @@ class AppendLoop {
       let events: BuiltEvent[];
       try {
         // Item by item: a request's events get early index rows if it touched few patients.
-        events = append.items.flatMap((item) => {
+        events = this.floor ? append.items.map(() => FLOOR_EVENT) : append.items.flatMap((item) => {
           const built = buildItems([item]);
           const early = earlyRowsFor(built.length);
           return built.map((event) => ({ event, early, now: append.now }));
@@ -167,6 +178,7 @@ class AppendLoop {
 
   private async commit(group: Group): Promise<void> {
     if (group.appends.length === 0) return;
+    if (this.floor) return this.commitFloor(group);
     let fallback = false;
     let committed = group.appends;
     try {
@@ -185,6 +197,18 @@ class AppendLoop {
     const total = committed.reduce((n, a) => n + a.events.length, 0);
     post({ kind: 'done', calls: committed.map((a) => a.call), events: committed.map((a) => a.events.length), commit: total, commitNo: ++this.commits, ...(fallback ? { fallback } : {}) });
     this.committed(total);
+  }
+
+  /** The bench-only floor: one row per item, one script, one fsync. */
+  private async commitFloor(group: Group): Promise<void> {
+    const calls = group.appends.map((a) => a.call);
+    try {
+      await this.driver.script!(`INSERT INTO bench_audit_floor (call) VALUES ${group.appends.flatMap((a) => a.events.map(() => `(${a.call})`)).join(',')}`);
+    } catch (err) {
+      post({ kind: 'failed', calls, ...failure(err) });
+      return;
+    }
+    post({ kind: 'done', calls, events: group.appends.map((a) => a.events.length), commit: group.events, commitNo: ++this.commits });
   }
 
   /** The appends' events serialised, append by append: one that cannot be is failed alone. */
@@ -275,13 +299,14 @@ class AppendLoop {
 async function main(): Promise<void> {
   const setup = workerData as AuditWorkerSetup;
   const driver = await openSqliteWriter(setup.settings, 'worker');
+  if (setup.floor) await driver.run(FLOOR_TABLE);
   // Declared before the indexer that asks about it.
   let appends: AppendLoop | undefined;
   // Requests come first: the indexer waits while the machine has no CPU to spare, and never
   // starts a pass while appends wait (a pass holds the writer); its passes are short.
   const spare = new SpareCpu();
   const indexer = new AuditIndexer(driver, setup.localBase, { busy: () => appends?.active === true || spare.sample() < SPARE_CORES, passSize: INDEX_PASS_SIZE });
-  appends = new AppendLoop(driver, setup.localBase, (n) => indexer.nudge(n));
+  appends = new AppendLoop(driver, setup.localBase, (n) => indexer.nudge(n), setup.floor);
   const loop = appends;
   let reported = 0;
   const report = () => {

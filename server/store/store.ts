@@ -92,9 +92,11 @@ export class Store {
     readonly cutovers: Cutovers,
     /** PostgreSQL: lock and statement timeout of write transactions, ms (0: none). */
     private readonly writeTimeoutMs = 0,
+    /** Bench-only (see Config.benchAuditFloor). */
+    benchAuditFloor = false,
   ) {
     this.reader = new StoreReader(driver);
-    this.auditThread = driver.sqlite ? new AuditThread(driver.sqlite, localBase, new AuditQueue(driver)) : undefined;
+    this.auditThread = driver.sqlite ? new AuditThread(driver.sqlite, localBase, new AuditQueue(driver), benchAuditFloor) : undefined;
     this.auditIndex = this.auditThread ?? new AuditIndexer(driver, localBase);
     // Leftovers from before a restart, and events other processes queued (the worker looks by itself).
     if (!this.auditThread) this.auditIndex.nudge();
@@ -102,7 +104,7 @@ export class Store {
   }
 
   /** Connects, applies pending migrations and prepares the driver. */
-  static async open(config: DatabaseConfig, options: { now: () => number; localBase?: string }): Promise<Store> {
+  static async open(config: DatabaseConfig, options: { now: () => number; localBase?: string; benchAuditFloor?: boolean }): Promise<Store> {
     assertNoParamIdCollisions();
     const sequelize =
       config.dialect === 'sqlite'
@@ -114,7 +116,7 @@ export class Store {
       await migrate(sequelize);
       const driver = await openDriver(sequelize, config.dialect === 'sqlite' ? { sqliteStorage: config.storage, sqliteSynchronous: config.synchronous, sqliteBusyTimeoutMs: config.busyTimeoutMs } : {});
       await reindexIfAsked(driver, options.localBase);
-      return new Store(sequelize, driver, options.now, options.localBase, await sharedSecret(driver, 'cursor-key'), await cutovers(driver), config.dialect === 'postgres' ? (config.writeTimeoutMs ?? 0) : 0);
+      return new Store(sequelize, driver, options.now, options.localBase, await sharedSecret(driver, 'cursor-key'), await cutovers(driver), config.dialect === 'postgres' ? (config.writeTimeoutMs ?? 0) : 0, options.benchAuditFloor);
     } catch (err) {
       await sequelize.close().catch(() => undefined);
       throw err;

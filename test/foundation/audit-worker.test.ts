@@ -56,3 +56,33 @@ import { startHarness, type Harness } from '../support/harness';
     assert.equal((await h.api.get('/AuditEvent/$verify')).body.parameter[0].valueBoolean, true);
   });
 });
+
+/**
+ * The benchmark's floor (CUSTODIAN_BENCH_AUDIT_FLOOR=1, (b0) in `npm run bench`): what the bench
+ * reports as the cost of being durable before the response must be exactly that: one row per
+ * request, committed before the response, and nothing else.
+ */
+(ENGINE === 'sqlite' ? describe : describe.skip)('Store: the bench-only audit floor', () => {
+  let h: Harness;
+  let id: string;
+  before(async () => {
+    h = await startHarness({ env: { CUSTODIAN_BENCH_AUDIT_FLOOR: '1' } });
+    id = (await h.api.post('/Patient', patient({ name: [{ family: 'Floor' }] }))).body.id;
+  });
+  after(() => h.close());
+
+  const count = async (sql: string) => Number((await h.store.driver.get<{ n: number | string }>(sql))!.n);
+
+  it('commits one row per request before its response, and no AuditEvent', async () => {
+    const events = await count("SELECT COUNT(*) AS n FROM resources WHERE type = 'AuditEvent'");
+    const rows = await count('SELECT COUNT(*) AS n FROM bench_audit_floor');
+    const reads = await Promise.all(Array.from({ length: 12 }, () => h.api.get(`/Patient/${id}`)));
+    assert.deepEqual(
+      reads.map((r) => r.status),
+      reads.map(() => 200),
+    );
+    // Each response was held for its row's COMMIT: all twelve are there once they are answered.
+    assert.equal((await count('SELECT COUNT(*) AS n FROM bench_audit_floor')) - rows, 12);
+    assert.equal(await count("SELECT COUNT(*) AS n FROM resources WHERE type = 'AuditEvent'"), events);
+  });
+});

@@ -68,7 +68,7 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
   const config = loadConfig({ CUSTODIAN_BASE_URL: 'http://custodian.test/fhir', LOG_LEVEL: 'silent', CUSTODIAN_TOKEN_LIFETIME: '3600', ...options.env }, process.cwd());
   const clock = { now: options.frozenAt ?? Date.now(), auto: options.frozenAt === undefined };
   const now = () => (clock.auto ? Date.now() : clock.now);
-  const store = await Store.open(db.config, { now, localBase: config.baseUrl });
+  const store = await Store.open(db.config, { now, localBase: config.baseUrl, benchAuditFloor: config.benchAuditFloor });
   const { clients, json } = await makeClients([...DEFAULT_CLIENTS, ...(options.clients ?? [])]);
   const registryDir = fs.mkdtempSync(path.join(os.tmpdir(), 'custodian-clients-'));
   const registryFile = path.join(registryDir, 'clients.json');
