@@ -7,7 +7,7 @@ import type { Consent, Patient } from 'fhir/r4';
 import type { DatabaseConfig } from '../server/config';
 import { Store } from '../server/store/store';
 import { feedBench } from './bench/feed';
-import { auditBacklog, backlogIndexed, BASELINE, benchClients, benchDatabase, CONNECTIONS, DURATION, ODS, ratio, run, start, startCustodian, stop, WARMUP, type Result } from './bench/lib';
+import { auditBacklog, backlogIndexed, BASELINE, benchClients, benchDatabase, CONNECTIONS, DURATION, FLOOR, JOURNAL, ODS, ratio, run, start, startCustodian, stop, UNAUDITED, WARMUP, type Result } from './bench/lib';
 import { searchBench } from './bench/search';
 import { fetchToken } from './token';
 
@@ -35,18 +35,10 @@ const AB_ROUNDS = Number(process.env.BENCH_AB_ROUNDS ?? 3);
 /** Slices of (b) and of (f) in the interleaved measurement (BENCH_INTERLEAVED_SLICES, 0 for none), and their length in seconds. */
 const INTERLEAVED_SLICES = Number(process.env.BENCH_INTERLEAVED_SLICES ?? 6);
 const INTERLEAVED_SLICE_SECONDS = Number(process.env.BENCH_INTERLEAVED_SLICE_SECONDS ?? 3);
-/** The server settings of the unaudited read (a bench-only switch). */
-const UNAUDITED = { LOG_LEVEL: 'silent', CUSTODIAN_BENCH_UNAUDITED: '1' };
-/**
- * The server settings of (b0), the floor: each read commits one 8-byte row through the audit
- * worker's group commit and fsync instead of its AuditEvent (a bench-only switch). What any
- * audit that is durable before the response costs here, whatever it writes.
- */
-const FLOOR = { LOG_LEVEL: 'silent', CUSTODIAN_BENCH_AUDIT_FLOOR: '1' };
-
-/** The interleaved measurement: (b) and (b0) each against (f), in total and slice by slice. */
+/** The interleaved measurement: (b), (b1) and (b0) each against (f), in total and slice by slice. */
 interface Interleaved {
   readonly b: { ratio: number; slices: number[] };
+  readonly b1: { ratio: number; slices: number[] };
   readonly b0: { ratio: number; slices: number[] };
 }
 
@@ -209,10 +201,11 @@ async function foundationBench(): Promise<boolean> {
   }
 
   /**
-   * (b), (b0) and (f) on three server processes up at once, loaded in turn for slices of a few
-   * seconds each: a change in the machine's speed (these machines are shared) reaches all alike,
-   * where rounds of 13 s each, one after the other, were seen anywhere from 0.56 to 0.91 in one
-   * run. (b0), the floor, and (f) read copies of the database. SQLite only: on PostgreSQL they
+   * (b), (b1), (b0) and (f) on four server processes up at once, loaded in turn for slices of a
+   * few seconds each: a change in the machine's speed (these machines are shared) reaches all
+   * alike, where rounds of 13 s each, one after the other, were seen anywhere from 0.56 to 0.91
+   * in one run. (b1), the journal (JOURNAL), (b0), the floor (FLOOR), and (f) read copies of the
+   * database. SQLite only: on PostgreSQL they
    * would share one database, and an idle server would index the audited one's queue.
    * Like the rounds, it leaves out the audited server's deferred indexing, which runs between
    * slices (see drained); a failed slice is reported and the rest of the report still printed.
@@ -225,7 +218,7 @@ async function foundationBench(): Promise<boolean> {
     const copies: string[] = [];
     const servers: { child: ChildProcess }[] = [];
     try {
-      // (b) on the seeded database, (b0) and (f) each on a copy of it.
+      // (b) on the seeded database, the others each on a copy of it.
       const up = async (env: Record<string, string>, copy: boolean) => {
         let dir = dataDir;
         if (copy) {
@@ -238,20 +231,20 @@ async function foundationBench(): Promise<boolean> {
         const options = await custodianReads(s.base);
         return { base: s.base, load: (duration: number) => autocannon({ ...options, connections: CONNECTIONS, duration }) };
       };
-      const loads = { b: await up({}, false), b0: await up(FLOOR, true), f: await up(UNAUDITED, true) };
+      const loads = { b: await up({}, false), b1: await up(JOURNAL, true), b0: await up(FLOOR, true), f: await up(UNAUDITED, true) };
       // The audited server indexes what a slice queued before another is loaded, then its
       // checkpoints (every 200 ms) move what that wrote into the database file.
       const drained = async (base: string) => {
         if (!(await backlogIndexed(base, 60))) throw new Error('the audited server did not index its backlog within 60 s');
         await new Promise((r) => setTimeout(r, 500));
       };
-      const keys = ['b', 'b0', 'f'] as const;
+      const keys = ['b', 'b1', 'b0', 'f'] as const;
       for (const k of keys) {
         await loads[k].load(WARMUP || 1);
         if (k === 'b') await drained(loads.b.base);
       }
-      const total = { b: { requests: 0, seconds: 0 }, b0: { requests: 0, seconds: 0 }, f: { requests: 0, seconds: 0 } };
-      const slices: { b: number; b0: number }[] = [];
+      const total = { b: { requests: 0, seconds: 0 }, b1: { requests: 0, seconds: 0 }, b0: { requests: 0, seconds: 0 }, f: { requests: 0, seconds: 0 } };
+      const slices: { b: number; b1: number; b0: number }[] = [];
       for (let i = 0; i < INTERLEAVED_SLICES; i++) {
         // Which goes first rotates, so none always follows another.
         const order = keys.map((_, j) => keys[(i + j) % keys.length]);
@@ -267,11 +260,12 @@ async function foundationBench(): Promise<boolean> {
           rps[which] = r.requests.total / seconds;
           if (which === 'b') await drained(loads.b.base);
         }
-        slices.push({ b: rps.b / rps.f, b0: rps.b0 / rps.f });
+        slices.push({ b: rps.b / rps.f, b1: rps.b1 / rps.f, b0: rps.b0 / rps.f });
       }
       const rate = (k: (typeof keys)[number]) => total[k].requests / total[k].seconds;
-      process.stdout.write(`  (b) / (b0) / (f) interleaved, ${INTERLEAVED_SLICES} x ${INTERLEAVED_SLICE_SECONDS} s each      ${rate('b').toFixed(0)} / ${rate('b0').toFixed(0)} / ${rate('f').toFixed(0)} req/s\n`);
-      return { b: { ratio: rate('b') / rate('f'), slices: slices.map((x) => x.b) }, b0: { ratio: rate('b0') / rate('f'), slices: slices.map((x) => x.b0) } };
+      process.stdout.write(`  (b) / (b1) / (b0) / (f) interleaved, ${INTERLEAVED_SLICES} x ${INTERLEAVED_SLICE_SECONDS} s each   ${keys.map((k) => rate(k).toFixed(0)).join(' / ')} req/s\n`);
+      const of = (k: 'b' | 'b1' | 'b0') => ({ ratio: rate(k) / rate('f'), slices: slices.map((x) => x[k]) });
+      return { b: of('b'), b1: of('b1'), b0: of('b0') };
     } catch (err) {
       process.stdout.write(`  (b)/(f) interleaved: failed (${err instanceof Error ? err.message : String(err)})\n`);
       failures.push('interleaved');
@@ -323,6 +317,7 @@ async function foundationBench(): Promise<boolean> {
       process.stdout.write(`  ${label.padEnd(47)}${r.ratio.toFixed(2)}x${target}   (slices ${sorted[0].toFixed(2)}-${sorted[sorted.length - 1].toFixed(2)}, median ${median.toFixed(2)})\n`);
     };
     line('(b)/(f) interleaved (servers up, slices)', interleavedRatio.b, '   (target >= 0.85)');
+    line('(b1) journal only / (f), same slices', interleavedRatio.b1, '');
     line('(b0) durable floor / (f), same slices', interleavedRatio.b0, '');
   }
   process.stdout.write(`  audit rows committed during (b)                ${auditRowsPerSecond.toFixed(0)} rows/s in ${auditCommitsPerSecond.toFixed(0)} commits/s (mean group commit ${(auditRowsPerSecond / Math.max(auditCommitsPerSecond, 1)).toFixed(1)} events, largest ${largestBatch})\n`);

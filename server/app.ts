@@ -105,7 +105,7 @@ export function buildApp(options: AppOptions): App {
   const consent = options.policy ?? new ConsentPolicy(facts, { defaultPolicy: options.config.consentDefault, now });
   const writer = options.config.benchUnaudited ? undefined : new AuditWriter(options.store);
   if (!writer) logger.error('CUSTODIAN_BENCH_UNAUDITED=1: the audit trail is OFF. This setting exists for benchmarks only.');
-  else if (options.config.benchAuditFloor) logger.error('CUSTODIAN_BENCH_AUDIT_FLOOR=1: requests commit a bare row, no AuditEvent (SQLite only). This setting exists for benchmarks only.');
+  else if (options.config.benchAuditFloor) logger.error(`CUSTODIAN_BENCH_AUDIT_FLOOR=${options.config.benchAuditFloor}: requests commit no AuditEvent to the trail (SQLite only). This setting exists for benchmarks only.`);
   const policy = allOf(scopePolicy, consent);
   // The national consent feed: the outbox filled in every write transaction, the workers that
   // deliver it and run exports, and the gates they (and the handlers) read through.

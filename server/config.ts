@@ -46,12 +46,14 @@ export interface Config {
    */
   readonly benchUnaudited: boolean;
   /**
-   * Bench-only, SQLite only: commit one 8-byte row per request, through the audit worker's group
-   * commit and its fsync, instead of the request's AuditEvents (CUSTODIAN_BENCH_AUDIT_FLOOR=1).
-   * What being durable before the response costs by itself, for the benchmark to set beside the
-   * real trail. Never in service: no AuditEvent is written.
+   * Bench-only, SQLite only (CUSTODIAN_BENCH_AUDIT_FLOOR): requests commit, through the audit
+   * worker's group commit and its fsync, not their AuditEvents but `row`, one 8-byte row each
+   * (what being durable before the response costs by itself), or `journal`, their events built,
+   * serialised and hash-chained into one table of their own (what storing them whole, with
+   * everything else deferred, would cost). For the benchmark to set beside the real trail.
+   * Never in service: the trail gets no AuditEvent.
    */
-  readonly benchAuditFloor: boolean;
+  readonly benchAuditFloor: 'row' | 'journal' | undefined;
   /** The national consent feed: bulk exports, subscriptions and the workers behind them. */
   readonly feed: FeedConfig;
   /** How often the audit chain's head is written to the log when it has moved, seconds (0: at start and shutdown only). */
@@ -145,7 +147,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     logLevel: oneOf(env, 'LOG_LEVEL', ['silent', 'error', 'info', 'debug'], 'info'),
     consentDefault: oneOf(env, 'CUSTODIAN_CONSENT_DEFAULT', ['deny', 'permit'], 'deny'),
     benchUnaudited: env.CUSTODIAN_BENCH_UNAUDITED === '1',
-    benchAuditFloor: env.CUSTODIAN_BENCH_AUDIT_FLOOR === '1',
+    benchAuditFloor: !env.CUSTODIAN_BENCH_AUDIT_FLOOR ? undefined : oneOf(env, 'CUSTODIAN_BENCH_AUDIT_FLOOR', ['row', 'journal'] as const, 'row'),
     auditHeadLogSeconds: integer(env, 'CUSTODIAN_AUDIT_HEAD_LOG_SECONDS', 60, 0, 86400),
     feed: {
       subscriptionEndpoints: endpointAllowList(env),

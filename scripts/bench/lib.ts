@@ -13,6 +13,21 @@ export const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50);
 export const MAIN = path.resolve(__dirname, '..', '..', 'server', 'main.js');
 export const BASELINE = path.resolve(__dirname, 'baseline-server.js');
 export const ODS = 'https://fhir.nhs.uk/Id/ods-organization-code';
+/** The server settings without the audit trail (a bench-only switch): what auditing costs. */
+export const UNAUDITED = { LOG_LEVEL: 'silent', CUSTODIAN_BENCH_UNAUDITED: '1' };
+/**
+ * The server settings of the floor (a bench-only switch, SQLite only): each request commits one
+ * 8-byte row through the audit worker's group commit and fsync instead of its AuditEvents. What
+ * any audit that is durable before the response costs here, whatever it writes.
+ */
+export const FLOOR = { LOG_LEVEL: 'silent', CUSTODIAN_BENCH_AUDIT_FLOOR: 'row' };
+/**
+ * The server settings of the journal (a bench-only switch, SQLite only): each request's BALP
+ * events are built, serialised and hash-chained as the trail's are, then committed to one table
+ * of their own, through the same group commit and fsync; no history, queue, index or chain rows.
+ * What an audit that stored its events whole before the response and deferred the rest would cost.
+ */
+export const JOURNAL = { LOG_LEVEL: 'silent', CUSTODIAN_BENCH_AUDIT_FLOOR: 'journal' };
 
 export interface Result {
   name: string;

@@ -10,7 +10,7 @@ import { compileFilter } from '../../server/search/sql';
 import { StoreReader } from '../../server/store/read';
 import { Store } from '../../server/store/store';
 import { fetchToken } from '../token';
-import { auditBacklog, backlogIndexed, benchClients, benchDatabase, ODS, ratio, type Result, run, startCustodian, stop } from './lib';
+import { auditBacklog, backlogIndexed, benchClients, benchDatabase, FLOOR, JOURNAL, ODS, ratio, type Result, run, startCustodian, stop, UNAUDITED } from './lib';
 
 /**
  * The search workload at scale (`BENCH_ONLY=search npm run bench`): seeds Patients, Consents
@@ -120,6 +120,38 @@ async function explain(database: DatabaseConfig, type: ResourceType, query: stri
   }
 }
 
+interface Walk {
+  readonly resources: number;
+  readonly seconds: number;
+  readonly pages: number;
+  readonly p50: number;
+  readonly p99: number;
+}
+
+/** One national service walking every Consent, 1000 a page, following next links. */
+async function walkConsents(base: string, headers: Record<string, string>): Promise<Walk> {
+  const latencies: number[] = [];
+  let resources = 0;
+  let url: string | undefined = `${base}/Consent?_count=1000`;
+  const t0 = performance.now();
+  while (url) {
+    const t = performance.now();
+    const res = await fetch(url, { headers });
+    if (res.status !== 200) throw new Error(`walk: ${res.status} ${await res.text()}`);
+    const page = (await res.json()) as { entry?: unknown[]; link?: { relation: string; url: string }[] };
+    latencies.push(performance.now() - t);
+    resources += page.entry?.length ?? 0;
+    url = page.link?.find((l) => l.relation === 'next')?.url;
+  }
+  const seconds = (performance.now() - t0) / 1000;
+  latencies.sort((a, b) => a - b);
+  return { resources, seconds, pages: latencies.length, p50: Math.round(latencies[Math.floor(latencies.length / 2)]), p99: Math.round(latencies[Math.floor(latencies.length * 0.99)]) };
+}
+
+function walkLine(w: Walk): string {
+  return `${(w.resources / w.seconds).toFixed(0).padStart(7)} resources/s  (${w.resources} in ${w.pages} pages, ${w.seconds.toFixed(1)} s; page p50 ${w.p50} ms  p99 ${w.p99} ms)`;
+}
+
 export async function searchBench(): Promise<boolean> {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'custodian-bench-search-'));
   const { clientsFile, keys } = await benchClients(dataDir, [
@@ -132,7 +164,7 @@ export async function searchBench(): Promise<boolean> {
 
   const server = await startCustodian(dataDir, clientsFile, databaseUrl);
   const results: Record<string, Result> = {};
-  let walk = { resources: 0, seconds: 0, pages: 0, p50: 0, p99: 0 };
+  let walk: Walk;
   const backlogs: string[] = [];
   let ok = true;
   try {
@@ -160,31 +192,41 @@ export async function searchBench(): Promise<boolean> {
     results.consent = await each('Consent?patient=…&status=active', custodian, () => `/Consent?patient=p-${randomPatient()}&status=active`);
     results.audit = await each('AuditEvent?patient=…&date=ge…&_sort=-date&_count=50', custodian, () => `/AuditEvent?patient=p-${randomPatient()}&date=ge2026-02-01&_sort=-date&_count=50`);
 
-    // One national service walking every Consent, 1000 a page, following next links.
-    const latencies: number[] = [];
-    let url: string | undefined = `${server.base}/Consent?_count=1000`;
-    const t0 = performance.now();
-    while (url) {
-      const t = performance.now();
-      const res = await fetch(url, { headers: national });
-      if (res.status !== 200) throw new Error(`walk: ${res.status} ${await res.text()}`);
-      const page = (await res.json()) as { entry?: unknown[]; link?: { relation: string; url: string }[] };
-      latencies.push(performance.now() - t);
-      walk.resources += page.entry?.length ?? 0;
-      walk.pages++;
-      url = page.link?.find((l) => l.relation === 'next')?.url;
-    }
-    walk.seconds = (performance.now() - t0) / 1000;
-    latencies.sort((a, b) => a - b);
-    walk = { ...walk, p50: Math.round(latencies[Math.floor(latencies.length / 2)]), p99: Math.round(latencies[Math.floor(latencies.length * 0.99)]) };
-    process.stdout.write(`  walk all Consents, _count=1000 (national service)           ${(walk.resources / walk.seconds).toFixed(0).padStart(7)} resources/s  (${walk.resources} in ${walk.pages} pages, ${walk.seconds.toFixed(1)} s; page p50 ${walk.p50} ms  p99 ${walk.p99} ms)\n`);
-    backlogs.push(`walk: ${await auditBacklog(server.base)} events`);
+    walk = await walkConsents(server.base, national);
+    process.stdout.write(`  walk all Consents, _count=1000 (national service)             ${walkLine(walk)}\n`);
+    const left = await auditBacklog(server.base);
+    const t = performance.now();
+    // Indexed before the other walks, so that their servers do not index it meanwhile.
+    await backlogIndexed(server.base);
+    backlogs.push(`walk: ${left} events, indexed in ${((performance.now() - t) / 1000).toFixed(1)} s after it`);
     if (walk.resources !== PATIENTS) {
       process.stdout.write(`  the walk saw ${walk.resources} Consents, not ${PATIENTS}\n`);
       ok = false;
     }
   } finally {
     await stop(server.child);
+  }
+
+  // The same walk on servers whose requests commit only their events' journal (JOURNAL), only
+  // the durable floor (FLOOR), and nothing (UNAUDITED), bench-only switches, one after the other
+  // on the same database: how much of the walk's time its AuditEvents take (one per patient per
+  // page), and what a cheaper durable audit could save.
+  const others: Record<string, Walk> = {};
+  const variants = [
+    ['journal', 'journal only (b1)', JOURNAL],
+    ['floor', 'durable floor only (b0)', FLOOR],
+    ['unaudited', 'audit OFF', UNAUDITED],
+  ] as const;
+  for (const [name, label, env] of variants) {
+    if (name !== 'unaudited' && databaseUrl) continue;
+    const s = await startCustodian(dataDir, clientsFile, databaseUrl, env);
+    try {
+      const national = { authorization: `Bearer ${(await fetchToken({ base: s.base, clientId: 'national', privateJwk: keys.national, scope: 'system/*.cruds', purpose: 'HOPERAT' })).access_token}` };
+      others[name] = await walkConsents(s.base, national);
+      process.stdout.write(`  the same walk, ${label.padEnd(45)}${walkLine(others[name])}\n`);
+    } finally {
+      await stop(s.child);
+    }
   }
 
   process.stdout.write('\nRatios to GET /Patient/{id}, same run (target >= 0.50):\n');
@@ -194,7 +236,9 @@ export async function searchBench(): Promise<boolean> {
     process.stdout.write(`  ${results[k].name.padEnd(58)} ${ratio(results[k], results.read)}x\n`);
     if (results[k].rps < results[slowest].rps) slowest = k;
   }
-  process.stdout.write(`  Consent walk: ${(walk.resources / walk.seconds).toFixed(0)} resources/s (target >= 20000)\n`);
+  process.stdout.write(`  Consent walk: ${(walk.resources / walk.seconds).toFixed(0)} resources/s (target >= 20000)${Object.entries(others)
+    .map(([name, w]) => `; ${name}: ${(w.resources / w.seconds).toFixed(0)}`)
+    .join('')}\n`);
   process.stdout.write(`  AuditEvents left to index (search) after each workload:\n${backlogs.map((b) => `    ${b}\n`).join('')}`);
 
   const queries: Record<(typeof single)[number], [ResourceType, string]> = {

@@ -2,6 +2,7 @@ import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import type { AuditItem } from '../audit/items';
 import type { AuditIndex, AuditQueue } from './audit-index';
+import type { AuditFloor } from './audit-worker';
 import type { SqliteWriterSettings } from './driver';
 import type { Writer } from './write';
 import { WriterLock } from './writer-lock';
@@ -23,8 +24,8 @@ export type FromAuditWorker =
 export interface AuditWorkerSetup {
   readonly settings: SqliteWriterSettings;
   readonly localBase?: string;
-  /** Bench-only: commit a row per request instead of its AuditEvents (see Config.benchAuditFloor). */
-  readonly floor?: boolean;
+  /** Bench-only: commit something else than the trail's AuditEvents (see Config.benchAuditFloor). */
+  readonly floor?: AuditFloor;
 }
 
 /** Events one append stored, and the size of the commit they were part of. */
@@ -78,7 +79,7 @@ export class AuditThread implements AuditIndex {
     /** The queue as the main thread's connection sees it. */
     private readonly queue: AuditQueue,
     /** Bench-only (see Config.benchAuditFloor). */
-    private readonly floor = false,
+    private readonly floor?: AuditFloor,
   ) {
     this.spawn();
   }
@@ -138,7 +139,7 @@ export class AuditThread implements AuditIndex {
   }
 
   private spawn(): void {
-    const setup: AuditWorkerSetup = { settings: this.settings, localBase: this.localBase, ...(this.floor ? { floor: true } : {}) };
+    const setup: AuditWorkerSetup = { settings: this.settings, localBase: this.localBase, ...(this.floor ? { floor: this.floor } : {}) };
     const worker = new Worker(path.join(__dirname, 'audit-worker.js'), { workerData: setup });
     this.worker = worker;
     worker.on('message', (m: FromAuditWorker) => this.receive(m));

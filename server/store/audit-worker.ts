@@ -5,8 +5,8 @@ import { AuditIndexer } from './audit-index';
 import type { AuditWorkerSetup, FromAuditWorker, ToAuditWorker } from './audit-thread';
 import { openSqliteWriter, type Driver } from './driver';
 import { SpareCpu } from './spare-cpu';
-import { readHead, type ChainTail } from './audit-chain';
-import { AuditAppendScript, chainMoved, earlyRowsFor, serializeAuditEvent, writeTransaction, type SerializedAuditEvent, type Writer } from './write';
+import { chainLinks, readHead, type ChainTail } from './audit-chain';
+import { AuditAppendScript, chainMoved, earlyRowsFor, literal, serializeAuditEvent, writeTransaction, type SerializedAuditEvent, type Writer } from './write';
 
 /**
  * The audit worker's thread (started by AuditThread, which says why): builds the audit trail's
@@ -76,13 +76,20 @@ class Unscriptable extends Error {
 }
 
 /**
- * Bench-only floor (CUSTODIAN_BENCH_AUDIT_FLOOR=1, see Config.benchAuditFloor): each request's
- * item is committed as one 8-byte row of a table of its own, through the same hand-over, group
- * commit, script and fsync, without building, serialising or chaining an AuditEvent. It measures
- * what being durable before the response costs on this machine by itself.
+ * Bench-only floors (CUSTODIAN_BENCH_AUDIT_FLOOR, see Config.benchAuditFloor), each through the
+ * same hand-over, group commit, script and fsync as the trail. `row`: each request's item is
+ * committed as one 8-byte row of a table of its own, no AuditEvent built: what being durable
+ * before the response costs by itself. `journal`: its BALP events are built, serialised and
+ * hash-chained as the trail's are, then appended to one table of their own (one B-tree, no
+ * history, queue, index or chain rows): what an audit that stores its events whole but defers
+ * everything else would cost.
  */
+export type AuditFloor = 'row' | 'journal';
 const FLOOR_EVENT: BuiltEvent = { event: { resourceType: 'AuditEvent' } as AuditEvent, early: false, now: 0 };
-const FLOOR_TABLE = 'CREATE TABLE IF NOT EXISTS bench_audit_floor (n INTEGER PRIMARY KEY, call INTEGER NOT NULL)';
+const FLOOR_TABLES: Record<AuditFloor, string> = {
+  row: 'CREATE TABLE IF NOT EXISTS bench_audit_floor (n INTEGER PRIMARY KEY, call INTEGER NOT NULL)',
+  journal: 'CREATE TABLE IF NOT EXISTS bench_audit_journal (seq INTEGER PRIMARY KEY, id TEXT NOT NULL, content TEXT NOT NULL, hash TEXT NOT NULL)',
+};
 
 interface Append {
   readonly call: number;
@@ -119,8 +126,8 @@ class AppendLoop {
     private readonly driver: Driver,
     private readonly localBase: string | undefined,
     private readonly committed: (events: number) => void,
-    /** The bench-only floor (FLOOR_EVENT): no AuditEvent is written. */
-    private readonly floor = false,
+    /** A bench-only floor (AuditFloor): no AuditEvent is written to the trail. */
+    private readonly floor?: AuditFloor,
   ) {}
 
   add(append: Append): void {
@@ -161,7 +168,7 @@ class AppendLoop {
       let events: BuiltEvent[];
       try {
         // Item by item: a request's events get early index rows if it touched few patients.
-        events = this.floor ? append.items.map(() => FLOOR_EVENT) : append.items.flatMap((item) => {
+        events = this.floor === 'row' ? append.items.map(() => FLOOR_EVENT) : append.items.flatMap((item) => {
           const built = buildItems([item]);
           const early = earlyRowsFor(built.length);
           return built.map((event) => ({ event, early, now: append.now }));
@@ -199,11 +206,18 @@ class AppendLoop {
     this.committed(total);
   }
 
-  /** The bench-only floor: one row per item, one script, one fsync. */
+  /** A bench-only floor (AuditFloor): one script, one fsync. */
   private async commitFloor(group: Group): Promise<void> {
     const calls = group.appends.map((a) => a.call);
     try {
-      await this.driver.script!(`INSERT INTO bench_audit_floor (call) VALUES ${group.appends.flatMap((a) => a.events.map(() => `(${a.call})`)).join(',')}`);
+      if (this.floor === 'row') await this.driver.script!(`INSERT INTO bench_audit_floor (call) VALUES ${group.appends.flatMap((a) => a.events.map(() => `(${a.call})`)).join(',')}`);
+      else {
+        const serialized = group.appends.flatMap((a) => a.events.map((e) => this.serialize({ ...e, early: false })));
+        const chained = chainLinks((this.tail ??= { seq: 0, hash: '' }), serialized);
+        const rows = chained.links.map((l, i) => `(${l.seq}, ${literal(l.id)}, ${literal(serialized[i].content)}, ${literal(l.hash)})`);
+        await this.driver.script!(`INSERT INTO bench_audit_journal (seq, id, content, hash) VALUES ${rows.join(',\n')}`);
+        this.tail = chained.tail;
+      }
     } catch (err) {
       post({ kind: 'failed', calls, ...failure(err) });
       return;
@@ -299,7 +313,7 @@ class AppendLoop {
 async function main(): Promise<void> {
   const setup = workerData as AuditWorkerSetup;
   const driver = await openSqliteWriter(setup.settings, 'worker');
-  if (setup.floor) await driver.run(FLOOR_TABLE);
+  if (setup.floor) await driver.run(FLOOR_TABLES[setup.floor]);
   // Declared before the indexer that asks about it.
   let appends: AppendLoop | undefined;
   // Requests come first: the indexer waits while the machine has no CPU to spare, and never

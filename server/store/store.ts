@@ -4,6 +4,7 @@ import type { DatabaseConfig } from '../config';
 import { AuditIndexer, AuditQueue, type AuditIndex } from './audit-index';
 import { buildItems, type AuditItem } from '../audit/items';
 import { AuditThread, type Committed } from './audit-thread';
+import type { AuditFloor } from './audit-worker';
 import { openDriver, type Driver, type Queryable } from './driver';
 import { migrate } from './migrations';
 import { StoreReader } from './read';
@@ -93,7 +94,7 @@ export class Store {
     /** PostgreSQL: lock and statement timeout of write transactions, ms (0: none). */
     private readonly writeTimeoutMs = 0,
     /** Bench-only (see Config.benchAuditFloor). */
-    benchAuditFloor = false,
+    benchAuditFloor?: AuditFloor,
   ) {
     this.reader = new StoreReader(driver);
     this.auditThread = driver.sqlite ? new AuditThread(driver.sqlite, localBase, new AuditQueue(driver), benchAuditFloor) : undefined;
@@ -104,7 +105,7 @@ export class Store {
   }
 
   /** Connects, applies pending migrations and prepares the driver. */
-  static async open(config: DatabaseConfig, options: { now: () => number; localBase?: string; benchAuditFloor?: boolean }): Promise<Store> {
+  static async open(config: DatabaseConfig, options: { now: () => number; localBase?: string; benchAuditFloor?: AuditFloor }): Promise<Store> {
     assertNoParamIdCollisions();
     const sequelize =
       config.dialect === 'sqlite'

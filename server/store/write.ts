@@ -398,7 +398,7 @@ export async function insertIndexRowsMany(q: Queryable, entries: readonly { rid:
  * integers as digits, null as NULL. Anything else, and a string holding NUL (which would end
  * the script early), is refused: literals are built only from values the server made.
  */
-function literal(value: string | number | null): string {
+export function literal(value: string | number | null): string {
   if (value === null) return 'NULL';
   if (typeof value === 'number') {
     if (!Number.isSafeInteger(value)) throw new Error(`not an integer literal: ${value}`);

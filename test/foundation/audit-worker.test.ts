@@ -58,31 +58,47 @@ import { startHarness, type Harness } from '../support/harness';
 });
 
 /**
- * The benchmark's floor (CUSTODIAN_BENCH_AUDIT_FLOOR=1, (b0) in `npm run bench`): what the bench
- * reports as the cost of being durable before the response must be exactly that: one row per
- * request, committed before the response, and nothing else.
+ * The benchmark's floors (CUSTODIAN_BENCH_AUDIT_FLOOR, (b0) and (b1) in `npm run bench`): what the
+ * bench reports as the cost of being durable before the response, or of a journal of whole
+ * events, must be exactly that: committed before the response, and nothing else.
  */
-(ENGINE === 'sqlite' ? describe : describe.skip)('Store: the bench-only audit floor', () => {
-  let h: Harness;
-  let id: string;
-  before(async () => {
-    h = await startHarness({ env: { CUSTODIAN_BENCH_AUDIT_FLOOR: '1' } });
-    id = (await h.api.post('/Patient', patient({ name: [{ family: 'Floor' }] }))).body.id;
-  });
-  after(() => h.close());
+for (const [floor, table, what] of [
+  ['row', 'bench_audit_floor', 'one row per request'],
+  ['journal', 'bench_audit_journal', 'one journal row per AuditEvent'],
+] as const) {
+  (ENGINE === 'sqlite' ? describe : describe.skip)(`Store: the bench-only audit floor '${floor}'`, () => {
+    let h: Harness;
+    let id: string;
+    before(async () => {
+      h = await startHarness({ env: { CUSTODIAN_BENCH_AUDIT_FLOOR: floor } });
+      id = (await h.api.post('/Patient', patient({ name: [{ family: 'Floor' }] }))).body.id;
+    });
+    after(() => h.close());
 
-  const count = async (sql: string) => Number((await h.store.driver.get<{ n: number | string }>(sql))!.n);
+    const count = async (sql: string) => Number((await h.store.driver.get<{ n: number | string }>(sql))!.n);
 
-  it('commits one row per request before its response, and no AuditEvent', async () => {
-    const events = await count("SELECT COUNT(*) AS n FROM resources WHERE type = 'AuditEvent'");
-    const rows = await count('SELECT COUNT(*) AS n FROM bench_audit_floor');
-    const reads = await Promise.all(Array.from({ length: 12 }, () => h.api.get(`/Patient/${id}`)));
-    assert.deepEqual(
-      reads.map((r) => r.status),
-      reads.map(() => 200),
-    );
-    // Each response was held for its row's COMMIT: all twelve are there once they are answered.
-    assert.equal((await count('SELECT COUNT(*) AS n FROM bench_audit_floor')) - rows, 12);
-    assert.equal(await count("SELECT COUNT(*) AS n FROM resources WHERE type = 'AuditEvent'"), events);
+    it(`commits ${what} before the response, and no AuditEvent to the trail`, async () => {
+      const events = await count("SELECT COUNT(*) AS n FROM resources WHERE type = 'AuditEvent'");
+      const rows = await count(`SELECT COUNT(*) AS n FROM ${table}`);
+      const reads = await Promise.all(Array.from({ length: 12 }, () => h.api.get(`/Patient/${id}`)));
+      assert.deepEqual(
+        reads.map((r) => r.status),
+        reads.map(() => 200),
+      );
+      // Each response was held for its row's COMMIT: all twelve are there once they are answered.
+      assert.equal((await count(`SELECT COUNT(*) AS n FROM ${table}`)) - rows, 12);
+      assert.equal(await count("SELECT COUNT(*) AS n FROM resources WHERE type = 'AuditEvent'"), events);
+      if (floor === 'journal') {
+        const journal = await h.store.driver.all<{ seq: number; content: string }>('SELECT seq, content FROM bench_audit_journal ORDER BY seq');
+        assert.deepEqual(
+          journal.map((j) => j.seq),
+          journal.map((_, i) => i + 1),
+          'one chain, no gaps',
+        );
+        const last = JSON.parse(journal[journal.length - 1].content);
+        assert.equal(last.resourceType, 'AuditEvent');
+        assert.ok(last.entity.some((e: { what?: { reference?: string } }) => e.what?.reference === `Patient/${id}`), 'the whole BALP event, naming the patient');
+      }
+    });
   });
-});
+}
