@@ -35,6 +35,17 @@ const AB_ROUNDS = Number(process.env.BENCH_AB_ROUNDS ?? 3);
 /** Slices of (b) and of (f) in the interleaved measurement (BENCH_INTERLEAVED_SLICES, 0 for none), and their length in seconds. */
 const INTERLEAVED_SLICES = Number(process.env.BENCH_INTERLEAVED_SLICES ?? 6);
 const INTERLEAVED_SLICE_SECONDS = Number(process.env.BENCH_INTERLEAVED_SLICE_SECONDS ?? 3);
+/** CPU seconds a process has used, all its threads (Linux /proc; 0 elsewhere). */
+function processCpuSeconds(pid: number): number {
+  try {
+    // Fields after the command name: utime and stime are the 12th and 13th, in clock ticks (100 a second).
+    const fields = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return 0;
+  }
+}
+
 /** The interleaved measurement: (b), (b1) and (b0) each against (f), in total and slice by slice. */
 interface Interleaved {
   readonly b: { ratio: number; slices: number[] };
@@ -229,7 +240,7 @@ async function foundationBench(): Promise<boolean> {
         const s = await startCustodian(dir, clientsFile, undefined, env);
         servers.push(s);
         const options = await custodianReads(s.base);
-        return { base: s.base, load: (duration: number) => autocannon({ ...options, connections: CONNECTIONS, duration }) };
+        return { base: s.base, pid: s.child.pid!, load: (duration: number) => autocannon({ ...options, connections: CONNECTIONS, duration }) };
       };
       const loads = { b: await up({}, false), b1: await up(JOURNAL, true), b0: await up(FLOOR, true), f: await up(UNAUDITED, true) };
       // The audited server indexes what a slice queued before another is loaded, then its
@@ -243,7 +254,7 @@ async function foundationBench(): Promise<boolean> {
         await loads[k].load(WARMUP || 1);
         if (k === 'b') await drained(loads.b.base);
       }
-      const total = { b: { requests: 0, seconds: 0 }, b1: { requests: 0, seconds: 0 }, b0: { requests: 0, seconds: 0 }, f: { requests: 0, seconds: 0 } };
+      const total = { b: { requests: 0, seconds: 0, cpu: 0 }, b1: { requests: 0, seconds: 0, cpu: 0 }, b0: { requests: 0, seconds: 0, cpu: 0 }, f: { requests: 0, seconds: 0, cpu: 0 } };
       const slices: { b: number; b1: number; b0: number }[] = [];
       for (let i = 0; i < INTERLEAVED_SLICES; i++) {
         // Which goes first rotates, so none always follows another.
@@ -251,7 +262,9 @@ async function foundationBench(): Promise<boolean> {
         const rps: Record<string, number> = {};
         for (const which of order) {
           const t = performance.now();
+          const cpu = processCpuSeconds(loads[which].pid);
           const r = await loads[which].load(INTERLEAVED_SLICE_SECONDS);
+          total[which].cpu += processCpuSeconds(loads[which].pid) - cpu;
           if (r.errors || r.timeouts || r.non2xx) throw new Error(`${which}: ${r.errors} errors, ${r.timeouts} timeouts, ${r.non2xx} non-2xx`);
           // Requests over the slice's whole time, connecting included, for all alike.
           const seconds = (performance.now() - t) / 1000;
@@ -264,6 +277,9 @@ async function foundationBench(): Promise<boolean> {
       }
       const rate = (k: (typeof keys)[number]) => total[k].requests / total[k].seconds;
       process.stdout.write(`  (b) / (b1) / (b0) / (f) interleaved, ${INTERLEAVED_SLICES} x ${INTERLEAVED_SLICE_SECONDS} s each   ${keys.map((k) => rate(k).toFixed(0)).join(' / ')} req/s\n`);
+      // CPU per request counts every thread of the server process (the audit worker, SQLite's I/O
+      // threads, V8's helpers): it varies less with the machine's speed than req/s does.
+      process.stdout.write(`  server CPU per request, (b) / (b1) / (b0) / (f)             ${keys.map((k) => ((1e6 * total[k].cpu) / total[k].requests).toFixed(0)).join(' / ')} µs\n`);
       const of = (k: 'b' | 'b1' | 'b0') => ({ ratio: rate(k) / rate('f'), slices: slices.map((x) => x[k]) });
       return { b: of('b'), b1: of('b1'), b0: of('b0') };
     } catch (err) {
