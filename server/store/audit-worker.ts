@@ -213,7 +213,9 @@ class AppendLoop {
       if (this.floor === 'row') await this.driver.script!(`INSERT INTO bench_audit_floor (call) VALUES ${group.appends.flatMap((a) => a.events.map(() => `(${a.call})`)).join(',')}`);
       else {
         const serialized = group.appends.flatMap((a) => a.events.map((e) => this.serialize({ ...e, early: false })));
-        const chained = chainLinks((this.tail ??= { seq: 0, hash: '' }), serialized);
+        // The journal's own chain (in floor mode the trail's tail is never used), from its last row.
+        this.tail ??= (await this.driver.get<ChainTail>('SELECT seq, hash FROM bench_audit_journal ORDER BY seq DESC LIMIT 1')) ?? { seq: 0, hash: '' };
+        const chained = chainLinks(this.tail, serialized);
         const rows = chained.links.map((l, i) => `(${l.seq}, ${literal(l.id)}, ${literal(serialized[i].content)}, ${literal(l.hash)})`);
         await this.driver.script!(`INSERT INTO bench_audit_journal (seq, id, content, hash) VALUES ${rows.join(',\n')}`);
         this.tail = chained.tail;
