@@ -167,6 +167,9 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
       trustedIssuersFile: env.CUSTODIAN_TRUSTED_ISSUERS ? path.resolve(cwd, env.CUSTODIAN_TRUSTED_ISSUERS) : undefined,
     },
   };
+  if (config.benchAuditFloor && config.database.dialect !== 'sqlite') {
+    throw new ConfigError('CUSTODIAN_BENCH_AUDIT_FLOOR', 'is for SQLite only (on PostgreSQL the audit trail is appended without the worker it replaces)');
+  }
   if (config.feed.leaseMs <= config.feed.deliveryTimeoutMs) {
     throw new ConfigError('CUSTODIAN_FEED_LEASE_MS', `must be longer than CUSTODIAN_DELIVERY_TIMEOUT_MS (${config.feed.deliveryTimeoutMs}): a delivery must finish within the lease`);
   }

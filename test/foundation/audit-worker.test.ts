@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { ConfigError, loadConfig } from '../../server/config';
 import { ENGINE } from '../support/db';
 import { patient } from '../support/fixtures';
 import { startHarness, type Harness } from '../support/harness';
@@ -102,3 +103,18 @@ for (const [floor, table, what] of [
     });
   });
 }
+
+describe('Config: the bench-only audit floor setting', () => {
+  const floor = (env: Record<string, string>) => loadConfig(env, '/tmp').benchAuditFloor;
+  it('is off unless set, and takes only row or journal', () => {
+    assert.equal(floor({}), undefined);
+    assert.equal(floor({ CUSTODIAN_BENCH_AUDIT_FLOOR: 'journal' }), 'journal');
+    assert.throws(() => floor({ CUSTODIAN_BENCH_AUDIT_FLOOR: '1' }), (err: unknown) => err instanceof ConfigError && /CUSTODIAN_BENCH_AUDIT_FLOOR/.test(err.message));
+  });
+  it('refuses PostgreSQL, where it would change nothing but the log', () => {
+    assert.throws(
+      () => floor({ CUSTODIAN_BENCH_AUDIT_FLOOR: 'row', DATABASE_URL: 'postgres://postgres@127.0.0.1:5432/test' }),
+      (err: unknown) => err instanceof ConfigError && /SQLite only/.test(err.message),
+    );
+  });
+});
