@@ -32,7 +32,7 @@ const PATIENTS = Number(process.env.BENCH_PATIENTS ?? 10000);
 const COHORT = Math.min(2000, PATIENTS);
 /** Alternating rounds of (b) and (f), each on a fresh server process (BENCH_AB_ROUNDS, 0 for none). */
 const AB_ROUNDS = Number(process.env.BENCH_AB_ROUNDS ?? 3);
-/** Slices of (b) and of (f) in the interleaved measurement (BENCH_INTERLEAVED_SLICES, 0 for none), and their length in seconds. */
+/** Slices of each of (b), (b1), (b0) and (f) in the interleaved measurement (BENCH_INTERLEAVED_SLICES, 0 for none), and their length in seconds. */
 const INTERLEAVED_SLICES = Number(process.env.BENCH_INTERLEAVED_SLICES ?? 6);
 const INTERLEAVED_SLICE_SECONDS = Number(process.env.BENCH_INTERLEAVED_SLICE_SECONDS ?? 3);
 /** CPU seconds a process has used, all its threads (Linux /proc; 0 elsewhere). */
@@ -216,14 +216,14 @@ async function foundationBench(): Promise<boolean> {
    * few seconds each: a change in the machine's speed (these machines are shared) reaches all
    * alike, where rounds of 13 s each, one after the other, were seen anywhere from 0.56 to 0.91
    * in one run. (b1), the journal (JOURNAL), (b0), the floor (FLOOR), and (f) read copies of the
-   * database. SQLite only: on PostgreSQL they
-   * would share one database, and an idle server would index the audited one's queue.
+   * database. SQLite only: on PostgreSQL they would share one database, and an idle server
+   * would index the audited one's queue.
    * Like the rounds, it leaves out the audited server's deferred indexing, which runs between
    * slices (see drained); a failed slice is reported and the rest of the report still printed.
    */
   async function interleaved(): Promise<Interleaved | undefined> {
     if (databaseUrl) {
-      process.stdout.write('  (b)/(f) interleaved: SQLite only (both servers would share the PostgreSQL database)\n');
+      process.stdout.write('  (b)/(f) interleaved: SQLite only (the servers would share the PostgreSQL database)\n');
       return undefined;
     }
     const copies: string[] = [];

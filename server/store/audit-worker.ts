@@ -82,7 +82,8 @@ class Unscriptable extends Error {
  * before the response costs by itself. `journal`: its BALP events are built, serialised and
  * hash-chained as the trail's are, then appended to one table of their own (one B-tree, no
  * history, queue, index or chain rows): what an audit that stores its events whole but defers
- * everything else would cost.
+ * everything else would cost. It still works out each event's queue key (serializeAuditEvent),
+ * which such a design could defer too, so it errs on the dear side.
  */
 export type AuditFloor = 'row' | 'journal';
 const FLOOR_EVENT: BuiltEvent = { event: { resourceType: 'AuditEvent' } as AuditEvent, early: false, now: 0 };
