@@ -9,6 +9,7 @@ import { StoreReader, type HistoryRequest, type PagedVersion } from '../store/re
 import type { Keyset, OrderSql } from '../search/order';
 import type { HistoryVersion, StoredVersion } from '../store/records';
 import type { Store } from '../store/store';
+import type { AuditIndex } from '../store/audit-index';
 import type { WrittenVersion } from '../store/subscriptions';
 import type { Writer, WriteTx } from '../store/write';
 import type { Permission } from '../access/scopes';
@@ -46,7 +47,7 @@ export class Gate {
     private readonly hooks?: CommitHooks,
   ) {
     this.seal = new CursorSeal(store.cursorKey, store.cutovers.numericFeedCursorsUpTo);
-    this.reads = new GatedReads(store.reader, policy, this.seal, undefined, audit, (patients, params) => store.auditIndex.catchUp(patients, params));
+    this.reads = new GatedReads(store.reader, policy, this.seal, undefined, audit, store.auditIndex);
   }
 
   /**
@@ -57,6 +58,8 @@ export class Gate {
     this.reads.allow(ctx, 'AuditEvent', 'search-type');
     if (!ctx.roles.includes('auditor')) throw new FhirError('forbidden', 'Only auditors may verify the audit trail');
     this.audit?.note(ctx, { interaction: 'operation', reference: 'AuditEvent', patients: [], decision: PERMITTED });
+    // The journal's events are chained already, but $verify walks audit_chain: they are moved first.
+    await this.store.auditIndex.materialized();
     return verifyChain(this.store.driver, { localBase: this.store.localBase, anchors });
   }
 
@@ -114,6 +117,7 @@ export class Gate {
       record,
       // The reviewer may learn decisions about any of the patient's data, never its content.
       resource: async (type, id) => {
+        if (type === 'AuditEvent') await this.store.auditIndex.materialized();
         const v = await this.store.reader.current(type, id);
         return v && !v.deleted && v.resource && definitions[type].patientIds(v.resource).includes(patientId) ? v : undefined;
       },
@@ -217,9 +221,23 @@ export class GatedReads {
     /** Inside a transaction: the transaction's view of patients and Consents for the policy. */
     private readonly view?: PolicyData,
     private readonly audit?: Pick<AuditSink, 'note'>,
-    /** Brings the AuditEvent search index up to date (deferred indexing), for the given patients only if given; unset inside transactions. */
-    private readonly indexAudit?: (patients?: readonly string[], params?: readonly string[]) => Promise<void>,
+    /**
+     * The audit trail's deferred part (store/audit-index.ts): brought up to date before the trail
+     * is read (its journal moved, and for searches its index built, for the given patients only
+     * if given). Unset inside transactions, which cannot wait for it once they hold the writer.
+     */
+    private readonly trail?: Pick<AuditIndex, 'catchUp' | 'materialized'>,
   ) {}
+
+  /** Brings the AuditEvent search index up to date (see `trail`). */
+  private indexAudit(patients?: readonly string[], params?: readonly string[]): Promise<void> | undefined {
+    return this.trail?.catchUp(patients, params);
+  }
+
+  /** Before reading AuditEvents other than by search: every one committed is in the trail's tables (see `trail`). */
+  private async trailSettled(types: readonly ResourceType[]): Promise<void> {
+    if (this.trail && types.includes('AuditEvent')) await this.trail.materialized();
+  }
 
   /** Seals and opens the history feed's cursors (see FeedCursorSeal). */
   get feedCursor(): FeedCursorSeal {
@@ -250,6 +268,7 @@ export class GatedReads {
   /** The current version of a resource: 404 if it never existed, 410 if deleted, 403 if hidden. */
   async read(ctx: AccessContext, type: ResourceType, id: string): Promise<StoredVersion> {
     this.allow(ctx, type, 'read');
+    await this.trailSettled([type]);
     const purpose: ReadPurpose = { permission: 'r', action: 'access' };
     const version = await this.reader.current(type, id);
     if (!version) throw new FhirError('not-found', `${type}/${id} is not known`);
@@ -267,6 +286,7 @@ export class GatedReads {
   /** One version of a resource (vread). */
   async vread(ctx: AccessContext, type: ResourceType, id: string, versionId: number): Promise<HistoryVersion> {
     this.allow(ctx, type, 'vread');
+    await this.trailSettled([type]);
     const purpose: ReadPurpose = { permission: 'r', action: 'access' };
     const version = await this.reader.version(type, id, versionId);
     if (!version) {
@@ -411,6 +431,7 @@ export class GatedReads {
     const purpose: ReadPurpose = { permission: 's', action: 'access' };
     for (const type of new Set(refs.map((r) => r.type))) {
       if (this.policy.allowsInteraction(ctx, type, 'search-type').effect === 'deny') continue;
+      await this.trailSettled([type]);
       const ids = [...new Set(refs.filter((r) => r.type === type).map((r) => r.id))];
       const versions = (await this.reader.currentMany(type, ids)).filter((v) => !v.deleted);
       const decisions = await this.policy.canRead(ctx, versions, purpose, this.view);
@@ -447,6 +468,7 @@ export class GatedReads {
    */
   async history(ctx: AccessContext, unscoped: HistoryRequest): Promise<HistoryPage> {
     const { req, purpose } = this.historyScope(ctx, unscoped);
+    await this.trailSettled(req.types);
     if (req.id !== undefined) await this.assertMayKnowOf(ctx, req.types[0], req.id, purpose, true);
     // `_count=0`: no entries, and a forward walker's cursor keeps its position.
     if (req.limit === 0) return { entries: [], scannedTo: req.order === 'asc' ? req.afterSeq : undefined };
@@ -503,6 +525,7 @@ export class GatedReads {
    */
   async historyCount(ctx: AccessContext, req: Omit<HistoryRequest, 'limit' | 'order'>): Promise<number> {
     const { purpose, req: scoped } = this.historyScope(ctx, req);
+    await this.trailSettled(scoped.types);
     if (scoped.id !== undefined) await this.assertMayKnowOf(ctx, scoped.types[0], scoped.id, purpose, true);
     let total = 0;
     let afterSeq = scoped.afterSeq;

@@ -2,6 +2,7 @@ import { performance, type EventLoopUtilization } from 'node:perf_hooks';
 import type { Resource } from 'fhir/r4';
 import { extractIndexRows } from '../search/extract';
 import { paramId } from '../search/param-id';
+import { journalBacklog, type AuditJournal } from './audit-journal';
 import { limitClause, type Driver, type Queryable } from './driver';
 import { EARLY_AUDIT_PARAMS, insertIndexRowsMany } from './write';
 
@@ -33,9 +34,16 @@ export interface AuditIndex {
    * without early rows are waited for.
    */
   catchUp(patients?: readonly string[], params?: readonly string[]): Promise<void>;
+  /**
+   * Resolves when every AuditEvent committed before the call is in the trail's tables (current
+   * row, history, chain link, index queue): SQLite's audit journal moved there first (see
+   * store/audit-journal.ts). Every read of the trail that is not a search (searches catchUp)
+   * calls it first. Never inside a write transaction: the move needs the writer.
+   */
+  materialized(): Promise<void>;
   /** Stops background indexing once the pass under way is done (for shutdown). */
   settled(): Promise<void>;
-  /** Events waiting to be indexed (for /healthz and the benchmark). */
+  /** Events waiting to be indexed, those still in the journal included (for /healthz and the benchmark). */
   backlog(): Promise<number>;
 }
 
@@ -85,15 +93,26 @@ export class AuditIndexer implements AuditIndex {
   constructor(
     private readonly driver: Driver,
     private readonly localBase: string | undefined,
-    options: { busy?: () => boolean; passSize?: number } = {},
+    options: { busy?: () => boolean; passSize?: number; journal?: AuditJournal } = {},
   ) {
     this.queue = new AuditQueue(driver);
+    this.journal = options.journal;
     this.busy = options.busy ?? (() => this.loopBusy());
     this.passSize = options.passSize ?? PASS_SIZE;
   }
 
   /** Events per background pass. */
   private readonly passSize: number;
+
+  /**
+   * SQLite's audit journal, where the audit worker commits its events: they are moved into the
+   * trail's tables (and so queued for indexing) before anything is indexed or caught up on.
+   */
+  private readonly journal: AuditJournal | undefined;
+
+  async materialized(): Promise<void> {
+    await this.journal?.drain();
+  }
 
   /** Starts background indexing (coalesced with a run already under way); `queued`: events just queued. */
   nudge(queued = 0): void {
@@ -128,6 +147,7 @@ export class AuditIndexer implements AuditIndex {
    * oldest events are indexed first, so each stops as soon as its own are done.
    */
   async catchUp(patients?: readonly string[], params?: readonly string[]): Promise<void> {
+    await this.materialized();
     const top = await this.driver.get<{ rid: number | string | null }>('SELECT MAX(rid) AS rid FROM audit_index_queue');
     const watermark = Number(top?.rid ?? 0);
     if (!watermark) return;
@@ -163,9 +183,11 @@ export class AuditIndexer implements AuditIndex {
         await this.pause(BACK_OFF_MS);
         continue;
       }
+      // Journaled events first: they are queued when they are moved.
+      const moved = this.journal ? await this.journal.move(this.passSize) : 0;
       const done = await this.pass(this.passSize);
       this.queued = Math.max(0, this.queued - done);
-      if (done < this.passSize) {
+      if (done < this.passSize && moved < this.passSize) {
         this.queued = 0;
         return;
       }
@@ -237,29 +259,39 @@ export class AuditIndexer implements AuditIndex {
 export class AuditQueue {
   constructor(private readonly q: Pick<Queryable, 'get'>) {}
 
-  /** Events waiting to be indexed. */
+  /** Events waiting to be indexed: queued, or still in the journal. */
   async backlog(): Promise<number> {
-    return Number((await this.q.get<{ n: number | string }>('SELECT COUNT(*) AS n FROM audit_index_queue'))?.n ?? 0);
+    const queued = Number((await this.q.get<{ n: number | string }>('SELECT COUNT(*) AS n FROM audit_index_queue'))?.n ?? 0);
+    return queued + (await journalBacklog(this.q));
   }
 
   /**
    * Whether committed events that could be about one of `patients` (any, when none are given)
-   * wait to be indexed; with `params`, only those a search reading these parameters waits for
-   * (see AuditIndex.catchUp).
+   * wait to be indexed, or to be moved from the journal; with `params`, only those a search
+   * reading these parameters waits for (see AuditIndex.catchUp). One round trip.
    */
   async waiting(patients?: readonly string[], params?: readonly string[]): Promise<boolean> {
-    return anyQueued(this.q, queueScopes(patients, readsOnlyEarlyRows(params)));
+    return anyQueued(this.q, queueScopes(patients, readsOnlyEarlyRows(params)), undefined, journalScope(patients));
+  }
+
+  /** Whether the journal holds events not yet moved into the trail's tables (AuditIndex.materialized). */
+  async journaled(): Promise<boolean> {
+    return (await this.q.get('SELECT seq FROM audit_journal LIMIT 1')) !== undefined;
   }
 }
 
 /** Whether any entry of the scopes (at or below `watermark`) is queued: one round trip, each scope through its own index. */
-async function anyQueued(q: Pick<Queryable, 'get'>, scopes: readonly QueueScope[], watermark?: number): Promise<boolean> {
+async function anyQueued(q: Pick<Queryable, 'get'>, scopes: readonly QueueScope[], watermark?: number, journal?: QueueScope): Promise<boolean> {
   const params: (string | number)[] = [];
   const branches = scopes.map((scope) => {
     if (watermark !== undefined) params.push(watermark);
     params.push(...scope.params);
     return `SELECT rid FROM audit_index_queue WHERE ${watermark !== undefined ? `${scope.rid} <= ?` : '1 = 1'}${scope.sql}`;
   });
+  if (journal) {
+    params.push(...journal.params);
+    branches.push(`SELECT seq FROM audit_journal WHERE 1 = 1${journal.sql}`);
+  }
   return (await q.get(`${branches.join(' UNION ALL ')} LIMIT 1`, params)) !== undefined;
 }
 
@@ -290,6 +322,16 @@ function queueScopes(patients: readonly string[] | undefined, late: boolean): Qu
     scopes.push({ sql: ` AND early = 1 AND rid IN (SELECT rid FROM idx_reference WHERE pid = ? AND ref IN (${list}))`, params: [paramId('AuditEvent', 'patient'), ...patients], rid: 'rid' });
   }
   return scopes;
+}
+
+/**
+ * The journal's events that could be about one of `patients` (all when none are given): those
+ * whose queue key names one of them, or several (NULL). The journal is small (it is moved in the
+ * background, and before any read of the trail), so it is scanned.
+ */
+function journalScope(patients: readonly string[] | undefined): QueueScope {
+  if (!patients?.length) return { sql: '', params: [], rid: 'rid' };
+  return { sql: ` AND (patient IS NULL OR patient IN (${patients.map(() => '?').join(', ')}))`, params: [...patients], rid: 'rid' };
 }
 
 interface QueueScope {

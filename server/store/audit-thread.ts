@@ -11,6 +11,7 @@ import { WriterLock } from './writer-lock';
 export type ToAuditWorker =
   | { readonly kind: 'append'; readonly call: number; readonly items: readonly AuditItem[]; readonly writer: Writer; readonly now: number }
   | { readonly kind: 'catch-up'; readonly call: number; readonly patients?: readonly string[]; readonly params?: readonly string[] }
+  | { readonly kind: 'materialize'; readonly call: number }
   | { readonly kind: 'nudge' }
   | { readonly kind: 'stop'; readonly call: number };
 
@@ -97,9 +98,15 @@ export class AuditThread implements AuditIndex {
   }
 
   async catchUp(patients?: readonly string[], params?: readonly string[]): Promise<void> {
-    // Most searches for a patient find nothing of theirs queued: no need to ask the worker.
+    // Most searches for a patient find nothing of theirs queued or journaled: no need to ask the worker.
     if (!(await this.queue.waiting(patients, params))) return;
     await this.call((call) => ({ kind: 'catch-up', call, ...(patients ? { patients } : {}), ...(params ? { params } : {}) }));
+  }
+
+  async materialized(): Promise<void> {
+    // Mostly the journal is empty when the trail is read: no need to ask the worker.
+    if (!(await this.queue.journaled())) return;
+    await this.call((call) => ({ kind: 'materialize', call }));
   }
 
   backlog(): Promise<number> {

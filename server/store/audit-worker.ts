@@ -2,6 +2,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import type { AuditEvent } from 'fhir/r4';
 import { buildItems, type AuditItem } from '../audit/items';
 import { AuditIndexer } from './audit-index';
+import { AuditJournal } from './audit-journal';
 import type { AuditWorkerSetup, FromAuditWorker, ToAuditWorker } from './audit-thread';
 import { openSqliteWriter, type Driver } from './driver';
 import { SpareCpu } from './spare-cpu';
@@ -322,7 +323,8 @@ async function main(): Promise<void> {
   // Requests come first: the indexer waits while the machine has no CPU to spare, and never
   // starts a pass while appends wait (a pass holds the writer); its passes are short.
   const spare = new SpareCpu();
-  const indexer = new AuditIndexer(driver, setup.localBase, { busy: () => appends?.active === true || spare.sample() < SPARE_CORES, passSize: INDEX_PASS_SIZE });
+  const journal = new AuditJournal(driver);
+  const indexer = new AuditIndexer(driver, setup.localBase, { busy: () => appends?.active === true || spare.sample() < SPARE_CORES, passSize: INDEX_PASS_SIZE, journal });
   appends = new AppendLoop(driver, setup.localBase, (n) => indexer.nudge(n), setup.floor);
   const loop = appends;
   let reported = 0;
@@ -352,6 +354,12 @@ async function main(): Promise<void> {
             report();
             post({ kind: 'done', calls: [m.call] });
           },
+          (err: unknown) => post({ kind: 'failed', calls: [m.call], ...failure(err) }),
+        );
+        return;
+      case 'materialize':
+        indexer.materialized().then(
+          () => post({ kind: 'done', calls: [m.call] }),
           (err: unknown) => post({ kind: 'failed', calls: [m.call], ...failure(err) }),
         );
         return;

@@ -320,6 +320,21 @@ const migrations: readonly Migration[] = [
       await m.sql('DROP INDEX IF EXISTS audit_index_queue_patient');
     },
   },
+  {
+    id: '0025-audit-journal',
+    async up(m) {
+      // The audit worker's journal (SQLite; see store/audit-journal.ts): the trail's own events as
+      // committed before their responses, whole and chained (seq, prev_hash, hash are their chain
+      // links), moved into resources, history, index queue, early index rows and audit_chain
+      // later, in one transaction that deletes them from here. `patient`, `early`: the index queue's
+      // columns. `refs`/`dates`: the early index rows, as JSON arrays of [pid, ref] and
+      // [pid, lo, hi]; NULL when the event has none.
+      // SQLite: INTEGER PRIMARY KEY is the rowid, so a row is one B-tree entry.
+      await m.sql(
+        `CREATE TABLE audit_journal (seq ${m.pg ? 'BIGINT' : 'INTEGER'} PRIMARY KEY, id VARCHAR(64) NOT NULL, last_updated BIGINT NOT NULL, content TEXT NOT NULL, created_by VARCHAR(256), creator_org VARCHAR(512), patient VARCHAR(300), early SMALLINT NOT NULL, refs TEXT, dates TEXT, prev_hash VARCHAR(64) NOT NULL, hash VARCHAR(64) NOT NULL)`,
+      );
+    },
+  },
 ];
 
 /** Ids of all migrations, in order (for the health report and tests). */

@@ -409,12 +409,15 @@ export function literal(value: string | number | null): string {
 }
 
 /**
- * SQLite: appendSerialized as one script of literal statements, for Driver.script, which runs
- * it as one transaction in a single call to the connection (an append of bound statements
- * takes ~8 trips through node-sqlite3's thread pool, and those trips, not the rows, were most
- * of an audit commit's cost). Same rows as appendSerialized: current rows, history rows
- * (in event order, so their `seq` is too), index queue entries, early index rows, chain links
- * and the head.
+ * SQLite: the audit worker's append, as one script of literal statements for Driver.script,
+ * which runs it as one transaction in a single call to the connection (an append of bound
+ * statements takes ~8 trips through node-sqlite3's thread pool). It commits each event whole
+ * and chained, one `audit_journal` row apiece (its content, its link: seq, prev_hash, hash, and
+ * what its queue entry and early index rows will be), and moves the chain's head past them:
+ * the events are durable and tamper-evident at COMMIT. Their current rows, history rows, index
+ * queue entries, early index rows and `audit_chain` links, the same rows appendSerialized
+ * writes, are made from the journal later, off the response path (store/audit-journal.ts);
+ * every read of the trail moves what the journal holds first.
  *
  * The chain's tail is the one the caller last knew (the audit worker keeps it from its own
  * commits), not one read in the transaction, so the script checks it: the first link's
@@ -457,41 +460,17 @@ export class AuditAppendScript {
     const chained = chainLinks(this.tail, events);
     const by = `${literal(this.writer.clientId)}, ${literal(this.writer.organization)}`;
     const from = this.from;
-    // The rows of the other tables name their event's rid, assigned by the first statement: each
-    // statement finds them by id, with one join (a subquery per row costs a query plan per row).
-    // CROSS JOIN keeps the VALUES list as the outer loop: one index lookup per event.
-    const events$ = (values: string[]) => `(VALUES ${values.join(',\n')}) AS v CROSS JOIN resources r ON r.type = 'AuditEvent' AND r.id = v.column1`;
-    // A statement that inserts through the join above and finds fewer rows than it should would
-    // drop them silently; after each, the head's NOT NULL `links` refuses a count that is not right.
-    const inserted = (n: number) => `UPDATE audit_chain_head SET links = CASE WHEN changes() = ${n} THEN links END WHERE id = 1`;
-    // The early index rows (EARLY_AUDIT_PARAMS): a reference and a date table's, whichever have rows.
-    const earlyInserts = (chunk: readonly SerializedAuditEvent[]): string[] => {
-      const out: string[] = [];
-      const refs = chunk.flatMap((e) => (e.early?.reference ?? []).map((r) => `(${literal(e.id)}, ${paramId('AuditEvent', r.param)}, ${literal(r.ref)})`));
-      if (refs.length) out.push(`INSERT INTO idx_reference (pid, ref, rid) SELECT v.column2, v.column3, r.rid FROM ${events$(refs)}`, inserted(refs.length));
-      const dates = chunk.flatMap((e) => (e.early?.date ?? []).map((d) => `(${literal(e.id)}, ${paramId('AuditEvent', d.param)}, ${literal(d.lo)}, ${literal(d.hi)})`));
-      if (dates.length) out.push(`INSERT INTO idx_date (pid, lo, hi, rid) SELECT v.column2, v.column3, v.column4, r.rid FROM ${events$(dates)}`, inserted(dates.length));
-      const others = chunk.reduce((n, e) => n + (e.early ? e.early.string.length + e.early.token.length + e.early.uri.length : 0), 0);
-      if (others) throw new Error('early AuditEvent index rows are references and dates only');
-      return out;
-    };
+    // The first link's prev_hash is the head's hash only if the head is still the tail the script
+    // was built on; NULL otherwise, which the column's NOT NULL refuses (chainMoved).
+    const guard = `(SELECT hash FROM audit_chain_head WHERE id = 1 AND seq = ${literal(from.seq)} AND hash = ${literal(from.hash)})`;
     const statements: string[] = [];
     for (let i = 0; i < events.length; i += 500) {
-      const chunk = events.slice(i, i + 500);
-      const links = chained.links.slice(i, i + 500);
-      statements.push(
-        `INSERT INTO resources (type, id, version_id, last_updated, deleted, content, created_by, creator_org) VALUES ${chunk.map((e) => `('AuditEvent', ${literal(e.id)}, 1, ${literal(e.lastUpdated)}, 0, ${literal(e.content)}, ${by})`).join(',\n')}`,
-        // In event order: a history row's rowid is its `seq`, in commit order.
-        `INSERT INTO resource_versions (rid, type, id, version_id, last_updated, deleted, method, content) SELECT r.rid, 'AuditEvent', r.id, 1, r.last_updated, 0, 'POST', NULL FROM ${events$(chunk.map((e, j) => `(${literal(e.id)}, ${j})`))} ORDER BY v.column2`,
-        inserted(chunk.length),
-        `INSERT INTO audit_index_queue (rid, patient, early) SELECT r.rid, v.column2, v.column3 FROM ${events$(chunk.map((e) => `(${literal(e.id)}, ${literal(e.patient)}, ${e.early ? 1 : 0})`))}`,
-        inserted(chunk.length),
-        ...earlyInserts(chunk),
-        `INSERT INTO audit_chain (seq, rid, event_id, prev_hash, hash) SELECT v.column2, r.rid, r.id, v.column3, v.column4 FROM ${events$(
-          links.map((l, j) => `(${literal(l.id)}, ${literal(l.seq)}, ${first && i + j === 0 ? `(SELECT hash FROM audit_chain_head WHERE id = 1 AND seq = ${literal(from.seq)} AND hash = ${literal(from.hash)})` : literal(l.prev)}, ${literal(l.hash)})`),
-        )}`,
-        inserted(chunk.length),
-      );
+      const rows = events.slice(i, i + 500).map((e, j) => {
+        const link = chained.links[i + j];
+        const prev = first && i + j === 0 ? guard : literal(link.prev);
+        return `(${literal(link.seq)}, ${literal(e.id)}, ${literal(e.lastUpdated)}, ${literal(e.content)}, ${by}, ${literal(e.patient)}, ${e.early ? 1 : 0}, ${literal(journalRefs(e))}, ${literal(journalDates(e))}, ${prev}, ${literal(link.hash)})`;
+      });
+      statements.push(`INSERT INTO audit_journal (seq, id, last_updated, content, created_by, creator_org, patient, early, refs, dates, prev_hash, hash) VALUES ${rows.join(',\n')}`);
     }
     this.tail = chained.tail;
     this.appended += events.length;
@@ -503,13 +482,26 @@ export class AuditAppendScript {
   }
 }
 
+/** An event's early `reference` rows as the journal keeps them (JSON [pid, ref] pairs), or null. */
+function journalRefs(e: SerializedAuditEvent): string | null {
+  const refs = e.early?.reference ?? [];
+  return refs.length ? JSON.stringify(refs.map((r) => [paramId('AuditEvent', r.param), r.ref])) : null;
+}
+
+/** An event's early `date` rows as the journal keeps them (JSON [pid, lo, hi]), or null; other early rows there are none of. */
+function journalDates(e: SerializedAuditEvent): string | null {
+  if (e.early && e.early.string.length + e.early.token.length + e.early.uri.length) throw new Error('early AuditEvent index rows are references and dates only');
+  const dates = e.early?.date ?? [];
+  return dates.length ? JSON.stringify(dates.map((d) => [paramId('AuditEvent', d.param), d.lo, d.hi])) : null;
+}
+
 /**
  * Whether an append script failed because the chain had moved past the tail it was built on
  * (its guard, above), and so should be appended again from the tail in the database; any other
  * failure is the store's and fails the group.
  */
 export function chainMoved(err: unknown): boolean {
-  return /NOT NULL constraint failed: audit_chain\.prev_hash|UNIQUE constraint failed: audit_chain\.seq/.test(err instanceof Error ? err.message : String(err));
+  return /NOT NULL constraint failed: audit_(?:journal|chain)\.prev_hash|UNIQUE constraint failed: audit_(?:journal|chain)\.seq/.test(err instanceof Error ? err.message : String(err));
 }
 
 /** Runs `fn` in one transaction with a WriteTx, flushing history rows before commit. */

@@ -3,6 +3,7 @@ import type { AuditEvent } from 'fhir/r4';
 import { uuidv7 } from '../../server/audit/items';
 import { readHead, verifyChain, type ChainHead } from '../../server/store/audit-chain';
 import { paramId } from '../../server/search/param-id';
+import { moveScript } from '../../server/store/audit-journal';
 import { AuditAppendScript, auditAppendScript, serializeAuditEvent, writeTransaction, type SerializedAuditEvent, type Writer } from '../../server/store/write';
 import type { ScriptParts } from '../../server/store/driver';
 import sqlite3 from 'sqlite3';
@@ -13,9 +14,11 @@ import { startHarness, type Harness } from '../support/harness';
 
 /**
  * SQLite's audit append as one script of literal statements (store/write.ts auditAppendScript,
- * run by Driver.script in one call to the connection). It must store exactly what the ordinary
- * append stores, attach to the chain only where the chain really ends, and store nothing at all
- * when it does not.
+ * run by Driver.script in one call to the connection), committing the events to the audit
+ * journal, and the journal's move into the trail's tables (store/audit-journal.ts). Together
+ * they must store exactly what the ordinary append stores; the script must attach to the chain
+ * only where the chain really ends, and store nothing at all when it does not; a move stores
+ * all of a batch or none of it.
  */
 (ENGINE === 'sqlite' ? describe : describe.skip)('Audit: the SQLite append script', () => {
   let h: Harness;
@@ -28,7 +31,13 @@ import { startHarness, type Harness } from '../support/harness';
   after(() => h.close());
 
   const driver = () => h.store.driver;
-  const script = (sql: string) => driver().script!(sql);
+  /** Runs an append script, then has the journal moved into the trail's tables (as any read of the trail does). */
+  const script = async (sql: string) => {
+    await driver().script!(sql);
+    await h.store.auditIndex.materialized();
+  };
+  const journaled = async (ids: readonly string[]) =>
+    Number((await driver().get<{ n: number | string }>(`SELECT COUNT(*) AS n FROM audit_journal WHERE id IN (${ids.map(() => '?').join(', ')})`, [...ids]))!.n);
   const head = async (): Promise<ChainHead> => (await readHead(driver()))!;
 
   /** A BALP read event of the spec's examples, about `patient`, with a fresh id. */
@@ -64,6 +73,8 @@ import { startHarness, type Harness } from '../support/harness';
       const indexed = r ? await q.all<{ ref: string }>('SELECT ref FROM idx_reference WHERE pid = ? AND rid = ? ORDER BY ref', [paramId('AuditEvent', 'patient'), r.rid]) : [];
       // The early rows are there whether or not the indexer has run since.
       const dates = r ? await q.all<{ lo: number; hi: number }>('SELECT lo, hi FROM idx_date WHERE pid = ? AND rid = ?', [paramId('AuditEvent', 'date'), r.rid]) : [];
+      const journal = await q.get<{ seq: number }>('SELECT seq FROM audit_journal WHERE id = ?', [e.id]);
+      assert.equal(journal, undefined, `${e.id} is not left in the journal`);
       out.push({ resource: r, versions, links, queued, indexed, dates });
     }
     return out;
@@ -139,7 +150,7 @@ import { startHarness, type Harness } from '../support/harness';
     const moved = await head();
     assert.ok(moved.seq > stale.seq);
     const events = [event(`Patient/${patientId}`), event(`Patient/${patientId}`)];
-    await assert.rejects(script(auditAppendScript(events, writer, stale).sql), /NOT NULL constraint failed: audit_chain\.prev_hash/);
+    await assert.rejects(script(auditAppendScript(events, writer, stale).sql), /NOT NULL constraint failed: audit_journal\.prev_hash/);
     for (const row of await rowsOf(events)) assert.deepEqual(row, { resource: undefined, versions: [], links: [], queued: undefined, indexed: [], dates: [] });
     assert.deepEqual(await head(), moved, 'the head is where the other writer left it');
     // From the real tail it is stored.
@@ -206,7 +217,9 @@ import { startHarness, type Harness } from '../support/harness';
       },
     };
   }
-  const stored = async () => Number((await driver().get<{ n: number | string }>("SELECT COUNT(*) AS n FROM resources WHERE type = 'AuditEvent'"))!.n);
+  /** AuditEvents stored: in the trail's tables or in the journal. */
+  const stored = async () =>
+    Number((await driver().get<{ n: number | string }>("SELECT (SELECT COUNT(*) FROM resources WHERE type = 'AuditEvent') + (SELECT COUNT(*) FROM audit_journal) AS n"))!.n);
 
   it('in parts (AuditAppendScript): the rows and links one script stores, in one transaction that no reader sees before its COMMIT', async () => {
     const before = await head();
@@ -224,6 +237,8 @@ import { startHarness, type Harness } from '../support/harness';
     assert.deepEqual(await Promise.all(seen), [count, count], 'no part is visible before the COMMIT');
     assert.equal(await stored(), count + 450);
     assert.deepEqual(await head(), { ...whole.tail, links: before.links + 450 });
+    assert.equal(await journaled(events.map((e) => e.id)), 450, 'committed to the journal');
+    await h.store.auditIndex.materialized();
     const rows = await rowsOf(events);
     assert.deepEqual(
       rows.map((r) => r.resource?.content),
@@ -249,11 +264,11 @@ import { startHarness, type Harness } from '../support/harness';
       return [s.part(events.slice(0, 2), false), s.part(events.slice(2), true)];
     };
     const [first, second] = twoParts();
-    // The second part's history VALUES name an event that was never inserted.
-    const broken = second.replace(`('${events[2].id}', 0)`, "('no-such-event', 0)");
+    // The second part's event takes the first part's link.
+    const broken = second.replace(`(${real.seq + 3}, '${events[2].id}'`, `(${real.seq + 1}, '${events[2].id}'`);
     assert.notEqual(broken, second);
-    await assert.rejects(driver().script!(partsOf([first, broken])), /NOT NULL constraint failed: audit_chain_head\.links/);
-    await assert.rejects(driver().script!(partsOf([first, second.replace("'AuditEvent',", "'Audit\0Event',")])), /NUL/);
+    await assert.rejects(driver().script!(partsOf([first, broken])), /UNIQUE constraint failed: audit_journal\.seq/);
+    await assert.rejects(driver().script!(partsOf([first, second.replace(`'${events[2].id}'`, `'${events[2].id}\0'`)])), /NUL/);
     let k = 0;
     const unbuildable: ScriptParts = {
       next: () => {
@@ -267,6 +282,7 @@ import { startHarness, type Harness } from '../support/harness';
     // The connection was left with no transaction open: the same parts, intact, commit.
     await driver().script!(partsOf(twoParts()));
     assert.equal(await stored(), count + 3);
+    await h.store.auditIndex.materialized();
     assert.equal((await verifyChain(driver(), { localBase: h.config.baseUrl })).ok, true);
   });
 
@@ -295,25 +311,35 @@ import { startHarness, type Harness } from '../support/harness';
     assert.equal((await h.api.get('/AuditEvent/$verify')).body.parameter[0].valueBoolean, true);
   });
 
-  it('a row the joins cannot find fails the whole script: nothing is dropped silently', async () => {
+  it('a move that cannot store every event of its batch stores none of them: nothing is dropped silently, nothing leaves the journal', async () => {
+    await h.store.auditIndex.materialized();
     const real = await head();
-    const events = [event(`Patient/${patientId}`), event(`Patient/${patientId}`)];
+    const events = [event(`Patient/${patientId}`), event(`Patient/${patientId}`), event(undefined)];
     const { sql } = auditAppendScript(events, writer, real);
-    // The history rows' VALUES, or the early date rows', name an event that was never inserted.
-    const date = `('${events[1].id}', ${paramId('AuditEvent', 'date')},`;
-    for (const broken of [sql.replace(`('${events[1].id}', 1)`, "('no-such-event', 1)"), sql.replace(date, `('no-such-event', ${paramId('AuditEvent', 'date')},`)]) {
-      assert.notEqual(broken, sql);
-      await assert.rejects(script(broken), /NOT NULL constraint failed: audit_chain_head\.links/);
-      for (const row of await rowsOf(events)) assert.equal(row.resource, undefined);
-      assert.deepEqual(await head(), real);
-    }
+    const lo = real.seq + 1;
+    const hi = real.seq + 3;
+    // Committed to the journal, and (in the same transaction, so the worker cannot move them
+    // first) one of them already stored under its id: its current row cannot be inserted.
+    await driver().script!(`${sql};\nINSERT INTO resources (type, id, version_id, last_updated, deleted, content) VALUES ('AuditEvent', '${events[1].id}', 1, 0, 0, '{}')`);
+    await assert.rejects(driver().script!(moveScript(lo, hi, 3)), /UNIQUE constraint failed/);
+    assert.equal(await journaled(events.map((e) => e.id)), 3, 'the batch is still in the journal');
+    assert.equal(Number((await driver().get<{ n: number }>(`SELECT COUNT(*) AS n FROM audit_chain WHERE seq BETWEEN ${lo} AND ${hi}`))!.n), 0, 'no link of it moved');
+    // A batch whose rows are not all there (counted 4, holds 3): refused by the count checks.
+    // (The collision is removed in the same transaction, so nothing else can move them meanwhile.)
+    const collision = `DELETE FROM resources WHERE type = 'AuditEvent' AND id = '${events[1].id}'`;
+    await assert.rejects(driver().script!(`${collision};\n${moveScript(lo, hi, 4)}`), /NOT NULL constraint failed: audit_chain_head\.links/);
+    assert.equal(await journaled(events.map((e) => e.id)), 3);
+    await driver().run(collision);
+    await h.store.auditIndex.materialized();
+    assert.equal((await rowsOf(events)).filter((r) => r.resource && r.links.length === 1 && r.versions.length === 1).length, 3);
+    assert.equal((await verifyChain(driver(), { localBase: h.config.baseUrl })).ok, true);
   });
 
   it('a script is refused whole when it holds NUL (it would end before its COMMIT)', async () => {
     const real = await head();
     const events = [event(`Patient/${patientId}`)];
     const { sql } = auditAppendScript(events, writer, real);
-    await assert.rejects(script(sql.replace("'AuditEvent',", "'Audit\0Event',")), /NUL/);
+    await assert.rejects(script(sql.replace(`'${events[0].id}'`, `'${events[0].id}\0'`)), /NUL/);
     assert.equal((await rowsOf(events))[0].resource, undefined);
     await script(sql);
     assert.ok((await rowsOf(events))[0].resource, 'the connection was left with no transaction open');
@@ -324,7 +350,10 @@ import { startHarness, type Harness } from '../support/harness';
       await new Promise((resolve) => setTimeout(resolve, 1100)); // /healthz answers from its last check for a second
       return JSON.parse((await h.anonymous.get('/healthz')).text) as { auditCommits: number; auditAppendFallbacks: number };
     };
-    const count = async () => Number((await driver().get<{ n: number | string }>("SELECT COUNT(*) AS n FROM resources WHERE type = 'AuditEvent'"))!.n);
+    const count = async () => {
+      await h.store.auditIndex.materialized();
+      return Number((await driver().get<{ n: number | string }>("SELECT COUNT(*) AS n FROM resources WHERE type = 'AuditEvent'"))!.n);
+    };
     const posted = loadJson<Record<string, unknown>>('ihe', 'balp', 'json', 'instances', 'AuditEvent-ex-auditBasicReadServer.json');
     delete posted.id;
     const start = await count();
@@ -372,6 +401,7 @@ import { startHarness, type Harness } from '../support/harness';
       await assert.rejects(store.driver.script!(auditAppendScript([e], writer, (await readHead(store.driver))!).sql), /SQLITE_BUSY/);
       await exec('ROLLBACK');
       await store.driver.script!(auditAppendScript([e], writer, (await readHead(store.driver))!).sql);
+      await store.auditIndex.materialized();
       assert.equal((await store.driver.get<{ n: number }>("SELECT COUNT(*) AS n FROM resources WHERE type = 'AuditEvent'"))!.n, 1);
       assert.equal((await verifyChain(store.driver)).ok, true);
     } finally {

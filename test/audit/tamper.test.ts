@@ -1,9 +1,12 @@
 import assert from 'node:assert/strict';
 import { ChainHeadLog } from '../../server/audit/head-log';
-import { GENESIS, linkHash, verifyChain } from '../../server/store/audit-chain';
+import type { AuditEvent } from 'fhir/r4';
+import { uuidv7 } from '../../server/audit/items';
+import { chainLinks, GENESIS, linkHash, readHead, verifyChain, type ChainLink } from '../../server/store/audit-chain';
+import { auditAppendScript, serializeAuditEvent, type SerializedAuditEvent, type Writer } from '../../server/store/write';
 import { paramId } from '../../server/search/param-id';
 import { ENGINE } from '../support/db';
-import { patient } from '../support/fixtures';
+import { loadJson, patient } from '../support/fixtures';
 import { startHarness, type Harness } from '../support/harness';
 
 /**
@@ -16,13 +19,23 @@ describe(`Audit: tampering with the trail is detected (${ENGINE})`, () => {
   before(async () => {
     h = await startHarness();
     id = (await h.api.post('/Patient', patient())).body.id;
-    for (let i = 0; i < 6; i++) await h.api.get(`/Patient/${id}`);
+    for (let i = 0; i < 6; i++) await get(`/Patient/${id}`);
   });
   after(() => h.close());
 
+  /**
+   * A request, after which the audit journal is moved into the trail's tables: the events of a
+   * request land in the journal first and are moved in the background (store/audit-journal.ts),
+   * and a move in the middle of a tampering step would write links the step does not expect.
+   */
+  async function get(path: string): Promise<Awaited<ReturnType<Harness['api']['get']>>> {
+    const res = await h.api.get(path);
+    await h.store.auditIndex.materialized();
+    return res;
+  }
   const q = () => h.store.driver;
   async function verify(anchor?: string): Promise<Record<string, unknown>> {
-    const res = await h.api.get(`/AuditEvent/$verify${anchor ? `?anchor=${anchor}` : ''}`);
+    const res = await get(`/AuditEvent/$verify${anchor ? `?anchor=${anchor}` : ''}`);
     assert.equal(res.status, 200);
     const out = Object.fromEntries(res.body.parameter.map((p: Record<string, unknown>) => [p.name, p.valueBoolean ?? p.valueInteger ?? p.valueCode ?? p.valueString ?? (p.valueReference as { reference: string })?.reference]));
     const head = res.body.parameter.find((p: { name: string }) => p.name === 'head');
@@ -168,7 +181,7 @@ describe(`Audit: tampering with the trail is detected (${ENGINE})`, () => {
       const edited = String(version.content).replace('"outcome":"0"', '"outcome":"8"');
       assert.notEqual(edited, version.content);
       await q().run("UPDATE resource_versions SET content = ? WHERE type = 'AuditEvent' AND id = ?", [edited, l.event_id]);
-      const vread = await h.api.get(`/AuditEvent/${l.event_id}/_history/1`);
+      const vread = await get(`/AuditEvent/${l.event_id}/_history/1`);
       assert.equal(vread.body.outcome, '8', 'vread serves the history row');
       const v = await verify();
       assert.deepEqual([v.intact, v.problem, v.link, v.event], [false, 'version-mismatch', 3, `AuditEvent/${l.event_id}`]);
@@ -188,14 +201,14 @@ describe(`Audit: tampering with the trail is detected (${ENGINE})`, () => {
       r.content.includes(`"reference":"${ref}"`),
     )!;
     const pid = paramId('AuditEvent', 'patient');
-    const before = (await h.api.get(`/Patient/${id}/$access-report`)).body.parameter.find((p: { name: string }) => p.name === 'count').valueInteger;
+    const before = (await get(`/Patient/${id}/$access-report`)).body.parameter.find((p: { name: string }) => p.name === 'count').valueInteger;
     assert.ok(before > 0);
     // The report's own event is indexed now, not by the background indexer between the snapshot
     // and the DELETE (its rows would go, unsaved, and never come back).
     await h.store.auditIndex.catchUp();
     const saved = await snapshot('idx_reference', 'pid = ? AND ref = ?', [pid, ref]);
     await q().run('DELETE FROM idx_reference WHERE pid = ? AND ref = ?', [pid, ref]);
-    const hidden = (await h.api.get(`/Patient/${id}/$access-report`)).body.parameter.find((p: { name: string }) => p.name === 'count').valueInteger;
+    const hidden = (await get(`/Patient/${id}/$access-report`)).body.parameter.find((p: { name: string }) => p.name === 'count').valueInteger;
     assert.ok(hidden < before, 'the report lost the accesses whose index rows went');
     const v = await verify();
     assert.deepEqual([v.intact, v.problem, v.link], [false, 'index-missing', Number(first.seq)]);
@@ -204,10 +217,60 @@ describe(`Audit: tampering with the trail is detected (${ENGINE})`, () => {
     await restore(async () => putBack('idx_reference', saved, true));
   });
 
+  (ENGINE === 'sqlite' ? describe : describe.skip)('in the audit journal, before its events are moved into the trail (SQLite)', () => {
+    const writer: Writer = { clientId: 'test-admin', organization: null };
+    /**
+     * Three events committed to the journal by an append script, with `tamper` in the same
+     * transaction (so nothing can move them first). Without early rows: a journal row is then its
+     * columns alone, to put back.
+     */
+    async function journalWith(tamper: (seqs: number[]) => string): Promise<{ seqs: number[]; events: SerializedAuditEvent[]; links: ChainLink[] }> {
+      const head = (await readHead(q()))!;
+      const events = Array.from({ length: 3 }, () => {
+        const e = loadJson<AuditEvent>('ihe', 'balp', 'json', 'instances', 'AuditEvent-ex-auditBasicReadServer.json');
+        return serializeAuditEvent({ ...e, id: uuidv7() }, Date.now(), h.config.baseUrl, false);
+      });
+      const { sql } = auditAppendScript(events, writer, head);
+      const links = chainLinks(head, events).links;
+      await q().script!(`${sql};\n${tamper(links.map((l) => l.seq))}`);
+      return { seqs: links.map((l) => l.seq), events, links };
+    }
+
+    it('an event edited there: hash-mismatch at its link (the worker chained what it built, not what is moved)', async () => {
+      const { seqs, events } = await journalWith((seqs) => `UPDATE audit_journal SET content = replace(content, '"outcome":"0"', '"outcome":"8"') WHERE seq = ${seqs[1]}`);
+      const v = await verify();
+      assert.deepEqual([v.intact, v.problem, v.link, v.event], [false, 'hash-mismatch', seqs[1], `AuditEvent/${events[1].id}`]);
+      const read = await get(`/AuditEvent/${events[1].id}`);
+      assert.equal(read.body.outcome, '8', 'what was moved is what the edit left');
+      await restore(async () => void (await q().run("UPDATE resources SET content = ? WHERE type = 'AuditEvent' AND id = ?", [events[1].content, events[1].id])));
+    });
+
+    it('an event deleted there: missing-link where it was', async () => {
+      const { seqs, events, links } = await journalWith((seqs) => `DELETE FROM audit_journal WHERE seq = ${seqs[1]}`);
+      const v = await verify();
+      assert.deepEqual([v.intact, v.problem, v.link], [false, 'missing-link', seqs[1]]);
+      assert.equal((await get(`/AuditEvent/${events[1].id}`)).status, 404);
+      await restore(async () => {
+        const e = events[1];
+        await q().run(
+          'INSERT INTO audit_journal (seq, id, last_updated, content, created_by, creator_org, patient, early, refs, dates, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, 0, NULL, NULL, ?, ?)',
+          [seqs[1], e.id, e.lastUpdated, e.content, writer.clientId, writer.organization, e.patient, links[1].prev, links[1].hash],
+        );
+        await h.store.auditIndex.materialized();
+      });
+    });
+
+    it('the journal is emptied by every read of the trail: nothing stays behind a read', async () => {
+      const { events } = await journalWith(() => 'SELECT 1');
+      assert.equal((await get(`/AuditEvent/${events[2].id}`)).status, 200);
+      assert.equal(Number((await q().get<{ n: number }>('SELECT COUNT(*) AS n FROM audit_journal'))!.n), 0);
+    });
+  });
+
   it('the head deleted: nothing more is written (503, fail closed) and verification names it', async () => {
     const [head] = await snapshot('audit_chain_head', 'id = 1');
     await q().run('DELETE FROM audit_chain_head WHERE id = 1');
-    const read = await h.api.get(`/Patient/${id}`);
+    const read = await get(`/Patient/${id}`);
     assert.equal(read.status, 503, 'no audit, no data');
     const report = await verifyChain(q());
     assert.deepEqual([report.ok, report.firstProblem?.problem], [false, 'head-missing']);
@@ -248,7 +311,7 @@ describe(`Audit: tampering with the trail is detected (${ENGINE})`, () => {
       await log.publish();
       const v = (await verify()).head as { link: number; hash: string };
       assert.deepEqual(lines, [{ m: 'audit chain head', link: v.link, hash: v.hash, links: v.link }], 'one line while it stands still');
-      await h.api.get(`/Patient/${id}`);
+      await get(`/Patient/${id}`);
       await log.publish();
       assert.equal(lines.length, 2);
       assert.ok((lines[1].link as number) > v.link);
@@ -261,10 +324,10 @@ describe(`Audit: tampering with the trail is detected (${ENGINE})`, () => {
       const kept = (await verify()).head as { link: number; hash: string; links: number };
       assert.equal(kept.links, kept.link);
       assert.match(kept.hash, /^[0-9a-f]{64}$/);
-      await h.api.get(`/Patient/${id}`);
+      await get(`/Patient/${id}`);
       const v = await verify(`${kept.link}:${kept.hash}`);
       assert.deepEqual([v.intact, v.anchor], [true, `${kept.link}:${kept.hash}`]);
-      assert.equal((await h.api.get('/AuditEvent/$verify?anchor=12:nothex')).status, 400);
+      assert.equal((await get('/AuditEvent/$verify?anchor=12:nothex')).status, 400);
     });
 
     it('an event edited and the chain and head rewritten after it: intact to the database, anchor-mismatch against the kept head', async () => {

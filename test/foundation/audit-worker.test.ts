@@ -44,7 +44,10 @@ import { startHarness, type Harness } from '../support/harness';
   });
 
   it('appends and main-thread writes issued together all commit, and every request is on the trail', async () => {
-    const count = async () => Number((await h.store.driver.get<{ n: number | string }>("SELECT COUNT(*) AS n FROM resources WHERE type = 'AuditEvent'"))!.n);
+    const count = async () => {
+      await h.store.auditIndex.materialized();
+      return Number((await h.store.driver.get<{ n: number | string }>("SELECT COUNT(*) AS n FROM resources WHERE type = 'AuditEvent'"))!.n);
+    };
     const before = await count();
     const reads = Array.from({ length: 40 }, () => h.api.get(`/Patient/${id}`));
     const writes = Array.from({ length: 10 }, (_, i) => h.api.post('/Patient', patient({ name: [{ family: `Concurrent${i}` }] })));

@@ -1,0 +1,111 @@
+import type { Driver, Queryable } from './driver';
+
+/**
+ * The audit journal (SQLite): where the audit worker commits the trail's own events before
+ * their responses leave, and from where they are moved into the trail's tables.
+ *
+ * Why: an audited read must not wait for more than its event's commit. A journal row holds the
+ * whole event (its stored JSON, byte for byte) and its chain link (seq, prev_hash, hash, the
+ * head moved past it in the same transaction), so at COMMIT the event is durable and as
+ * tamper-evident as it will ever be: $verify recomputes the same links from the same content.
+ * What it is read through (its current row in `resources`, its history row, its index queue
+ * entry and early index rows, its `audit_chain` link) is derived from that row, and costs as
+ * much again to write: measured on the bench (stop 16), storing the events whole in a journal
+ * took 445-454 µs of server CPU per audited read, storing them with all of those rows 570-604.
+ *
+ * So the rows are made later (move()), in one transaction per batch that inserts them from the
+ * journal with plain INSERT ... SELECT (no event crosses into JavaScript) and deletes the batch
+ * from it: an event is in the journal or in the trail's tables, never both, never neither. A
+ * crash loses nothing (the journal is committed; the move is retried). Edits to a journal row
+ * before it is moved are caught like edits after: the moved content is hashed against the link
+ * the worker computed from what it built.
+ *
+ * The price is on the other side: every read of the trail (read, vread, history, search and
+ * what it includes, $access-report, $verify, export) first moves what the journal holds
+ * (AuditIndex.materialized, and catchUp before searches), or it would miss events already
+ * committed. The audit worker moves it in the background as the indexer indexes: when the
+ * machine has CPU to spare, and whatever the load past the indexer's lag bound.
+ */
+
+/** Events moved per transaction: the move holds the writer, so audit commits wait behind it. */
+export const MOVE_BATCH = 1000;
+
+export class AuditJournal {
+  /** The move under way (moves run one at a time). */
+  private moving: Promise<number> = Promise.resolve(0);
+  /** Events moved by this process. */
+  moved = 0;
+
+  constructor(private readonly driver: Driver) {
+    if (!driver.script) throw new Error('the audit journal is SQLite\'s (it needs Driver.script)');
+  }
+
+  /** Events waiting to be moved. */
+  async backlog(): Promise<number> {
+    return journalBacklog(this.driver);
+  }
+
+  /**
+   * Moves the oldest `limit` events of the journal into the trail's tables in one transaction;
+   * resolves with how many it moved. Moves are run one after another.
+   */
+  move(limit = MOVE_BATCH): Promise<number> {
+    const next = this.moving.catch(() => 0).then(() => this.moveBatch(limit));
+    this.moving = next;
+    return next;
+  }
+
+  /** Resolves when every event journaled before the call has been moved. */
+  async drain(): Promise<void> {
+    const top = await this.driver.get<{ seq: number | string | null }>('SELECT MAX(seq) AS seq FROM audit_journal');
+    const last = Number(top?.seq ?? 0);
+    if (!last) return;
+    while (await this.driver.get('SELECT seq FROM audit_journal WHERE seq <= ? LIMIT 1', [last])) await this.move();
+  }
+
+  private async moveBatch(limit: number): Promise<number> {
+    // Only this thread adds to the journal or takes from it, one script at a time: the batch
+    // read here is the batch the script moves.
+    const batch = await this.driver.get<{ n: number | string; lo: number | string | null; hi: number | string | null }>(
+      `SELECT COUNT(*) AS n, MIN(seq) AS lo, MAX(seq) AS hi FROM (SELECT seq FROM audit_journal ORDER BY seq LIMIT ${Math.max(1, Math.floor(limit))}) b`,
+    );
+    const n = Number(batch?.n ?? 0);
+    if (!n) return 0;
+    await this.driver.script!(moveScript(Number(batch!.lo), Number(batch!.hi), n));
+    this.moved += n;
+    return n;
+  }
+}
+
+/** Events in the journal, over any connection. */
+export async function journalBacklog(q: Pick<Queryable, 'get'>): Promise<number> {
+  return Number((await q.get<{ n: number | string }>('SELECT COUNT(*) AS n FROM audit_journal'))?.n ?? 0);
+}
+
+/**
+ * The statements that move the journal's events `lo`..`hi` (`n` of them) into the trail's
+ * tables and delete them from it: the rows store/write.ts appendSerialized writes, in the same
+ * order (current rows and history rows in chain order, so rids and history `seq`s are too).
+ */
+export function moveScript(lo: number, hi: number, n: number): string {
+  if (![lo, hi, n].every(Number.isSafeInteger)) throw new Error('journal bounds must be integers');
+  const range = `j.seq BETWEEN ${lo} AND ${hi}`;
+  // Every statement that moves one row per event must move exactly n: the head's NOT NULL
+  // `links` refuses any other count, and the whole move is rolled back.
+  const moved = `UPDATE audit_chain_head SET links = CASE WHEN changes() = ${n} THEN links END WHERE id = 1`;
+  const events = `audit_journal j CROSS JOIN resources r ON r.type = 'AuditEvent' AND r.id = j.id WHERE ${range}`;
+  return [
+    `INSERT INTO resources (type, id, version_id, last_updated, deleted, content, created_by, creator_org) SELECT 'AuditEvent', j.id, 1, j.last_updated, 0, j.content, j.created_by, j.creator_org FROM audit_journal j WHERE ${range} ORDER BY j.seq`,
+    moved,
+    `INSERT INTO resource_versions (rid, type, id, version_id, last_updated, deleted, method, content) SELECT r.rid, 'AuditEvent', r.id, 1, r.last_updated, 0, 'POST', NULL FROM ${events} ORDER BY j.seq`,
+    moved,
+    `INSERT INTO audit_index_queue (rid, patient, early) SELECT r.rid, j.patient, j.early FROM ${events}`,
+    moved,
+    `INSERT INTO idx_reference (pid, ref, rid) SELECT json_extract(x.value, '$[0]'), json_extract(x.value, '$[1]'), r.rid FROM audit_journal j CROSS JOIN json_each(j.refs) x CROSS JOIN resources r ON r.type = 'AuditEvent' AND r.id = j.id WHERE ${range} AND j.refs IS NOT NULL ON CONFLICT DO NOTHING`,
+    `INSERT INTO idx_date (pid, lo, hi, rid) SELECT json_extract(x.value, '$[0]'), json_extract(x.value, '$[1]'), json_extract(x.value, '$[2]'), r.rid FROM audit_journal j CROSS JOIN json_each(j.dates) x CROSS JOIN resources r ON r.type = 'AuditEvent' AND r.id = j.id WHERE ${range} AND j.dates IS NOT NULL ON CONFLICT DO NOTHING`,
+    `INSERT INTO audit_chain (seq, rid, event_id, prev_hash, hash) SELECT j.seq, r.rid, j.id, j.prev_hash, j.hash FROM ${events}`,
+    moved,
+    `DELETE FROM audit_journal WHERE seq BETWEEN ${lo} AND ${hi}`,
+    moved,
+  ].join(';\n');
+}
