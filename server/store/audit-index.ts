@@ -271,7 +271,7 @@ export class AuditQueue {
    * reading these parameters waits for (see AuditIndex.catchUp). One round trip.
    */
   async waiting(patients?: readonly string[], params?: readonly string[]): Promise<boolean> {
-    return anyQueued(this.q, queueScopes(patients, readsOnlyEarlyRows(params)), undefined, journalScope(patients));
+    return anyQueued(this.q, queueScopes(patients, readsOnlyEarlyRows(params)), undefined, true);
   }
 
   /** Whether the journal holds events not yet moved into the trail's tables (AuditIndex.materialized). */
@@ -281,17 +281,18 @@ export class AuditQueue {
 }
 
 /** Whether any entry of the scopes (at or below `watermark`) is queued: one round trip, each scope through its own index. */
-async function anyQueued(q: Pick<Queryable, 'get'>, scopes: readonly QueueScope[], watermark?: number, journal?: QueueScope): Promise<boolean> {
+async function anyQueued(q: Pick<Queryable, 'get'>, scopes: readonly QueueScope[], watermark?: number, journal = false): Promise<boolean> {
   const params: (string | number)[] = [];
   const branches = scopes.map((scope) => {
     if (watermark !== undefined) params.push(watermark);
     params.push(...scope.params);
     return `SELECT rid FROM audit_index_queue WHERE ${watermark !== undefined ? `${scope.rid} <= ?` : '1 = 1'}${scope.sql}`;
   });
-  if (journal) {
-    params.push(...journal.params);
-    branches.push(`SELECT seq FROM audit_journal WHERE 1 = 1${journal.sql}`);
-  }
+  // Any journaled event, whoever it is about: the journal has no index but its order (an index
+  // by patient would cost every audited request a write at a random place), and while the load
+  // defers moves it can hold many thousands, so it is not scanned for the patients; catching up
+  // moves all of it. Concurrent searches share the moves (AuditJournal.drain).
+  if (journal) branches.push('SELECT seq FROM audit_journal');
   return (await q.get(`${branches.join(' UNION ALL ')} LIMIT 1`, params)) !== undefined;
 }
 
@@ -322,16 +323,6 @@ function queueScopes(patients: readonly string[] | undefined, late: boolean): Qu
     scopes.push({ sql: ` AND early = 1 AND rid IN (SELECT rid FROM idx_reference WHERE pid = ? AND ref IN (${list}))`, params: [paramId('AuditEvent', 'patient'), ...patients], rid: 'rid' });
   }
   return scopes;
-}
-
-/**
- * The journal's events that could be about one of `patients` (all when none are given): those
- * whose queue key names one of them, or several (NULL). The journal is small (it is moved in the
- * background, and before any read of the trail), so it is scanned.
- */
-function journalScope(patients: readonly string[] | undefined): QueueScope {
-  if (!patients?.length) return { sql: '', params: [], rid: 'rid' };
-  return { sql: ` AND (patient IS NULL OR patient IN (${patients.map(() => '?').join(', ')}))`, params: [...patients], rid: 'rid' };
 }
 
 interface QueueScope {

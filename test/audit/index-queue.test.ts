@@ -211,6 +211,8 @@ describe(`Audit: searches see events still waiting to be indexed (${ENGINE})`, (
         const queue = new AuditQueue(tx);
         const waiting = (patients: string[], params?: string[]) => queue.waiting(patients, params);
         await tx.run('DELETE FROM audit_index_queue');
+        // (The audit worker's journal is moved into the queue first: see the end.)
+        await tx.run('DELETE FROM audit_journal');
         // Queued as the append queues it: with its early patient row.
         await tx.run("INSERT INTO audit_index_queue (rid, patient, early) VALUES (900000000001, 'Patient/zz', 1)");
         await tx.run("INSERT INTO idx_reference (pid, ref, rid) VALUES (?, 'Patient/zz', 900000000001)", [paramId('AuditEvent', 'patient')]);
@@ -224,6 +226,14 @@ describe(`Audit: searches see events still waiting to be indexed (${ENGINE})`, (
         assert.equal(await waiting(['Patient/yy', 'Patient/zz'], ['patient', 'action']), true);
         await tx.run('INSERT INTO audit_index_queue (rid, patient) VALUES (900000000003, NULL)');
         assert.equal(await waiting(['Patient/yy'], ['patient', 'date']), true, 'about several patients, one may be yy');
+        await tx.run('DELETE FROM audit_index_queue');
+        assert.equal(await waiting(['Patient/yy'], ['patient', 'date']), false);
+        // An event still in the journal, about anyone: every search moves the journal first.
+        await tx.run(
+          "INSERT INTO audit_journal (seq, id, last_updated, content, patient, early, prev_hash, hash) VALUES (900000000004, 'journaled', 0, '{}', 'Patient/zz', 1, 'x', 'y')",
+        );
+        assert.equal(await waiting(['Patient/yy'], ['patient', 'date']), true, 'a journaled event is waited for by every search');
+        assert.equal(await waiting(['Patient/zz']), true);
         throw rollback;
       }),
       (err) => err === rollback,
