@@ -147,7 +147,8 @@ export class AuditIndexer implements AuditIndex {
    * oldest events are indexed first, so each stops as soon as its own are done.
    */
   async catchUp(patients?: readonly string[], params?: readonly string[]): Promise<void> {
-    await this.materialized();
+    // The journal first: only if it could hold events of the patients searched for, when given.
+    if (this.journal) await (patients?.length ? this.journal.drainFor(patients) : this.journal.drain());
     const top = await this.driver.get<{ rid: number | string | null }>('SELECT MAX(rid) AS rid FROM audit_index_queue');
     const watermark = Number(top?.rid ?? 0);
     if (!watermark) return;
@@ -290,8 +291,8 @@ async function anyQueued(q: Pick<Queryable, 'get'>, scopes: readonly QueueScope[
   });
   // Any journaled event, whoever it is about: the journal has no index but its order (an index
   // by patient would cost every audited request a write at a random place), and while the load
-  // defers moves it can hold many thousands, so it is not scanned for the patients; catching up
-  // moves all of it. Concurrent searches share the moves (AuditJournal.drain).
+  // defers moves it can hold many thousands, so it is not scanned here. The thread that writes
+  // it knows which patients it holds, and moves it only for those (AuditJournal.drainFor).
   if (journal) branches.push('SELECT seq FROM audit_journal');
   return (await q.get(`${branches.join(' UNION ALL ')} LIMIT 1`, params)) !== undefined;
 }

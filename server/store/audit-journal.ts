@@ -35,9 +35,46 @@ export class AuditJournal {
   private moving: Promise<number> = Promise.resolve(0);
   /** Events moved by this process. */
   moved = 0;
+  /**
+   * How many journaled events each queue key (`Patient/123`, '' for none, null for several)
+   * has: what a search for some patients asks before moving anything (drainFor). Kept by the one
+   * thread that appends to the journal and moves it, from what it appended and moved, and read
+   * from the journal when that thread starts (load): it may count events already gone (a
+   * needless move), never miss one that is there.
+   */
+  private readonly keys = new Map<string | null, number>();
 
   constructor(private readonly driver: Driver) {
     if (!driver.script) throw new Error('the audit journal is SQLite\'s (it needs Driver.script)');
+  }
+
+  /** Counts the events the journal holds, by queue key (at the start of the thread that appends to it). */
+  async load(): Promise<void> {
+    this.keys.clear();
+    const rows = await this.driver.all<{ patient: string | null; n: number | string }>('SELECT patient, COUNT(*) AS n FROM audit_journal GROUP BY patient');
+    this.count(rows.map((r) => [r.patient, Number(r.n)]));
+  }
+
+  /** Events just committed to the journal (their queue keys). */
+  journaled(keys: readonly (string | null)[]): void {
+    this.count(keys.map((k) => [k, 1]));
+  }
+
+  private count(entries: readonly (readonly [string | null, number])[]): void {
+    for (const [key, n] of entries) {
+      const left = (this.keys.get(key) ?? 0) + n;
+      if (left > 0) this.keys.set(key, left);
+      else this.keys.delete(key);
+    }
+  }
+
+  /**
+   * Resolves when every event journaled before the call that could be about one of `patients`
+   * has been moved: all of the journal, if it holds any such event (one about several patients
+   * could be), and nothing otherwise.
+   */
+  async drainFor(patients: readonly string[]): Promise<void> {
+    if (this.keys.has(null) || patients.some((p) => this.keys.has(p))) await this.drain();
   }
 
   /** Events waiting to be moved. */
@@ -66,12 +103,15 @@ export class AuditJournal {
   private async moveBatch(limit: number): Promise<number> {
     // Only this thread adds to the journal or takes from it, one script at a time: the batch
     // read here is the batch the script moves.
-    const batch = await this.driver.get<{ n: number | string; lo: number | string | null; hi: number | string | null }>(
-      `SELECT COUNT(*) AS n, MIN(seq) AS lo, MAX(seq) AS hi FROM (SELECT seq FROM audit_journal ORDER BY seq LIMIT ${Math.max(1, Math.floor(limit))}) b`,
+    const groups = await this.driver.all<{ patient: string | null; n: number | string; lo: number | string; hi: number | string }>(
+      `SELECT patient, COUNT(*) AS n, MIN(seq) AS lo, MAX(seq) AS hi FROM (SELECT seq, patient FROM audit_journal ORDER BY seq LIMIT ${Math.max(1, Math.floor(limit))}) b GROUP BY patient`,
     );
-    const n = Number(batch?.n ?? 0);
-    if (!n) return 0;
-    await this.driver.script!(moveScript(Number(batch!.lo), Number(batch!.hi), n));
+    if (groups.length === 0) return 0;
+    const n = groups.reduce((sum, g) => sum + Number(g.n), 0);
+    const lo = Math.min(...groups.map((g) => Number(g.lo)));
+    const hi = Math.max(...groups.map((g) => Number(g.hi)));
+    await this.driver.script!(moveScript(lo, hi, n));
+    this.count(groups.map((g) => [g.patient, -Number(g.n)]));
     this.moved += n;
     return n;
   }

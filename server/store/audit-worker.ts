@@ -128,6 +128,8 @@ class AppendLoop {
     private readonly driver: Driver,
     private readonly localBase: string | undefined,
     private readonly committed: (events: number) => void,
+    /** Where the script path commits the events (it counts them there by patient). */
+    private readonly journal: AuditJournal,
     /** A bench-only floor (AuditFloor): no AuditEvent is written to the trail. */
     private readonly floor?: AuditFloor,
   ) {}
@@ -264,13 +266,16 @@ class AppendLoop {
     if (!tail) return false;
     const script = new AuditAppendScript(group.writer, tail);
     const events = group.appends.flatMap((a) => a.events);
+    const keys: (string | null)[] = [];
     let at = 0;
     const next = () => {
       const chunk = events.slice(at, at + SCRIPT_PART_EVENTS);
       at += chunk.length;
       const last = at >= events.length;
       try {
-        return { sql: script.part(chunk.map((e) => this.serialize(e)), last), last };
+        const serialized = chunk.map((e) => this.serialize(e));
+        for (const e of serialized) keys.push(e.patient);
+        return { sql: script.part(serialized, last), last };
       } catch (err) {
         throw new Unscriptable(err);
       }
@@ -295,6 +300,7 @@ class AppendLoop {
       if (err instanceof Unscriptable || chainMoved(err)) return false;
       throw err;
     }
+    this.journal.journaled(keys);
     this.tail = script.tail;
     return true;
   }
@@ -324,8 +330,9 @@ async function main(): Promise<void> {
   // starts a pass while appends wait (a pass holds the writer); its passes are short.
   const spare = new SpareCpu();
   const journal = new AuditJournal(driver);
+  await journal.load();
   const indexer = new AuditIndexer(driver, setup.localBase, { busy: () => appends?.active === true || spare.sample() < SPARE_CORES, passSize: INDEX_PASS_SIZE, journal });
-  appends = new AppendLoop(driver, setup.localBase, (n) => indexer.nudge(n), setup.floor);
+  appends = new AppendLoop(driver, setup.localBase, (n) => indexer.nudge(n), journal, setup.floor);
   const loop = appends;
   let reported = 0;
   const report = () => {
