@@ -268,11 +268,12 @@ export class AuditQueue {
 
   /**
    * Whether committed events that could be about one of `patients` (any, when none are given)
-   * wait to be indexed, or to be moved from the journal; with `params`, only those a search
-   * reading these parameters waits for (see AuditIndex.catchUp). One round trip.
+   * wait to be indexed, or (unless `journal` is false: the caller knows none of theirs is
+   * there) to be moved from the journal; with `params`, only those a search reading these
+   * parameters waits for (see AuditIndex.catchUp). One round trip.
    */
-  async waiting(patients?: readonly string[], params?: readonly string[]): Promise<boolean> {
-    return anyQueued(this.q, queueScopes(patients, readsOnlyEarlyRows(params)), undefined, true);
+  async waiting(patients?: readonly string[], params?: readonly string[], journal = true): Promise<boolean> {
+    return anyQueued(this.q, queueScopes(patients, readsOnlyEarlyRows(params)), undefined, journal);
   }
 
   /** Whether the journal holds events not yet moved into the trail's tables (AuditIndex.materialized). */

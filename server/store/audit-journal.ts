@@ -44,7 +44,15 @@ export class AuditJournal {
    */
   private readonly keys = new Map<string | null, number>();
 
-  constructor(private readonly driver: Driver) {
+  constructor(
+    private readonly driver: Driver,
+    /**
+     * Told of every change to the count (`reset`: the whole of it, from load()), before whatever
+     * made it is answered: the audit worker mirrors it to the main thread (AuditThread), so that
+     * a search there asks the worker only when the journal could hold its patients' events.
+     */
+    private readonly changed?: (delta: JournalCount, reset: boolean) => void,
+  ) {
     if (!driver.script) throw new Error('the audit journal is SQLite\'s (it needs Driver.script)');
   }
 
@@ -52,7 +60,7 @@ export class AuditJournal {
   async load(): Promise<void> {
     this.keys.clear();
     const rows = await this.driver.all<{ patient: string | null; n: number | string }>('SELECT patient, COUNT(*) AS n FROM audit_journal GROUP BY patient');
-    this.count(rows.map((r) => [r.patient, Number(r.n)]));
+    this.count(rows.map((r) => [r.patient, Number(r.n)]), true);
   }
 
   /** Events just committed to the journal (their queue keys). */
@@ -60,12 +68,9 @@ export class AuditJournal {
     this.count(keys.map((k) => [k, 1]));
   }
 
-  private count(entries: readonly (readonly [string | null, number])[]): void {
-    for (const [key, n] of entries) {
-      const left = (this.keys.get(key) ?? 0) + n;
-      if (left > 0) this.keys.set(key, left);
-      else this.keys.delete(key);
-    }
+  private count(entries: JournalCount, reset = false): void {
+    applyCount(this.keys, entries);
+    this.changed?.(entries, reset);
   }
 
   /**
@@ -114,6 +119,18 @@ export class AuditJournal {
     this.count(groups.map((g) => [g.patient, -Number(g.n)]));
     this.moved += n;
     return n;
+  }
+}
+
+/** Changes to the journal's count of events by queue key: [key, how many more (or fewer)]. */
+export type JournalCount = readonly (readonly [string | null, number])[];
+
+/** Applies changes to a count of events by queue key (a key at zero or below is dropped). */
+export function applyCount(keys: Map<string | null, number>, entries: JournalCount): void {
+  for (const [key, n] of entries) {
+    const left = (keys.get(key) ?? 0) + n;
+    if (left > 0) keys.set(key, left);
+    else keys.delete(key);
   }
 }
 

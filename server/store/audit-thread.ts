@@ -2,6 +2,7 @@ import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import type { AuditItem } from '../audit/items';
 import type { AuditIndex, AuditQueue } from './audit-index';
+import { applyCount, type JournalCount } from './audit-journal';
 import type { AuditFloor } from './audit-worker';
 import type { SqliteWriterSettings } from './driver';
 import type { Writer } from './write';
@@ -19,7 +20,8 @@ export type ToAuditWorker =
 export type FromAuditWorker =
   | { readonly kind: 'done'; readonly calls: readonly number[]; readonly events?: readonly number[]; readonly commit?: number; readonly commitNo?: number; readonly fallback?: boolean }
   | { readonly kind: 'failed'; readonly calls: readonly number[]; readonly error: string; readonly code?: string }
-  | { readonly kind: 'indexed'; readonly total: number; readonly error?: string };
+  | { readonly kind: 'indexed'; readonly total: number; readonly error?: string }
+  | { readonly kind: 'journal'; readonly delta: JournalCount; readonly reset: boolean };
 
 /** What the worker starts from (its `workerData`). */
 export interface AuditWorkerSetup {
@@ -73,6 +75,12 @@ export class AuditThread implements AuditIndex {
   indexed = 0;
   /** The worker's last indexing failure (retried on the next nudge; searches catch up themselves). */
   lastError: string | undefined;
+  /**
+   * The worker's count of journaled events by queue key (AuditJournal), mirrored from its
+   * messages: each change arrives before the answer to the append or move that made it.
+   * Undefined until a new worker has sent the whole of it (it may have died with changes unsent).
+   */
+  private journalKeys: Map<string | null, number> | undefined;
 
   constructor(
     private readonly settings: SqliteWriterSettings,
@@ -98,8 +106,12 @@ export class AuditThread implements AuditIndex {
   }
 
   async catchUp(patients?: readonly string[], params?: readonly string[]): Promise<void> {
-    // Most searches for a patient find nothing of theirs queued or journaled: no need to ask the worker.
-    if (!(await this.queue.waiting(patients, params))) return;
+    // Most searches for a patient find nothing of theirs queued or journaled: no need to ask the
+    // worker. Whether the journal holds any of theirs, the worker's count says (the journal is
+    // read whole only for a search not confined to patients).
+    const keys = this.journalKeys;
+    const journalClear = patients?.length && keys && !keys.has(null) && !patients.some((p) => keys.has(p));
+    if (!(await this.queue.waiting(patients, params, !journalClear))) return;
     await this.call((call) => ({ kind: 'catch-up', call, ...(patients ? { patients } : {}), ...(params ? { params } : {}) }));
   }
 
@@ -146,6 +158,7 @@ export class AuditThread implements AuditIndex {
   }
 
   private spawn(): void {
+    this.journalKeys = undefined;
     const setup: AuditWorkerSetup = { settings: this.settings, localBase: this.localBase, ...(this.floor ? { floor: this.floor } : {}) };
     const worker = new Worker(path.join(__dirname, 'audit-worker.js'), { workerData: setup });
     this.worker = worker;
@@ -181,6 +194,10 @@ export class AuditThread implements AuditIndex {
       case 'indexed':
         this.indexed = m.total;
         this.lastError = m.error;
+        return;
+      case 'journal':
+        if (m.reset) this.journalKeys = new Map();
+        if (this.journalKeys) applyCount(this.journalKeys, m.delta);
         return;
     }
   }

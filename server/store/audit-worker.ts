@@ -329,7 +329,7 @@ async function main(): Promise<void> {
   // Requests come first: the indexer waits while the machine has no CPU to spare, and never
   // starts a pass while appends wait (a pass holds the writer); its passes are short.
   const spare = new SpareCpu();
-  const journal = new AuditJournal(driver);
+  const journal = new AuditJournal(driver, (delta, reset) => post({ kind: 'journal', delta, reset }));
   await journal.load();
   const indexer = new AuditIndexer(driver, setup.localBase, { busy: () => appends?.active === true || spare.sample() < SPARE_CORES, passSize: INDEX_PASS_SIZE, journal });
   appends = new AppendLoop(driver, setup.localBase, (n) => indexer.nudge(n), journal, setup.floor);
