@@ -10,6 +10,7 @@ import type { Keyset, OrderSql } from '../search/order';
 import type { HistoryVersion, StoredVersion } from '../store/records';
 import type { Store } from '../store/store';
 import type { AuditIndex } from '../store/audit-index';
+import { moveJournalIn } from '../store/audit-journal';
 import type { WrittenVersion } from '../store/subscriptions';
 import type { Writer, WriteTx } from '../store/write';
 import type { Permission } from '../access/scopes';
@@ -58,8 +59,6 @@ export class Gate {
     this.reads.allow(ctx, 'AuditEvent', 'search-type');
     if (!ctx.roles.includes('auditor')) throw new FhirError('forbidden', 'Only auditors may verify the audit trail');
     this.audit?.note(ctx, { interaction: 'operation', reference: 'AuditEvent', patients: [], decision: PERMITTED });
-    // The journal's events are chained already, but $verify walks audit_chain: they are moved first.
-    await this.store.auditIndex.materialized();
     return verifyChain(this.store.driver, { localBase: this.store.localBase, anchors });
   }
 
@@ -77,9 +76,12 @@ export class Gate {
     // It reads the `patient` index rows only, which are written with the events.
     await this.store.auditIndex.catchUp([`Patient/${patientId}`], ['patient']);
     const events = await this.store.reader.byPatient('AuditEvent', 'patient', [patientId]);
+    const recorded = (v: StoredVersion) => Date.parse((v.resource as unknown as { recorded: string }).recorded);
+    // Newest first by when they were recorded: rids are not in that order (the audit worker's
+    // events get theirs when they are moved from its journal, after events appended since).
     return events
-      .filter((v) => since === undefined || Date.parse((v.resource as unknown as { recorded: string }).recorded) >= since)
-      .sort((a, b) => b.rid - a.rid)
+      .filter((v) => since === undefined || recorded(v) >= since)
+      .sort((a, b) => recorded(b) - recorded(a) || b.rid - a.rid)
       .slice(0, limit);
   }
 
@@ -164,6 +166,9 @@ export class Gate {
     let appended = 0;
     return this.store
       .transaction(async (tx) => {
+        // Events journaled since the catch-up above are moved now, in the transaction, which holds
+        // the writer: what it reads holds every AuditEvent committed before it.
+        if (options.readsAuditIndex && this.store.dialect === 'sqlite') await moveJournalIn(tx.q);
         const gated = new GatedTx(tx, ctx, this.policy, this.seal, audit);
         changes = gated.changes;
         const result = await fn(gated);

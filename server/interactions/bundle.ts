@@ -436,5 +436,11 @@ async function rewriteReferences(resource: Resource, mapping: ReadonlyMap<string
  * for that once it holds the writer (Gate.transaction).
  */
 function readsAuditIndex(entries: readonly Entry[]): boolean {
-  return entries.some((e) => ((e.method === 'GET' || e.method === 'HEAD') && (!e.type || /AuditEvent/.test(e.url))) || (e.type === 'AuditEvent' && e.request.ifNoneExist !== undefined));
+  return entries.some(
+    (e) =>
+      ((e.method === 'GET' || e.method === 'HEAD') && (!e.type || /AuditEvent/.test(e.url))) ||
+      (e.type === 'AuditEvent' && e.request.ifNoneExist !== undefined) ||
+      // A conditional reference to AuditEvents in a body (`"reference": "AuditEvent?…"`) searches them too.
+      (e.resource !== undefined && JSON.stringify(e.resource).includes('"AuditEvent?')),
+  );
 }

@@ -165,6 +165,8 @@ interface LinkRow {
   id: string | null;
   deleted: number | string | null;
   version_id: number | string | null;
+  /** 1: a link still in the audit journal (store/audit-journal.ts), its event not yet moved into the trail's tables. */
+  journaled: number | string;
 }
 
 /**
@@ -173,7 +175,9 @@ interface LinkRow {
  * whether each kept anchor is in it. For every link it also checks what the trail is read
  * through besides the event itself: the event's history rows (content, when a row holds it,
  * must be the chained content) and its patient search-index rows (an event not yet indexed is
- * queued, and is searched only after it is).
+ * queued, and is searched only after it is). Links still in the audit journal are walked where
+ * they are, so the walk needs no move first and sees a journal row edited or deleted before it
+ * was moved.
  */
 export async function verifyChain(q: Queryable, options: VerifyOptions = {}): Promise<ChainReport> {
   const head = await readHead(q);
@@ -184,15 +188,28 @@ export async function verifyChain(q: Queryable, options: VerifyOptions = {}): Pr
   let links = 0;
   const fail = (problem: ChainProblemReport): ChainReport => ({ ok: false, links, ...(head ? { head } : {}), firstProblem: problem });
   for (;;) {
-    const upTo = head ? ' AND c.seq <= ?' : '';
+    // The chain's links and the journal's (events committed but not yet moved into the trail's
+    // tables), in one statement: one snapshot, in which a move (one transaction) has happened
+    // whole or not at all, so each link is read once, wherever it is. Each side is read through
+    // its own key, a batch at most.
+    const upTo = (t: string) => (head ? ` AND ${t}.seq <= ?` : '');
+    const bounds = head ? [expected, head.seq] : [expected];
     const rows = await q.all<LinkRow>(
-      `SELECT c.seq, c.rid, c.event_id, c.prev_hash, c.hash, r.content, r.type, r.id, r.deleted, r.version_id FROM audit_chain c LEFT JOIN resources r ON r.rid = c.rid WHERE c.seq >= ?${upTo} ORDER BY c.seq LIMIT ${BATCH}`,
-      head ? [expected, head.seq] : [expected],
+      `SELECT * FROM (SELECT c.seq, c.rid, c.event_id, c.prev_hash, c.hash, r.content, r.type, r.id, r.deleted, r.version_id, 0 AS journaled FROM audit_chain c LEFT JOIN resources r ON r.rid = c.rid WHERE c.seq >= ?${upTo('c')} ORDER BY c.seq LIMIT ${BATCH}) a
+       UNION ALL
+       SELECT * FROM (SELECT j.seq, CAST(NULL AS BIGINT) AS rid, j.id AS event_id, j.prev_hash, j.hash, j.content, 'AuditEvent' AS type, j.id, 0 AS deleted, 1 AS version_id, 1 AS journaled FROM audit_journal j WHERE j.seq >= ?${upTo('j')} ORDER BY j.seq LIMIT ${BATCH}) b
+       ORDER BY seq LIMIT ${BATCH}`,
+      [...bounds, ...bounds],
     );
-    const derived = await derivedRows(q, rows, options.localBase);
+    const derived = await derivedRows(
+      q,
+      rows.filter((r) => Number(r.journaled) === 0),
+      options.localBase,
+    );
     for (const row of rows) {
       const seq = Number(row.seq);
       const event = `AuditEvent/${row.event_id}`;
+      if (seq === expected - 1) return fail({ problem: 'broken-link', seq, event, detail: `link ${seq} is stored twice (in the chain and in the journal)` });
       if (seq !== expected) return fail({ problem: 'missing-link', seq: expected, detail: `link ${expected} is missing (the chain jumps to ${seq})` });
       if (row.prev_hash !== prev) return fail({ problem: 'broken-link', seq, event, detail: `link ${seq} does not follow link ${seq - 1}` });
       if (row.content === null || row.type !== 'AuditEvent' || row.id !== row.event_id || Number(row.deleted) !== 0 || Number(row.version_id) !== 1) {
@@ -201,9 +218,10 @@ export async function verifyChain(q: Queryable, options: VerifyOptions = {}): Pr
       if (linkHash(prev, seq, row.event_id, row.content) !== row.hash) {
         return fail({ problem: 'hash-mismatch', seq, event, detail: `${event} (link ${seq}) was changed after it was recorded` });
       }
-      const versionProblem = derived.versions(row.event_id, row.content);
+      // A journaled event has no history or index rows yet: they are made from this content when it is moved.
+      const versionProblem = Number(row.journaled) ? undefined : derived.versions(row.event_id, row.content);
       if (versionProblem) return fail({ problem: 'version-mismatch', seq, event, detail: `${event} (link ${seq}): ${versionProblem}` });
-      const missing = derived.missingPatients(Number(row.rid), row.content);
+      const missing = Number(row.journaled) ? undefined : derived.missingPatients(Number(row.rid), row.content);
       if (missing) return fail({ problem: 'index-missing', seq, event, detail: `${event} (link ${seq}) is not indexed under ${missing}: it would be hidden from that patient's access report` });
       if (anchors.has(seq)) {
         if (anchors.get(seq) !== row.hash) return fail({ problem: 'anchor-mismatch', seq, event, detail: `link ${seq} is not the one kept outside the database: the chain was rewritten at or before it` });
@@ -226,7 +244,10 @@ export async function verifyChain(q: Queryable, options: VerifyOptions = {}): Pr
     if (!seenAnchors.has(seq)) return fail({ problem: 'anchor-mismatch', seq, detail: `link ${seq}, kept outside the database, is not in the chain (it has ${links} links up to its head)` });
   }
   // Links past the head: appended since it was read, or slipped in beside it.
-  const beyond = await q.get<{ seq: number | string }>('SELECT seq FROM audit_chain WHERE seq > ? ORDER BY seq LIMIT 1', [head.seq]);
+  const beyond = await q.get<{ seq: number | string }>(
+    'SELECT seq FROM (SELECT seq FROM audit_chain WHERE seq > ? UNION ALL SELECT seq FROM audit_journal WHERE seq > ?) b ORDER BY seq LIMIT 1',
+    [head.seq, head.seq],
+  );
   if (beyond) {
     const now = await readHead(q);
     if (!now || now.seq < Number(beyond.seq)) return fail({ problem: 'head-mismatch', seq: Number(beyond.seq), detail: `link ${beyond.seq} lies beyond the chain's head` });

@@ -93,10 +93,11 @@ export class AuditIndexer implements AuditIndex {
   constructor(
     private readonly driver: Driver,
     private readonly localBase: string | undefined,
-    options: { busy?: () => boolean; passSize?: number; journal?: AuditJournal } = {},
+    options: { busy?: () => boolean; passSize?: number; journal?: AuditJournal; holdJournal?: boolean } = {},
   ) {
     this.queue = new AuditQueue(driver);
     this.journal = options.journal;
+    this.holdJournal = options.holdJournal === true;
     this.busy = options.busy ?? (() => this.loopBusy());
     this.passSize = options.passSize ?? PASS_SIZE;
   }
@@ -109,6 +110,8 @@ export class AuditIndexer implements AuditIndex {
    * trail's tables (and so queued for indexing) before anything is indexed or caught up on.
    */
   private readonly journal: AuditJournal | undefined;
+  /** Test-only: the journal is not moved in the background (see AuditThreadOptions.holdJournal). */
+  private readonly holdJournal: boolean;
 
   async materialized(): Promise<void> {
     await this.journal?.drain();
@@ -179,17 +182,28 @@ export class AuditIndexer implements AuditIndex {
   }
 
   private async loop(): Promise<void> {
+    // A move that fails (a journal row that cannot be moved: it is reported by $verify, which
+    // walks the journal as it is) does not stop the indexing of what was moved before it.
+    let moveFailure: { err: unknown } | undefined;
     while (!this.stopped) {
       if (this.busy() && this.queued < MAX_LAG) {
         await this.pause(BACK_OFF_MS);
         continue;
       }
       // Journaled events first: they are queued when they are moved.
-      const moved = this.journal ? await this.journal.move(this.passSize) : 0;
+      let moved = 0;
+      if (this.journal && !moveFailure && !this.holdJournal) {
+        try {
+          moved = await this.journal.move(this.passSize);
+        } catch (err) {
+          moveFailure = { err };
+        }
+      }
       const done = await this.pass(this.passSize);
       this.queued = Math.max(0, this.queued - done);
       if (done < this.passSize && moved < this.passSize) {
         this.queued = 0;
+        if (moveFailure) throw moveFailure.err;
         return;
       }
       // Judge the load by the requests after this pass, not by the pass itself.

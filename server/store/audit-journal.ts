@@ -91,31 +91,42 @@ export class AuditJournal {
    * Moves the oldest `limit` events of the journal into the trail's tables in one transaction;
    * resolves with how many it moved. Moves are run one after another.
    */
-  move(limit = MOVE_BATCH): Promise<number> {
-    const next = this.moving.catch(() => 0).then(() => this.moveBatch(limit));
+  move(limit = MOVE_BATCH, upTo?: number): Promise<number> {
+    const next = this.moving.catch(() => 0).then(() => this.moveBatch(limit, upTo));
     this.moving = next;
     return next;
   }
 
-  /** Resolves when every event journaled before the call has been moved. */
+  /**
+   * Resolves when every event journaled before the call has been moved. Concurrent drains share
+   * the moves: each moves what is left up to where it began, after the move under way.
+   */
   async drain(): Promise<void> {
+    // Counted before the look: committed before it, so in the journal then unless gone.
+    const counted = [...this.keys];
     const top = await this.driver.get<{ seq: number | string | null }>('SELECT MAX(seq) AS seq FROM audit_journal');
     const last = Number(top?.seq ?? 0);
-    if (!last) return;
-    while (await this.driver.get('SELECT seq FROM audit_journal WHERE seq <= ? LIMIT 1', [last])) await this.move();
+    if (!last) {
+      // Nothing there: what was counted before the look (moved or removed by another connection)
+      // is not; events counted since (committed meanwhile) stay counted.
+      if (counted.length) this.count(counted.map(([key, n]) => [key, -n]));
+      return;
+    }
+    while (await this.driver.get('SELECT seq FROM audit_journal WHERE seq <= ? LIMIT 1', [last])) await this.move(MOVE_BATCH, last);
   }
 
-  private async moveBatch(limit: number): Promise<number> {
-    // Only this thread adds to the journal or takes from it, one script at a time: the batch
-    // read here is the batch the script moves.
-    const groups = await this.driver.all<{ patient: string | null; n: number | string; lo: number | string; hi: number | string }>(
-      `SELECT patient, COUNT(*) AS n, MIN(seq) AS lo, MAX(seq) AS hi FROM (SELECT seq, patient FROM audit_journal ORDER BY seq LIMIT ${Math.max(1, Math.floor(limit))}) b GROUP BY patient`,
+  private async moveBatch(limit: number, upTo: number | undefined): Promise<number> {
+    // Only this thread adds to the journal (its rows come after `upTo`) or takes from it, one
+    // script at a time: the batch read here is the batch the script moves.
+    const groups = await this.driver.all<{ patient: string | null; n: number | string; lo: number | string; hi: number | string; refs: number | string | null; dates: number | string | null }>(
+      `SELECT patient, COUNT(*) AS n, MIN(seq) AS lo, MAX(seq) AS hi, SUM(json_array_length(refs)) AS refs, SUM(json_array_length(dates)) AS dates FROM (SELECT seq, patient, refs, dates FROM audit_journal${upTo === undefined ? '' : ` WHERE seq <= ${Math.floor(upTo)}`} ORDER BY seq LIMIT ${Math.max(1, Math.floor(limit))}) b GROUP BY patient`,
     );
     if (groups.length === 0) return 0;
-    const n = groups.reduce((sum, g) => sum + Number(g.n), 0);
+    const sum = (pick: (g: (typeof groups)[number]) => number | string | null) => groups.reduce((total, g) => total + Number(pick(g) ?? 0), 0);
+    const n = sum((g) => g.n);
     const lo = Math.min(...groups.map((g) => Number(g.lo)));
     const hi = Math.max(...groups.map((g) => Number(g.hi)));
-    await this.driver.script!(moveScript(lo, hi, n));
+    await this.driver.script!(moveScript(lo, hi, n, sum((g) => g.refs), sum((g) => g.dates)));
     this.count(groups.map((g) => [g.patient, -Number(g.n)]));
     this.moved += n;
     return n;
@@ -140,16 +151,39 @@ export async function journalBacklog(q: Pick<Queryable, 'get'>): Promise<number>
 }
 
 /**
- * The statements that move the journal's events `lo`..`hi` (`n` of them) into the trail's
- * tables and delete them from it: the rows store/write.ts appendSerialized writes, in the same
- * order (current rows and history rows in chain order, so rids and history `seq`s are too).
+ * The statements that move the journal's events `lo`..`hi` (`n` of them, with `refs` early
+ * reference rows and `dates` early date rows in all) into the trail's tables and delete them from
+ * it: the rows store/write.ts appendSerialized writes, in the same order (current rows and
+ * history rows in chain order, so within a move rids and history `seq`s are too).
  */
-export function moveScript(lo: number, hi: number, n: number): string {
-  if (![lo, hi, n].every(Number.isSafeInteger)) throw new Error('journal bounds must be integers');
+export function moveScript(lo: number, hi: number, n: number, refs = 0, dates = 0): string {
+  return moveStatements(lo, hi, n, refs, dates).join(';\n');
+}
+
+/**
+ * Inside a write transaction on SQLite (which holds the writer, so nothing is journaled
+ * meanwhile): moves the whole journal, so that what the transaction reads next holds every
+ * AuditEvent committed before it (an export's snapshot, a transaction Bundle's reads of
+ * AuditEvents). The audit worker's count of the journal is left too high, which costs a needless
+ * look, never a missed event, until its next drain finds the journal empty.
+ */
+export async function moveJournalIn(q: Queryable): Promise<number> {
+  const batch = await q.get<{ n: number | string; lo: number | string | null; hi: number | string | null; refs: number | string | null; dates: number | string | null }>(
+    'SELECT COUNT(*) AS n, MIN(seq) AS lo, MAX(seq) AS hi, SUM(json_array_length(refs)) AS refs, SUM(json_array_length(dates)) AS dates FROM audit_journal',
+  );
+  const n = Number(batch?.n ?? 0);
+  if (!n) return 0;
+  for (const statement of moveStatements(Number(batch!.lo), Number(batch!.hi), n, Number(batch!.refs ?? 0), Number(batch!.dates ?? 0))) await q.run(statement);
+  return n;
+}
+
+function moveStatements(lo: number, hi: number, n: number, refs: number, dates: number): string[] {
+  if (![lo, hi, n, refs, dates].every(Number.isSafeInteger)) throw new Error('journal bounds must be integers');
   const range = `j.seq BETWEEN ${lo} AND ${hi}`;
-  // Every statement that moves one row per event must move exactly n: the head's NOT NULL
+  // Every statement must insert exactly as many rows as the batch has: the head's NOT NULL
   // `links` refuses any other count, and the whole move is rolled back.
-  const moved = `UPDATE audit_chain_head SET links = CASE WHEN changes() = ${n} THEN links END WHERE id = 1`;
+  const inserted = (count: number) => `UPDATE audit_chain_head SET links = CASE WHEN changes() = ${count} THEN links END WHERE id = 1`;
+  const moved = inserted(n);
   const events = `audit_journal j CROSS JOIN resources r ON r.type = 'AuditEvent' AND r.id = j.id WHERE ${range}`;
   return [
     `INSERT INTO resources (type, id, version_id, last_updated, deleted, content, created_by, creator_org) SELECT 'AuditEvent', j.id, 1, j.last_updated, 0, j.content, j.created_by, j.creator_org FROM audit_journal j WHERE ${range} ORDER BY j.seq`,
@@ -158,11 +192,13 @@ export function moveScript(lo: number, hi: number, n: number): string {
     moved,
     `INSERT INTO audit_index_queue (rid, patient, early) SELECT r.rid, j.patient, j.early FROM ${events}`,
     moved,
-    `INSERT INTO idx_reference (pid, ref, rid) SELECT json_extract(x.value, '$[0]'), json_extract(x.value, '$[1]'), r.rid FROM audit_journal j CROSS JOIN json_each(j.refs) x CROSS JOIN resources r ON r.type = 'AuditEvent' AND r.id = j.id WHERE ${range} AND j.refs IS NOT NULL ON CONFLICT DO NOTHING`,
-    `INSERT INTO idx_date (pid, lo, hi, rid) SELECT json_extract(x.value, '$[0]'), json_extract(x.value, '$[1]'), json_extract(x.value, '$[2]'), r.rid FROM audit_journal j CROSS JOIN json_each(j.dates) x CROSS JOIN resources r ON r.type = 'AuditEvent' AND r.id = j.id WHERE ${range} AND j.dates IS NOT NULL ON CONFLICT DO NOTHING`,
+    `INSERT INTO idx_reference (pid, ref, rid) SELECT json_extract(x.value, '$[0]'), json_extract(x.value, '$[1]'), r.rid FROM audit_journal j CROSS JOIN json_each(j.refs) x CROSS JOIN resources r ON r.type = 'AuditEvent' AND r.id = j.id WHERE ${range} AND j.refs IS NOT NULL`,
+    inserted(refs),
+    `INSERT INTO idx_date (pid, lo, hi, rid) SELECT json_extract(x.value, '$[0]'), json_extract(x.value, '$[1]'), json_extract(x.value, '$[2]'), r.rid FROM audit_journal j CROSS JOIN json_each(j.dates) x CROSS JOIN resources r ON r.type = 'AuditEvent' AND r.id = j.id WHERE ${range} AND j.dates IS NOT NULL`,
+    inserted(dates),
     `INSERT INTO audit_chain (seq, rid, event_id, prev_hash, hash) SELECT j.seq, r.rid, j.id, j.prev_hash, j.hash FROM ${events}`,
     moved,
     `DELETE FROM audit_journal WHERE seq BETWEEN ${lo} AND ${hi}`,
     moved,
-  ].join(';\n');
+  ];
 }

@@ -29,6 +29,19 @@ export interface AuditWorkerSetup {
   readonly localBase?: string;
   /** Bench-only: commit something else than the trail's AuditEvents (see Config.benchAuditFloor). */
   readonly floor?: AuditFloor;
+  /** Test-only: the journal is moved only when the trail is read (AuditThreadOptions.holdJournal). */
+  readonly holdJournal?: boolean;
+}
+
+/** Settings of the audit worker that are not the service's: for the bench and for tests. */
+export interface AuditThreadOptions {
+  /** Bench-only (see Config.benchAuditFloor). */
+  readonly floor?: AuditFloor;
+  /**
+   * Test-only (never set by configuration): the worker does not move its journal in the
+   * background, only when the trail is read, so tests can read the trail while it holds events.
+   */
+  readonly holdJournal?: boolean;
 }
 
 /** Events one append stored, and the size of the commit they were part of. */
@@ -87,8 +100,7 @@ export class AuditThread implements AuditIndex {
     private readonly localBase: string | undefined,
     /** The queue as the main thread's connection sees it. */
     private readonly queue: AuditQueue,
-    /** Bench-only (see Config.benchAuditFloor). */
-    private readonly floor?: AuditFloor,
+    private readonly options: AuditThreadOptions = {},
   ) {
     this.spawn();
   }
@@ -159,10 +171,13 @@ export class AuditThread implements AuditIndex {
 
   private spawn(): void {
     this.journalKeys = undefined;
-    const setup: AuditWorkerSetup = { settings: this.settings, localBase: this.localBase, ...(this.floor ? { floor: this.floor } : {}) };
+    const setup: AuditWorkerSetup = { settings: this.settings, localBase: this.localBase, ...this.options };
     const worker = new Worker(path.join(__dirname, 'audit-worker.js'), { workerData: setup });
     this.worker = worker;
-    worker.on('message', (m: FromAuditWorker) => this.receive(m));
+    // Only this worker's: a message of one that has been replaced could undo the new one's count.
+    worker.on('message', (m: FromAuditWorker) => {
+      if (this.worker === worker) this.receive(m);
+    });
     let failure: Error | undefined;
     worker.on('error', (err) => {
       failure = err;
@@ -170,6 +185,8 @@ export class AuditThread implements AuditIndex {
     this.exited = new Promise<void>((resolve) =>
       worker.once('exit', (code) => {
         this.worker = undefined;
+        // It may have committed events whose count it never sent: unknown until the next one counts.
+        this.journalKeys = undefined;
         // Its connections closed with it, and SQLite's lock with them; ours too.
         new WriterLock(this.settings.lock, 'main').releaseFor('worker');
         const err = new Error(`the audit worker stopped (exit code ${code}${failure ? `: ${failure.message}` : ''})`);

@@ -331,7 +331,7 @@ async function main(): Promise<void> {
   const spare = new SpareCpu();
   const journal = new AuditJournal(driver, (delta, reset) => post({ kind: 'journal', delta, reset }));
   await journal.load();
-  const indexer = new AuditIndexer(driver, setup.localBase, { busy: () => appends?.active === true || spare.sample() < SPARE_CORES, passSize: INDEX_PASS_SIZE, journal });
+  const indexer = new AuditIndexer(driver, setup.localBase, { busy: () => appends?.active === true || spare.sample() < SPARE_CORES, passSize: INDEX_PASS_SIZE, journal, holdJournal: setup.holdJournal === true });
   appends = new AppendLoop(driver, setup.localBase, (n) => indexer.nudge(n), journal, setup.floor);
   const loop = appends;
   let reported = 0;

@@ -120,8 +120,6 @@ export class ExportJobs {
 
   /** Takes the snapshot and records the job (status `accepted`). */
   async create(job: NewExport): Promise<ExportJob> {
-    // The snapshot holds every AuditEvent committed before it: those still in the journal are moved first.
-    if (job.types.includes('AuditEvent')) await this.store.auditIndex.materialized();
     const snapshot = await takeSnapshot(this.store.driver, this.now);
     const estimate = await this.store.driver.get<{ n: string | number }>(
       `SELECT COUNT(*) AS n FROM resource_versions WHERE type IN (${job.types.map(() => '?').join(', ')}) AND seq <= ?`,

@@ -1,3 +1,4 @@
+import { moveJournalIn } from './audit-journal';
 import type { Driver } from './driver';
 
 /** A point in the commit history: everything up to `seq`, and the instant it stands for. */
@@ -27,6 +28,10 @@ export interface Snapshot {
 export async function takeSnapshot(driver: Driver, now: () => number, skewMarginMs = 1000): Promise<Snapshot> {
   if (driver.dialect === 'sqlite') {
     return driver.transaction(async (q) => {
+      // The audit worker's events still in its journal get their history rows (and `seq`s) now,
+      // below the snapshot: moved later, they would be above it but stamped before `time`, and so
+      // missed by this export and by the next one `_since` it.
+      await moveJournalIn(q);
       const row = await q.get<{ seq: number | null }>('SELECT MAX(seq) AS seq FROM resource_versions');
       return { seq: Number(row?.seq ?? 0), time: now() };
     });

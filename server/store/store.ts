@@ -3,7 +3,7 @@ import { Sequelize } from 'sequelize';
 import type { DatabaseConfig } from '../config';
 import { AuditIndexer, AuditQueue, type AuditIndex } from './audit-index';
 import { buildItems, type AuditItem } from '../audit/items';
-import { AuditThread, type Committed } from './audit-thread';
+import { AuditThread, type AuditThreadOptions, type Committed } from './audit-thread';
 import type { AuditFloor } from './audit-worker';
 import { openDriver, type Driver, type Queryable } from './driver';
 import { migrate } from './migrations';
@@ -93,11 +93,11 @@ export class Store {
     readonly cutovers: Cutovers,
     /** PostgreSQL: lock and statement timeout of write transactions, ms (0: none). */
     private readonly writeTimeoutMs = 0,
-    /** Bench-only (see Config.benchAuditFloor). */
-    benchAuditFloor?: AuditFloor,
+    /** Bench- and test-only settings of the audit worker (see AuditThreadOptions). */
+    auditOptions: AuditThreadOptions = {},
   ) {
     this.reader = new StoreReader(driver);
-    this.auditThread = driver.sqlite ? new AuditThread(driver.sqlite, localBase, new AuditQueue(driver), benchAuditFloor) : undefined;
+    this.auditThread = driver.sqlite ? new AuditThread(driver.sqlite, localBase, new AuditQueue(driver), auditOptions) : undefined;
     this.auditIndex = this.auditThread ?? new AuditIndexer(driver, localBase);
     // Leftovers from before a restart, and events other processes queued (the worker looks by itself).
     if (!this.auditThread) this.auditIndex.nudge();
@@ -105,7 +105,7 @@ export class Store {
   }
 
   /** Connects, applies pending migrations and prepares the driver. */
-  static async open(config: DatabaseConfig, options: { now: () => number; localBase?: string; benchAuditFloor?: AuditFloor }): Promise<Store> {
+  static async open(config: DatabaseConfig, options: { now: () => number; localBase?: string; benchAuditFloor?: AuditFloor; holdAuditJournal?: boolean }): Promise<Store> {
     assertNoParamIdCollisions();
     const sequelize =
       config.dialect === 'sqlite'
@@ -117,7 +117,10 @@ export class Store {
       await migrate(sequelize);
       const driver = await openDriver(sequelize, config.dialect === 'sqlite' ? { sqliteStorage: config.storage, sqliteSynchronous: config.synchronous, sqliteBusyTimeoutMs: config.busyTimeoutMs } : {});
       await reindexIfAsked(driver, options.localBase);
-      return new Store(sequelize, driver, options.now, options.localBase, await sharedSecret(driver, 'cursor-key'), await cutovers(driver), config.dialect === 'postgres' ? (config.writeTimeoutMs ?? 0) : 0, options.benchAuditFloor);
+      return new Store(sequelize, driver, options.now, options.localBase, await sharedSecret(driver, 'cursor-key'), await cutovers(driver), config.dialect === 'postgres' ? (config.writeTimeoutMs ?? 0) : 0, {
+        ...(options.benchAuditFloor ? { floor: options.benchAuditFloor } : {}),
+        ...(options.holdAuditJournal ? { holdJournal: true } : {}),
+      });
     } catch (err) {
       await sequelize.close().catch(() => undefined);
       throw err;

@@ -60,6 +60,8 @@ export interface HarnessOptions {
   listenUrl?: string;
   /** A database of the test's own (fault tests), instead of a fresh one; closing the harness drops it. */
   database?: TestDatabase;
+  /** SQLite: the audit worker moves its journal only when the trail is read (see AuditThreadOptions.holdJournal). */
+  holdAuditJournal?: boolean;
 }
 
 /** A fresh database and app, driven in-process through the real HTTP stack. */
@@ -68,7 +70,7 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
   const config = loadConfig({ CUSTODIAN_BASE_URL: 'http://custodian.test/fhir', LOG_LEVEL: 'silent', CUSTODIAN_TOKEN_LIFETIME: '3600', ...options.env }, process.cwd());
   const clock = { now: options.frozenAt ?? Date.now(), auto: options.frozenAt === undefined };
   const now = () => (clock.auto ? Date.now() : clock.now);
-  const store = await Store.open(db.config, { now, localBase: config.baseUrl, benchAuditFloor: config.benchAuditFloor });
+  const store = await Store.open(db.config, { now, localBase: config.baseUrl, benchAuditFloor: config.benchAuditFloor, holdAuditJournal: options.holdAuditJournal });
   const { clients, json } = await makeClients([...DEFAULT_CLIENTS, ...(options.clients ?? [])]);
   const registryDir = fs.mkdtempSync(path.join(os.tmpdir(), 'custodian-clients-'));
   const registryFile = path.join(registryDir, 'clients.json');
