@@ -37,8 +37,9 @@ export interface AuditIndex {
   /**
    * Resolves when every AuditEvent committed before the call is in the trail's tables (current
    * row, history, chain link, index queue): SQLite's audit journal moved there first (see
-   * store/audit-journal.ts). Every read of the trail that is not a search (searches catchUp)
-   * calls it first. Never inside a write transaction: the move needs the writer.
+   * store/audit-journal.ts). Every read of the trail that is not a search (searches catchUp) or
+   * $verify (which walks the journal as it is) calls it first. Never inside a write transaction:
+   * the move needs the writer (a transaction moves it itself, moveJournalIn).
    */
   materialized(): Promise<void>;
   /** Stops background indexing once the pass under way is done (for shutdown). */

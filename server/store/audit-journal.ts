@@ -18,13 +18,16 @@ import type { Driver, Queryable } from './driver';
  * from it: an event is in the journal or in the trail's tables, never both, never neither. A
  * crash loses nothing (the journal is committed; the move is retried). Edits to a journal row
  * before it is moved are caught like edits after: the moved content is hashed against the link
- * the worker computed from what it built.
+ * the worker computed from what it built, and $verify walks the journal's links where they are
+ * (store/audit-chain.ts verifyChain), without moving them.
  *
- * The price is on the other side: every read of the trail (read, vread, history, search and
- * what it includes, $access-report, $verify, export) first moves what the journal holds
- * (AuditIndex.materialized, and catchUp before searches), or it would miss events already
- * committed. The audit worker moves it in the background as the indexer indexes: when the
- * machine has CPU to spare, and whatever the load past the indexer's lag bound.
+ * The price is on the other side: every other read of the trail (read, vread, history, search
+ * and what it includes, $access-report) first moves what the journal holds
+ * (AuditIndex.materialized, and catchUp before searches), and an export's snapshot and a
+ * transaction that reads AuditEvents move it in their own transaction (moveJournalIn), or they
+ * would miss events already committed. The audit worker moves it in the background as the
+ * indexer indexes: when the machine has CPU to spare, and whatever the load past the indexer's
+ * lag bound.
  */
 
 /** Events moved per transaction: the move holds the writer, so audit commits wait behind it. */
