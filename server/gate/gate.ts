@@ -167,7 +167,9 @@ export class Gate {
     return this.store
       .transaction(async (tx) => {
         // Events journaled since the catch-up above are moved now, in the transaction, which holds
-        // the writer: what it reads holds every AuditEvent committed before it.
+        // the writer: it reads every AuditEvent committed before it by id, and by its `patient` and
+        // `date` rows. (Their other index rows are built later: a search of the transaction on
+        // other AuditEvent parameters misses the few events committed since the catch-up.)
         if (options.readsAuditIndex && this.store.dialect === 'sqlite') await moveJournalIn(tx.q);
         const gated = new GatedTx(tx, ctx, this.policy, this.seal, audit);
         changes = gated.changes;

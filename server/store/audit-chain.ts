@@ -243,6 +243,9 @@ export async function verifyChain(q: Queryable, options: VerifyOptions = {}): Pr
   for (const [seq] of anchors) {
     if (!seenAnchors.has(seq)) return fail({ problem: 'anchor-mismatch', seq, detail: `link ${seq}, kept outside the database, is not in the chain (it has ${links} links up to its head)` });
   }
+  // A link both in the chain and in the journal (a batch boundary between the two copies hides it from the walk).
+  const twice = await q.get<{ seq: number | string }>('SELECT c.seq FROM audit_chain c JOIN audit_journal j ON j.seq = c.seq LIMIT 1');
+  if (twice) return fail({ problem: 'broken-link', seq: Number(twice.seq), detail: `link ${twice.seq} is stored twice (in the chain and in the journal)` });
   // Links past the head: appended since it was read, or slipped in beside it.
   const beyond = await q.get<{ seq: number | string }>(
     'SELECT seq FROM (SELECT seq FROM audit_chain WHERE seq > ? UNION ALL SELECT seq FROM audit_journal WHERE seq > ?) b ORDER BY seq LIMIT 1',

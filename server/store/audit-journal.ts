@@ -105,31 +105,43 @@ export class AuditJournal {
    * the moves: each moves what is left up to where it began, after the move under way.
    */
   async drain(): Promise<void> {
-    // Counted before the look: committed before it, so in the journal then unless gone.
-    const counted = [...this.keys];
     const top = await this.driver.get<{ seq: number | string | null }>('SELECT MAX(seq) AS seq FROM audit_journal');
     const last = Number(top?.seq ?? 0);
-    if (!last) {
-      // Nothing there: what was counted before the look (moved or removed by another connection)
-      // is not; events counted since (committed meanwhile) stay counted.
-      if (counted.length) this.count(counted.map(([key, n]) => [key, -n]));
-      return;
-    }
+    // Nothing there: one move finds nothing, and so clears what is still counted (moveBatch).
+    if (!last) return void (await this.move());
     while (await this.driver.get('SELECT seq FROM audit_journal WHERE seq <= ? LIMIT 1', [last])) await this.move(MOVE_BATCH, last);
   }
 
+  /**
+   * One move. Only this thread adds to the journal (its rows come after `upTo`), and it moves one
+   * batch at a time; a write transaction of the main thread may take the whole journal
+   * (moveJournalIn), so the batch read here may be gone by the time its script runs.
+   */
   private async moveBatch(limit: number, upTo: number | undefined): Promise<number> {
-    // Only this thread adds to the journal (its rows come after `upTo`) or takes from it, one
-    // script at a time: the batch read here is the batch the script moves.
+    // Counted before the look: committed before it, so in the journal then unless moved since.
+    const counted = [...this.keys];
     const groups = await this.driver.all<{ patient: string | null; n: number | string; lo: number | string; hi: number | string; refs: number | string | null; dates: number | string | null }>(
       `SELECT patient, COUNT(*) AS n, MIN(seq) AS lo, MAX(seq) AS hi, SUM(json_array_length(refs)) AS refs, SUM(json_array_length(dates)) AS dates FROM (SELECT seq, patient, refs, dates FROM audit_journal${upTo === undefined ? '' : ` WHERE seq <= ${Math.floor(upTo)}`} ORDER BY seq LIMIT ${Math.max(1, Math.floor(limit))}) b GROUP BY patient`,
     );
-    if (groups.length === 0) return 0;
+    if (groups.length === 0) {
+      // The journal is empty: what was counted before the look is not there (a transaction of the
+      // main thread moved it, or another connection removed it); events counted since, committed
+      // meanwhile, stay counted. No other move runs meanwhile: moves are one at a time.
+      if (upTo === undefined && counted.length) this.count(counted.map(([key, n]) => [key, -n]));
+      return 0;
+    }
     const sum = (pick: (g: (typeof groups)[number]) => number | string | null) => groups.reduce((total, g) => total + Number(pick(g) ?? 0), 0);
     const n = sum((g) => g.n);
     const lo = Math.min(...groups.map((g) => Number(g.lo)));
     const hi = Math.max(...groups.map((g) => Number(g.hi)));
-    await this.driver.script!(moveScript(lo, hi, n, sum((g) => g.refs), sum((g) => g.dates)));
+    try {
+      await this.driver.script!(moveScript(lo, hi, n, sum((g) => g.refs), sum((g) => g.dates)));
+    } catch (err) {
+      // Moved meanwhile by a transaction of the main thread (it takes the whole journal): done.
+      if (await this.driver.get('SELECT seq FROM audit_journal WHERE seq BETWEEN ? AND ? LIMIT 1', [lo, hi])) throw err;
+      this.count(groups.map((g) => [g.patient, -Number(g.n)]));
+      return 0;
+    }
     this.count(groups.map((g) => [g.patient, -Number(g.n)]));
     this.moved += n;
     return n;
@@ -168,7 +180,8 @@ export function moveScript(lo: number, hi: number, n: number, refs = 0, dates = 
  * meanwhile): moves the whole journal, so that what the transaction reads next holds every
  * AuditEvent committed before it (an export's snapshot, a transaction Bundle's reads of
  * AuditEvents). The audit worker's count of the journal is left too high, which costs a needless
- * look, never a missed event, until its next drain finds the journal empty.
+ * move, never a missed event, until its next move finds the journal empty (or the batch it read
+ * gone).
  */
 export async function moveJournalIn(q: Queryable): Promise<number> {
   const batch = await q.get<{ n: number | string; lo: number | string | null; hi: number | string | null; refs: number | string | null; dates: number | string | null }>(

@@ -120,7 +120,7 @@ export class ExportJobs {
 
   /** Takes the snapshot and records the job (status `accepted`). */
   async create(job: NewExport): Promise<ExportJob> {
-    const snapshot = await takeSnapshot(this.store.driver, this.now);
+    const snapshot = await takeSnapshot(this.store.driver, this.now, { auditEvents: job.types.includes('AuditEvent') });
     const estimate = await this.store.driver.get<{ n: string | number }>(
       `SELECT COUNT(*) AS n FROM resource_versions WHERE type IN (${job.types.map(() => '?').join(', ')}) AND seq <= ?`,
       [...job.types, snapshot.seq],

@@ -25,13 +25,14 @@ export interface Snapshot {
  *   database (`pg_stat_activity`), less a margin for clock skew between the server processes
  *   and the database, and `seq` is read after that.
  */
-export async function takeSnapshot(driver: Driver, now: () => number, skewMarginMs = 1000): Promise<Snapshot> {
+export async function takeSnapshot(driver: Driver, now: () => number, options: { skewMarginMs?: number; auditEvents?: boolean } = {}): Promise<Snapshot> {
+  const skewMarginMs = options.skewMarginMs ?? 1000;
   if (driver.dialect === 'sqlite') {
     return driver.transaction(async (q) => {
-      // The audit worker's events still in its journal get their history rows (and `seq`s) now,
-      // below the snapshot: moved later, they would be above it but stamped before `time`, and so
-      // missed by this export and by the next one `_since` it.
-      await moveJournalIn(q);
+      // For a snapshot of AuditEvents, the audit worker's events still in its journal get their
+      // history rows (and `seq`s) now, below the snapshot: moved later, they would be above it but
+      // stamped before `time`, and so missed by this export and by the next one `_since` it.
+      if (options.auditEvents) await moveJournalIn(q);
       const row = await q.get<{ seq: number | null }>('SELECT MAX(seq) AS seq FROM resource_versions');
       return { seq: Number(row?.seq ?? 0), time: now() };
     });

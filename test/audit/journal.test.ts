@@ -76,6 +76,43 @@ describe('Audit: the journal moves for the patients searched for', () => {
     assert.deepEqual(rows, []);
   });
 
+  it('a batch taken meanwhile by a transaction of the main thread (moveJournalIn): the move stands down, and the count follows', async () => {
+    const { driver, rows } = fakeDriver([{ seq: 1, patient: 'Patient/a' }]);
+    const script = driver.script!;
+    (driver as { script: typeof script }).script = async () => {
+      rows.splice(0, rows.length); // the main thread's transaction moved the whole journal first
+      throw new Error('NOT NULL constraint failed: audit_chain_head.links');
+    };
+    const journal = new AuditJournal(driver);
+    await journal.load();
+    await journal.drainFor(['Patient/a']);
+    const asked: string[] = [];
+    (driver as { all: unknown }).all = async (sql: string) => {
+      asked.push(sql);
+      return [];
+    };
+    await journal.drainFor(['Patient/a']);
+    assert.deepEqual(asked, [], 'no longer counted: nothing asked');
+  });
+
+  it('what a transaction of the main thread moved stops being counted at the next move that finds the journal empty', async () => {
+    const { driver, rows } = fakeDriver([{ seq: 1, patient: null }]);
+    const journal = new AuditJournal(driver);
+    await journal.load();
+    rows.splice(0, rows.length); // moved by moveJournalIn: the worker was not told
+    await journal.move();
+    const before = rows.length;
+    await journal.drainFor(['Patient/q']);
+    assert.equal(rows.length, before);
+    let asked = 0;
+    (driver as { get: unknown }).get = async () => {
+      asked++;
+      return undefined;
+    };
+    await journal.drainFor(['Patient/q']);
+    assert.equal(asked, 0, 'the several-patients key is gone: a search for q asks nothing');
+  });
+
   it('a move that fails leaves the count as it was: the next search for the patient moves again', async () => {
     const { driver, rows } = fakeDriver([{ seq: 1, patient: 'Patient/a' }]);
     let fail = true;
@@ -182,7 +219,7 @@ describe('Audit: the journal moves for the patients searched for', () => {
 
   it('an export snapshot holds every event committed before it (they are moved in its transaction)', async () => {
     await journaledRead(a);
-    const snapshot = await takeSnapshot(h.store.driver, Date.now);
+    const snapshot = await takeSnapshot(h.store.driver, Date.now, { auditEvents: true });
     assert.equal(await journalSize(), 0);
     const unsnapshotted = await h.store.driver.get<{ n: number }>("SELECT COUNT(*) AS n FROM resource_versions WHERE type = 'AuditEvent' AND seq > ?", [snapshot.seq]);
     assert.equal(Number(unsnapshotted!.n), 0, 'every event so far is at or below the snapshot');

@@ -260,6 +260,17 @@ describe(`Audit: tampering with the trail is detected (${ENGINE})`, () => {
       });
     });
 
+    it('a link copied into the journal beside the chain: broken-link, stored twice', async () => {
+      const l = (await q().get<{ seq: number; event_id: string; prev_hash: string; hash: string }>('SELECT seq, event_id, prev_hash, hash FROM audit_chain WHERE seq = 2'))!;
+      const { content } = await link(2);
+      // Walked directly: moving it (as the requests here do after each response) would fail, its event being stored already.
+      await q().run("INSERT INTO audit_journal (seq, id, last_updated, content, patient, early, prev_hash, hash) VALUES (?, ?, 0, ?, '', 0, ?, ?)", [l.seq, l.event_id, content, l.prev_hash, l.hash]);
+      const report = await verifyChain(q(), { localBase: h.config.baseUrl });
+      await q().run('DELETE FROM audit_journal WHERE seq = 2');
+      assert.deepEqual([report.ok, report.firstProblem?.problem, report.firstProblem?.seq], [false, 'broken-link', 2]);
+      assert.equal((await verify()).intact, true, 'restored');
+    });
+
     it('the journal is emptied by every read of the trail: nothing stays behind a read', async () => {
       const { events } = await journalWith(() => 'SELECT 1');
       assert.equal((await get(`/AuditEvent/${events[2].id}`)).status, 200);
