@@ -183,8 +183,8 @@ export class AuditIndexer implements AuditIndex {
   }
 
   private async loop(): Promise<void> {
-    // A move that fails (a journal row that cannot be moved: it is reported by $verify, which
-    // walks the journal as it is) does not stop the indexing of what was moved before it.
+    // A move that fails (a journal row that cannot be moved, e.g. edited in the database) does
+    // not stop the indexing of what was moved before it; it is retried on the next nudge.
     let moveFailure: { err: unknown } | undefined;
     while (!this.stopped) {
       if (this.busy() && this.queued < MAX_LAG) {

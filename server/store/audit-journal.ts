@@ -36,8 +36,6 @@ export const MOVE_BATCH = 1000;
 export class AuditJournal {
   /** The move under way (moves run one at a time). */
   private moving: Promise<number> = Promise.resolve(0);
-  /** Events moved by this process. */
-  moved = 0;
   /**
    * How many journaled events each queue key (`Patient/123`, '' for none, null for several)
    * has: what a search for some patients asks before moving anything (drainFor). Kept by the one
@@ -83,11 +81,6 @@ export class AuditJournal {
    */
   async drainFor(patients: readonly string[]): Promise<void> {
     if (this.keys.has(null) || patients.some((p) => this.keys.has(p))) await this.drain();
-  }
-
-  /** Events waiting to be moved. */
-  async backlog(): Promise<number> {
-    return journalBacklog(this.driver);
   }
 
   /**
@@ -143,7 +136,6 @@ export class AuditJournal {
       return 0;
     }
     this.count(groups.map((g) => [g.patient, -Number(g.n)]));
-    this.moved += n;
     return n;
   }
 }
