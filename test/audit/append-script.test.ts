@@ -231,10 +231,15 @@ import { startHarness, type Harness } from '../support/harness';
     assert.throws(() => built.part([event(undefined)], true), /finished/, 'nothing may follow the part that moves the head');
     assert.deepEqual(built.tail, whole.tail, 'the same links as one script of all the events');
     const count = await stored();
-    // The reader connection, between parts: the parts run, uncommitted.
+    // The reader connection, between parts: the parts run, uncommitted. A read is only issued
+    // there: it runs when SQLite's thread pool gets to it, which (with the audit worker moving
+    // and indexing in the same pool) may be after the COMMIT. Either way it sees all of the
+    // script or none of it, never the parts before the last.
     const seen: Promise<number>[] = [];
     await driver().script!(partsOf(sqls, () => seen.push(stored())));
-    assert.deepEqual(await Promise.all(seen), [count, count], 'no part is visible before the COMMIT');
+    const views = await Promise.all(seen);
+    assert.equal(views.length, 2);
+    for (const n of views) assert.ok(n === count || n === count + 450, `a reader saw ${n - count} of the 450 events: part of the script before its COMMIT`);
     assert.equal(await stored(), count + 450);
     assert.deepEqual(await head(), { ...whole.tail, links: before.links + 450 });
     await h.store.auditIndex.materialized();
