@@ -119,7 +119,7 @@ export class Gate {
       record,
       // The reviewer may learn decisions about any of the patient's data, never its content.
       resource: async (type, id) => {
-        if (type === 'AuditEvent') await this.store.auditIndex.materialized();
+        if (type === 'AuditEvent') await trailRead(this.store.auditIndex.materialized());
         const v = await this.store.reader.current(type, id);
         return v && !v.deleted && v.resource && definitions[type].patientIds(v.resource).includes(patientId) ? v : undefined;
       },
@@ -238,12 +238,12 @@ export class GatedReads {
 
   /** Brings the AuditEvent search index up to date (see `trail`). */
   private indexAudit(patients?: readonly string[], params?: readonly string[]): Promise<void> | undefined {
-    return this.trail?.catchUp(patients, params);
+    return this.trail ? trailRead(this.trail.catchUp(patients, params)) : undefined;
   }
 
   /** Before reading AuditEvents other than by search: every one committed is in the trail's tables (see `trail`). */
   private async trailSettled(types: readonly ResourceType[]): Promise<void> {
-    if (this.trail && types.includes('AuditEvent')) await this.trail.materialized();
+    if (this.trail && types.includes('AuditEvent')) await trailRead(this.trail.materialized());
   }
 
   /** Seals and opens the history feed's cursors (see FeedCursorSeal). */
@@ -793,4 +793,18 @@ function refused(what: string, decision?: Decision, write = false): FhirError {
 
 function permissionOf(interaction: SystemInteraction): Permission {
   return interaction === 'create' ? 'c' : interaction === 'update' || interaction === 'patch' ? 'u' : interaction === 'delete' ? 'd' : interaction === 'read' || interaction === 'vread' || interaction === 'history-instance' ? 'r' : 's';
+}
+
+/**
+ * Waits until the audit trail's tables hold what a read of them needs. When they cannot (an
+ * event in the audit journal that cannot be moved whole, the store failing), the read fails
+ * closed, 503, rather than answer without the events it would miss; the cause goes to the log.
+ */
+async function trailRead(settled: Promise<void>): Promise<void> {
+  try {
+    await settled;
+  } catch (err) {
+    if (err instanceof FhirError) throw err;
+    throw new FhirError('unavailable', 'The audit trail cannot be read completely right now, so it is not read at all; try again later', { cause: err });
+  }
 }

@@ -79,7 +79,7 @@ function isDatabaseUnavailable(err: unknown): boolean {
 }
 
 function describe(err: unknown): unknown {
-  if (err instanceof Error) return { name: err.name, message: err.message, stack: err.stack, code: (err as { code?: string }).code };
+  if (err instanceof Error) return { name: err.name, message: err.message, stack: err.stack, code: (err as { code?: string }).code, ...(err.cause === undefined ? {} : { cause: describe(err.cause) }) };
   return err;
 }
 
