@@ -26,7 +26,7 @@ const FAMILIES = ['Smith', 'Jones', 'Taylor', 'Brown', 'Williams', 'Wilson', 'Jo
 const EVENT_START = Date.UTC(2026, 0, 1);
 
 /** The i-th valid NHS number (Modulus 11), from 900000000x upwards. */
-function nhsNumber(i: number): string {
+export function nhsNumber(i: number): string {
   for (let n = 900000000 + i * 2; ; n++) {
     const digits = String(n).split('').map(Number);
     const sum = digits.reduce((s, d, k) => s + d * (10 - k), 0);
@@ -87,7 +87,7 @@ function eventOf(j: number): AuditEvent {
   };
 }
 
-async function seed(database: DatabaseConfig): Promise<void> {
+export async function seed(database: DatabaseConfig): Promise<void> {
   const store = await Store.open(database, { now: Date.now });
   const writer = { clientId: 'bench', organization: `${ODS}|BENCH1` };
   const load = async (type: ResourceType, total: number, make: (i: number) => Resource) => {
@@ -129,7 +129,7 @@ interface Walk {
 }
 
 /** One national service walking every Consent, 1000 a page, following next links. */
-async function walkConsents(base: string, headers: Record<string, string>): Promise<Walk> {
+export async function walkConsents(base: string, headers: Record<string, string>): Promise<Walk> {
   const latencies: number[] = [];
   let resources = 0;
   let url: string | undefined = `${base}/Consent?_count=1000`;

@@ -180,8 +180,18 @@ function source(f: Pick<RequestFacts, 'server'>, securityServer = false): AuditE
   };
 }
 
+/**
+ * The codings of the entities every event has (frozen: the same objects in every event, so the
+ * audit store turns them into JSON once, store/audit-frame.ts).
+ */
+const PERSON = Object.freeze(coding(ENTITY_TYPE, '1', 'Person'));
+const PATIENT_ROLE = Object.freeze(coding(OBJECT_ROLE, '1', 'Patient'));
+const SYSTEM_OBJECT = Object.freeze(coding(ENTITY_TYPE, '2', 'System Object'));
+const DOMAIN_RESOURCE = Object.freeze(coding(OBJECT_ROLE, '4', 'Domain Resource'));
+const CONSENT_TYPE = Object.freeze(coding('http://hl7.org/fhir/resource-types', 'Consent', 'Consent'));
+
 function patientEntity(patientId: string): AuditEventEntity {
-  return { type: coding(ENTITY_TYPE, '1', 'Person'), role: coding(OBJECT_ROLE, '1', 'Patient'), what: { reference: `Patient/${patientId}` } };
+  return { type: PERSON, role: PATIENT_ROLE, what: { reference: `Patient/${patientId}` } };
 }
 
 function requestIdEntity(requestId: string): AuditEventEntity {
@@ -204,15 +214,60 @@ export function buildEvents(f: RequestFacts, notes: readonly AccessNote[]): Audi
   }
   if (byPatient.size === 0) byPatient.set('', []);
   const events: AuditEvent[] = [];
+  const shared = requestParts(f);
   for (const [patient, list] of byPatient) {
-    events.push(restEvent(f, patient || undefined, list));
+    events.push(restEvent(f, shared, patient || undefined, list));
     const consentDecision = patient ? authzConsentEvent(f, patient, list) : undefined;
     if (consentDecision) events.push(consentDecision);
   }
   return events;
 }
 
-function restEvent(f: RequestFacts, patient: string | undefined, notes: readonly AccessNote[]): AuditEvent {
+/**
+ * The parts of a request's RESTful events that are the same for every patient: built once and
+ * shared by its events (the same objects), so that a request about a thousand patients does not
+ * build them a thousand times, and the audit store can keep them once (store/audit-frame.ts).
+ */
+interface RequestParts {
+  readonly agent: AuditEventAgent[];
+  readonly source: AuditEvent['source'];
+  /** The entities every event ends with: the query (when there is one) and the request id. */
+  readonly last: AuditEventEntity[];
+  readonly type: Coding;
+  /** The subtype of an event about these interactions (the same list for the same interactions). */
+  subtype(interactions: readonly AuditInteraction[]): Coding[];
+}
+
+function requestParts(f: RequestFacts): RequestParts {
+  const last: AuditEventEntity[] = [];
+  if (f.query) {
+    last.push({
+      type: coding(ENTITY_TYPE, '2', 'System Object'),
+      role: coding(OBJECT_ROLE, '24', 'Query'),
+      description: f.query,
+      query: Buffer.from(f.query).toString('base64'),
+    });
+  }
+  last.push(requestIdEntity(f.requestId));
+  const subtypes = new Map<string, Coding[]>();
+  return {
+    agent: restAgents(f),
+    source: source(f),
+    last,
+    type: coding('http://terminology.hl7.org/CodeSystem/audit-event-type', 'rest', 'Restful Operation'),
+    subtype: (interactions) => {
+      const key = interactions.join(' ');
+      let subtype = subtypes.get(key);
+      if (!subtype) {
+        subtype = interactions.map((i) => coding('http://hl7.org/fhir/restful-interaction', i));
+        subtypes.set(key, subtype);
+      }
+      return subtype;
+    },
+  };
+}
+
+function restEvent(f: RequestFacts, shared: RequestParts, patient: string | undefined, notes: readonly AccessNote[]): AuditEvent {
   const interactions = [...new Set([f.interaction, ...notes.map((n) => n.interaction)])];
   const denied = notes.find((n) => n.decision?.effect === 'deny');
   const btg = notes.some((n) => n.decision?.reason === 'break-the-glass');
@@ -232,32 +287,24 @@ function restEvent(f: RequestFacts, patient: string | undefined, notes: readonly
     seen.add(key);
     // A resource that was never stored is named by its type only: no id or version that does not exist.
     const what: Reference = n.unstored ? { type: n.reference, display: `${n.reference} (not stored)` } : { reference: n.reference };
-    entities.push({ type: coding(ENTITY_TYPE, '2', 'System Object'), role: coding(OBJECT_ROLE, '4', 'Domain Resource'), what });
+    entities.push({ type: SYSTEM_OBJECT, role: DOMAIN_RESOURCE, what });
   }
   // In a query the Consents that decided are named here (no separate AuthZconsent event).
   const queryConsents = new Set(notes.filter((n) => QUERIES.has(n.interaction)).flatMap((n) => n.decision?.consents ?? []));
-  for (const c of queryConsents) entities.push({ type: coding('http://hl7.org/fhir/resource-types', 'Consent', 'Consent'), what: { reference: c } });
-  if (f.query) {
-    entities.push({
-      type: coding(ENTITY_TYPE, '2', 'System Object'),
-      role: coding(OBJECT_ROLE, '24', 'Query'),
-      description: f.query,
-      query: Buffer.from(f.query).toString('base64'),
-    });
-  }
-  entities.push(requestIdEntity(f.requestId));
+  for (const c of queryConsents) entities.push({ type: CONSENT_TYPE, what: { reference: c } });
+  entities.push(...shared.last);
   const description = denied ? `${denied.decision!.reason}: ${denied.decision!.detail}` : f.status >= 400 ? f.message : status >= 400 ? 'a part of this request failed and was not done' : undefined;
   return {
     resourceType: 'AuditEvent',
-    type: coding('http://terminology.hl7.org/CodeSystem/audit-event-type', 'rest', 'Restful Operation'),
-    subtype: interactions.map((i) => coding('http://hl7.org/fhir/restful-interaction', i)),
+    type: shared.type,
+    subtype: shared.subtype(interactions),
     action: actionOf(f.interaction),
     recorded: f.recorded,
     outcome,
     ...(description ? { outcomeDesc: description.slice(0, 1000) } : {}),
     ...(btg ? { purposeOfEvent: [{ coding: [coding(V3_REASON, f.ctx!.purposeOfUse)], text: 'break the glass' }] } : {}),
-    agent: restAgents(f),
-    source: source(f),
+    agent: shared.agent,
+    source: shared.source,
     entity: entities,
   };
 }
@@ -366,7 +413,7 @@ export function disclosureEvents(f: DisclosureFacts, byPatient: ReadonlyMap<stri
     source: source(facts),
     entity: [
       ...(patient ? [patientEntity(patient)] : []),
-      ...references.map((reference) => ({ type: coding(ENTITY_TYPE, '2', 'System Object'), role: coding(OBJECT_ROLE, '4', 'Domain Resource'), what: { reference } })),
+      ...references.map((reference) => ({ type: SYSTEM_OBJECT, role: DOMAIN_RESOURCE, what: { reference } })),
       query,
       requestIdEntity(f.requestId),
     ],

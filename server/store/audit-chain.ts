@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import type { Resource } from 'fhir/r4';
 import { extractIndexRows } from '../search/extract';
 import { paramId } from '../search/param-id';
+import { hashFramed, JOURNAL_CONTENT, type Framed } from './audit-frame';
 import type { Dialect, Queryable } from './driver';
 
 /**
@@ -34,6 +35,11 @@ export interface PendingLink {
 
 export function linkHash(prev: string, seq: number, id: string, content: string): string {
   return createHash('sha256').update(`${prev}\n${seq}\n${'AuditEvent/' + id}\n${content}`).digest('hex');
+}
+
+/** linkHash of a framed event (store/audit-frame.ts) from its pieces: the same bytes hashed, its text never joined. */
+function framedLinkHash(prev: string, seq: number, id: string, framed: Framed): string {
+  return hashFramed(createHash('sha256').update(`${prev}\n${seq}\n${'AuditEvent/' + id}\n`), id, framed).digest('hex');
 }
 
 /** The last link of the chain: where the next one attaches. */
@@ -76,13 +82,13 @@ export interface ChainLink {
 }
 
 /** The links of events (id, stored content) appended after `tail`, in order, and the new tail. */
-export function chainLinks(tail: ChainTail, events: readonly { readonly id: string; readonly content: string }[]): { links: ChainLink[]; tail: ChainTail } {
+export function chainLinks(tail: ChainTail, events: readonly { readonly id: string; readonly content: string; readonly framed?: Framed }[]): { links: ChainLink[]; tail: ChainTail } {
   let seq = tail.seq;
   let prev = tail.hash;
   const links: ChainLink[] = [];
   for (const e of events) {
     seq += 1;
-    const hash = linkHash(prev, seq, e.id, e.content);
+    const hash = e.framed ? framedLinkHash(prev, seq, e.id, e.framed) : linkHash(prev, seq, e.id, e.content);
     links.push({ seq, id: e.id, prev, hash });
     prev = hash;
   }
@@ -197,7 +203,7 @@ export async function verifyChain(q: Queryable, options: VerifyOptions = {}): Pr
     const rows = await q.all<LinkRow>(
       `SELECT * FROM (SELECT c.seq, c.rid, c.event_id, c.prev_hash, c.hash, r.content, r.type, r.id, r.deleted, r.version_id, 0 AS journaled FROM audit_chain c LEFT JOIN resources r ON r.rid = c.rid WHERE c.seq >= ?${upTo('c')} ORDER BY c.seq LIMIT ${BATCH}) a
        UNION ALL
-       SELECT * FROM (SELECT j.seq, CAST(NULL AS BIGINT) AS rid, j.id AS event_id, j.prev_hash, j.hash, j.content, 'AuditEvent' AS type, j.id, 0 AS deleted, 1 AS version_id, 1 AS journaled FROM audit_journal j WHERE j.seq >= ?${upTo('j')} ORDER BY j.seq LIMIT ${BATCH}) b
+       SELECT * FROM (SELECT j.seq, CAST(NULL AS BIGINT) AS rid, j.id AS event_id, j.prev_hash, j.hash, ${JOURNAL_CONTENT} AS content, 'AuditEvent' AS type, j.id, 0 AS deleted, 1 AS version_id, 1 AS journaled FROM audit_journal j LEFT JOIN audit_journal_frame f ON f.id = j.frame WHERE j.seq >= ?${upTo('j')} ORDER BY j.seq LIMIT ${BATCH}) b
        ORDER BY seq LIMIT ${BATCH}`,
       [...bounds, ...bounds],
     );

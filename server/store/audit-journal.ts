@@ -1,3 +1,4 @@
+import { JOURNAL_CONTENT } from './audit-frame';
 import type { Driver, Queryable } from './driver';
 
 /**
@@ -5,7 +6,8 @@ import type { Driver, Queryable } from './driver';
  * their responses leave, and from where they are moved into the trail's tables.
  *
  * Why: an audited read must not wait for more than its event's commit. A journal row holds the
- * whole event (its stored JSON, byte for byte) and its chain link (seq, prev_hash, hash, the
+ * whole event (its stored JSON, byte for byte; the events of a request about many patients share
+ * a frame, store/audit-frame.ts) and its chain link (seq, prev_hash, hash, the
  * head moved past it in the same transaction), so at COMMIT the event is durable and as
  * tamper-evident as it will ever be: $verify recomputes the same links from the same content.
  * What it is read through (its current row in `resources`, its history row, its index queue
@@ -194,7 +196,8 @@ function moveStatements(lo: number, hi: number, n: number, refs: number, dates: 
   const moved = inserted(n);
   const events = `audit_journal j CROSS JOIN resources r ON r.type = 'AuditEvent' AND r.id = j.id WHERE ${range}`;
   return [
-    `INSERT INTO resources (type, id, version_id, last_updated, deleted, content, created_by, creator_org) SELECT 'AuditEvent', j.id, 1, j.last_updated, 0, j.content, j.created_by, j.creator_org FROM audit_journal j WHERE ${range} ORDER BY j.seq`,
+    // A row whose frame is gone is not moved, which fails the move (fail closed; $verify names it).
+    `INSERT INTO resources (type, id, version_id, last_updated, deleted, content, created_by, creator_org) SELECT 'AuditEvent', j.id, 1, j.last_updated, 0, ${JOURNAL_CONTENT}, j.created_by, j.creator_org FROM audit_journal j LEFT JOIN audit_journal_frame f ON f.id = j.frame WHERE ${range} AND (j.frame IS NULL OR f.id IS NOT NULL) ORDER BY j.seq`,
     moved,
     `INSERT INTO resource_versions (rid, type, id, version_id, last_updated, deleted, method, content) SELECT r.rid, 'AuditEvent', r.id, 1, r.last_updated, 0, 'POST', NULL FROM ${events} ORDER BY j.seq`,
     moved,
@@ -208,5 +211,8 @@ function moveStatements(lo: number, hi: number, n: number, refs: number, dates: 
     moved,
     `DELETE FROM audit_journal WHERE seq BETWEEN ${lo} AND ${hi}`,
     moved,
+    // The batch's frames, but the one the first event left behind may still use (a request's
+    // events can straddle two batches; a frame's events follow it, and the journal is moved oldest first).
+    `DELETE FROM audit_journal_frame WHERE id <= ${hi} AND id IS NOT (SELECT frame FROM audit_journal ORDER BY seq LIMIT 1)`,
   ];
 }

@@ -1,6 +1,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import type { AuditEvent } from 'fhir/r4';
 import { buildItems, type AuditItem } from '../audit/items';
+import { AuditFramer } from './audit-frame';
 import { AuditIndexer } from './audit-index';
 import { AuditJournal } from './audit-journal';
 import type { AuditWorkerSetup, FromAuditWorker, ToAuditWorker } from './audit-thread';
@@ -55,6 +56,8 @@ interface BuiltEvent {
   readonly early: boolean;
   /** The append's time: the event's meta.lastUpdated. */
   readonly now: number;
+  /** Its request's framer, when that request touched many patients (store/audit-frame.ts). */
+  readonly framer?: AuditFramer;
 }
 
 interface BuiltAppend {
@@ -175,7 +178,9 @@ class AppendLoop {
         events = this.floor === 'row' ? append.items.map(() => FLOOR_EVENT) : append.items.flatMap((item) => {
           const built = buildItems([item]);
           const early = earlyRowsFor(built.length);
-          return built.map((event) => ({ event, early, now: append.now }));
+          // The many events of a request about many patients share most of their JSON: journaled as frames and bodies.
+          const framer = early ? undefined : new AuditFramer(built);
+          return built.map((event) => ({ event, early, now: append.now, framer }));
         });
       } catch (err) {
         post({ kind: 'failed', calls: [append.call], ...failure(err) });
@@ -216,7 +221,7 @@ class AppendLoop {
     try {
       if (this.floor === 'row') await this.driver.script!(`INSERT INTO bench_audit_floor (call) VALUES ${group.appends.flatMap((a) => a.events.map(() => `(${a.call})`)).join(',')}`);
       else {
-        const serialized = group.appends.flatMap((a) => a.events.map((e) => this.serialize({ ...e, early: false })));
+        const serialized = group.appends.flatMap((a) => a.events.map((e) => this.serialize({ ...e, early: false, framer: undefined })));
         // The journal's own chain (in floor mode the trail's tail is never used), from its last row.
         this.tail ??= (await this.driver.get<ChainTail>('SELECT seq, hash FROM bench_audit_journal ORDER BY seq DESC LIMIT 1')) ?? { seq: 0, hash: '' };
         const chained = chainLinks(this.tail, serialized);
@@ -245,7 +250,7 @@ class AppendLoop {
   }
 
   private serialize(e: BuiltEvent): SerializedAuditEvent {
-    return serializeAuditEvent(e.event, e.now, this.localBase, e.early);
+    return serializeAuditEvent(e.event, e.now, this.localBase, e.early, e.framer);
   }
 
   /**

@@ -335,6 +335,17 @@ const migrations: readonly Migration[] = [
       );
     },
   },
+  {
+    id: '0026-audit-journal-frames',
+    async up(m) {
+      // The events of a request about many patients are journaled as frames and bodies (see
+      // store/audit-frame.ts): a frame, the JSON they all share, is stored once here, keyed by the
+      // seq of its first event; their journal rows name it (`frame`) and hold only their bodies in
+      // `content`. A row without a frame holds its whole JSON, as before.
+      await m.sql(`CREATE TABLE audit_journal_frame (id ${m.pg ? 'BIGINT' : 'INTEGER'} PRIMARY KEY, head TEXT NOT NULL, tail TEXT NOT NULL)`);
+      await m.sql(`ALTER TABLE audit_journal ADD COLUMN frame ${m.pg ? 'BIGINT' : 'INTEGER'}`);
+    },
+  },
 ];
 
 /** Ids of all migrations, in order (for the health report and tests). */

@@ -2,6 +2,7 @@ import type { AuditEvent, Resource } from 'fhir/r4';
 import type { ResourceType } from '../../resources';
 import { extractIndexRows, referenceKeys, type IndexRows } from '../search/extract';
 import { paramId } from '../search/param-id';
+import type { AuditFrame, AuditFramer, Framed } from './audit-frame';
 import { appendLinks, chainLinks, chainTail, insertLinks, type ChainTail, type PendingLink } from './audit-chain';
 import type { Dialect, Driver, Queryable } from './driver';
 import { fromCurrentRow, type CurrentRow, type StoredVersion } from './records';
@@ -41,6 +42,8 @@ export interface SerializedAuditEvent {
   readonly patient: string | null;
   /** Its early index rows (see EARLY_AUDIT_PARAMS), written with it; absent when all its rows wait (see EARLY_ROWS_MAX_EVENTS). */
   readonly early?: IndexRows;
+  /** How the journal keeps it when it is one of many of a request (store/audit-frame.ts): `content` is made of these. */
+  readonly framed?: Framed;
 }
 
 /**
@@ -93,12 +96,14 @@ function queuedPatient(event: Resource, localBase: string | undefined): string |
 /**
  * Version 1 of an AuditEvent (whose id is set) as create() would store it, with its early rows
  * unless `early` is false (see EARLY_ROWS_MAX_EVENTS). The audit trail's events are serialised
- * by the thread that built them and stored by another (audit-worker.ts).
+ * by the thread that built them and stored by another (audit-worker.ts). With the `framer` of
+ * its request's events, its frame and body too, when it can be framed (store/audit-frame.ts).
  */
-export function serializeAuditEvent(event: AuditEvent, lastUpdated: number, localBase: string | undefined, early = true): SerializedAuditEvent {
-  const content = JSON.stringify(withMeta(event, 1, lastUpdated));
-  if (!early) return { id: event.id!, lastUpdated, content, patient: queuedPatient(event, localBase) };
-  return { id: event.id!, lastUpdated, content, ...earlyRows(event, localBase) };
+export function serializeAuditEvent(event: AuditEvent, lastUpdated: number, localBase: string | undefined, early = true, framer?: AuditFramer): SerializedAuditEvent {
+  const framed = framer?.frame(event, lastUpdated);
+  const content = framed?.content ?? JSON.stringify(withMeta(event, 1, lastUpdated));
+  const rows = early ? earlyRows(event, localBase) : { patient: queuedPatient(event, localBase) };
+  return { id: event.id!, lastUpdated, content, ...rows, ...(framed ? { framed: { frame: framed.frame, body: framed.body } } : {}) };
 }
 
 /**
@@ -413,7 +418,8 @@ export function literal(value: string | number | null): string {
  * which runs it as one transaction in a single call to the connection (an append of bound
  * statements takes ~8 trips through node-sqlite3's thread pool). It commits each event whole
  * and chained, one `audit_journal` row apiece (its content, its link: seq, prev_hash, hash, and
- * what its queue entry and early index rows will be), and moves the chain's head past them:
+ * what its queue entry and early index rows will be; the events of a request about many patients
+ * as frames and bodies, store/audit-frame.ts), and moves the chain's head past them:
  * the events are durable and tamper-evident at COMMIT. Their current rows, history rows, index
  * queue entries, early index rows and `audit_chain` links, the same rows appendSerialized
  * writes, are made from the journal later, off the response path (store/audit-journal.ts);
@@ -443,6 +449,8 @@ export class AuditAppendScript {
   tail: ChainTail;
   private appended = 0;
   private finished = false;
+  /** The frames stored by the parts so far, by their id (store/audit-frame.ts). */
+  private readonly frames = new Map<AuditFrame, number>();
 
   constructor(
     private readonly writer: Writer,
@@ -465,12 +473,24 @@ export class AuditAppendScript {
     const guard = `(SELECT hash FROM audit_chain_head WHERE id = 1 AND seq = ${literal(from.seq)} AND hash = ${literal(from.hash)})`;
     const statements: string[] = [];
     for (let i = 0; i < events.length; i += 500) {
+      const frames: string[] = [];
       const rows = events.slice(i, i + 500).map((e, j) => {
         const link = chained.links[i + j];
         const prev = first && i + j === 0 ? guard : literal(link.prev);
-        return `(${literal(link.seq)}, ${literal(e.id)}, ${literal(e.lastUpdated)}, ${literal(e.content)}, ${by}, ${literal(e.patient)}, ${e.early ? 1 : 0}, ${literal(journalRefs(e))}, ${literal(journalDates(e))}, ${prev}, ${literal(link.hash)})`;
+        // A framed event's row holds its body; its frame is stored once, keyed by the seq of its first event.
+        let frame: number | null = null;
+        if (e.framed) {
+          frame = this.frames.get(e.framed.frame) ?? null;
+          if (frame === null) {
+            frame = link.seq;
+            this.frames.set(e.framed.frame, frame);
+            frames.push(`(${literal(frame)}, ${literal(e.framed.frame.head)}, ${literal(e.framed.frame.tail)})`);
+          }
+        }
+        return `(${literal(link.seq)}, ${literal(e.id)}, ${literal(e.lastUpdated)}, ${literal(e.framed ? e.framed.body : e.content)}, ${literal(frame)}, ${by}, ${literal(e.patient)}, ${e.early ? 1 : 0}, ${literal(journalRefs(e))}, ${literal(journalDates(e))}, ${prev}, ${literal(link.hash)})`;
       });
-      statements.push(`INSERT INTO audit_journal (seq, id, last_updated, content, created_by, creator_org, patient, early, refs, dates, prev_hash, hash) VALUES ${rows.join(',\n')}`);
+      if (frames.length) statements.push(`INSERT INTO audit_journal_frame (id, head, tail) VALUES ${frames.join(',\n')}`);
+      statements.push(`INSERT INTO audit_journal (seq, id, last_updated, content, frame, created_by, creator_org, patient, early, refs, dates, prev_hash, hash) VALUES ${rows.join(',\n')}`);
     }
     this.tail = chained.tail;
     this.appended += events.length;

@@ -217,6 +217,42 @@ describe('Audit: the journal moves for the patients searched for', () => {
     assert.ok((await journalSize()) >= size, 'nothing moved');
   });
 
+  it('a search about many patients is journaled as frames and bodies, and moved out whole', async () => {
+    const family = `Framed${uuidv7().slice(0, 8)}`;
+    const ids: string[] = [];
+    for (let i = 0; i < 12; i++) ids.push((await h.api.post('/Patient', patient({ name: [{ family }] }))).body.id);
+    await journaledRead(a); // the writes chained themselves: the next commit goes to the journal
+    const requestId = `framed-${uuidv7()}`;
+    const search = await h.api.get(`/Patient?family=${family}&_count=50`, { 'X-Request-Id': requestId });
+    assert.equal(search.body.entry.length, 12);
+    const rows = await h.store.driver.all<{ id: string; seq: number; frame: number | null; body: number; head: number }>(
+      'SELECT j.id, j.seq, j.frame, length(j.content) AS body, length(f.head) + length(f.tail) AS head FROM audit_journal j LEFT JOIN audit_journal_frame f ON f.id = j.frame WHERE j.frame IN (SELECT id FROM audit_journal_frame WHERE tail LIKE ?) ORDER BY j.seq',
+      [`%${requestId}%`],
+    );
+    assert.equal(rows.length, 12, 'one event per patient, each in the journal');
+    assert.equal(new Set(rows.map((r) => r.frame)).size, 1, 'one frame');
+    assert.equal(rows[0].frame, rows[0].seq, 'keyed by its first event');
+    for (const r of rows) assert.ok(r.body * 4 < r.head, `a row keeps its own ${r.body} bytes, the frame the other ${r.head}`);
+    // $verify hashes the journal's rows as their whole JSON, and so do the moves: it holds before and after.
+    assert.equal((await h.api.get('/AuditEvent/$verify')).body.parameter[0].valueBoolean, true);
+    // Moved in two parts: the frame stays while events of it are left.
+    const journal = new AuditJournal(h.store.driver);
+    while (Number((await h.store.driver.get<{ n: number }>('SELECT COUNT(*) AS n FROM audit_journal WHERE seq < ?', [rows[5].seq]))!.n) > 0) await journal.move(1);
+    assert.ok(await h.store.driver.get('SELECT id FROM audit_journal_frame WHERE id = ?', [rows[0].frame]), 'the frame is kept for the events still journaled');
+    const found = entries(await h.api.get(`/AuditEvent?_id=${rows.map((r) => r.id).join(',')}&_count=50`));
+    assert.equal(found.length, 12);
+    assert.equal(await h.store.driver.get('SELECT id FROM audit_journal_frame WHERE id = ?', [rows[0].frame]), undefined, 'moved out: its frame is gone');
+    for (const e of found) {
+      const stored = (await h.store.driver.get<{ content: string }>("SELECT content FROM resources WHERE type = 'AuditEvent' AND id = ?", [e.id]))!.content;
+      assert.equal(stored, JSON.stringify(JSON.parse(stored)), 'whole, as JSON.stringify writes it');
+      assert.ok(stored.includes(requestId) && stored.includes('"code":"search-type"'));
+      const patients = e.entity!.filter((x) => x.type?.code === '1').map((x) => x.what!.reference!.slice('Patient/'.length));
+      assert.equal(patients.length, 1);
+      assert.ok(ids.includes(patients[0]));
+    }
+    assert.equal((await h.api.get('/AuditEvent/$verify')).body.parameter[0].valueBoolean, true);
+  });
+
   it('an export snapshot holds every event committed before it (they are moved in its transaction)', async () => {
     await journaledRead(a);
     const snapshot = await takeSnapshot(h.store.driver, Date.now, { auditEvents: true });

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { ChainHeadLog } from '../../server/audit/head-log';
 import type { AuditEvent } from 'fhir/r4';
-import { uuidv7 } from '../../server/audit/items';
+import { buildItems, uuidv7 } from '../../server/audit/items';
+import { AuditFramer } from '../../server/store/audit-frame';
 import { chainLinks, GENESIS, linkHash, readHead, verifyChain, type ChainLink } from '../../server/store/audit-chain';
 import { auditAppendScript, serializeAuditEvent, type SerializedAuditEvent, type Writer } from '../../server/store/write';
 import { paramId } from '../../server/search/param-id';
@@ -269,6 +270,61 @@ describe(`Audit: tampering with the trail is detected (${ENGINE})`, () => {
       await q().run('DELETE FROM audit_journal WHERE seq = 2');
       assert.deepEqual([report.ok, report.firstProblem?.problem, report.firstProblem?.seq], [false, 'broken-link', 2]);
       assert.equal((await verify()).intact, true, 'restored');
+    });
+
+    /**
+     * Ten events of one request about ten patients, committed to the journal as frames and bodies
+     * (store/audit-frame.ts), with `tamper` in the same transaction.
+     */
+    async function framedJournalWith(tamper: (seqs: number[]) => string): Promise<{ seqs: number[]; events: SerializedAuditEvent[] }> {
+      const head = (await readHead(q()))!;
+      const notes = Array.from({ length: 10 }, (_, i) => ({ interaction: 'search-type' as const, reference: `Consent/framed-${i}/_history/1`, patients: [`framed-${i}`] }));
+      const built = buildItems([{ facts: { requestId: `framed-${uuidv7()}`, recorded: new Date().toISOString(), server: h.config.baseUrl ?? 'https://custodian.test', interaction: 'search-type', query: 'GET /Consent', status: 200 }, notes }]);
+      const framer = new AuditFramer(built);
+      const now = Date.now();
+      const events = built.map((e) => serializeAuditEvent(e, now, h.config.baseUrl, false, framer));
+      assert.equal(new Set(events.map((e) => e.framed?.frame)).size, 1, 'one frame');
+      assert.ok(events.every((e) => e.framed));
+      const { sql } = auditAppendScript(events, writer, head);
+      const seqs = chainLinks(head, events).links.map((l) => l.seq);
+      await q().script!(`${sql};\n${tamper(seqs)}`);
+      return { seqs, events };
+    }
+
+    it('a frame edited there: hash-mismatch at the first of its events, and every one of them reads as edited', async () => {
+      const { seqs, events } = await framedJournalWith((seqs) => `UPDATE audit_journal_frame SET head = replace(head, '"outcome":"0"', '"outcome":"8"') WHERE id = ${seqs[0]}`);
+      const v = await verify();
+      assert.deepEqual([v.intact, v.problem, v.link, v.event], [false, 'hash-mismatch', seqs[0], `AuditEvent/${events[0].id}`]);
+      for (const e of [events[0], events[9]]) {
+        const r = await get(`/AuditEvent/${e.id}`);
+        assert.equal(r.body.outcome, '8');
+      }
+      await restore(async () => {
+        for (const e of events) await q().run("UPDATE resources SET content = ? WHERE type = 'AuditEvent' AND id = ?", [e.content, e.id]);
+      });
+    });
+
+    it('a body edited there: hash-mismatch at its own link', async () => {
+      const { seqs, events } = await framedJournalWith((seqs) => `UPDATE audit_journal SET content = replace(content, '"display":"Person"', '"display":"Nobody"') WHERE seq = ${seqs[4]}`);
+      const v = await verify();
+      assert.deepEqual([v.intact, v.problem, v.link], [false, 'hash-mismatch', seqs[4]]);
+      await get(`/AuditEvent/${events[4].id}`);
+      await restore(async () => void (await q().run("UPDATE resources SET content = ? WHERE type = 'AuditEvent' AND id = ?", [events[4].content, events[4].id])));
+    });
+
+    it('a frame deleted there: event-missing at its first event, and the trail is not read (fail closed) until it is back', async () => {
+      const frame = await framedJournalWith((seqs) => `DELETE FROM audit_journal_frame WHERE id = ${seqs[0]}`);
+      // Walked directly: the requests here move the journal after each response, which now fails.
+      const report = await verifyChain(q(), { localBase: h.config.baseUrl });
+      assert.deepEqual([report.ok, report.firstProblem?.problem, report.firstProblem?.seq], [false, 'event-missing', frame.seqs[0]]);
+      const read = await h.api.get(`/AuditEvent/${frame.events[0].id}`);
+      assert.equal(read.status, 503, 'an event that cannot be moved whole is not read around');
+      assert.ok(await q().get('SELECT seq FROM audit_journal WHERE seq = ?', [frame.seqs[0]]), 'nothing of the batch moved');
+      await restore(async () => {
+        await q().run('INSERT INTO audit_journal_frame (id, head, tail) VALUES (?, ?, ?)', [frame.seqs[0], frame.events[0].framed!.frame.head, frame.events[0].framed!.frame.tail]);
+        await h.store.auditIndex.materialized();
+      });
+      assert.equal((await get(`/AuditEvent/${frame.events[0].id}`)).body.id, frame.events[0].id);
     });
 
     it('the journal is emptied by every read of the trail: nothing stays behind a read', async () => {
