@@ -72,13 +72,12 @@ export function hashFramed(hash: Hash, id: string, framed: Framed): Hash {
 export const JOURNAL_CONTENT = `CASE WHEN j.frame IS NULL THEN j.content ELSE '${PREFIX}' || j.id || '",' || f.head || j.content || f.tail END`;
 
 /**
- * Serialises the events of one request (as built, in order) into frames and bodies. Events that
- * share a head and a tail share one frame object.
+ * Serialises the events of one request (as built, in order) into frames and bodies. Consecutive
+ * events that share a head and a tail share one frame object.
  */
 export class AuditFramer {
   /** Each object's JSON, made once: the request-level parts are the same objects in every event. */
   private readonly json = new WeakMap<object, string>();
-  private readonly frames = new Map<string, AuditFrame>();
   /** How many last entities each event shares with its neighbour (by identity). */
   private readonly shared = new Map<AuditEvent, number>();
   private meta?: { lastUpdated: number; json: string };
@@ -100,7 +99,9 @@ export class AuditFramer {
     if (shared === undefined) return undefined;
     const { resourceType, id, meta, entity } = event;
     if (resourceType !== 'AuditEvent' || meta !== undefined || id === undefined || !PLAIN_ID.test(id) || !Array.isArray(entity) || entity.length === 0) return undefined;
-    if (!entity.every((e) => typeof e === 'object' && e !== null)) return undefined;
+    // What JSON.stringify would treat specially is left to it: the event is then stored whole.
+    if (typeof (event as { toJSON?: unknown }).toJSON === 'function') return undefined;
+    for (let i = 0; i < entity.length; i++) if (typeof entity[i] !== 'object' || entity[i] === null) return undefined;
     // The members between meta and entity, in the object's order (JSON.stringify's), and entity last.
     const members: [string, unknown][] = [];
     let last: string | undefined;
@@ -108,6 +109,7 @@ export class AuditFramer {
       if (k === 'resourceType' || k === 'id' || k === 'meta') continue;
       last = k;
       const v = (event as unknown as Record<string, unknown>)[k];
+      if (typeof v === 'function' || typeof v === 'symbol') return undefined;
       if (k !== 'entity' && v !== undefined) members.push([k, v]);
     }
     if (last !== 'entity') return undefined;
@@ -121,8 +123,10 @@ export class AuditFramer {
 
   /**
    * The frame of an event with these members and last entities: the previous event's when they
-   * are the same values (the same objects), as they are for a request's events but for the
-   * patients it refused; else one with the same JSON, or a new one.
+   * are the same values (the same objects) or the same JSON, as they are for a request's events
+   * but for the patients it refused; else a new one. Only the previous event's frame is reused,
+   * never an earlier one: a frame's events are consecutive in the journal, which is what lets a
+   * move delete the frames it is done with (store/audit-journal.ts).
    */
   private frameOf(lastUpdated: number, members: readonly [string, unknown][], ends: readonly object[]): AuditFrame {
     const prev = this.previous;
@@ -133,12 +137,7 @@ export class AuditFramer {
     let tail = '';
     for (const [i, e] of ends.entries()) tail += `${i ? ',' : ''}${this.of(e)}`;
     tail += ']}';
-    const key = `${head}\0${tail}`;
-    let frame = this.frames.get(key);
-    if (!frame) {
-      frame = { head, tail };
-      this.frames.set(key, frame);
-    }
+    const frame = prev && prev.frame.head === head && prev.frame.tail === tail ? prev.frame : { head, tail };
     this.previous = { lastUpdated, members, ends, frame };
     return frame;
   }

@@ -211,8 +211,9 @@ function moveStatements(lo: number, hi: number, n: number, refs: number, dates: 
     moved,
     `DELETE FROM audit_journal WHERE seq BETWEEN ${lo} AND ${hi}`,
     moved,
-    // The batch's frames, but the one the first event left behind may still use (a request's
-    // events can straddle two batches; a frame's events follow it, and the journal is moved oldest first).
+    // The batch's frames, but the one the first event left behind may still use: a request's
+    // events can straddle two batches, and a frame's events are consecutive from the one that
+    // keys it (AuditFramer reuses only the previous event's frame), and the journal is moved oldest first.
     `DELETE FROM audit_journal_frame WHERE id <= ${hi} AND id IS NOT (SELECT frame FROM audit_journal ORDER BY seq LIMIT 1)`,
   ];
 }

@@ -100,7 +100,12 @@ function queuedPatient(event: Resource, localBase: string | undefined): string |
  * its request's events, its frame and body too, when it can be framed (store/audit-frame.ts).
  */
 export function serializeAuditEvent(event: AuditEvent, lastUpdated: number, localBase: string | undefined, early = true, framer?: AuditFramer): SerializedAuditEvent {
-  const framed = framer?.frame(event, lastUpdated);
+  let framed: ReturnType<AuditFramer['frame']>;
+  try {
+    framed = framer?.frame(event, lastUpdated);
+  } catch {
+    framed = undefined; // stored whole instead: JSON.stringify below says whether it can be
+  }
   const content = framed?.content ?? JSON.stringify(withMeta(event, 1, lastUpdated));
   const rows = early ? earlyRows(event, localBase) : { patient: queuedPatient(event, localBase) };
   return { id: event.id!, lastUpdated, content, ...rows, ...(framed ? { framed: { frame: framed.frame, body: framed.body } } : {}) };

@@ -79,20 +79,26 @@ describe('Audit: framed events are the same JSON as unframed ones', () => {
       }
       // The chain over framed events is the chain over their whole text.
       assert.deepEqual(chainLinks({ seq: 0, hash: GENESIS }, framed).links, chainLinks({ seq: 0, hash: GENESIS }, plain).links);
-      const frames = new Set(framed.map((e) => e.framed!.frame));
-      assert.ok(frames.size < framed.length / 2, `${frames.size} frames for ${framed.length} events`);
+      // A frame's events are consecutive (what lets the journal's moves delete it once past them).
+      const frames = framed.map((e) => e.framed!.frame);
+      assert.equal(new Set(frames).size, frames.filter((fr, i) => i === 0 || frames[i - 1] !== fr).length, 'each frame is one run');
     });
   }
 
-  it('a page of a walk is one frame; a refused patient gets a frame of its own, shared by every refusal alike', () => {
-    const notes = notesFor(100, (i) => (i % 10 === 5 ? { decision: { effect: 'deny', reason: 'national-opt-out', detail: 'the patient opted out', consents: [] } } : {}));
-    const events = buildItems([{ facts: facts(), notes }]);
-    const framer = new AuditFramer(events);
-    const frames = new Set(events.map((e) => framer.frame(e, 0)!.frame));
-    assert.equal(frames.size, 2);
+  it('a page of a walk is one frame; refused patients break it into runs, each event in the run of its neighbours', () => {
     const one = buildItems([{ facts: facts(), notes: notesFor(100) }]);
     const framer1 = new AuditFramer(one);
     assert.equal(new Set(one.map((e) => framer1.frame(e, 0)!.frame)).size, 1);
+    const notes = notesFor(100, (i) => (i % 10 === 5 ? { decision: { effect: 'deny', reason: 'national-opt-out', detail: 'the patient opted out', consents: [] } } : {}));
+    const events = buildItems([{ facts: facts(), notes }]);
+    const framer = new AuditFramer(events);
+    const frames = events.map((e) => framer.frame(e, 0)!.frame);
+    // A frame's events are consecutive (the journal's moves rely on it): never back to an earlier one.
+    const runs = frames.filter((f, i) => i === 0 || frames[i - 1] !== f).length;
+    assert.equal(new Set(frames).size, runs, 'each frame is one run of consecutive events');
+    assert.equal(runs, 21, 'permitted, refused, permitted, …');
+    assert.match(frames[5].head, /"outcome":"8"/);
+    assert.equal(frames[5].head, frames[15].head, 'refusals alike have the same head');
   });
 
   it('what cannot be framed is not: meta present, an id JSON would escape, entity not last or absent, no neighbour', () => {

@@ -1,9 +1,12 @@
 import assert from 'node:assert/strict';
 import type { AuditEvent } from 'fhir/r4';
-import { uuidv7 } from '../../server/audit/items';
+import { buildItems, uuidv7 } from '../../server/audit/items';
+import { readHead } from '../../server/store/audit-chain';
+import { AuditFramer } from '../../server/store/audit-frame';
 import { AuditJournal } from '../../server/store/audit-journal';
 import type { Driver } from '../../server/store/driver';
 import { takeSnapshot } from '../../server/store/snapshot';
+import { auditAppendScript, serializeAuditEvent } from '../../server/store/write';
 import { ENGINE } from '../support/db';
 import { loadJson, patient } from '../support/fixtures';
 import { startHarness, type Harness } from '../support/harness';
@@ -250,6 +253,29 @@ describe('Audit: the journal moves for the patients searched for', () => {
       assert.equal(patients.length, 1);
       assert.ok(ids.includes(patients[0]));
     }
+    assert.equal((await h.api.get('/AuditEvent/$verify')).body.parameter[0].valueBoolean, true);
+  });
+
+  it('frames that alternate (refused and permitted patients) are moved one event at a time: no frame goes while an event names it', async () => {
+    const refusal = { effect: 'deny' as const, reason: 'national-opt-out' as const, detail: 'opted out', consents: [] };
+    const notes = Array.from({ length: 14 }, (_, i) => ({ interaction: 'search-type' as const, reference: `Consent/alt-${i}/_history/1`, patients: [`alt-${i}`], ...(i % 3 === 1 ? { decision: refusal } : {}) }));
+    const built = buildItems([{ facts: { requestId: `alt-${uuidv7()}`, recorded: new Date().toISOString(), server: 'https://custodian.test', interaction: 'search-type', query: 'GET /Consent', status: 200 }, notes }]);
+    const framer = new AuditFramer(built);
+    const now = Date.now();
+    const events = built.map((e) => serializeAuditEvent(e, now, undefined, false, framer));
+    const frames = events.map((e) => e.framed!.frame);
+    assert.ok(frames.filter((f, i) => i > 0 && frames[i - 1] !== f).length >= 8, 'the frames alternate');
+    await h.store.auditIndex.materialized();
+    const head = (await readHead(h.store.driver))!;
+    await h.store.driver.script!(auditAppendScript(events, { clientId: 'test', organization: null }, head).sql);
+    const journal = new AuditJournal(h.store.driver);
+    for (let left = events.length; left > 0; left--) {
+      const dangling = await h.store.driver.get('SELECT j.seq FROM audit_journal j LEFT JOIN audit_journal_frame f ON f.id = j.frame WHERE j.frame IS NOT NULL AND f.id IS NULL');
+      assert.equal(dangling, undefined, `with ${left} events left, each names a frame that is there`);
+      assert.equal(await journal.move(1), 1);
+    }
+    assert.equal(Number((await h.store.driver.get<{ n: number }>('SELECT COUNT(*) AS n FROM audit_journal_frame'))!.n), 0, 'every frame gone with its last event');
+    for (const e of events) assert.equal((await h.store.driver.get<{ content: string }>("SELECT content FROM resources WHERE type = 'AuditEvent' AND id = ?", [e.id]))!.content, e.content);
     assert.equal((await h.api.get('/AuditEvent/$verify')).body.parameter[0].valueBoolean, true);
   });
 
