@@ -159,7 +159,7 @@ export class Gate {
    * transaction cannot wait for them once it holds the writer.
    */
   async transaction<T>(ctx: AccessContext, fn: (tx: GatedTx) => Promise<T>, options: { readsAuditIndex?: boolean } = {}): Promise<T> {
-    if (options.readsAuditIndex) await this.store.auditIndex.catchUp();
+    if (options.readsAuditIndex) await trailRead(this.store.auditIndex.catchUp());
     let changes: readonly WrittenVersion[] = [];
     // What the write did is audited in its own transaction: both commit, or neither does.
     const audit = this.audit?.transaction(ctx);
@@ -170,7 +170,7 @@ export class Gate {
         // the writer: it reads every AuditEvent committed before it by id, and by its `patient` and
         // `date` rows. (Their other index rows are built later: a search of the transaction on
         // other AuditEvent parameters misses the few events committed since the catch-up.)
-        if (options.readsAuditIndex && this.store.dialect === 'sqlite') await moveJournalIn(tx.q);
+        if (options.readsAuditIndex && this.store.dialect === 'sqlite') await trailRead(moveJournalIn(tx.q));
         const gated = new GatedTx(tx, ctx, this.policy, this.seal, audit);
         changes = gated.changes;
         const result = await fn(gated);
@@ -800,7 +800,7 @@ function permissionOf(interaction: SystemInteraction): Permission {
  * event in the audit journal that cannot be moved whole, the store failing), the read fails
  * closed, 503, rather than answer without the events it would miss; the cause goes to the log.
  */
-async function trailRead(settled: Promise<void>): Promise<void> {
+async function trailRead(settled: Promise<unknown>): Promise<void> {
   try {
     await settled;
   } catch (err) {

@@ -78,8 +78,11 @@ function isDatabaseUnavailable(err: unknown): boolean {
   return /Connection terminated|Client has encountered a connection error/.test(e.message ?? '');
 }
 
-function describe(err: unknown): unknown {
-  if (err instanceof Error) return { name: err.name, message: err.message, stack: err.stack, code: (err as { code?: string }).code, ...(err.cause === undefined ? {} : { cause: describe(err.cause) }) };
+function describe(err: unknown, depth = 0): unknown {
+  if (err instanceof Error) {
+    const cause = err.cause === undefined || depth >= 3 ? {} : { cause: describe(err.cause, depth + 1) };
+    return { name: err.name, message: err.message, stack: err.stack, code: (err as { code?: string }).code, ...cause };
+  }
   return err;
 }
 
