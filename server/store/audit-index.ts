@@ -4,7 +4,7 @@ import { extractIndexRows } from '../search/extract';
 import { paramId } from '../search/param-id';
 import { journalBacklog, type AuditJournal } from './audit-journal';
 import { limitClause, type Driver, type Queryable } from './driver';
-import { EARLY_AUDIT_PARAMS, insertIndexRowsMany } from './write';
+import { EARLY_AUDIT_PARAMS, indexRowsScript, insertIndexRowsMany, literal } from './write';
 
 /** Events per indexing pass: a pass holds the writer, so audit commits wait behind it. */
 const PASS_SIZE = 250;
@@ -248,7 +248,11 @@ export class AuditIndexer implements AuditIndex {
     });
   }
 
-  private indexBatch(limit: number, patients: readonly string[] | undefined, late: boolean): Promise<number> {
+  private async indexBatch(limit: number, patients: readonly string[] | undefined, late: boolean): Promise<number> {
+    if (this.driver.script) {
+      const scripted = await this.indexBatchScript(limit, patients, late);
+      if (scripted !== undefined) return scripted;
+    }
     return this.driver.transaction(async (q: Queryable) => {
       const lock = this.driver.dialect === 'postgres' ? ' FOR UPDATE SKIP LOCKED' : '';
       // The oldest of each scope (at most `limit` each): one query per index that finds them.
@@ -268,6 +272,35 @@ export class AuditIndexer implements AuditIndex {
       this.indexed += rows.length;
       return rids.length;
     });
+  }
+
+  /**
+   * SQLite: the same pass with its writes as one script of literals (Driver.script): one call to
+   * the connection instead of a statement per table with every value bound through node-sqlite3.
+   * The batch is read before the script, outside it: only this thread indexes the trail's own
+   * events (a pass of another that raced it would write the same rows, which ON CONFLICT keeps
+   * once, and delete the same queue entries), and an AuditEvent's content never changes.
+   * Undefined when a value cannot be a literal: the caller binds them instead.
+   */
+  private async indexBatchScript(limit: number, patients: readonly string[] | undefined, late: boolean): Promise<number | undefined> {
+    const found = new Set<number>();
+    for (const scope of queueScopes(patients, late)) {
+      const rows = await this.driver.all<{ rid: number | string }>(`SELECT rid FROM audit_index_queue WHERE 1 = 1${scope.sql} ORDER BY ${scope.rid}${limitClause(limit)}`, scope.params);
+      for (const r of rows) found.add(Number(r.rid));
+    }
+    if (found.size === 0) return 0;
+    const rids = [...found];
+    const rows = await this.driver.all<{ rid: number | string; content: string }>(`SELECT rid, content FROM resources WHERE rid IN (${rids.map(() => '?').join(', ')})`, rids);
+    let statements: string[];
+    try {
+      statements = indexRowsScript(rows.map((r) => ({ rid: Number(r.rid), type: 'AuditEvent' as const, rows: extractIndexRows('AuditEvent', JSON.parse(r.content) as Resource, this.localBase) })));
+    } catch {
+      return undefined;
+    }
+    statements.push(`DELETE FROM audit_index_queue WHERE rid IN (${rids.map((rid) => literal(rid)).join(', ')})`);
+    await this.driver.script!(statements.join(';\n'));
+    this.indexed += rows.length;
+    return rids.length;
   }
 }
 
