@@ -241,7 +241,10 @@ export class AuditIndexer implements AuditIndex {
    * of those without early rows only if `late`); returns how many events it indexed.
    */
   private pass(limit = PASS_SIZE, patients?: readonly string[], late = false): Promise<number> {
-    const pass = this.indexBatch(limit, patients, late);
+    // One at a time (the background run's and a catch-up's): a pass reads its batch before it
+    // writes (indexBatchScript), so two at once would index the same events twice.
+    const before = this.passing?.catch(() => 0) ?? Promise.resolve(0);
+    const pass = before.then(() => this.indexBatch(limit, patients, late));
     this.passing = pass;
     return pass.finally(() => {
       if (this.passing === pass) this.passing = undefined;
@@ -278,8 +281,9 @@ export class AuditIndexer implements AuditIndex {
    * SQLite: the same pass with its writes as one script of literals (Driver.script): one call to
    * the connection instead of a statement per table with every value bound through node-sqlite3.
    * The batch is read before the script, outside it: only this thread indexes the trail's own
-   * events (a pass of another that raced it would write the same rows, which ON CONFLICT keeps
-   * once, and delete the same queue entries), and an AuditEvent's content never changes.
+   * events, one pass at a time (pass), and an AuditEvent's content never changes. (A pass that
+   * raced it anyway would write the same rows, which ON CONFLICT keeps once, and delete the same
+   * queue entries.)
    * Undefined when a value cannot be a literal: the caller binds them instead.
    */
   private async indexBatchScript(limit: number, patients: readonly string[] | undefined, late: boolean): Promise<number | undefined> {
