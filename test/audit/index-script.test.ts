@@ -1,9 +1,8 @@
 import assert from 'node:assert/strict';
 import type { Resource } from 'fhir/r4';
 import { extractIndexRows } from '../../server/search/extract';
-import { Store } from '../../server/store/store';
 import { indexRowsScript, insertIndexRowsMany } from '../../server/store/write';
-import { ENGINE, freshDatabase, type TestDatabase } from '../support/db';
+import { ENGINE, storeForSuite } from '../support/db';
 import { examples } from '../support/fixtures';
 
 /**
@@ -13,16 +12,7 @@ import { examples } from '../support/fixtures';
  * under different rids and compared row for row.
  */
 (ENGINE === 'sqlite' ? describe : describe.skip)('Audit: index rows written as a script are the rows bound statements write (SQLite)', () => {
-  let db: TestDatabase;
-  let store: Store;
-  before(async () => {
-    db = await freshDatabase();
-    store = await Store.open(db.config, { now: Date.now });
-  });
-  after(async () => {
-    await store.close();
-    await db.drop();
-  });
+  const store = storeForSuite();
 
   const events = [...examples('ihe/balp/json/instances', (r) => r.resourceType === 'AuditEvent'), ...examples('r4/examples/AuditEvent', (r) => r.resourceType === 'AuditEvent')];
   const OFFSET = 1_000_000;
@@ -30,11 +20,11 @@ import { examples } from '../support/fixtures';
   it(`${events.length} AuditEvents, every index table`, async () => {
     assert.ok(events.length >= 40, `${events.length} examples`);
     const entries = events.map(([, e], i) => ({ rid: i + 1, type: 'AuditEvent' as const, rows: extractIndexRows('AuditEvent', e as Resource, 'https://custodian.example.org/fhir') }));
-    await store.driver.transaction((q) => insertIndexRowsMany(q, entries));
-    await store.driver.script!(indexRowsScript(entries.map((e) => ({ ...e, rid: e.rid + OFFSET }))).join(';\n'));
+    await store().driver.transaction((q) => insertIndexRowsMany(q, entries));
+    await store().driver.script!(indexRowsScript(entries.map((e) => ({ ...e, rid: e.rid + OFFSET }))).join(';\n'));
     let total = 0;
     for (const table of ['idx_string', 'idx_token', 'idx_date', 'idx_reference', 'idx_uri']) {
-      const rows = await store.driver.all<Record<string, unknown>>(`SELECT * FROM ${table} WHERE rid <= ? OR rid > ?`, [events.length, OFFSET]);
+      const rows = await store().driver.all<Record<string, unknown>>(`SELECT * FROM ${table} WHERE rid <= ? OR rid > ?`, [events.length, OFFSET]);
       const key = (r: Record<string, unknown>) => JSON.stringify(Object.entries(r).map(([k, v]) => [k, k === 'rid' ? Number(v) % OFFSET : v]));
       const bound = rows.filter((r) => Number(r.rid) <= events.length).map(key).sort();
       const scripted = rows.filter((r) => Number(r.rid) > OFFSET).map(key).sort();

@@ -4,7 +4,7 @@ import { WriterLock } from '../../server/store/writer-lock';
 import { StatementCache } from '../../server/store/statement-cache';
 import sqlite3 from 'sqlite3';
 import { SQLITE_PAGE_SIZE, Store } from '../../server/store/store';
-import { ENGINE, freshDatabase, type TestDatabase } from '../support/db';
+import { ENGINE, freshDatabase, storeForSuite } from '../support/db';
 
 /**
  * The driver's prepared statements stay bounded however many distinct SQL texts a long-running
@@ -12,25 +12,16 @@ import { ENGINE, freshDatabase, type TestDatabase } from '../support/db';
  * out of the cache are released without breaking queries still using them.
  */
 describe(`Store driver: prepared statements are bounded (${ENGINE})`, () => {
-  let db: TestDatabase;
-  let store: Store;
-  before(async () => {
-    db = await freshDatabase();
-    store = await Store.open(db.config, { now: Date.now });
-  });
-  after(async () => {
-    await store?.close();
-    await db?.drop();
-  });
+  const suiteStore = storeForSuite();
 
   it('an EXPLAIN leaves no read snapshot open: reads after it see later commits', async () => {
-    const count = async () => Number((await store.driver.get<{ n: number | string }>("SELECT COUNT(*) AS n FROM custodian_state WHERE name LIKE 'explain-test-%'"))!.n);
+    const count = async () => Number((await suiteStore().driver.get<{ n: number | string }>("SELECT COUNT(*) AS n FROM custodian_state WHERE name LIKE 'explain-test-%'"))!.n);
     const explain = ENGINE === 'sqlite' ? 'EXPLAIN QUERY PLAN' : 'EXPLAIN';
     for (let i = 0; i < 3; i++) {
-      const plan = await store.driver.all(`${explain} SELECT rid FROM audit_index_queue WHERE 1 = 1 AND early = 0 LIMIT 1`);
+      const plan = await suiteStore().driver.all(`${explain} SELECT rid FROM audit_index_queue WHERE 1 = 1 AND early = 0 LIMIT 1`);
       assert.ok(plan.length > 0);
       const before = await count();
-      await store.driver.transaction((q) => q.run('INSERT INTO custodian_state (name, value) VALUES (?, ?)', [`explain-test-${i}`, '1']));
+      await suiteStore().driver.transaction((q) => q.run('INSERT INTO custodian_state (name, value) VALUES (?, ?)', [`explain-test-${i}`, '1']));
       assert.equal(await count(), before + 1, `round ${i}: the commit is seen`);
     }
   });
@@ -60,20 +51,20 @@ describe(`Store driver: prepared statements are bounded (${ENGINE})`, () => {
     const answers = await Promise.all(
       Array.from({ length: distinct }, (_, i) => {
         const list = Array.from({ length: (i % 50) + 1 }, () => '?').join(', ');
-        return store.driver.get<{ n: number | string }>(`SELECT COUNT(*) + ${i} AS n FROM custodian_migrations WHERE id NOT IN (${list})`, Array.from({ length: (i % 50) + 1 }, (_, k) => `none-${k}`));
+        return suiteStore().driver.get<{ n: number | string }>(`SELECT COUNT(*) + ${i} AS n FROM custodian_migrations WHERE id NOT IN (${list})`, Array.from({ length: (i % 50) + 1 }, (_, k) => `none-${k}`));
       }),
     );
-    const migrations = Number((await store.driver.get<{ n: number | string }>('SELECT COUNT(*) AS n FROM custodian_migrations'))!.n);
+    const migrations = Number((await suiteStore().driver.get<{ n: number | string }>('SELECT COUNT(*) AS n FROM custodian_migrations'))!.n);
     answers.forEach((row, i) => assert.equal(Number(row!.n), migrations + i));
     // The same texts again: they still run, the count stays bounded.
-    for (let i = 0; i < distinct; i += 7) await store.driver.get(`SELECT COUNT(*) + ${i} AS n FROM custodian_migrations WHERE id NOT IN (?)`, ['x']);
+    for (let i = 0; i < distinct; i += 7) await suiteStore().driver.get(`SELECT COUNT(*) + ${i} AS n FROM custodian_migrations WHERE id NOT IN (?)`, ['x']);
     const cap = ENGINE === 'sqlite' ? 2 * SQLITE_STATEMENT_CACHE * STATEMENTS_PER_SQL : PG_NAMED_STATEMENTS;
-    assert.ok(store.driver.preparedStatements() <= cap, `${store.driver.preparedStatements()} prepared statements (cap ${cap})`);
+    assert.ok(suiteStore().driver.preparedStatements() <= cap, `${suiteStore().driver.preparedStatements()} prepared statements (cap ${cap})`);
   });
 
   if (ENGINE === 'postgres') {
     it('a PostgreSQL connection holds at most the named statements, however many texts it ran', async () => {
-      const prepared = await store.driver.transaction(async (q) => {
+      const prepared = await suiteStore().driver.transaction(async (q) => {
         for (let i = 0; i < 2 * PG_NAMED_STATEMENTS + 50; i++) {
           // each text twice: a text seen again is the kind that gets a name
           await q.get(`SELECT ${i} + ? AS n`, [1]);

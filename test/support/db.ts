@@ -4,6 +4,7 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { Sequelize } from 'sequelize';
 import type { DatabaseConfig } from '../../server/config';
+import { Store } from '../../server/store/store';
 
 /**
  * The database the suite runs against: SQLite by default, PostgreSQL with
@@ -50,5 +51,26 @@ export async function freshDatabase(options: { lockTimeoutMs?: number } = {}): P
       await a.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
       await a.close();
     },
+  };
+}
+
+/**
+ * A fresh database with a Store open on it for the whole of a suite (opened in `before`, closed
+ * and dropped in `after`): the returned function gives the Store inside the suite's tests.
+ */
+export function storeForSuite(): () => Store {
+  let db: TestDatabase | undefined;
+  let store: Store | undefined;
+  before(async () => {
+    db = await freshDatabase();
+    store = await Store.open(db.config, { now: Date.now });
+  });
+  after(async () => {
+    await store?.close();
+    await db?.drop();
+  });
+  return () => {
+    if (!store) throw new Error('the suite\'s store is opened in its before hook');
+    return store;
   };
 }
