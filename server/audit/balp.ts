@@ -242,7 +242,7 @@ function requestParts(f: RequestFacts): RequestParts {
   const last: AuditEventEntity[] = [];
   if (f.query) {
     last.push({
-      type: coding(ENTITY_TYPE, '2', 'System Object'),
+      type: SYSTEM_OBJECT,
       role: coding(OBJECT_ROLE, '24', 'Query'),
       description: f.query,
       query: Buffer.from(f.query).toString('base64'),

@@ -257,22 +257,11 @@ export class AuditIndexer implements AuditIndex {
       if (scripted !== undefined) return scripted;
     }
     return this.driver.transaction(async (q: Queryable) => {
-      const lock = this.driver.dialect === 'postgres' ? ' FOR UPDATE SKIP LOCKED' : '';
-      // The oldest of each scope (at most `limit` each): one query per index that finds them.
-      const found = new Set<number>();
-      for (const scope of queueScopes(patients, late)) {
-        const rows = await q.all<{ rid: number | string }>(`SELECT rid FROM audit_index_queue WHERE 1 = 1${scope.sql} ORDER BY ${scope.rid}${limitClause(limit)}${lock}`, scope.params);
-        for (const r of rows) found.add(Number(r.rid));
-      }
-      if (found.size === 0) return 0;
-      const rids = [...found];
-      const rows = await q.all<{ rid: number | string; content: string }>(`SELECT rid, content FROM resources WHERE rid IN (${rids.map(() => '?').join(', ')})`, rids);
-      await insertIndexRowsMany(
-        q,
-        rows.map((r) => ({ rid: Number(r.rid), type: 'AuditEvent' as const, rows: extractIndexRows('AuditEvent', JSON.parse(r.content) as Resource, this.localBase) })),
-      );
+      const { rids, entries } = await this.batch(q, limit, patients, late, this.driver.dialect === 'postgres' ? ' FOR UPDATE SKIP LOCKED' : '');
+      if (rids.length === 0) return 0;
+      await insertIndexRowsMany(q, entries);
       await q.run(`DELETE FROM audit_index_queue WHERE rid IN (${rids.map(() => '?').join(', ')})`, rids);
-      this.indexed += rows.length;
+      this.indexed += entries.length;
       return rids.length;
     });
   }
@@ -287,24 +276,35 @@ export class AuditIndexer implements AuditIndex {
    * Undefined when a value cannot be a literal: the caller binds them instead.
    */
   private async indexBatchScript(limit: number, patients: readonly string[] | undefined, late: boolean): Promise<number | undefined> {
-    const found = new Set<number>();
-    for (const scope of queueScopes(patients, late)) {
-      const rows = await this.driver.all<{ rid: number | string }>(`SELECT rid FROM audit_index_queue WHERE 1 = 1${scope.sql} ORDER BY ${scope.rid}${limitClause(limit)}`, scope.params);
-      for (const r of rows) found.add(Number(r.rid));
-    }
-    if (found.size === 0) return 0;
-    const rids = [...found];
-    const rows = await this.driver.all<{ rid: number | string; content: string }>(`SELECT rid, content FROM resources WHERE rid IN (${rids.map(() => '?').join(', ')})`, rids);
+    const { rids, entries } = await this.batch(this.driver, limit, patients, late);
+    if (rids.length === 0) return 0;
     let statements: string[];
     try {
-      statements = indexRowsScript(rows.map((r) => ({ rid: Number(r.rid), type: 'AuditEvent' as const, rows: extractIndexRows('AuditEvent', JSON.parse(r.content) as Resource, this.localBase) })));
+      statements = indexRowsScript(entries);
     } catch {
       return undefined;
     }
     statements.push(`DELETE FROM audit_index_queue WHERE rid IN (${rids.map((rid) => literal(rid)).join(', ')})`);
     await this.driver.script!(statements.join(';\n'));
-    this.indexed += rows.length;
+    this.indexed += entries.length;
     return rids.length;
+  }
+
+  /**
+   * The batch of a pass: the oldest queued of each scope (at most `limit` each, one query per
+   * index that finds them; `lock` taken on them), and their index rows.
+   */
+  private async batch(q: Pick<Queryable, 'all'>, limit: number, patients: readonly string[] | undefined, late: boolean, lock = '') {
+    const found = new Set<number>();
+    for (const scope of queueScopes(patients, late)) {
+      const rows = await q.all<{ rid: number | string }>(`SELECT rid FROM audit_index_queue WHERE 1 = 1${scope.sql} ORDER BY ${scope.rid}${limitClause(limit)}${lock}`, scope.params);
+      for (const r of rows) found.add(Number(r.rid));
+    }
+    const rids = [...found];
+    if (rids.length === 0) return { rids, entries: [] };
+    const rows = await q.all<{ rid: number | string; content: string }>(`SELECT rid, content FROM resources WHERE rid IN (${rids.map(() => '?').join(', ')})`, rids);
+    const entries = rows.map((r) => ({ rid: Number(r.rid), type: 'AuditEvent' as const, rows: extractIndexRows('AuditEvent', JSON.parse(r.content) as Resource, this.localBase) }));
+    return { rids, entries };
   }
 }
 
