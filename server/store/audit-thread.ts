@@ -14,7 +14,8 @@ export type ToAuditWorker =
   | { readonly kind: 'catch-up'; readonly call: number; readonly patients?: readonly string[]; readonly params?: readonly string[] }
   | { readonly kind: 'materialize'; readonly call: number }
   | { readonly kind: 'nudge' }
-  | { readonly kind: 'stop'; readonly call: number };
+  | { readonly kind: 'stop'; readonly call: number }
+  | { readonly kind: 'crash' };
 
 /** What the audit worker answers: calls done (with how many events each stored, and in how large a commit) or failed. */
 export type FromAuditWorker =
@@ -146,9 +147,13 @@ export class AuditThread implements AuditIndex {
     await this.exited;
   }
 
-  /** Stops the worker as a crash would (for fault tests); resolves once it has exited. */
-  async terminate(): Promise<void> {
-    await this.worker?.terminate();
+  /**
+   * For fault tests: the worker throws an error nothing catches, as a bug in it would, and fails
+   * (audit-worker.ts, `fail`); resolves once it has exited. Not worker.terminate(): stopping a
+   * thread with a node-sqlite3 operation under way aborts the whole process.
+   */
+  async crash(): Promise<void> {
+    if (this.worker) this.worker.postMessage({ kind: 'crash' } satisfies ToAuditWorker);
     await this.exited;
   }
 

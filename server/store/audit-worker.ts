@@ -5,7 +5,7 @@ import { AuditFramer } from './audit-frame';
 import { AuditIndexer } from './audit-index';
 import { AuditJournal } from './audit-journal';
 import type { AuditWorkerSetup, FromAuditWorker, ToAuditWorker } from './audit-thread';
-import { openSqliteWriter, type Driver } from './driver';
+import { openSqliteWriter, sqliteQuiesce, type Driver } from './driver';
 import { SpareCpu } from './spare-cpu';
 import { chainLinks, readHead, type ChainTail } from './audit-chain';
 import { AuditAppendScript, chainMoved, earlyRowsFor, literal, serializeAuditEvent, writeTransaction, type SerializedAuditEvent, type Writer } from './write';
@@ -325,6 +325,22 @@ class AppendLoop {
   }
 }
 
+/**
+ * The worker's end when something fails that it cannot recover from (an error no caller caught,
+ * a connection it cannot open, or a fault test's `crash`): it says why on stderr, takes no more
+ * work, and exits once no SQLite operation is under way (sqliteQuiesce says why it must wait).
+ * The main thread then fails the calls it had handed over and starts another worker.
+ */
+let failing = false;
+function fail(err: unknown): void {
+  if (failing) return;
+  failing = true;
+  process.stderr.write(`custodian audit worker: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  void sqliteQuiesce(new Error('the audit worker has failed')).then(() => process.exit(1));
+}
+process.on('uncaughtException', fail);
+process.on('unhandledRejection', fail);
+
 async function main(): Promise<void> {
   const setup = workerData as AuditWorkerSetup;
   const driver = await openSqliteWriter(setup.settings, 'worker');
@@ -353,6 +369,7 @@ async function main(): Promise<void> {
   indexer.nudge();
 
   parentPort!.on('message', (m: ToAuditWorker) => {
+    if (failing) return;
     switch (m.kind) {
       case 'append':
         loop.add(m);
@@ -375,6 +392,14 @@ async function main(): Promise<void> {
           (err: unknown) => post({ kind: 'failed', calls: [m.call], ...failure(err) }),
         );
         return;
+      case 'crash':
+        // Thrown where nothing catches it, as a bug would be.
+        setImmediate(() => {
+          const err = new Error('crashed on request (a fault test)');
+          err.stack = err.message;
+          throw err;
+        });
+        return;
       case 'stop':
         void (async () => {
           await loop.drained();
@@ -390,8 +415,5 @@ async function main(): Promise<void> {
   });
 }
 
-void main().catch((err: unknown) => {
-  // Without its connection the worker is of no use: the main thread fails its calls and starts another.
-  process.stderr.write(`custodian audit worker: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-  process.exit(1);
-});
+// Without its connection the worker is of no use.
+void main().catch(fail);

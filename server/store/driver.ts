@@ -107,8 +107,8 @@ export async function openDriver(sequelize: Sequelize, options: { sqliteStorage?
  */
 export async function openSqliteWriter(settings: SqliteWriterSettings, side: LockSide): Promise<Driver> {
   const open = () =>
-    new Promise<Database>((resolve, reject) => {
-      const db: Database = new sqlite3.Database(settings.storage, (err) => (err ? reject(err) : resolve(db)));
+    sqliteOperation<Database>((done) => {
+      const db: Database = new sqlite3.Database(settings.storage, (err) => done(err, db));
     });
   return SqliteDriver.over(await open(), await open(), undefined, settings, side);
 }
@@ -129,6 +129,46 @@ export const SQLITE_STATEMENT_CACHE = 256;
  * writer's fsyncs held threads of the pool). Several statements let several reads be under way.
  */
 export const STATEMENTS_PER_SQL = 4;
+
+/**
+ * node-sqlite3's operations under way on this thread. A worker thread that stops while one is
+ * under way takes the whole process down: the operation's completion calls back into a thread
+ * that is gone, and node-sqlite3 aborts ("FATAL ERROR: Error::ThrowAsJavaScriptException
+ * napi_throw"; node-sqlite3 issue 1666, and CI saw it on 2026-12-06 when a fault test stopped
+ * the audit worker with worker.terminate() during an indexing script). So a worker that has
+ * failed refuses new operations and waits for these before it exits (sqliteQuiesce).
+ */
+const sqliteWork: { underWay: number; refused: Error | undefined } = { underWay: 0, refused: undefined };
+
+/** Starts one node-sqlite3 operation, counted until its callback has run. */
+function sqliteOperation<T>(start: (done: (err: Error | null, value?: T) => void) => void): Promise<T> {
+  if (sqliteWork.refused) return Promise.reject(sqliteWork.refused);
+  sqliteWork.underWay++;
+  return new Promise<T>((resolve, reject) => {
+    let settled = false;
+    const done = (err: Error | null, value?: T) => {
+      if (settled) return;
+      settled = true;
+      sqliteWork.underWay--;
+      if (err) reject(err);
+      else resolve(value as T);
+    };
+    try {
+      start(done);
+    } catch (err) {
+      done(err instanceof Error ? err : new Error(String(err)));
+    }
+  });
+}
+
+/**
+ * Refuses every new node-sqlite3 operation on this thread (they reject with `reason`) and resolves
+ * once none is under way: from then on the thread can stop without aborting the process.
+ */
+export async function sqliteQuiesce(reason: Error): Promise<void> {
+  sqliteWork.refused = reason;
+  while (sqliteWork.underWay > 0) await new Promise((resolve) => setTimeout(resolve, 1));
+}
 
 interface Prepared {
   readonly statement: Statement;
@@ -171,14 +211,14 @@ class SqliteConnection implements Queryable {
     // An EXPLAIN statement that has run stays active until it is reset (measured: a cached one
     // kept this connection's read snapshot open, so every read after it saw the database as it
     // was): EXPLAINs run one-off, finalized at once.
-    if (/^\s*EXPLAIN\b/i.test(sql)) return new Promise((resolve, reject) => this.db.all(sql, params as unknown[], (err: Error | null, rows: T[]) => (err ? reject(err) : resolve(rows))));
+    if (/^\s*EXPLAIN\b/i.test(sql)) return sqliteOperation<T[]>((done) => this.db.all(sql, params as unknown[], (err: Error | null, rows: T[]) => done(err, rows)));
+    if (sqliteWork.refused) return Promise.reject(sqliteWork.refused);
     const p = this.statement(sql);
     p.busy++;
-    return new Promise((resolve, reject) =>
+    return sqliteOperation<T[]>((done) =>
       p.statement.all(params as unknown[], (err: Error | null, rows: T[]) => {
         p.busy--;
-        if (err) reject(err);
-        else resolve(rows);
+        done(err, rows);
       }),
     );
   }
@@ -187,23 +227,26 @@ class SqliteConnection implements Queryable {
     return (await this.all<T>(sql, params))[0];
   }
   run(sql: string, params: readonly unknown[] = []): Promise<number> {
+    if (sqliteWork.refused) return Promise.reject(sqliteWork.refused);
     const p = this.statement(sql);
     p.busy++;
-    return new Promise((resolve, reject) =>
-      p.statement.run(params as unknown[], function (this: { changes: number }, err: Error | null) {
+    return sqliteOperation<number>((done) =>
+      p.statement.run(params as unknown[], function (this: { changes: number } | undefined, err: Error | null) {
         p.busy--;
-        if (err) reject(err);
-        else resolve(this.changes);
+        done(err, this?.changes);
       }),
     );
   }
   /** Runs one or more statements without parameters (transaction control, pragmas). */
   exec(sql: string): Promise<void> {
-    return new Promise((resolve, reject) => this.db.exec(sql, (err) => (err ? reject(err) : resolve())));
+    return sqliteOperation<void>((done) => this.db.exec(sql, (err) => done(err)));
   }
   async finalize(): Promise<void> {
-    await Promise.all(this.statements.drain().flatMap((list) => list.map((p) => new Promise<void>((r) => p.statement.finalize(() => r())))));
+    await Promise.all(this.statements.drain().flatMap((list) => list.map((p) => sqliteOperation<void>((done) => p.statement.finalize(() => done(null))).catch(() => undefined))));
     this.count = 0;
+  }
+  close(): Promise<void> {
+    return sqliteOperation<void>((done) => this.db.close(() => done(null))).catch(() => undefined);
   }
 }
 
@@ -469,7 +512,7 @@ class SqliteDriver implements Driver {
     await this.writer.finalize();
     await this.checkpointer?.finalize();
     // A worker's connections are its own; Sequelize closes the main thread's.
-    if (this.side === 'worker') for (const conn of [this.reader, this.writer]) await new Promise<void>((resolve) => conn.db.close(() => resolve()));
+    if (this.side === 'worker') for (const conn of [this.reader, this.writer]) await conn.close();
   }
 }
 

@@ -24,7 +24,7 @@ import { startHarness, type Harness } from '../support/harness';
     const thread = h.store.auditThread!;
     const read = h.api.get(`/Patient/${id}`, { 'X-Request-Id': 'worker-dies' });
     // The events reach the worker on the next turn of the event loop; it is stopped right after.
-    setImmediate(() => setImmediate(() => void thread.terminate()));
+    setImmediate(() => setImmediate(() => void thread.crash()));
     const res = await read;
     if (res.status === 200) assert.equal(await stored('worker-dies'), 1, 'answered, so its AuditEvent was committed');
     else {
@@ -34,13 +34,41 @@ import { startHarness, type Harness } from '../support/harness';
   });
 
   it('the next request starts a new worker; writes on the main thread still get the writer lock; the chain is intact', async () => {
-    await h.store.auditThread!.terminate();
+    await h.store.auditThread!.crash();
     const back = await h.api.get(`/Patient/${id}`, { 'X-Request-Id': 'worker-back' });
     assert.equal(back.status, 200);
     assert.equal(await stored('worker-back'), 1);
     assert.equal((await h.api.post('/Patient', patient({ name: [{ family: 'After' }] }))).status, 201);
     const verify = (await h.api.get('/AuditEvent/$verify')).body;
     assert.equal(verify.parameter[0].valueBoolean, true);
+  });
+
+  it('a worker crashing again and again under load never takes the process down, and every request answered is on the trail', async () => {
+    // Before sqliteQuiesce a crash with a commit or an indexing script under way aborted the
+    // whole process (CI, 2026-12-06; test/foundation/driver-quiesce.test.ts shows why).
+    let stop = false;
+    const answered: string[] = [];
+    const refused: number[] = [];
+    let n = 0;
+    const load = async () => {
+      while (!stop) {
+        const requestId = `crash-load-${n++}`;
+        const res = await h.api.get(`/Patient?_id=${id}`, { 'X-Request-Id': requestId });
+        if (res.status === 200) answered.push(requestId);
+        else refused.push(res.status);
+      }
+    };
+    const loaders = [load(), load(), load()];
+    for (let i = 0; i < 25; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 20 + Math.random() * 60));
+      await h.store.auditThread!.crash();
+    }
+    stop = true;
+    await Promise.all(loaders);
+    assert.deepEqual([...new Set(refused)].filter((s) => s !== 503), [], 'refused only as unavailable');
+    assert.ok(answered.length > 0, 'some requests were answered between crashes');
+    for (const requestId of answered) assert.equal(await stored(requestId), 1, `${requestId} was answered, so its AuditEvent is stored`);
+    assert.equal((await h.api.get('/AuditEvent/$verify')).body.parameter[0].valueBoolean, true);
   });
 
   it('appends and main-thread writes issued together all commit, and every request is on the trail', async () => {
