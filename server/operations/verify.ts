@@ -17,7 +17,7 @@ function anchorOf(value: string): { seq: number; hash: string } {
 
 /**
  * `GET /AuditEvent/$verify[?anchor=LINK:HASH]` (auditors): recomputes the hash chain over every
- * stored AuditEvent — with its history rows and its patient index rows — and reports whether it
+ * stored AuditEvent — with its history rows and its search-index rows — and reports whether it
  * is intact, how many links it has, its head (keep it outside the database: a later
  * `anchor=` proves the chain was not rewritten up to it), and the first broken or missing link.
  */

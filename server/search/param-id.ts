@@ -37,3 +37,15 @@ export function assertNoParamIdCollisions(): void {
     }
   }
 }
+
+const codes = new Map<string, Map<number, string>>();
+
+/** The parameter code (or index pseudo-parameter) of an index key of `type`, for reports; undefined if none has it. */
+export function paramCode(type: (typeof RESOURCE_TYPES)[number], id: number): string | undefined {
+  let byId = codes.get(type);
+  if (!byId) {
+    byId = new Map([...searchParams(type).keys(), ...pseudoParams(type)].map((code) => [paramId(type, code), code]));
+    codes.set(type, byId);
+  }
+  return byId.get(id);
+}

@@ -1,9 +1,10 @@
 import { createHash } from 'node:crypto';
 import type { Resource } from 'fhir/r4';
 import { extractIndexRows } from '../search/extract';
-import { paramId } from '../search/param-id';
+import { paramCode } from '../search/param-id';
 import { hashFramed, JOURNAL_CONTENT, type Framed } from './audit-frame';
 import type { Dialect, Queryable } from './driver';
+import { expectedIndexKeys, storedIndexKeys } from './index-rows';
 
 /**
  * The tamper-evident chain over stored AuditEvents (a side table, `audit_chain`).
@@ -128,7 +129,8 @@ export type ChainProblem =
   | 'hash-mismatch' // the event's content (or the row) was changed
   | 'event-missing' // the chain names an AuditEvent that is no longer stored (or stored as deleted, or as another version)
   | 'version-mismatch' // a history row of the event differs from the chained event (vread and _history would serve it)
-  | 'index-missing' // a patient search-index row derived from the event is gone: the event would be hidden from that patient's $access-report and AuditEvent?patient=
+  | 'index-missing' // a search-index row derived from the event is gone: the event would be hidden from searches on it (under a patient: from that patient's $access-report and AuditEvent?patient=)
+  | 'index-extra' // a search-index row names the event that its content does not derive: searches would find it where it does not belong (under another patient: in that patient's report)
   | 'truncated' // the head records more links than the chain has: its end was cut
   | 'head-missing' // the head row is gone
   | 'head-mismatch' // the head is not the chain's last link (edited, or links appended beside it)
@@ -157,7 +159,6 @@ export interface VerifyOptions {
   readonly anchors?: readonly ChainTail[];
 }
 
-const PATIENT_PARAM = paramId('AuditEvent', 'patient');
 const BATCH = 1000;
 
 interface LinkRow {
@@ -180,8 +181,8 @@ interface LinkRow {
  * link; then whether the head is the chain's end, whether events are stored outside it, and
  * whether each kept anchor is in it. For every link it also checks what the trail is read
  * through besides the event itself: the event's history rows (content, when a row holds it,
- * must be the chained content) and its patient search-index rows (an event not yet indexed is
- * queued, and is searched only after it is). Links still in the audit journal are walked where
+ * must be the chained content) and its search-index rows, exactly those its content derives (an
+ * event not yet indexed is queued, and is searched only after it is). Links still in the audit journal are walked where
  * they are, so the walk needs no move first and sees a journal row edited or deleted before it
  * was moved.
  */
@@ -227,8 +228,8 @@ export async function verifyChain(q: Queryable, options: VerifyOptions = {}): Pr
       // A journaled event has no history or index rows yet: they are made from this content when it is moved.
       const versionProblem = Number(row.journaled) ? undefined : derived.versions(row.event_id, row.content);
       if (versionProblem) return fail({ problem: 'version-mismatch', seq, event, detail: `${event} (link ${seq}): ${versionProblem}` });
-      const missing = Number(row.journaled) ? undefined : derived.missingPatients(Number(row.rid), row.content);
-      if (missing) return fail({ problem: 'index-missing', seq, event, detail: `${event} (link ${seq}) is not indexed under ${missing}: it would be hidden from that patient's access report` });
+      const indexProblem = Number(row.journaled) ? undefined : derived.index(Number(row.rid), row.content);
+      if (indexProblem) return fail({ ...indexProblem, seq, event, detail: `${event} (link ${seq}) ${indexProblem.detail}` });
       if (anchors.has(seq)) {
         if (anchors.get(seq) !== row.hash) return fail({ problem: 'anchor-mismatch', seq, event, detail: `link ${seq} is not the one kept outside the database: the chain was rewritten at or before it` });
         seenAnchors.add(seq);
@@ -273,15 +274,15 @@ export async function verifyChain(q: Queryable, options: VerifyOptions = {}): Pr
 }
 
 /**
- * For one batch of links: the history rows of their events, and which of their patient index
- * rows exist (the queue is read first: an event dequeued since has its rows committed).
+ * For one batch of links: the history rows of their events, and their search-index rows (the
+ * queue is read first: an event dequeued since has its rows committed).
  */
 async function derivedRows(q: Queryable, rows: readonly LinkRow[], localBase: string | undefined) {
   const ids = rows.map((r) => r.event_id);
   const rids = rows.map((r) => Number(r.rid));
   const versions = new Map<string, { version_id: number | string; deleted: number | string; content: string | null }[]>();
   const queued = new Set<number>();
-  const indexed = new Set<string>();
+  let indexed = new Map<number, Set<string>>();
   if (rows.length) {
     const marks = (n: number) => Array.from({ length: n }, () => '?').join(', ');
     for (const v of await q.all<{ id: string; version_id: number | string; deleted: number | string; content: string | null }>(
@@ -291,9 +292,10 @@ async function derivedRows(q: Queryable, rows: readonly LinkRow[], localBase: st
       versions.set(v.id, [...(versions.get(v.id) ?? []), v]);
     }
     for (const r of await q.all<{ rid: number | string }>(`SELECT rid FROM audit_index_queue WHERE rid IN (${marks(rids.length)})`, rids)) queued.add(Number(r.rid));
-    for (const r of await q.all<{ rid: number | string; ref: string }>(`SELECT rid, ref FROM idx_reference WHERE pid = ? AND rid IN (${marks(rids.length)})`, [PATIENT_PARAM, ...rids])) {
-      indexed.add(`${Number(r.rid)} ${r.ref}`);
-    }
+    indexed = await storedIndexKeys(
+      q,
+      rids.filter((rid) => !queued.has(rid)),
+    );
   }
   return {
     /** Whatever history rows the store keeps of the event: one version, not deleted, with the chained content or none. */
@@ -304,11 +306,31 @@ async function derivedRows(q: Queryable, rows: readonly LinkRow[], localBase: st
       }
       return undefined;
     },
-    /** The first patient reference the event's content indexes under that is not in the index. */
-    missingPatients(rid: number, content: string): string | undefined {
+    /**
+     * Whether the event's search-index rows are exactly those its content derives: none lost (it
+     * would be hidden from the searches on them), none added (it would be found where it does not
+     * belong). An event still queued is searched only after it is indexed.
+     */
+    index(rid: number, content: string): { problem: 'index-missing' | 'index-extra'; detail: string } | undefined {
       if (queued.has(rid)) return undefined;
-      const refs = extractIndexRows('AuditEvent', JSON.parse(content) as Resource, localBase).reference.filter((r) => r.param === 'patient');
-      return refs.find((r) => !indexed.has(`${rid} ${r.ref}`))?.ref;
+      const rows = extractIndexRows('AuditEvent', JSON.parse(content) as Resource, localBase);
+      const expected = expectedIndexKeys('AuditEvent', rows);
+      const stored = indexed.get(rid) ?? new Set<string>();
+      for (const [key, what] of expected) {
+        if (stored.has(key)) continue;
+        const patient = rows.reference.find((r) => r.param === 'patient' && what === `patient ${r.ref}`);
+        return {
+          problem: 'index-missing',
+          detail: patient ? `is not indexed under ${patient.ref}: it would be hidden from that patient's access report` : `has lost its search-index row for ${what}: searches on it would not find the event`,
+        };
+      }
+      for (const key of stored) {
+        if (expected.has(key)) continue;
+        const [, pid, ...values] = key.split('\u0001');
+        const param = paramCode('AuditEvent', Number(pid)) ?? `parameter key ${pid}`;
+        return { problem: 'index-extra', detail: `has a search-index row for ${param} ${values.join(' to ')} that its content does not derive: searches would find the event where it does not belong` };
+      }
+      return undefined;
     },
   };
 }

@@ -2,7 +2,8 @@ import type { Resource } from 'fhir/r4';
 import type { ResourceType } from '../../resources';
 import { extractIndexRows } from '../search/extract';
 import type { Driver } from './driver';
-import { INDEX_TABLES, insertIndexRowsMany } from './write';
+import { INDEX_TABLES } from './index-rows';
+import { insertIndexRowsMany } from './write';
 
 /**
  * Rebuilds the search index of every current resource when a migration asked for it (the

@@ -5,6 +5,7 @@ import { paramId } from '../search/param-id';
 import type { AuditFrame, AuditFramer, Framed } from './audit-frame';
 import { appendLinks, chainLinks, chainTail, insertLinks, type ChainTail, type PendingLink } from './audit-chain';
 import type { Dialect, Driver, Queryable } from './driver';
+import { INDEX_TABLES, indexRowValues } from './index-rows';
 import { fromCurrentRow, type CurrentRow, type StoredVersion } from './records';
 
 /** Who is writing: recorded server-side on create (the custodian rule for Patients without managingOrganization). */
@@ -366,8 +367,6 @@ export class WriteTx {
   }
 }
 
-export const INDEX_TABLES = ['idx_string', 'idx_token', 'idx_date', 'idx_reference', 'idx_uri'] as const;
-
 function versionParams(v: PendingVersion): unknown[] {
   return [v.rid, v.type, v.id, v.versionId, v.lastUpdated, v.deleted ? 1 : 0, v.method, v.content];
 }
@@ -379,19 +378,6 @@ function* chunks<T>(items: readonly T[], size: number): Generator<T[]> {
 /** Multi-row inserts of a resource's index rows, one statement per table, issued together. */
 export function insertIndexRows(q: Queryable, rid: number, type: ResourceType, rows: IndexRows): Promise<void> {
   return insertIndexRowsMany(q, [{ rid, type, rows }]);
-}
-
-/** The index rows of many resources, table by table: what insertIndexRowsMany and indexRowsScript write. */
-function indexRowValues(entries: readonly { rid: number; type: ResourceType; rows: IndexRows }[]): { table: string; columns: string[]; values: unknown[][] }[] {
-  const all = <T extends { param: string }>(pick: (rows: IndexRows) => T[], map: (r: T) => unknown[]) =>
-    entries.flatMap((e) => pick(e.rows).map((r) => [paramId(e.type, r.param), ...map(r), e.rid]));
-  return [
-    { table: 'idx_string', columns: ['pid', 'norm', 'exact', 'rid'], values: all((r) => r.string, (r) => [r.norm, r.exact]) },
-    { table: 'idx_token', columns: ['pid', 'code', 'system', 'rid'], values: all((r) => r.token, (r) => [r.code, r.system]) },
-    { table: 'idx_date', columns: ['pid', 'lo', 'hi', 'rid'], values: all((r) => r.date, (r) => [r.lo, r.hi]) },
-    { table: 'idx_reference', columns: ['pid', 'ref', 'rid'], values: all((r) => r.reference, (r) => [r.ref]) },
-    { table: 'idx_uri', columns: ['pid', 'uri', 'rid'], values: all((r) => r.uri, (r) => [r.uri]) },
-  ].filter((t) => t.values.length > 0);
 }
 
 /** Index rows of many resources: one multi-row statement per table (per chunk), issued together. */

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { INDEX_TABLES } from '../../server/store/index-rows';
 import type { AccessContext } from '../../server/access/context';
 import { scopePolicy } from '../../server/access/scope-policy';
 import { allOf, openAccessPolicy } from '../../server/gate/policy';
@@ -13,7 +14,6 @@ import type { AuditEvent } from 'fhir/r4';
 import { consent, loadJson, patient } from '../support/fixtures';
 import { startHarness, type Harness } from '../support/harness';
 
-const INDEX_TABLES = ['idx_string', 'idx_token', 'idx_date', 'idx_reference', 'idx_uri'];
 
 /**
  * The audit trail's own events are indexed after they are committed (store/audit-index.ts). A

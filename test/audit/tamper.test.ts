@@ -1,10 +1,12 @@
 import assert from 'node:assert/strict';
 import { ChainHeadLog } from '../../server/audit/head-log';
-import type { AuditEvent } from 'fhir/r4';
+import type { AuditEvent, Resource } from 'fhir/r4';
 import { buildItems, uuidv7 } from '../../server/audit/items';
 import { AuditFramer } from '../../server/store/audit-frame';
 import { chainLinks, GENESIS, linkHash, readHead, verifyChain, type ChainLink } from '../../server/store/audit-chain';
-import { auditAppendScript, serializeAuditEvent, type SerializedAuditEvent, type Writer } from '../../server/store/write';
+import { auditAppendScript, insertIndexRowsMany, serializeAuditEvent, type SerializedAuditEvent, type Writer } from '../../server/store/write';
+import { extractIndexRows } from '../../server/search/extract';
+import { INDEX_TABLES } from '../../server/store/index-rows';
 import { paramId } from '../../server/search/param-id';
 import { ENGINE } from '../support/db';
 import { loadJson, patient } from '../support/fixtures';
@@ -63,7 +65,25 @@ describe(`Audit: tampering with the trail is detected (${ENGINE})`, () => {
   /** Undo a tampering step so the next one starts from an intact chain. */
   async function restore(fn: () => Promise<void>) {
     await fn();
-    assert.equal((await verify()).intact, true, 'restored');
+    await reindexTrail();
+    const after = await verify();
+    assert.equal(after.intact, true, `restored: ${JSON.stringify(after)}`);
+  }
+  /**
+   * The search index of every AuditEvent indexed already, derived again from its content: an
+   * event indexed while its content was tampered with has the tampered rows, which the content
+   * put back no longer derives ($verify: index-missing).
+   */
+  async function reindexTrail() {
+    await h.store.auditIndex.materialized();
+    const events = await q().all<{ rid: number; content: string }>("SELECT rid, content FROM resources WHERE type = 'AuditEvent' AND rid NOT IN (SELECT rid FROM audit_index_queue)");
+    await q().transaction(async (tx) => {
+      for (const t of INDEX_TABLES) await tx.run(`DELETE FROM ${t} WHERE rid IN (SELECT rid FROM resources WHERE type = 'AuditEvent') AND rid NOT IN (SELECT rid FROM audit_index_queue)`);
+      await insertIndexRowsMany(
+        tx,
+        events.map((e) => ({ rid: Number(e.rid), type: 'AuditEvent' as const, rows: extractIndexRows('AuditEvent', JSON.parse(e.content) as Resource, h.config.baseUrl) })),
+      );
+    });
   }
 
   it('is intact to begin with', async () => {
@@ -127,7 +147,8 @@ describe(`Audit: tampering with the trail is detected (${ENGINE})`, () => {
     await restore(async () => void (await q().run("DELETE FROM resources WHERE type = 'AuditEvent' AND id = 'smuggled'")));
   });
 
-  it('a rewritten chain (content and hash both edited) still breaks at the next link', async () => {
+  it('a rewritten chain (content and hash both edited): index-missing at the edited link, and with the index rewritten too, broken-link at the next', async () => {
+    await h.store.auditIndex.catchUp();
     const l = await link(6);
     const edited = l.content.replace('"outcome":"0"', '"outcome":"8"');
     const row = (await q().get<{ prev_hash: string; hash: string }>('SELECT prev_hash, hash FROM audit_chain WHERE seq = 6'))!;
@@ -137,9 +158,17 @@ describe(`Audit: tampering with the trail is detected (${ENGINE})`, () => {
     };
     await setContent(edited);
     await q().run('UPDATE audit_chain SET hash = ? WHERE seq = 6', [linkHash(row.prev_hash, 6, l.event_id, edited)]);
+    // Its search-index rows still say what it said: outcome 0.
+    const edit = await verify();
+    assert.deepEqual([edit.intact, edit.problem, edit.link], [false, 'index-missing', 6]);
+    assert.match(String(edit.detail), /search-index row for outcome 8/);
+    const outcome = paramId('AuditEvent', 'outcome');
+    const setOutcome = (code: string) => q().run("UPDATE idx_token SET code = ? WHERE pid = ? AND rid = ? AND system = 'http://hl7.org/fhir/audit-event-outcome'", [code, outcome, l.rid]);
+    assert.equal(await setOutcome('8'), 1);
     const v = await verify();
     assert.deepEqual([v.intact, v.problem, v.link], [false, 'broken-link', 7]);
     await restore(async () => {
+      await setOutcome('0');
       await setContent(l.content);
       await q().run('UPDATE audit_chain SET hash = ? WHERE seq = 6', [row.hash]);
     });
@@ -216,6 +245,42 @@ describe(`Audit: tampering with the trail is detected (${ENGINE})`, () => {
     assert.match(String(v.detail), new RegExp(`not indexed under ${ref}`));
     // (Events written since have their rows: the indexer built them.)
     await restore(async () => putBack('idx_reference', saved, true));
+  });
+
+  it("an event's date row deleted (hiding it from searches by date): index-missing naming the date", async () => {
+    await h.store.auditIndex.catchUp();
+    const l = await link(4);
+    const recorded = (JSON.parse(l.content) as AuditEvent).recorded;
+    const search = async () => (await get(`/AuditEvent?patient=${id}&date=${recorded.slice(0, 10)}&_count=1000`)).body.entry.map((e: { resource: AuditEvent }) => e.resource.id);
+    assert.ok((await search()).includes(l.event_id));
+    await h.store.auditIndex.catchUp();
+    const pid = paramId('AuditEvent', 'date');
+    const saved = await snapshot('idx_date', 'pid = ? AND rid = ?', [pid, l.rid]);
+    assert.equal(saved.length, 1);
+    await q().run('DELETE FROM idx_date WHERE pid = ? AND rid = ?', [pid, l.rid]);
+    assert.ok(!(await search()).includes(l.event_id), 'the search by date no longer finds it');
+    const v = await verify();
+    assert.deepEqual([v.intact, v.problem, v.link], [false, 'index-missing', 4]);
+    assert.match(String(v.detail), /search-index row for date \d+ to \d+/);
+    await restore(async () => putBack('idx_date', saved));
+  });
+
+  it("an index row added that shows an event to another patient: index-extra naming that patient", async () => {
+    await h.store.auditIndex.catchUp();
+    const other = (await h.api.post('/Patient', patient({ name: [{ family: 'Other' }] }))).body.id as string;
+    await h.store.auditIndex.catchUp();
+    const report = async () => (await get(`/Patient/${other}/$access-report`)).body.parameter.find((p: { name: string }) => p.name === 'count').valueInteger as number;
+    const before = await report();
+    await h.store.auditIndex.catchUp();
+    const l = await link(5);
+    const pid = paramId('AuditEvent', 'patient');
+    await q().run('INSERT INTO idx_reference (pid, ref, rid) VALUES (?, ?, ?)', [pid, `Patient/${other}`, l.rid]);
+    // One more for the report read before (reading it is an access to the patient's data), one for the row added.
+    assert.equal(await report(), before + 2, "the other patient's report now lists an access to someone else's record");
+    const v = await verify();
+    assert.deepEqual([v.intact, v.problem, v.link], [false, 'index-extra', 5]);
+    assert.match(String(v.detail), new RegExp(`search-index row for patient Patient/${other} that its content does not derive`));
+    await restore(async () => void (await q().run('DELETE FROM idx_reference WHERE pid = ? AND ref = ? AND rid = ?', [pid, `Patient/${other}`, l.rid])));
   });
 
   (ENGINE === 'sqlite' ? describe : describe.skip)('in the audit journal, before its events are moved into the trail (SQLite)', () => {
@@ -397,16 +462,23 @@ describe(`Audit: tampering with the trail is detected (${ENGINE})`, () => {
       assert.equal((await get('/AuditEvent/$verify?anchor=12:nothex')).status, 400);
     });
 
-    it('an event edited and the chain and head rewritten after it: intact to the database, anchor-mismatch against the kept head', async () => {
+    it('an event edited and the chain, its index and the head rewritten after it: intact to the database, anchor-mismatch against the kept head', async () => {
+      await h.store.auditIndex.catchUp();
       const kept = (await verify()).head as { link: number; hash: string };
       const l = await link(2);
       const edited = l.content.replace('"outcome":"0"', '"outcome":"8"');
       await q().run('UPDATE resources SET content = ? WHERE rid = ?', [edited, l.rid]);
       await q().run("UPDATE resource_versions SET content = ? WHERE type = 'AuditEvent' AND id = ? AND content IS NOT NULL", [edited, l.event_id]);
       await rewriteFrom(2);
+      // The search index still says what the event said, until it is rewritten too.
+      const indexed = await verify();
+      assert.deepEqual([indexed.intact, indexed.problem, indexed.link], [false, 'index-missing', 2]);
+      const setOutcome = (code: string) => q().run("UPDATE idx_token SET code = ? WHERE pid = ? AND rid = ? AND system = 'http://hl7.org/fhir/audit-event-outcome'", [code, paramId('AuditEvent', 'outcome'), l.rid]);
+      assert.equal(await setOutcome('8'), 1);
       assert.equal((await verify()).intact, true, 'a consistent rewrite of the whole database is not visible from inside it');
       const v = await verify(`${kept.link}:${kept.hash}`);
       assert.deepEqual([v.intact, v.problem, v.link], [false, 'anchor-mismatch', kept.link]);
+      await setOutcome('0');
       await q().run('UPDATE resources SET content = ? WHERE rid = ?', [l.content, l.rid]);
       await q().run("UPDATE resource_versions SET content = ? WHERE type = 'AuditEvent' AND id = ? AND content IS NOT NULL", [l.content, l.event_id]);
       await rewriteFrom(2);

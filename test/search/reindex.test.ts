@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import type { Resource } from 'fhir/r4';
 import { assertNoParamIdCollisions } from '../../server/search/param-id';
 import { Store } from '../../server/store/store';
-import { INDEX_TABLES } from '../../server/store/write';
+import { INDEX_TABLES } from '../../server/store/index-rows';
 import { freshDatabase, type TestDatabase } from '../support/db';
 import { examples } from '../support/fixtures';
 
