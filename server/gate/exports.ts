@@ -6,7 +6,7 @@ import { FhirError } from '../errors';
 import type { ExportFile, ExportJob, ExportJobs, ExportLevel } from '../store/exports';
 import type { StoreReader } from '../store/read';
 import type { HistoryVersion } from '../store/records';
-import { GatedReads } from './gate';
+import { GatedReads, trailRead } from './gate';
 import type { CursorSeal } from './cursor';
 import type { AccessPolicy, ReadPurpose } from './policy';
 
@@ -61,7 +61,9 @@ export class ExportGate {
   /** Records a new export for this client (after checking its scopes cover every type). */
   async start(ctx: AccessContext, id: string, req: ExportRequest): Promise<ExportJob> {
     for (const type of req.types) this.reads.allow(ctx, type, 'search-type');
-    return this.jobs.create({ id, clientId: ctx.clientId!, context: storeContext(ctx, req.baseUrl), level: req.level, types: req.types, since: req.since, request: req.request, issues: req.issues });
+    // A snapshot with AuditEvents moves the audit journal in: if that fails, the trail cannot be read (503).
+    const snapshot = req.types.includes('AuditEvent') ? await trailRead(this.jobs.snapshot(req.types)) : undefined;
+    return this.jobs.create({ id, clientId: ctx.clientId!, context: storeContext(ctx, req.baseUrl), level: req.level, types: req.types, since: req.since, request: req.request, issues: req.issues }, snapshot);
   }
 
   /**

@@ -800,9 +800,9 @@ function permissionOf(interaction: SystemInteraction): Permission {
  * event in the audit journal that cannot be moved whole, the store failing), the read fails
  * closed, 503, rather than answer without the events it would miss; the cause goes to the log.
  */
-async function trailRead(settled: Promise<unknown>): Promise<void> {
+export async function trailRead<T>(settled: Promise<T>): Promise<T> {
   try {
-    await settled;
+    return await settled;
   } catch (err) {
     if (err instanceof FhirError) throw err;
     throw new FhirError('unavailable', 'The audit trail cannot be read completely right now, so it is not read at all; try again later', { cause: err });

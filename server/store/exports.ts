@@ -118,9 +118,18 @@ export class ExportJobs {
     private readonly now: () => number,
   ) {}
 
-  /** Takes the snapshot and records the job (status `accepted`). */
-  async create(job: NewExport): Promise<ExportJob> {
-    const snapshot = await takeSnapshot(this.store.driver, this.now, { auditEvents: job.types.includes('AuditEvent') });
+  /**
+   * The snapshot a new job of these types exports (see takeSnapshot). With AuditEvents it moves
+   * the audit journal in first, and fails if it cannot: the caller answers that as the trail
+   * being unreadable, not as a fault of its own.
+   */
+  snapshot(types: readonly ResourceType[]): Promise<Snapshot> {
+    return takeSnapshot(this.store.driver, this.now, { auditEvents: types.includes('AuditEvent') });
+  }
+
+  /** Records the job (status `accepted`), at `snapshot` or at one taken now. */
+  async create(job: NewExport, taken?: Snapshot): Promise<ExportJob> {
+    const snapshot = taken ?? (await this.snapshot(job.types));
     const estimate = await this.store.driver.get<{ n: string | number }>(
       `SELECT COUNT(*) AS n FROM resource_versions WHERE type IN (${job.types.map(() => '?').join(', ')}) AND seq <= ?`,
       [...job.types, snapshot.seq],

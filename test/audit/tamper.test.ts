@@ -384,6 +384,10 @@ describe(`Audit: tampering with the trail is detected (${ENGINE})`, () => {
       assert.deepEqual([report.ok, report.firstProblem?.problem, report.firstProblem?.seq], [false, 'event-missing', frame.seqs[0]]);
       const read = await h.api.get(`/AuditEvent/${frame.events[0].id}`);
       assert.equal(read.status, 503, 'an event that cannot be moved whole is not read around');
+      // So is an export of AuditEvents, whose snapshot moves the journal in first.
+      const exported = await h.api.get('/$export?_type=AuditEvent', { Prefer: 'respond-async' });
+      assert.equal(exported.status, 503, exported.text);
+      assert.equal(exported.body.issue[0].code, 'transient');
       assert.ok(await q().get('SELECT seq FROM audit_journal WHERE seq = ?', [frame.seqs[0]]), 'nothing of the batch moved');
       await restore(async () => {
         await q().run('INSERT INTO audit_journal_frame (id, head, tail) VALUES (?, ?, ?)', [frame.seqs[0], frame.events[0].framed!.frame.head, frame.events[0].framed!.frame.tail]);
