@@ -11,6 +11,7 @@ import type { HistoryVersion, StoredVersion } from '../store/records';
 import type { Store } from '../store/store';
 import type { AuditIndex } from '../store/audit-index';
 import { moveJournalIn } from '../store/audit-journal';
+import { indexQueuedIn } from '../store/audit-index';
 import type { WrittenVersion } from '../store/subscriptions';
 import type { Writer, WriteTx } from '../store/write';
 import type { Permission } from '../access/scopes';
@@ -166,11 +167,13 @@ export class Gate {
     let appended = 0;
     return this.store
       .transaction(async (tx) => {
-        // Events journaled since the catch-up above are moved now, in the transaction, which holds
-        // the writer: it reads every AuditEvent committed before it by id, and by its `patient` and
-        // `date` rows. (Their other index rows are built later: a search of the transaction on
-        // other AuditEvent parameters misses the few events committed since the catch-up.)
-        if (options.readsAuditIndex && this.store.dialect === 'sqlite') await trailRead(moveJournalIn(tx.q));
+        // Events committed since the catch-up above are moved in (SQLite's journal) and indexed
+        // now, in the transaction, which holds the writer: its searches see every AuditEvent
+        // committed before it, on every parameter.
+        if (options.readsAuditIndex) {
+          if (this.store.dialect === 'sqlite') await trailRead(moveJournalIn(tx.q));
+          await trailRead(indexQueuedIn(tx.q, this.store.dialect, this.store.localBase));
+        }
         const gated = new GatedTx(tx, ctx, this.policy, this.seal, audit);
         changes = gated.changes;
         const result = await fn(gated);

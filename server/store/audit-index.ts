@@ -3,7 +3,7 @@ import type { Resource } from 'fhir/r4';
 import { extractIndexRows } from '../search/extract';
 import { paramId } from '../search/param-id';
 import { journalBacklog, type AuditJournal } from './audit-journal';
-import { limitClause, type Driver, type Queryable } from './driver';
+import { limitClause, type Dialect, type Driver, type Queryable } from './driver';
 import { EARLY_AUDIT_PARAMS, indexRowsScript, insertIndexRowsMany, literal } from './write';
 
 /** Events per indexing pass: a pass holds the writer, so audit commits wait behind it. */
@@ -257,7 +257,7 @@ export class AuditIndexer implements AuditIndex {
       if (scripted !== undefined) return scripted;
     }
     return this.driver.transaction(async (q: Queryable) => {
-      const { rids, entries } = await this.batch(q, limit, patients, late, this.driver.dialect === 'postgres' ? ' FOR UPDATE SKIP LOCKED' : '');
+      const { rids, entries } = await queuedBatch(q, this.localBase, limit, patients, late, this.driver.dialect === 'postgres' ? ' FOR UPDATE SKIP LOCKED' : '');
       if (rids.length === 0) return 0;
       await insertIndexRowsMany(q, entries);
       await q.run(`DELETE FROM audit_index_queue WHERE rid IN (${rids.map(() => '?').join(', ')})`, rids);
@@ -276,7 +276,7 @@ export class AuditIndexer implements AuditIndex {
    * Undefined when a value cannot be a literal: the caller binds them instead.
    */
   private async indexBatchScript(limit: number, patients: readonly string[] | undefined, late: boolean): Promise<number | undefined> {
-    const { rids, entries } = await this.batch(this.driver, limit, patients, late);
+    const { rids, entries } = await queuedBatch(this.driver, this.localBase, limit, patients, late);
     if (rids.length === 0) return 0;
     let statements: string[];
     try {
@@ -290,21 +290,40 @@ export class AuditIndexer implements AuditIndex {
     return rids.length;
   }
 
-  /**
-   * The batch of a pass: the oldest queued of each scope (at most `limit` each, one query per
-   * index that finds them; `lock` taken on them), and their index rows.
-   */
-  private async batch(q: Pick<Queryable, 'all'>, limit: number, patients: readonly string[] | undefined, late: boolean, lock = '') {
-    const found = new Set<number>();
-    for (const scope of queueScopes(patients, late)) {
-      const rows = await q.all<{ rid: number | string }>(`SELECT rid FROM audit_index_queue WHERE 1 = 1${scope.sql} ORDER BY ${scope.rid}${limitClause(limit)}${lock}`, scope.params);
-      for (const r of rows) found.add(Number(r.rid));
-    }
-    const rids = [...found];
-    if (rids.length === 0) return { rids, entries: [] };
-    const rows = await q.all<{ rid: number | string; content: string }>(`SELECT rid, content FROM resources WHERE rid IN (${rids.map(() => '?').join(', ')})`, rids);
-    const entries = rows.map((r) => ({ rid: Number(r.rid), type: 'AuditEvent' as const, rows: extractIndexRows('AuditEvent', JSON.parse(r.content) as Resource, this.localBase) }));
-    return { rids, entries };
+}
+
+/**
+ * A batch of queued events: the oldest of each scope (at most `limit` each, one query per index
+ * that finds them; `lock` taken on them), and their index rows.
+ */
+async function queuedBatch(q: Pick<Queryable, 'all'>, localBase: string | undefined, limit: number, patients: readonly string[] | undefined, late: boolean, lock = '') {
+  const found = new Set<number>();
+  for (const scope of queueScopes(patients, late)) {
+    const rows = await q.all<{ rid: number | string }>(`SELECT rid FROM audit_index_queue WHERE 1 = 1${scope.sql} ORDER BY ${scope.rid}${limitClause(limit)}${lock}`, scope.params);
+    for (const r of rows) found.add(Number(r.rid));
+  }
+  const rids = [...found];
+  if (rids.length === 0) return { rids, entries: [] };
+  const rows = await q.all<{ rid: number | string; content: string }>(`SELECT rid, content FROM resources WHERE rid IN (${rids.map(() => '?').join(', ')})`, rids);
+  const entries = rows.map((r) => ({ rid: Number(r.rid), type: 'AuditEvent' as const, rows: extractIndexRows('AuditEvent', JSON.parse(r.content) as Resource, localBase) }));
+  return { rids, entries };
+}
+
+/**
+ * Indexes every queued event inside a transaction that holds the writer (one that searches
+ * AuditEvents: a transaction Bundle's GET entries, an AuditEvent's If-None-Exist): the events
+ * committed between its catch-up and its BEGIN, which it cannot wait for the indexer to reach.
+ * On PostgreSQL it waits for a pass under way elsewhere on the same rows (FOR UPDATE), after which
+ * they are indexed already. Returns how many it indexed.
+ */
+export async function indexQueuedIn(q: Queryable, dialect: Dialect, localBase: string | undefined): Promise<number> {
+  let total = 0;
+  for (;;) {
+    const { rids, entries } = await queuedBatch(q, localBase, PASS_SIZE, undefined, false, dialect === 'postgres' ? ' FOR UPDATE' : '');
+    if (rids.length === 0) return total;
+    await insertIndexRowsMany(q, entries);
+    await q.run(`DELETE FROM audit_index_queue WHERE rid IN (${rids.map(() => '?').join(', ')})`, rids);
+    total += rids.length;
   }
 }
 

@@ -360,6 +360,36 @@ describe(`Audit: searches see events still waiting to be indexed (${ENGINE})`, (
     assert.equal(page.entry.filter((e: { search?: { mode: string } }) => e.search?.mode === 'match').length, before);
   });
 
+  it("a transaction Bundle's AuditEvent search sees events committed between its catch-up and its BEGIN, on every parameter", async () => {
+    await h.store.auditIndex.catchUp();
+    const before = await total(`/AuditEvent?patient=${a}&action=R`);
+    await h.store.auditIndex.catchUp();
+    // As if committed after the catch-up: only their early rows (patient, date) written, queued.
+    // The catch-up finds nothing to do, as it would have then.
+    const index = h.store.auditIndex;
+    const original = index.catchUp;
+    index.catchUp = async () => {
+      await unindexLate(await eventsAbout(a), `Patient/${a}`);
+    };
+    const bundle = {
+      resourceType: 'Bundle',
+      type: 'transaction',
+      entry: [
+        { request: { method: 'GET', url: `AuditEvent?patient=${a}&action=R&_count=1000` } },
+        { fullUrl: 'urn:uuid:6b2f1e4d-5c8f-4a1b-8e64-1a4a3d8e0b22', resource: patient(), request: { method: 'POST', url: 'Patient' } },
+      ],
+    };
+    let res;
+    try {
+      res = await h.api.post('/', bundle);
+    } finally {
+      index.catchUp = original;
+    }
+    assert.equal(res.status, 200, JSON.stringify(res.body));
+    const page = res.body.entry[0].resource;
+    assert.equal(page.entry.filter((e: { search?: { mode: string } }) => e.search?.mode === 'match').length, before, 'the action rows were built in the transaction');
+  });
+
   it('compiles the patients a search is confined to only from plain patient references', () => {
     const confined = (type: 'AuditEvent' | 'Patient', query: [string, string][]) =>
       compileFilter(parseSearch(type, query, { strict: true, defaultCount: 20, maxCount: 100, baseUrl: 'http://x', now: Date.now() }).criteria, Date.now());
