@@ -84,6 +84,8 @@ export class AuditThread implements AuditIndex {
   private exited: Promise<void> = Promise.resolve();
   private nextCall = 1;
   private readonly calls = new Map<number, Call>();
+  /** The meta.lastUpdated of each append handed over and not yet answered, by call. */
+  private readonly stamps = new Map<number, number>();
   private stopping = false;
   /** Events the worker indexed since it started. */
   indexed = 0;
@@ -111,7 +113,21 @@ export class AuditThread implements AuditIndex {
    * nothing stored, when they cannot be. `now` is the store's clock: their meta.lastUpdated.
    */
   append(items: readonly AuditItem[], writer: Writer, now: number): Promise<Committed> {
-    return this.call((call) => ({ kind: 'append', call, items, writer, now }));
+    return this.call((call) => {
+      this.stamps.set(call, now);
+      return { kind: 'append', call, items, writer, now };
+    });
+  }
+
+  /**
+   * The earliest meta.lastUpdated of the appends handed over and not yet answered: their events
+   * may be committed after anything read now, stamped before it (an export snapshot must not
+   * claim their instant, store/snapshot.ts). Undefined when none is.
+   */
+  oldestInFlight(): number | undefined {
+    let oldest: number | undefined;
+    for (const stamp of this.stamps.values()) if (oldest === undefined || stamp < oldest) oldest = stamp;
+    return oldest;
   }
 
   nudge(): void {
@@ -197,6 +213,7 @@ export class AuditThread implements AuditIndex {
         const err = new Error(`the audit worker stopped (exit code ${code}${failure ? `: ${failure.message}` : ''})`);
         for (const c of this.calls.values()) c.reject(err);
         this.calls.clear();
+        this.stamps.clear();
         resolve();
       }),
     );
@@ -227,6 +244,7 @@ export class AuditThread implements AuditIndex {
   private settle(call: number): Call | undefined {
     const c = this.calls.get(call);
     this.calls.delete(call);
+    this.stamps.delete(call);
     // While stopping, the worker keeps the process alive until it has exited (see settled()).
     if (this.calls.size === 0 && !this.stopping) this.worker?.unref();
     return c;

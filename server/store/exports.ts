@@ -124,7 +124,7 @@ export class ExportJobs {
    * being unreadable, not as a fault of its own.
    */
   snapshot(types: readonly ResourceType[]): Promise<Snapshot> {
-    return takeSnapshot(this.store.driver, this.now, { auditEvents: types.includes('AuditEvent') });
+    return takeSnapshot(this.store.driver, this.now, { auditEvents: types.includes('AuditEvent'), appendsSince: () => this.store.auditThread?.oldestInFlight() });
   }
 
   /** Records the job (status `accepted`), at `snapshot` or at one taken now. */

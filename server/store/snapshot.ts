@@ -20,12 +20,18 @@ export interface Snapshot {
  * IG allows for this ("a FHIR server might need to wait for any pending transactions"); here the
  * instant is chosen so that no transaction in flight can still add a version stamped at or before it:
  * - SQLite: the snapshot is read in the writer's queue, after every transaction queued before it
- *   and before every later one, whose stamps are then later than `time`;
+ *   and before every later one, whose stamps are then later than `time`; with AuditEvents, `time`
+ *   is also before the stamp of every append the audit worker has been handed and not yet
+ *   answered (`appendsSince`): such an append may commit after the snapshot, stamped before it;
  * - PostgreSQL: `time` is before the start of the oldest transaction in progress on the
  *   database (`pg_stat_activity`), less a margin for clock skew between the server processes
  *   and the database, and `seq` is read after that.
  */
-export async function takeSnapshot(driver: Driver, now: () => number, options: { skewMarginMs?: number; auditEvents?: boolean } = {}): Promise<Snapshot> {
+export async function takeSnapshot(
+  driver: Driver,
+  now: () => number,
+  options: { skewMarginMs?: number; auditEvents?: boolean; appendsSince?: () => number | undefined } = {},
+): Promise<Snapshot> {
   const skewMarginMs = options.skewMarginMs ?? 1000;
   if (driver.dialect === 'sqlite') {
     return driver.transaction(async (q) => {
@@ -34,7 +40,9 @@ export async function takeSnapshot(driver: Driver, now: () => number, options: {
       // stamped before `time`, and so missed by this export and by the next one `_since` it.
       if (options.auditEvents) await moveJournalIn(q);
       const row = await q.get<{ seq: number | null }>('SELECT MAX(seq) AS seq FROM resource_versions');
-      return { seq: Number(row?.seq ?? 0), time: now() };
+      // Read while this transaction holds the writer, so the worker commits none of them meanwhile.
+      const pending = options.auditEvents ? options.appendsSince?.() : undefined;
+      return { seq: Number(row?.seq ?? 0), time: pending === undefined ? now() : Math.min(now(), pending - 1) };
     });
   }
   const appNow = now();

@@ -286,6 +286,63 @@ describe('Audit: the journal moves for the patients searched for', () => {
     const unsnapshotted = await h.store.driver.get<{ n: number }>("SELECT COUNT(*) AS n FROM resource_versions WHERE type = 'AuditEvent' AND seq > ?", [snapshot.seq]);
     assert.equal(Number(unsnapshotted!.n), 0, 'every event so far is at or below the snapshot');
   });
+
+  it("an export snapshot's instant is before every append the worker has not yet committed (they commit after it, stamped before it)", async () => {
+    // The main thread holds the writer, so the worker cannot commit the read's events.
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    let holding!: () => void;
+    const isHolding = new Promise<void>((r) => (holding = r));
+    const tx = h.store.driver.transaction(async () => {
+      holding();
+      await held;
+    });
+    await isHolding;
+    const started = Date.now();
+    const read = h.api.get(`/Patient/${a}`);
+    const thread = h.store.auditThread!;
+    let stamp: number | undefined;
+    for (let i = 0; i < 500 && stamp === undefined; i++) {
+      await new Promise((r) => setTimeout(r, 2));
+      stamp = thread.oldestInFlight();
+    }
+    // An export of AuditEvents asked for now takes its snapshot once the writer is free: before
+    // the worker commits the read's events, or after.
+    const kickoff = h.api.get('/$export?_type=AuditEvent', { Prefer: 'respond-async' });
+    await new Promise((r) => setTimeout(r, 50));
+    release();
+    await tx;
+    assert.ok(stamp !== undefined && stamp >= started, 'the read\'s append is in flight, stamped when it was handed over');
+    assert.equal((await kickoff).status, 202);
+    assert.equal((await read).status, 200);
+    await h.store.auditIndex.materialized();
+    const job = (await h.store.driver.get<{ snapshot_seq: number; transaction_time: number }>('SELECT snapshot_seq, transaction_time FROM export_jobs ORDER BY created_at DESC LIMIT 1'))!;
+    const missed = await h.store.driver.get<{ id: string }>(
+      "SELECT v.id FROM resource_versions v JOIN resources r ON r.rid = v.rid WHERE v.type = 'AuditEvent' AND v.seq > ? AND r.last_updated <= ? LIMIT 1",
+      [job.snapshot_seq, job.transaction_time],
+    );
+    assert.equal(missed, undefined, 'no event stamped at or before the export\'s transactionTime is above its snapshot');
+    // What the snapshot does with it (its own transaction cannot be taken while this test holds the writer).
+    const snapshot = await takeSnapshot(h.store.driver, () => stamp! + 5000, { auditEvents: true, appendsSince: () => stamp });
+    assert.equal(snapshot.time, stamp - 1);
+    assert.equal((await takeSnapshot(h.store.driver, () => stamp! + 5000, { auditEvents: false, appendsSince: () => stamp })).time, stamp + 5000, 'only a snapshot of AuditEvents waits for them');
+    assert.equal(thread.oldestInFlight(), undefined, 'answered, so no longer in flight');
+  });
+
+  it('exports of AuditEvents asked for while searches across many patients commit their events: none misses an event stamped before its instant', async () => {
+    for (let i = 0; i < 150; i++) await h.api.post('/Patient', patient({ name: [{ family: `Many${i}` }] }));
+    await h.store.auditIndex.materialized();
+    for (let round = 0; round < 15; round++) {
+      const [search, kickoff] = await Promise.all([h.api.get('/Patient?_count=200'), h.api.get('/$export?_type=AuditEvent', { Prefer: 'respond-async' })]);
+      assert.equal(search.status, 200);
+      assert.equal(kickoff.status, 202);
+    }
+    await h.store.auditIndex.materialized();
+    const missed = await h.store.driver.get<{ id: string; job: string }>(
+      "SELECT v.id, j.id AS job FROM export_jobs j JOIN resource_versions v ON v.type = 'AuditEvent' AND v.seq > j.snapshot_seq JOIN resources r ON r.rid = v.rid AND r.last_updated <= j.transaction_time LIMIT 1",
+    );
+    assert.equal(missed, undefined, `export ${missed?.job} misses AuditEvent/${missed?.id}: stamped at or before its transactionTime, above its snapshot`);
+  });
 });
 
 /** Through the server, with background moves as in service. */
