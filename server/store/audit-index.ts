@@ -269,10 +269,10 @@ export class AuditIndexer implements AuditIndex {
   /**
    * SQLite: the same pass with its writes as one script of literals (Driver.script): one call to
    * the connection instead of a statement per table with every value bound through node-sqlite3.
-   * The batch is read before the script, outside it: only this thread indexes the trail's own
-   * events, one pass at a time (pass), and an AuditEvent's content never changes. (A pass that
-   * raced it anyway would write the same rows, which ON CONFLICT keeps once, and delete the same
-   * queue entries.)
+   * The batch is read before the script, outside it: this thread's passes run one at a time
+   * (pass), and an AuditEvent's content never changes. Another writer that indexes the same
+   * events meanwhile (a transaction that searches AuditEvents, indexQueuedIn) writes the same
+   * rows, which ON CONFLICT keeps once, and deletes the same queue entries.
    * Undefined when a value cannot be a literal: the caller binds them instead.
    */
   private async indexBatchScript(limit: number, patients: readonly string[] | undefined, late: boolean): Promise<number | undefined> {

@@ -186,7 +186,13 @@ export class AuditThread implements AuditIndex {
       // A call under way keeps the process alive; the worker's background indexing does not.
       if (this.calls.size === 0) worker.ref();
       this.calls.set(call, { resolve, reject });
-      worker.postMessage(message(call));
+      try {
+        worker.postMessage(message(call));
+      } catch (err) {
+        // Not handed over (a value that cannot be cloned): not under way either.
+        this.settle(call);
+        reject(err);
+      }
     });
   }
 

@@ -332,11 +332,19 @@ class AppendLoop {
  * The main thread then fails the calls it had handed over and starts another worker.
  */
 let failing = false;
+/** The worker's connections, once open: closed by `fail` (see Driver.abandon). */
+let openDriver: Driver | undefined;
 function fail(err: unknown): void {
   if (failing) return;
   failing = true;
   process.stderr.write(`custodian audit worker: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-  void sqliteQuiesce(new Error('the audit worker has failed')).then(() => process.exit(1));
+  const within = (ms: number, work: Promise<unknown>) => Promise.race([work.catch(() => undefined), new Promise((resolve) => setTimeout(resolve, ms))]);
+  void (async () => {
+    // Past the deadlines it exits anyway: a failed worker that never exits would hang every
+    // request handed to it, where one that exits is replaced.
+    if ((await sqliteQuiesce(new Error('the audit worker has failed'), 5000)) && openDriver?.abandon) await within(5000, openDriver.abandon());
+    process.exit(1);
+  })();
 }
 process.on('uncaughtException', fail);
 process.on('unhandledRejection', fail);
@@ -344,6 +352,7 @@ process.on('unhandledRejection', fail);
 async function main(): Promise<void> {
   const setup = workerData as AuditWorkerSetup;
   const driver = await openSqliteWriter(setup.settings, 'worker');
+  openDriver = driver;
   if (setup.floor) await driver.run(FLOOR_TABLES[setup.floor]);
   // Declared before the indexer that asks about it.
   let appends: AppendLoop | undefined;

@@ -66,6 +66,11 @@ export interface Driver extends Queryable {
    */
   readonly sqlite?: SqliteWriterSettings;
   close(): Promise<void>;
+  /**
+   * SQLite, on a thread that is failing, after sqliteQuiesce: rolls back, finalizes and closes its
+   * connections, whatever state they were left in, so that its locks go with them.
+   */
+  abandon?(): Promise<void>;
 }
 
 /**
@@ -163,17 +168,26 @@ function sqliteOperation<T>(start: (done: (err: Error | null, value?: T) => void
 
 /**
  * Refuses every new node-sqlite3 operation on this thread (they reject with `reason`) and resolves
- * once none is under way: from then on the thread can stop without aborting the process.
+ * once none is under way, true: from then on the thread can stop without aborting the process.
+ * False if some are still under way after `deadlineMs` (one that never completes must not keep a
+ * failed thread from stopping).
  */
-export async function sqliteQuiesce(reason: Error): Promise<void> {
+export async function sqliteQuiesce(reason: Error, deadlineMs = 5000): Promise<boolean> {
   sqliteWork.refused = reason;
-  while (sqliteWork.underWay > 0) await new Promise((resolve) => setTimeout(resolve, 1));
+  const until = Date.now() + deadlineMs;
+  while (sqliteWork.underWay > 0 && Date.now() < until) await new Promise((resolve) => setTimeout(resolve, 1));
+  return sqliteWork.underWay === 0;
 }
+
+/** A completion of an operation handed to a statement. */
+type Settle = (err: Error | null, value?: unknown) => void;
 
 interface Prepared {
   readonly statement: Statement;
   /** Operations handed to this statement and not yet completed. */
   busy: number;
+  /** Their completions, until each is called (see SqliteConnection.statement). */
+  readonly waiting: Set<Settle>;
 }
 
 class SqliteConnection implements Queryable {
@@ -201,11 +215,43 @@ class SqliteConnection implements Queryable {
     let best: Prepared | undefined;
     for (const p of list) if (!best || p.busy < best.busy) best = p;
     if (!best || (best.busy > 0 && list.length < STATEMENTS_PER_SQL)) {
-      best = { statement: this.db.prepare(sql), busy: 0 };
+      const p: { statement?: Statement; busy: number; waiting: Set<Settle> } = { busy: 0, waiting: new Set() };
+      // A statement that fails to prepare (a busy or unreadable schema, an I/O error): without a
+      // callback node-sqlite3 emits 'error' on it, which nothing catches, and it drops the
+      // operations queued on it without ever calling them back. So they are failed here, and the
+      // statement is forgotten (the next use prepares another).
+      p.statement = this.db.prepare(sql, (err: Error | null) => {
+        if (err) this.prepareFailed(sql, p as Prepared, err);
+      });
+      best = p as Prepared;
       list.push(best);
       this.count++;
     }
     return best;
+  }
+
+  private prepareFailed(sql: string, p: Prepared, err: Error): void {
+    const list = this.statements.get(sql);
+    const at = list?.indexOf(p) ?? -1;
+    if (at >= 0) {
+      list!.splice(at, 1);
+      this.count--;
+    }
+    for (const settle of [...p.waiting]) settle(err);
+  }
+
+  /** Hands an operation to a prepared statement, counted (sqliteOperation) until it completes or its statement fails to prepare. */
+  private use<T>(p: Prepared, operation: (settle: Settle) => void): Promise<T> {
+    return sqliteOperation<T>((done) => {
+      const settle: Settle = (err, value) => {
+        if (!p.waiting.delete(settle)) return;
+        p.busy--;
+        done(err, value as T);
+      };
+      p.busy++;
+      p.waiting.add(settle);
+      operation(settle);
+    });
   }
   all<T>(sql: string, params: readonly unknown[] = []): Promise<T[]> {
     // An EXPLAIN statement that has run stays active until it is reset (measured: a cached one
@@ -214,13 +260,7 @@ class SqliteConnection implements Queryable {
     if (/^\s*EXPLAIN\b/i.test(sql)) return sqliteOperation<T[]>((done) => this.db.all(sql, params as unknown[], (err: Error | null, rows: T[]) => done(err, rows)));
     if (sqliteWork.refused) return Promise.reject(sqliteWork.refused);
     const p = this.statement(sql);
-    p.busy++;
-    return sqliteOperation<T[]>((done) =>
-      p.statement.all(params as unknown[], (err: Error | null, rows: T[]) => {
-        p.busy--;
-        done(err, rows);
-      }),
-    );
+    return this.use<T[]>(p, (settle) => p.statement.all(params as unknown[], (err: Error | null, rows: T[]) => settle(err, rows)));
   }
   /** First row. Runs the statement to completion (`all`), so no statement is left active to block COMMIT. */
   async get<T>(sql: string, params: readonly unknown[] = []): Promise<T | undefined> {
@@ -229,11 +269,9 @@ class SqliteConnection implements Queryable {
   run(sql: string, params: readonly unknown[] = []): Promise<number> {
     if (sqliteWork.refused) return Promise.reject(sqliteWork.refused);
     const p = this.statement(sql);
-    p.busy++;
-    return sqliteOperation<number>((done) =>
+    return this.use<number>(p, (settle) =>
       p.statement.run(params as unknown[], function (this: { changes: number } | undefined, err: Error | null) {
-        p.busy--;
-        done(err, this?.changes);
+        settle(err, this?.changes);
       }),
     );
   }
@@ -247,6 +285,18 @@ class SqliteConnection implements Queryable {
   }
   close(): Promise<void> {
     return sqliteOperation<void>((done) => this.db.close(() => done(null))).catch(() => undefined);
+  }
+  /**
+   * After sqliteQuiesce, on a failing thread: rolls back whatever transaction is open, finalizes the
+   * statements and closes the connection (so SQLite's locks go with it: a connection left open
+   * with a write transaction would hold the database's write lock). Past the refusal: nothing else
+   * runs on this thread now.
+   */
+  async abandon(): Promise<void> {
+    await new Promise<void>((resolve) => this.db.exec('ROLLBACK', () => resolve()));
+    for (const list of this.statements.drain()) for (const p of list) await new Promise<void>((resolve) => p.statement.finalize(() => resolve()));
+    this.count = 0;
+    await new Promise<void>((resolve) => this.db.close(() => resolve()));
   }
 }
 
@@ -502,6 +552,13 @@ class SqliteDriver implements Driver {
       return;
     }
     t.resolve(undefined);
+  }
+
+  /** A worker's connections only (they are its own; the main thread's belong to Sequelize). */
+  async abandon(): Promise<void> {
+    if (this.side !== 'worker') throw new Error("only a worker's driver is abandoned");
+    clearInterval(this.checkpointTimer);
+    for (const conn of [this.writer, this.reader]) await conn.abandon();
   }
 
   async close(): Promise<void> {

@@ -20,7 +20,8 @@ export interface Snapshot {
  * IG allows for this ("a FHIR server might need to wait for any pending transactions"); here the
  * instant is chosen so that no transaction in flight can still add a version stamped at or before it:
  * - SQLite: the snapshot is read in the writer's queue, after every transaction queued before it
- *   and before every later one, whose stamps are then later than `time`; with AuditEvents, `time`
+ *   and before every later one, whose stamps are then later than `time` (a millisecond before the
+ *   clock as read there); with AuditEvents, `time`
  *   is also before the stamp of every append the audit worker has been handed and not yet
  *   answered (`appendsSince`): such an append may commit after the snapshot, stamped before it;
  * - PostgreSQL: `time` is before the start of the oldest transaction in progress on the
@@ -42,7 +43,9 @@ export async function takeSnapshot(
       const row = await q.get<{ seq: number | null }>('SELECT MAX(seq) AS seq FROM resource_versions');
       // Read while this transaction holds the writer, so the worker commits none of them meanwhile.
       const pending = options.auditEvents ? options.appendsSince?.() : undefined;
-      return { seq: Number(row?.seq ?? 0), time: pending === undefined ? now() : Math.min(now(), pending - 1) };
+      // A millisecond back: a transaction queued after this one can be stamped in the same
+      // millisecond as `now()`, and `_since` takes what is later than the instant, not equal to it.
+      return { seq: Number(row?.seq ?? 0), time: Math.min(now(), pending ?? Infinity) - 1 };
     });
   }
   const appNow = now();

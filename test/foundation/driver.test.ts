@@ -26,6 +26,18 @@ describe(`Store driver: prepared statements are bounded (${ENGINE})`, () => {
     }
   });
 
+  it('a statement that fails to prepare fails its callers (it neither hangs them nor throws where nothing catches it), and is prepared again next time', async () => {
+    const q = suiteStore().driver;
+    for (let i = 0; i < 2; i++) {
+      await assert.rejects(q.all('SELECT x FROM no_such_table_here WHERE id = ?', [i]), /no_such_table_here/);
+      await assert.rejects(q.transaction((tx) => tx.run('UPDATE no_such_table_here SET x = ?', [i])), /no_such_table_here/);
+    }
+    // Concurrent callers queued on the same failing statement all fail.
+    const all = await Promise.allSettled(Array.from({ length: 6 }, (_, i) => q.all('SELECT x FROM no_such_table_here WHERE id = ?', [i])));
+    assert.deepEqual(all.map((r) => r.status), all.map(() => 'rejected'));
+    assert.equal(Number((await q.get<{ n: number | string }>('SELECT COUNT(*) AS n FROM resources'))!.n) >= 0, true, 'the connection still serves');
+  });
+
   it('LIMIT is written into the SQL as a row count (a bound one recompiles the statement on SQLite), never anything else', () => {
     assert.equal(limitClause(102), ' LIMIT 102');
     assert.equal(limitClause(0), ' LIMIT 0');
