@@ -49,7 +49,8 @@ export async function startServer(env: Record<string, string> = {}): Promise<Ser
     output: () => out,
     stop(signal: NodeJS.Signals = 'SIGTERM') {
       return new Promise((resolve) => {
-        if (child.exitCode !== null) return resolve(child.exitCode);
+        // Exited already, by itself or by a signal (a killed process has no exit code): no 'exit' is coming.
+        if (child.exitCode !== null || child.signalCode !== null) return resolve(child.exitCode);
         child.once('exit', (code) => resolve(code));
         child.kill(signal);
       });
