@@ -9,9 +9,8 @@ import { StoreReader, type HistoryRequest, type PagedVersion } from '../store/re
 import type { Keyset, OrderSql } from '../search/order';
 import type { HistoryVersion, StoredVersion } from '../store/records';
 import type { Store } from '../store/store';
-import type { AuditIndex } from '../store/audit-index';
+import { indexQueuedIn, type AuditIndex } from '../store/audit-index';
 import { moveJournalIn } from '../store/audit-journal';
-import { indexQueuedIn } from '../store/audit-index';
 import type { WrittenVersion } from '../store/subscriptions';
 import type { Writer, WriteTx } from '../store/write';
 import type { Permission } from '../access/scopes';

@@ -289,7 +289,6 @@ export class AuditIndexer implements AuditIndex {
     this.indexed += entries.length;
     return rids.length;
   }
-
 }
 
 /**
