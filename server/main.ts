@@ -49,6 +49,7 @@ async function main(): Promise<void> {
   }
 
   const store = await Store.open(config.database, { now: Date.now, localBase: config.baseUrl, benchAuditFloor: config.benchAuditFloor });
+  opened = store;
   // Listen first: without CUSTODIAN_BASE_URL the server names itself in tokens by the address it
   // listens at (PORT=0 is known only now). The app is attached before any request can be read.
   const server: Server = createServer();
@@ -86,7 +87,7 @@ async function main(): Promise<void> {
     const workers = app.feed.stop().catch((err) => logger.error('stopping the feed workers failed', { error: String(err) }));
     setTimeout(() => {
       logger.error('shutdown timed out; exiting');
-      process.exit(1);
+      exit(1);
     }, 15000).unref();
     // No new connections; idle keep-alive ones close now, busy ones after their response.
     const closed = new Promise<void>((resolve) => server.close(() => resolve()));
@@ -108,6 +109,15 @@ async function main(): Promise<void> {
   process.on('SIGINT', () => void stop('SIGINT'));
 }
 
+/** The store, once open: a process that exits without closing it halts its audit worker first (Store.halt). */
+let opened: Store | undefined;
+
+/** Exits with `code`, the store's audit worker halted first if it is open (Store.halt says why). */
+function exit(code: number): void {
+  if (!opened) process.exit(code);
+  void opened.halt().finally(() => process.exit(code));
+}
+
 function fail(message: string, code: number): never {
   process.stderr.write(`custodian: ${message}\n`);
   process.exit(code);
@@ -115,5 +125,5 @@ function fail(message: string, code: number): never {
 
 main().catch((err) => {
   process.stderr.write(`custodian: failed to start: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
-  process.exit(1);
+  exit(1);
 });

@@ -15,7 +15,8 @@ export type ToAuditWorker =
   | { readonly kind: 'materialize'; readonly call: number }
   | { readonly kind: 'nudge' }
   | { readonly kind: 'stop'; readonly call: number }
-  | { readonly kind: 'crash' };
+  | { readonly kind: 'crash' }
+  | { readonly kind: 'halt' };
 
 /** What the audit worker answers: calls done (with how many events each stored, and in how large a commit) or failed. */
 export type FromAuditWorker =
@@ -170,6 +171,22 @@ export class AuditThread implements AuditIndex {
    */
   async crash(): Promise<void> {
     if (this.worker) this.worker.postMessage({ kind: 'crash' } satisfies ToAuditWorker);
+    await this.exited;
+  }
+
+  /**
+   * Before the process exits without settling (a start-up that failed after the store opened, a
+   * shutdown that timed out): the worker stops what it is doing, waits for the SQLite operation
+   * under way if any (sqliteQuiesce: a process that exits while its worker has one aborts, exit
+   * code 134, whatever code it exits with), and exits; resolves once it has. Calls under way fail.
+   */
+  async halt(): Promise<void> {
+    this.stopping = true;
+    if (this.worker) {
+      // Until it has exited, whatever else keeps the process alive or not.
+      this.worker.ref();
+      this.worker.postMessage({ kind: 'halt' } satisfies ToAuditWorker);
+    }
     await this.exited;
   }
 

@@ -332,18 +332,28 @@ class AppendLoop {
  * The main thread then fails the calls it had handed over and starts another worker.
  */
 let failing = false;
-/** The worker's connections, once open: closed by `fail` (see Driver.abandon). */
+/** The worker's connections, once open: closed by `leave` (see Driver.abandon). */
 let openDriver: Driver | undefined;
 function fail(err: unknown): void {
   if (failing) return;
-  failing = true;
   process.stderr.write(`custodian audit worker: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  leave(1, new Error('the audit worker has failed'));
+}
+
+/**
+ * Exits with `code` once no SQLite operation is under way (sqliteQuiesce, which refuses new ones
+ * with `refusal`), its connections abandoned: on a failure (`fail`), and when the main thread
+ * halts the worker because the process is about to exit (AuditThread.halt).
+ */
+function leave(code: number, refusal: Error): void {
+  if (failing) return;
+  failing = true;
   const within = (ms: number, work: Promise<unknown>) => Promise.race([work.catch(() => undefined), new Promise((resolve) => setTimeout(resolve, ms))]);
   void (async () => {
     // Past the deadlines it exits anyway: a failed worker that never exits would hang every
     // request handed to it, where one that exits is replaced.
-    if ((await sqliteQuiesce(new Error('the audit worker has failed'), 5000)) && openDriver?.abandon) await within(5000, openDriver.abandon());
-    process.exit(1);
+    if ((await sqliteQuiesce(refusal, 5000)) && openDriver?.abandon) await within(5000, openDriver.abandon());
+    process.exit(code);
   })();
 }
 process.on('uncaughtException', fail);
@@ -408,6 +418,9 @@ async function main(): Promise<void> {
           err.stack = err.message;
           throw err;
         });
+        return;
+      case 'halt':
+        leave(0, new Error('the audit worker is halting: the process is exiting'));
         return;
       case 'stop':
         void (async () => {

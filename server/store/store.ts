@@ -226,6 +226,18 @@ export class Store {
     await this.driver.get('SELECT 1 AS ok');
   }
 
+  /**
+   * For a process about to exit without close() (see AuditThread.halt), at most `ms`: the audit
+   * worker, if any, exits first; what it was handed fails, nothing half-written is committed.
+   */
+  async halt(ms = 11000): Promise<void> {
+    clearInterval(this.timer);
+    if (!this.auditThread) return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([this.auditThread.halt(), new Promise((resolve) => (timer = setTimeout(resolve, ms)))]);
+    clearTimeout(timer);
+  }
+
   async close(): Promise<void> {
     clearInterval(this.timer);
     await this.auditIndex.settled();

@@ -1,0 +1,41 @@
+import type { AuditEvent } from 'fhir/r4';
+import { Store } from '../../server/store/store';
+
+/**
+ * A process for test/audit/halt.test.ts: opens a SQLite store, has its audit worker commit a few
+ * thousand events and then index them (a catch-up: script after script on the worker's
+ * connection), and exits with code 1 while the worker is at it, as main.ts does when a start-up
+ * fails after the store opened or a shutdown times out. With `halt` it halts the store first
+ * (Store.halt). Prints how many events there were to index, and how many were left when it decided to exit.
+ *
+ *   node halt-exit.js <storage> halt|plain
+ */
+async function main(): Promise<void> {
+  const [storage, mode] = process.argv.slice(2);
+  const store = await Store.open({ dialect: 'sqlite', storage: storage!, synchronous: 'FULL' }, { now: Date.now });
+  const writer = { clientId: 'halt-test', organization: null };
+  const event = (i: number): AuditEvent => ({
+    resourceType: 'AuditEvent',
+    type: { system: 'http://terminology.hl7.org/CodeSystem/audit-event-type', code: 'rest' },
+    action: 'R',
+    recorded: new Date(Date.UTC(2026, 0, 1) + i * 1000).toISOString(),
+    outcome: '0',
+    agent: [{ who: { display: 'halt test' }, requestor: true }],
+    source: { observer: { display: 'Custodian' } },
+    entity: [{ what: { reference: `Patient/p-${i % 500}` } }],
+  });
+  for (let k = 0; k < 8; k++) await store.appendAudit([{ events: Array.from({ length: 1000 }, (_, i) => event(k * 1000 + i)) }], writer);
+  const before = await store.auditIndex.backlog();
+  // The worker moves the journal and indexes the queue, script after script, until it is done.
+  void store.auditIndex.catchUp().catch(() => undefined);
+  let left = before;
+  while (left >= before) {
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    left = await store.auditIndex.backlog();
+  }
+  process.stdout.write(`backlog ${before} ${left}\n`);
+  if (mode === 'halt') await store.halt();
+  process.exit(1);
+}
+
+void main();
