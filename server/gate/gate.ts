@@ -4,7 +4,7 @@ import { organizationKey, type AccessContext } from '../access/context';
 import type { Decision } from '../consent/decision';
 import { FhirError, outcomeOf } from '../errors';
 import { indexReadsOf, type ResourceFilter } from '../search/filter';
-import { readHead, verifyChain, type ChainHead, type ChainReport, type ChainTail } from '../store/audit-chain';
+import { readHead, type ChainHead, type ChainReport, type ChainTail } from '../store/audit-chain';
 import { StoreReader, type HistoryRequest, type PagedVersion } from '../store/read';
 import type { Keyset, OrderSql } from '../search/order';
 import type { HistoryVersion, StoredVersion } from '../store/records';
@@ -59,7 +59,7 @@ export class Gate {
     this.reads.allow(ctx, 'AuditEvent', 'search-type');
     if (!ctx.roles.includes('auditor')) throw new FhirError('forbidden', 'Only auditors may verify the audit trail');
     this.audit?.note(ctx, { interaction: 'operation', reference: 'AuditEvent', patients: [], decision: PERMITTED });
-    return verifyChain(this.store.driver, { localBase: this.store.localBase, anchors });
+    return this.store.verifier.verify({ localBase: this.store.localBase, anchors });
   }
 
   /** The audit chain's head as stored now, for the log that keeps it outside the database (audit/head-log.ts). */

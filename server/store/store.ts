@@ -8,6 +8,7 @@ import type { AuditFloor } from './audit-worker';
 import { openDriver, type Driver, type Queryable } from './driver';
 import { migrate } from './migrations';
 import { StoreReader } from './read';
+import { ChainVerifier } from './verify-thread';
 import { reindexIfAsked } from './reindex';
 import { assertNoParamIdCollisions } from '../search/param-id';
 import { earlyRowsFor, writeTransaction, type Writer, type WriteTx } from './write';
@@ -91,6 +92,8 @@ export class Store {
     readonly cursorKey: Buffer,
     /** What was handed out before this database changed format, and still works (see Cutovers). */
     readonly cutovers: Cutovers,
+    /** `$verify`'s walk of the audit chain, on a thread of its own (verify-thread.ts). */
+    readonly verifier: ChainVerifier,
     /** PostgreSQL: lock and statement timeout of write transactions, ms (0: none). */
     private readonly writeTimeoutMs = 0,
     /** Bench- and test-only settings of the audit worker (see AuditThreadOptions). */
@@ -117,7 +120,7 @@ export class Store {
       await migrate(sequelize);
       const driver = await openDriver(sequelize, config.dialect === 'sqlite' ? { sqliteStorage: config.storage, sqliteSynchronous: config.synchronous, sqliteBusyTimeoutMs: config.busyTimeoutMs } : {});
       await reindexIfAsked(driver, options.localBase);
-      return new Store(sequelize, driver, options.now, options.localBase, await sharedSecret(driver, 'cursor-key'), await cutovers(driver), config.dialect === 'postgres' ? (config.writeTimeoutMs ?? 0) : 0, {
+      return new Store(sequelize, driver, options.now, options.localBase, await sharedSecret(driver, 'cursor-key'), await cutovers(driver), new ChainVerifier(config), config.dialect === 'postgres' ? (config.writeTimeoutMs ?? 0) : 0, {
         ...(options.benchAuditFloor ? { floor: options.benchAuditFloor } : {}),
         ...(options.holdAuditJournal ? { holdJournal: true } : {}),
       });
@@ -228,18 +231,19 @@ export class Store {
 
   /**
    * For a process about to exit without close() (see AuditThread.halt), at most `ms`: the audit
-   * worker, if any, exits first; what it was handed fails, nothing half-written is committed.
+   * worker, if any, and verification threads exit first; what they were handed fails, nothing
+   * half-written is committed.
    */
   async halt(ms = 11000): Promise<void> {
     clearInterval(this.timer);
-    if (!this.auditThread) return;
     let timer: NodeJS.Timeout | undefined;
-    await Promise.race([this.auditThread.halt(), new Promise((resolve) => (timer = setTimeout(resolve, ms)))]);
+    await Promise.race([Promise.all([this.auditThread?.halt(), this.verifier.close()]), new Promise((resolve) => (timer = setTimeout(resolve, ms)))]);
     clearTimeout(timer);
   }
 
   async close(): Promise<void> {
     clearInterval(this.timer);
+    await this.verifier.close();
     await this.auditIndex.settled();
     await this.driver.close();
     await this.sequelize.close();

@@ -35,6 +35,18 @@ import { ENGINE } from '../support/db';
     }
   });
 
+  it('a verification of the chain under way on its thread is stopped first: the verification fails, the process exits with its own code', function () {
+    this.timeout(120000);
+    for (let i = 0; i < 2; i++) {
+      const child = spawnSync(process.execPath, [path.join(__dirname, '../support/halt-exit.js'), path.join(dir, `verify-${i}.sqlite`), 'verify'], { encoding: 'utf8', timeout: 60000 });
+      assert.doesNotMatch(child.stderr, /FATAL ERROR/);
+      assert.equal(child.signal, null, `run ${i}: ${child.stderr}`);
+      assert.equal(child.status, 1, `run ${i}: ${child.stderr}`);
+      // Stopped part-way (8,000 links take longer than the 30 ms it was given), never reported intact.
+      assert.match(child.stdout, /verify: failed: the audit chain could not be verified/, `run ${i}: ${child.stdout}`);
+    }
+  });
+
   it('a server whose port is taken exits with code 1 and says why, its store opened and halted', async function () {
     this.timeout(60000);
     const taken = net.createServer();

@@ -7,8 +7,9 @@ import { Store } from '../../server/store/store';
  * connection), and exits with code 1 while the worker is at it, as main.ts does when a start-up
  * fails after the store opened or a shutdown times out. With `halt` it halts the store first
  * (Store.halt). Prints how many events there were to index, and how many were left when it decided to exit.
+ * With `verify`, it exits (halting the store) while a verification of the chain runs on its thread instead.
  *
- *   node halt-exit.js <storage> halt|plain
+ *   node halt-exit.js <storage> halt|plain|verify
  */
 async function main(): Promise<void> {
   const [storage, mode] = process.argv.slice(2);
@@ -25,6 +26,17 @@ async function main(): Promise<void> {
     entity: [{ what: { reference: `Patient/p-${i % 500}` } }],
   });
   for (let k = 0; k < 8; k++) await store.appendAudit([{ events: Array.from({ length: 1000 }, (_, i) => event(k * 1000 + i)) }], writer);
+  if (mode === 'verify') {
+    // A verification under way on its thread when the process exits (its answer is printed).
+    const verified = store.verifier.verify({}).then(
+      (report) => `verify: ${report.ok ? 'intact' : 'broken'} ${report.links}`,
+      (err: Error) => `verify: failed: ${err.message}`,
+    );
+    await new Promise((resolve) => setTimeout(resolve, 30));
+    await store.halt();
+    process.stdout.write(`${await verified}\n`);
+    process.exit(1);
+  }
   const before = await store.auditIndex.backlog();
   // The worker moves the journal and indexes the queue, script after script, until it is done.
   void store.auditIndex.catchUp().catch(() => undefined);

@@ -1,0 +1,61 @@
+import { parentPort, workerData } from 'node:worker_threads';
+import { Sequelize } from 'sequelize';
+import { verifyChain } from './audit-chain';
+import { openDriver, openSqliteWriter, sqliteQuiesce, type Driver } from './driver';
+import type { FromVerifyWorker, ToVerifyWorker, VerifySetup } from './verify-thread';
+import { WriterLock } from './writer-lock';
+
+/**
+ * A verification thread (verify-thread.ts says why): walks the audit chain over connections of
+ * its own, answers with the report, and exits. It only reads.
+ */
+let leaving = false;
+/** Exits once no SQLite operation of this thread is under way (sqliteQuiesce says why). */
+function leave(code: number, why: string): void {
+  if (leaving) return;
+  leaving = true;
+  void sqliteQuiesce(new Error(why), 5000).finally(() => process.exit(code));
+}
+
+function answer(m: FromVerifyWorker): void {
+  parentPort!.postMessage(m);
+}
+
+process.on('uncaughtException', (err) => {
+  answer({ kind: 'failed', error: err instanceof Error ? err.message : String(err) });
+  leave(1, 'the verification thread has failed');
+});
+process.on('unhandledRejection', (err) => {
+  answer({ kind: 'failed', error: err instanceof Error ? err.message : String(err) });
+  leave(1, 'the verification thread has failed');
+});
+parentPort!.on('message', (m: ToVerifyWorker) => {
+  if (m.kind === 'halt') leave(1, 'the verification was stopped: the store is closing');
+});
+
+async function main(): Promise<void> {
+  const { database, options } = workerData as VerifySetup;
+  let sequelize: Sequelize | undefined;
+  let driver: Driver;
+  if (database.dialect === 'sqlite') {
+    // Its own connections (a reader and an unused writer), no checkpointer; it never takes the writer lock.
+    driver = await openSqliteWriter({ storage: database.storage, synchronous: database.synchronous, busyTimeoutMs: database.busyTimeoutMs ?? 10000, lock: WriterLock.buffer() }, 'worker');
+  } else {
+    sequelize = new Sequelize(database.url, { dialect: 'postgres', logging: false, pool: { max: 1, min: 0, idle: 10000, acquire: 30000 } });
+    driver = await openDriver(sequelize);
+  }
+  try {
+    answer({ kind: 'report', report: await verifyChain(driver, options) });
+  } finally {
+    await driver.close().catch(() => undefined);
+    await sequelize?.close().catch(() => undefined);
+  }
+}
+
+main().then(
+  () => leave(0, 'the verification is done'),
+  (err: unknown) => {
+    answer({ kind: 'failed', error: err instanceof Error ? err.message : String(err) });
+    leave(1, 'the verification thread has failed');
+  },
+);
