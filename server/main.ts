@@ -50,6 +50,13 @@ async function main(): Promise<void> {
 
   const store = await Store.open(config.database, { now: Date.now, localBase: config.baseUrl, benchAuditFloor: config.benchAuditFloor });
   opened = store;
+  // A failure nothing caught ends the process, as it would by default, with the audit worker halted first.
+  for (const event of ['uncaughtException', 'unhandledRejection'] as const) {
+    process.on(event, (err: unknown) => {
+      process.stderr.write(`custodian: ${event}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+      exit(1);
+    });
+  }
   // Listen first: without CUSTODIAN_BASE_URL the server names itself in tokens by the address it
   // listens at (PORT=0 is known only now). The app is attached before any request can be read.
   const server: Server = createServer();
@@ -92,6 +99,8 @@ async function main(): Promise<void> {
     // No new connections; idle keep-alive ones close now, busy ones after their response.
     const closed = new Promise<void>((resolve) => server.close(() => resolve()));
     server.closeIdleConnections();
+    // A $verify under way would hold the shutdown for as long as its walk takes: it answers 503.
+    await store.verifier.close();
     // Every request begun finishes, its AuditEvents committed, before the database closes: a
     // client that hung up leaves its request (and its audit commit) still running.
     await app.drain();

@@ -5,6 +5,7 @@ import type { Decision } from '../consent/decision';
 import { FhirError, outcomeOf } from '../errors';
 import { indexReadsOf, type ResourceFilter } from '../search/filter';
 import { readHead, type ChainHead, type ChainReport, type ChainTail } from '../store/audit-chain';
+import { VerificationStopped } from '../store/verify-thread';
 import { StoreReader, type HistoryRequest, type PagedVersion } from '../store/read';
 import type { Keyset, OrderSql } from '../search/order';
 import type { HistoryVersion, StoredVersion } from '../store/records';
@@ -59,7 +60,12 @@ export class Gate {
     this.reads.allow(ctx, 'AuditEvent', 'search-type');
     if (!ctx.roles.includes('auditor')) throw new FhirError('forbidden', 'Only auditors may verify the audit trail');
     this.audit?.note(ctx, { interaction: 'operation', reference: 'AuditEvent', patients: [], decision: PERMITTED });
-    return this.store.verifier.verify({ localBase: this.store.localBase, anchors });
+    try {
+      return await this.store.verifier.verify({ localBase: this.store.localBase, anchors });
+    } catch (err) {
+      if (err instanceof VerificationStopped) throw new FhirError('unavailable', `${err.message}; try again later`);
+      throw err;
+    }
   }
 
   /** The audit chain's head as stored now, for the log that keeps it outside the database (audit/head-log.ts). */

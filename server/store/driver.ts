@@ -71,6 +71,12 @@ export interface Driver extends Queryable {
    * connections, whatever state they were left in, so that its locks go with them.
    */
   abandon?(): Promise<void>;
+  /**
+   * SQLite: ends the statements under way on this driver's connections now (they fail with
+   * SQLITE_INTERRUPT), for a thread that must stop before a long one would finish (a
+   * verification's full scans, store/verify-worker.ts).
+   */
+  interrupt?(): void;
 }
 
 /**
@@ -555,6 +561,10 @@ class SqliteDriver implements Driver {
   }
 
   /** A worker's connections only (they are its own; the main thread's belong to Sequelize). */
+  interrupt(): void {
+    for (const conn of [this.writer, this.reader]) conn.db.interrupt();
+  }
+
   async abandon(): Promise<void> {
     if (this.side !== 'worker') throw new Error("only a worker's driver is abandoned");
     clearInterval(this.checkpointTimer);

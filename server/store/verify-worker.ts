@@ -10,6 +10,8 @@ import { WriterLock } from './writer-lock';
  * its own, answers with the report, and exits. It only reads.
  */
 let leaving = false;
+let driver: Driver | undefined;
+
 /** Exits once no SQLite operation of this thread is under way (sqliteQuiesce says why). */
 function leave(code: number, why: string): void {
   if (leaving) return;
@@ -17,26 +19,32 @@ function leave(code: number, why: string): void {
   void sqliteQuiesce(new Error(why), 5000).finally(() => process.exit(code));
 }
 
-function answer(m: FromVerifyWorker): void {
-  parentPort!.postMessage(m);
+function failed(err: unknown): void {
+  const e = err as { code?: unknown; name?: unknown };
+  parentPort!.postMessage({
+    kind: 'failed',
+    error: err instanceof Error ? err.message : String(err),
+    ...(typeof e?.code === 'string' ? { code: e.code } : {}),
+    ...(typeof e?.name === 'string' ? { name: e.name } : {}),
+  } satisfies FromVerifyWorker);
 }
 
-process.on('uncaughtException', (err) => {
-  answer({ kind: 'failed', error: err instanceof Error ? err.message : String(err) });
-  leave(1, 'the verification thread has failed');
-});
-process.on('unhandledRejection', (err) => {
-  answer({ kind: 'failed', error: err instanceof Error ? err.message : String(err) });
-  leave(1, 'the verification thread has failed');
-});
+for (const event of ['uncaughtException', 'unhandledRejection'] as const) {
+  process.on(event, (err: unknown) => {
+    failed(err);
+    leave(1, 'the verification thread has failed');
+  });
+}
 parentPort!.on('message', (m: ToVerifyWorker) => {
-  if (m.kind === 'halt') leave(1, 'the verification was stopped: the store is closing');
+  if (m.kind !== 'halt') return;
+  // The walk's last checks are full scans: end the one under way rather than wait for it.
+  driver?.interrupt?.();
+  leave(1, 'the verification was stopped');
 });
 
 async function main(): Promise<void> {
   const { database, options } = workerData as VerifySetup;
   let sequelize: Sequelize | undefined;
-  let driver: Driver;
   if (database.dialect === 'sqlite') {
     // Its own connections (a reader and an unused writer), no checkpointer; it never takes the writer lock.
     driver = await openSqliteWriter({ storage: database.storage, synchronous: database.synchronous, busyTimeoutMs: database.busyTimeoutMs ?? 10000, lock: WriterLock.buffer() }, 'worker');
@@ -45,7 +53,8 @@ async function main(): Promise<void> {
     driver = await openDriver(sequelize);
   }
   try {
-    answer({ kind: 'report', report: await verifyChain(driver, options) });
+    const report = await verifyChain(driver, options);
+    parentPort!.postMessage({ kind: 'report', report } satisfies FromVerifyWorker);
   } finally {
     await driver.close().catch(() => undefined);
     await sequelize?.close().catch(() => undefined);
@@ -55,7 +64,7 @@ async function main(): Promise<void> {
 main().then(
   () => leave(0, 'the verification is done'),
   (err: unknown) => {
-    answer({ kind: 'failed', error: err instanceof Error ? err.message : String(err) });
+    failed(err);
     leave(1, 'the verification thread has failed');
   },
 );

@@ -42,8 +42,8 @@ import { ENGINE } from '../support/db';
       assert.doesNotMatch(child.stderr, /FATAL ERROR/);
       assert.equal(child.signal, null, `run ${i}: ${child.stderr}`);
       assert.equal(child.status, 1, `run ${i}: ${child.stderr}`);
-      // Stopped part-way (8,000 links take longer than the 30 ms it was given), never reported intact.
-      assert.match(child.stdout, /verify: failed: the audit chain could not be verified/, `run ${i}: ${child.stdout}`);
+      // Stopped halfway through (by the time a whole verification took), never reported intact.
+      assert.match(child.stdout, /verify: failed: the audit chain's verification was stopped: the store is closing/, `run ${i}: ${child.stdout}`);
     }
   });
 
@@ -57,7 +57,7 @@ import { ENGINE } from '../support/db';
       const child = spawnSync(process.execPath, [path.resolve(__dirname, '..', '..', 'server', 'main.js')], {
         encoding: 'utf8',
         timeout: 30000,
-        env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'error', CUSTODIAN_DATA_DIR: dataDir },
+        env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'error', CUSTODIAN_DATA_DIR: dataDir, DATABASE_URL: `sqlite:${path.join(dataDir, 'custodian.sqlite')}` },
       });
       assert.equal(child.signal, null, child.stderr);
       assert.equal(child.status, 1, child.stderr);

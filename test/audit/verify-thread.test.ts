@@ -1,0 +1,122 @@
+import assert from 'node:assert/strict';
+import type { AuditEvent } from 'fhir/r4';
+import { ChainVerifier, VerificationStopped } from '../../server/store/verify-thread';
+import { ENGINE, freshDatabase, type TestDatabase } from '../support/db';
+import { startHarness, type Harness } from '../support/harness';
+import { Store } from '../../server/store/store';
+
+/**
+ * `$verify`'s walk on a thread of its own (store/verify-thread.ts): one at a time, shared by
+ * requests with the same anchors, bounded by a deadline, stopped when the store closes, and its
+ * failures told apart (a database that is unavailable answers 503, as before the walk moved).
+ */
+describe(`Audit: the chain is verified on a thread of its own (${ENGINE})`, () => {
+  let db: TestDatabase;
+  let store: Store;
+  before(async function () {
+    this.timeout(60000);
+    db = await freshDatabase();
+    store = await Store.open(db.config, { now: Date.now });
+    const event = (i: number): AuditEvent => ({
+      resourceType: 'AuditEvent',
+      type: { system: 'http://terminology.hl7.org/CodeSystem/audit-event-type', code: 'rest' },
+      action: 'R',
+      recorded: new Date(Date.UTC(2026, 0, 1) + i * 1000).toISOString(),
+      outcome: '0',
+      agent: [{ who: { display: 'verify test' }, requestor: true }],
+      source: { observer: { display: 'Custodian' } },
+      entity: [{ what: { reference: `Patient/p-${i % 50}` } }],
+    });
+    for (let k = 0; k < 3; k++) await store.appendAudit([{ events: Array.from({ length: 1000 }, (_, i) => event(k * 1000 + i)) }], { clientId: 'verify-test', organization: null });
+  });
+  after(async () => {
+    await store.close();
+    await db.drop();
+  });
+
+  it('requests that arrive while one runs share the next run when their anchors are the same, and all get the report', async function () {
+    this.timeout(60000);
+    const verifier = new ChainVerifier(db.config);
+    try {
+      const first = verifier.verify({});
+      // Under way once its turn has come (the next turn of the event loop).
+      await new Promise((resolve) => setImmediate(resolve));
+      const second = verifier.verify({});
+      const third = verifier.verify({});
+      const anchored = verifier.verify({ anchors: [{ seq: 1, hash: 'f'.repeat(64) }] });
+      assert.equal(second, third, 'the same anchors share one run');
+      assert.notEqual(first, second, 'a run under way is not joined: it may have begun before the request');
+      for (const report of await Promise.all([first, second, third])) {
+        assert.equal(report.ok, true, JSON.stringify(report));
+        assert.equal(report.links, 3000);
+      }
+      const report = await anchored;
+      assert.equal(report.ok, false);
+      assert.equal(report.firstProblem?.problem, 'anchor-mismatch');
+    } finally {
+      await verifier.close();
+    }
+  });
+
+  it('a run past its deadline is stopped, and says so', async function () {
+    this.timeout(60000);
+    const verifier = new ChainVerifier(db.config, 1);
+    await assert.rejects(verifier.verify({}), (err: Error) => err instanceof VerificationStopped && /ran longer than/.test(err.message));
+    await verifier.close();
+  });
+
+  it('closing stops the run under way and refuses later ones', async function () {
+    this.timeout(60000);
+    const verifier = new ChainVerifier(db.config);
+    const run = verifier.verify({});
+    const waiting = verifier.verify({ anchors: [{ seq: 1, hash: 'f'.repeat(64) }] });
+    // The first is walking by then (its thread starts in tens of ms; 3,000 links take longer).
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    await verifier.close();
+    await assert.rejects(run, (err: Error) => err instanceof VerificationStopped && /the store is closing/.test(err.message));
+    await assert.rejects(waiting, VerificationStopped);
+    await assert.rejects(verifier.verify({}), VerificationStopped);
+  });
+
+  it("a database it cannot reach fails the run with the database's own code, by which it answers 503", async function () {
+    this.timeout(60000);
+    const verifier = new ChainVerifier({ dialect: 'postgres', url: 'postgres://postgres@127.0.0.1:1/none', poolMax: 1 });
+    await assert.rejects(verifier.verify({}), (err: Error & { code?: string }) => {
+      assert.ok(!(err instanceof VerificationStopped));
+      assert.ok(err.code === 'ECONNREFUSED' || /^SequelizeConnection/.test(err.name), `${err.name} ${err.code} ${err.message}`);
+      return true;
+    });
+    await verifier.close();
+  });
+});
+
+describe(`Audit: $verify while the store is closing (${ENGINE})`, () => {
+  let h: Harness;
+  before(async () => {
+    h = await startHarness();
+  });
+  after(() => h.close());
+
+  it('answers 503 with an OperationOutcome: the client may retry', async () => {
+    assert.equal((await h.api.get('/AuditEvent/$verify')).status, 200);
+    await h.store.verifier.close();
+    const res = await h.api.get('/AuditEvent/$verify');
+    assert.equal(res.status, 503);
+    assert.equal(res.body.resourceType, 'OperationOutcome');
+    assert.match(JSON.stringify(res.body), /the store is closing; try again later/);
+  });
+
+  it('a database error the walk meets answers 503 when it means the database is unavailable', async () => {
+    const unavailable = Object.assign(new Error('the audit chain could not be verified: connect ECONNREFUSED'), { code: 'ECONNREFUSED' });
+    const verifier = h.store.verifier as unknown as { verify: () => Promise<never> };
+    const original = verifier.verify;
+    verifier.verify = () => Promise.reject(unavailable);
+    try {
+      const res = await h.api.get('/AuditEvent/$verify');
+      assert.equal(res.status, 503);
+      assert.equal(res.body.resourceType, 'OperationOutcome');
+    } finally {
+      verifier.verify = original;
+    }
+  });
+});
