@@ -22,28 +22,31 @@ import { ENGINE } from '../support/db';
   });
   after(() => fs.rmSync(dir, { recursive: true, force: true }));
 
+  /** test/support/halt-exit.js in a child process of its own: it must exit with its own code 1, never abort; resolves with what it printed. */
+  const haltExit = (mode: 'halt' | 'verify', run: number): string => {
+    const child = spawnSync(process.execPath, [path.join(__dirname, '../support/halt-exit.js'), path.join(dir, `${mode}-${run}.sqlite`), mode], { encoding: 'utf8', timeout: 60000 });
+    assert.doesNotMatch(child.stderr, /FATAL ERROR/);
+    assert.equal(child.signal, null, `run ${run}: ${child.stderr}`);
+    assert.equal(child.status, 1, `run ${run}: ${child.stderr}`);
+    return child.stdout;
+  };
+
   it('exits with its own code while the worker is indexing, script after script, three times in three', function () {
     this.timeout(120000);
     for (let i = 0; i < 3; i++) {
-      const child = spawnSync(process.execPath, [path.join(__dirname, '../support/halt-exit.js'), path.join(dir, `halt-${i}.sqlite`), 'halt'], { encoding: 'utf8', timeout: 60000 });
-      assert.doesNotMatch(child.stderr, /FATAL ERROR/);
-      assert.equal(child.signal, null, `run ${i}: ${child.stderr}`);
-      assert.equal(child.status, 1, `run ${i}: ${child.stderr}`);
+      const out = haltExit('halt', i);
       // The worker was at it: it had indexed some of the events, not all.
-      const [, before, left] = /backlog (\d+) (\d+)/.exec(child.stdout) ?? [];
-      assert.ok(Number(left) < Number(before) && Number(left) > 0, `run ${i}: ${child.stdout}`);
+      const [, before, left] = /backlog (\d+) (\d+)/.exec(out) ?? [];
+      assert.ok(Number(left) < Number(before) && Number(left) > 0, `run ${i}: ${out}`);
     }
   });
 
   it('a verification of the chain under way on its thread is stopped first: the verification fails, the process exits with its own code', function () {
     this.timeout(120000);
     for (let i = 0; i < 2; i++) {
-      const child = spawnSync(process.execPath, [path.join(__dirname, '../support/halt-exit.js'), path.join(dir, `verify-${i}.sqlite`), 'verify'], { encoding: 'utf8', timeout: 60000 });
-      assert.doesNotMatch(child.stderr, /FATAL ERROR/);
-      assert.equal(child.signal, null, `run ${i}: ${child.stderr}`);
-      assert.equal(child.status, 1, `run ${i}: ${child.stderr}`);
       // Stopped halfway through (by the time a whole verification took), never reported intact.
-      assert.match(child.stdout, /verify: failed: the audit chain's verification was stopped: the store is closing/, `run ${i}: ${child.stdout}`);
+      const out = haltExit('verify', i);
+      assert.match(out, /verify: failed: the audit chain's verification was stopped: the store is closing/, `run ${i}: ${out}`);
     }
   });
 

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
-import type { AuditEvent } from 'fhir/r4';
 import { ChainVerifier, VerificationStopped } from '../../server/store/verify-thread';
 import { ENGINE, freshDatabase, type TestDatabase } from '../support/db';
-import { startHarness, type Harness } from '../support/harness';
 import { Store } from '../../server/store/store';
+import { bulkAuditEvent } from '../support/fixtures';
+import { startHarness, type Harness } from '../support/harness';
 
 /**
  * `$verify`'s walk on a thread of its own (store/verify-thread.ts): one at a time, shared by
@@ -17,17 +17,7 @@ describe(`Audit: the chain is verified on a thread of its own (${ENGINE})`, () =
     this.timeout(60000);
     db = await freshDatabase();
     store = await Store.open(db.config, { now: Date.now });
-    const event = (i: number): AuditEvent => ({
-      resourceType: 'AuditEvent',
-      type: { system: 'http://terminology.hl7.org/CodeSystem/audit-event-type', code: 'rest' },
-      action: 'R',
-      recorded: new Date(Date.UTC(2026, 0, 1) + i * 1000).toISOString(),
-      outcome: '0',
-      agent: [{ who: { display: 'verify test' }, requestor: true }],
-      source: { observer: { display: 'Custodian' } },
-      entity: [{ what: { reference: `Patient/p-${i % 50}` } }],
-    });
-    for (let k = 0; k < 3; k++) await store.appendAudit([{ events: Array.from({ length: 1000 }, (_, i) => event(k * 1000 + i)) }], { clientId: 'verify-test', organization: null });
+    for (let k = 0; k < 3; k++) await store.appendAudit([{ events: Array.from({ length: 1000 }, (_, i) => bulkAuditEvent(k * 1000 + i, 50)) }], { clientId: 'verify-test', organization: null });
   });
   after(async () => {
     await store.close();

@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import type { Resource } from 'fhir/r4';
+import type { AuditEvent, Resource } from 'fhir/r4';
 
 /**
  * The shared FHIR material: CUSTODIAN_SHARED_FHIR, or the first `shared/fhir` found beside the
@@ -55,6 +55,20 @@ export function consent(patientId: string, extra: Record<string, unknown> = {}):
     policyRule: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code: 'OPTIN' }] },
     ...extra,
   } as Resource;
+}
+
+/** A minimal AuditEvent about Patient/p-(i mod `patients`), recorded `i` seconds into 2026: for filling a trail in bulk (Store.appendAudit). */
+export function bulkAuditEvent(i: number, patients: number): AuditEvent {
+  return {
+    resourceType: 'AuditEvent',
+    type: { system: 'http://terminology.hl7.org/CodeSystem/audit-event-type', code: 'rest' },
+    action: 'R',
+    recorded: new Date(Date.UTC(2026, 0, 1) + i * 1000).toISOString(),
+    outcome: '0',
+    agent: [{ who: { display: 'bulk' }, requestor: true }],
+    source: { observer: { display: 'Custodian' } },
+    entity: [{ what: { reference: `Patient/p-${i % patients}` } }],
+  };
 }
 
 export const ODS = 'https://fhir.nhs.uk/Id/ods-organization-code';

@@ -1,5 +1,5 @@
-import type { AuditEvent } from 'fhir/r4';
 import { Store } from '../../server/store/store';
+import { bulkAuditEvent } from './fixtures';
 
 /**
  * A process for test/audit/halt.test.ts: opens a SQLite store, has its audit worker commit a few
@@ -15,17 +15,7 @@ async function main(): Promise<void> {
   const [storage, mode] = process.argv.slice(2);
   const store = await Store.open({ dialect: 'sqlite', storage: storage!, synchronous: 'FULL' }, { now: Date.now });
   const writer = { clientId: 'halt-test', organization: null };
-  const event = (i: number): AuditEvent => ({
-    resourceType: 'AuditEvent',
-    type: { system: 'http://terminology.hl7.org/CodeSystem/audit-event-type', code: 'rest' },
-    action: 'R',
-    recorded: new Date(Date.UTC(2026, 0, 1) + i * 1000).toISOString(),
-    outcome: '0',
-    agent: [{ who: { display: 'halt test' }, requestor: true }],
-    source: { observer: { display: 'Custodian' } },
-    entity: [{ what: { reference: `Patient/p-${i % 500}` } }],
-  });
-  for (let k = 0; k < 8; k++) await store.appendAudit([{ events: Array.from({ length: 1000 }, (_, i) => event(k * 1000 + i)) }], writer);
+  for (let k = 0; k < 8; k++) await store.appendAudit([{ events: Array.from({ length: 1000 }, (_, i) => bulkAuditEvent(k * 1000 + i, 500)) }], writer);
   if (mode === 'verify') {
     // A verification under way on its thread when the process exits, halfway through by the time
     // a whole one took (its answer is printed).
