@@ -13,13 +13,19 @@ export interface ServerProcess {
   readonly child: ChildProcess;
   readonly dataDir: string;
   output(): string;
-  /** Sends a signal and resolves with the exit code. */
+  /** Sends a signal and resolves with the exit code (a data directory startServer made is removed then). */
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
 /** Starts the real server (`node dist/server/main.js`) on an ephemeral loopback port. */
 export async function startServer(env: Record<string, string> = {}): Promise<ServerProcess> {
+  // A data directory made here is removed when the server is stopped; one given is the caller's.
+  const owned = env.CUSTODIAN_DATA_DIR === undefined;
   const dataDir = env.CUSTODIAN_DATA_DIR ?? fs.mkdtempSync(path.join(os.tmpdir(), 'custodian-e2e-'));
+  const removeOwned = (code: number | null) => {
+    if (owned) fs.rmSync(dataDir, { recursive: true, force: true });
+    return code;
+  };
   const child = spawn(process.execPath, [MAIN], {
     env: { ...process.env, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'error', CUSTODIAN_DATA_DIR: dataDir, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -50,8 +56,8 @@ export async function startServer(env: Record<string, string> = {}): Promise<Ser
     stop(signal: NodeJS.Signals = 'SIGTERM') {
       return new Promise((resolve) => {
         // Exited already, by itself or by a signal (a killed process has no exit code): no 'exit' is coming.
-        if (child.exitCode !== null || child.signalCode !== null) return resolve(child.exitCode);
-        child.once('exit', (code) => resolve(code));
+        if (child.exitCode !== null || child.signalCode !== null) return resolve(removeOwned(child.exitCode));
+        child.once('exit', (code) => resolve(removeOwned(code)));
         child.kill(signal);
       });
     },
