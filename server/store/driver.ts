@@ -560,11 +560,11 @@ class SqliteDriver implements Driver {
     t.resolve(undefined);
   }
 
-  /** A worker's connections only (they are its own; the main thread's belong to Sequelize). */
   interrupt(): void {
     for (const conn of [this.writer, this.reader]) conn.db.interrupt();
   }
 
+  /** A worker's connections only (they are its own; the main thread's belong to Sequelize). */
   async abandon(): Promise<void> {
     if (this.side !== 'worker') throw new Error("only a worker's driver is abandoned");
     clearInterval(this.checkpointTimer);
