@@ -21,6 +21,13 @@ export type Interaction =
   | 'search-type';
 
 /**
+ * The revision of the patientIds functions below. A row keeps its patients under the revision
+ * that worked them out, and is read by it only under the same one: any change to a patientIds
+ * must bump this, and rows kept under an earlier revision are then parsed for their patients.
+ */
+export const PATIENT_IDS_REVISION = 1;
+
+/**
  * What the server needs to know about one resource type: which interactions it allows,
  * how a resource links to a patient (the consent gate decides per patient), the profile it
  * must meet, and the code systems of its `code`-typed search parameters.
@@ -30,7 +37,11 @@ export interface ResourceDefinition {
   readonly interactions: readonly Interaction[];
   /** Canonical URL of the Custodian profile every instance must satisfy (in `profiles/`). */
   readonly profile: string;
-  /** Ids of the local Patients whose compartment the resource is in. */
+  /**
+   * Ids of the local Patients whose compartment the resource is in. Current rows keep what this
+   * returned when they were written (`resources.patients`, see store/records.ts), under
+   * PATIENT_IDS_REVISION: a change here must come with a new revision.
+   */
   patientIds(resource: Resource): string[];
   /**
    * For token parameters over plain `code` elements, the code system the element is bound

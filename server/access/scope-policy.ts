@@ -1,5 +1,5 @@
 import type { Resource } from 'fhir/r4';
-import { definitions, type ResourceType } from '../../resources';
+import { definitions, hasContent, patientIdsOf, type ResourceType } from '../../resources';
 import { deny, permit, type Decision } from '../consent/decision';
 import type { AccessPolicy } from '../gate/policy';
 import { indexReadsOf, type ResourceFilter } from '../search/filter';
@@ -24,13 +24,14 @@ export const scopePolicy: AccessPolicy = {
   },
 
   async canRead(ctx, versions, purpose) {
-    return versions.map((v) => decide(ctx, v.type, v.resource, purpose.permission));
+    // The content is parsed only if a scope restricts by it (see store/records.ts).
+    return versions.map((v) => decide(ctx, v.type, hasContent(v) ? { id: v.id, resource: () => v.resource!, patients: () => patientIdsOf(v) } : undefined, purpose.permission));
   },
 
   async canWrite(ctx, type, before, after, permission) {
     for (const resource of [before?.resource, after]) {
       if (!resource) continue;
-      const d = decide(ctx, type, resource, permission);
+      const d = decide(ctx, type, { id: resource.id, resource: () => resource, patients: () => definitions[type].patientIds(resource) }, permission);
       if (d.effect === 'deny') return d;
     }
     return before || after ? permit('scope', 'a scope allows this write') : decide(ctx, type, undefined, permission);
@@ -50,7 +51,14 @@ export const scopePolicy: AccessPolicy = {
   },
 };
 
-function decide(ctx: AccessContext, type: ResourceType, resource: Resource | undefined, permission: Permission): Decision {
+/** The resource a scope decision is about: its content and patients, read only if a scope restricts by them. */
+interface ScopeTarget {
+  readonly id?: string;
+  resource(): Resource;
+  patients(): readonly string[];
+}
+
+function decide(ctx: AccessContext, type: ResourceType, target: ScopeTarget | undefined, permission: Permission): Decision {
   const scopes = scopesFor(ctx.scopes, type, permission);
   if (scopes.length === 0) return deny('insufficient-scope', `no granted scope allows ${permission} on ${type}`);
   let reason: Decision | undefined;
@@ -60,13 +68,13 @@ function decide(ctx: AccessContext, type: ResourceType, resource: Resource | und
         reason = deny('outside-patient-compartment', 'a patient/ scope needs a patient in the token');
         continue;
       }
-      if (resource && !definitions[type].patientIds(resource).includes(ctx.patient)) {
-        reason = deny('outside-patient-compartment', `${type}/${resource.id ?? '(new)'} is not in the compartment of Patient/${ctx.patient}`);
+      if (target && !target.patients().includes(ctx.patient)) {
+        reason = deny('outside-patient-compartment', `${type}/${target.id ?? '(new)'} is not in the compartment of Patient/${ctx.patient}`);
         continue;
       }
     }
-    if (s.query && resource && !matchesTokens(type, resource, s.query)) {
-      reason = deny('granular-scope', `${type}/${resource.id ?? '(new)'} does not match the scope's ${new URLSearchParams(s.query as [string, string][]).toString()}`);
+    if (s.query && target && !matchesTokens(type, target.resource(), s.query)) {
+      reason = deny('granular-scope', `${type}/${target.id ?? '(new)'} does not match the scope's ${new URLSearchParams(s.query as [string, string][]).toString()}`);
       continue;
     }
     return permit('scope', `allowed by ${s.level}/${s.type}`);

@@ -1,5 +1,5 @@
 import type { Consent, ConsentProvision, Patient, Reference, Resource } from 'fhir/r4';
-import { definitions, type ResourceType } from '../../resources';
+import { definitions, hasContent, patientIdsOf, type ResourceType } from '../../resources';
 import { ODS_SYSTEM, type AccessContext, type OrganizationRef } from '../access/context';
 import type { AccessPolicy } from '../gate/policy';
 import type { StoredVersion } from '../store/records';
@@ -50,13 +50,13 @@ export class ConsentPolicy implements AccessPolicy {
   async canRead(ctx: AccessContext, versions: readonly StoredVersion[], purpose: { action: 'access' | 'disclose' }, view?: PolicyData): Promise<Decision[]> {
     const ids = new Set<string>();
     for (const v of versions) {
-      if (!v.resource || this.decidedByItself(ctx, v)) continue;
-      for (const id of definitions[v.type].patientIds(v.resource)) ids.add(id);
+      if (!hasContent(v) || this.decidedByItself(ctx, v)) continue;
+      for (const id of patientIdsOf(v)) ids.add(id);
     }
     // Patients and Consents are loaded only when some version needs them.
     const records = ids.size ? await (view ?? this.data).patients([...ids], ctx.requestId) : new Map<string, PatientRecord>();
     return versions.map((v) =>
-      v.resource ? decide(engineRequest(actorOf(ctx), ctx.purposeOfUse, v.type, v.resource, v, records, purpose.action, this.options)) : deny('no-patient', 'a deletion carries no content'),
+      hasContent(v) ? decide(engineRequest(actorOf(ctx), ctx.purposeOfUse, v, records, purpose.action, this.options)) : deny('no-patient', 'a deletion carries no content'),
     );
   }
 
@@ -106,33 +106,43 @@ export class ConsentPolicy implements AccessPolicy {
   }
 }
 
-/** The engine request for `actor` reading `resource` (one version of it) for `purpose`. */
+/**
+ * The engine request for `actor` reading `version` (a version with content) for `purpose`. What
+ * the engine reads of the content itself (security labels, the parties a Consent names) is
+ * read when a rule asks for it: a rule that decides by the actor alone (national services and
+ * Consents) never has the content parsed (see store/records.ts).
+ */
 export function engineRequest(
   actor: Actor,
   purpose: string,
-  type: ResourceType,
-  resource: Resource,
-  version: Pick<StoredVersion, 'createdBy' | 'creatorOrg'> | undefined,
+  version: StoredVersion,
   records: ReadonlyMap<string, PatientRecord>,
   action: DecisionRequest['action'],
   options: ConsentPolicyOptions,
 ): DecisionRequest {
+  const type = version.type;
   const patients: PatientFacts[] = [];
-  for (const id of definitions[type].patientIds(resource)) {
+  for (const id of patientIdsOf(version)) {
     const record = records.get(id);
     if (type === 'Patient') {
       // A Patient is judged by the version asked for (its custodian may have changed since).
-      patients.push({ id, custodians: custodiansOf(resource as Patient, version?.creatorOrg ?? record?.creatorOrg), consents: record?.consents ?? [] });
+      patients.push({ id, custodians: custodiansOf(version.resource as Patient, version.creatorOrg ?? record?.creatorOrg), consents: record?.consents ?? [] });
     } else if (record?.resource) {
       patients.push({ id, custodians: custodiansOf(record.resource, record.creatorOrg), consents: record.consents });
     }
   }
+  let named: readonly NamedParty[] | undefined;
   const data: DataItem = {
     type,
-    id: resource.id!,
-    security: resource.meta?.security ?? [],
-    createdBy: version?.createdBy,
-    named: type === 'Consent' ? namedParties(resource as Consent) : undefined,
+    id: version.id,
+    get security() {
+      return version.resource?.meta?.security ?? [];
+    },
+    createdBy: version.createdBy,
+    get named() {
+      if (type === 'Consent') named ??= namedParties(version.resource as Consent);
+      return named;
+    },
   };
   return { actor, purpose, action, data, patients, now: options.now(), defaultPolicy: options.defaultPolicy };
 }

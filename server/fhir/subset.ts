@@ -139,6 +139,11 @@ export function subsetOf(pairs: readonly (readonly [string, string])[]): Subset 
   return { ...(summary ? { summary } : {}), ...(sawElements ? { elements } : {}) };
 }
 
+/** Whether applySubset changes resources at all (`_summary=false` and an empty `_elements` do not). */
+export function reshapes(subset: Subset): boolean {
+  return (subset.summary !== undefined && subset.summary !== 'false') || (subset.elements?.length ?? 0) > 0;
+}
+
 /** A resource shaped by `_summary` (which wins) or `_elements`, tagged SUBSETTED when anything was left out. */
 export function applySubset(type: ResourceType, resource: Resource, subset: Subset): Resource {
   if (subset.summary && subset.summary !== 'false') return summarize(type, resource, subset.summary);

@@ -1,5 +1,5 @@
 import type { Resource } from 'fhir/r4';
-import { definitions, type ResourceType } from '../../resources';
+import { definitions, hasContent, patientIdsOf, type ResourceType } from '../../resources';
 import { organizationKey, type AccessContext } from '../access/context';
 import type { Decision } from '../consent/decision';
 import { FhirError, outcomeOf } from '../errors';
@@ -265,7 +265,7 @@ export class GatedReads {
    */
   note(ctx: AccessContext, interaction: AuditInteraction, v: StoredVersion, decision: Decision, patients?: readonly string[]): void {
     if (!this.audit) return;
-    const whose = patients ?? (v.resource ? definitions[v.type].patientIds(v.resource) : []);
+    const whose = patients ?? patientIdsOf(v);
     this.audit.note(ctx, { interaction, reference: `${v.type}/${v.id}/_history/${v.versionId}`, patients: whose, decision });
   }
 
@@ -523,7 +523,7 @@ export class GatedReads {
       // of the patients of the version it replaced.
       const before = replaced.get(v);
       if (!v.deleted) this.note(ctx, interaction, v, decided.get(v)!);
-      else if (before?.resource) this.note(ctx, interaction, v, decided.get(v)!, definitions[before.type].patientIds(before.resource));
+      else if (before && hasContent(before)) this.note(ctx, interaction, v, decided.get(v)!, patientIdsOf(before));
     }
     const more = found.length > req.limit;
     if (more) return { entries, nextSeq: entries[entries.length - 1].seq, scannedTo: entries[entries.length - 1].seq };
@@ -751,7 +751,7 @@ export class GatedTx {
     const v = await this.tx.delete(previous);
     this.changes.push({ version: v, previous });
     // a deletion has no content: the trail names the patients of the version it replaced
-    this.audit?.note(this.ctx, { interaction: 'delete', reference: `${v.type}/${v.id}/_history/${v.versionId}`, patients: previous.resource ? definitions[previous.type].patientIds(previous.resource) : [], decision: PERMITTED });
+    this.audit?.note(this.ctx, { interaction: 'delete', reference: `${v.type}/${v.id}/_history/${v.versionId}`, patients: patientIdsOf(previous), decision: PERMITTED });
     return v;
   }
 }

@@ -2,8 +2,8 @@ import type { Bundle, BundleEntry, BundleLink, OperationOutcome, OperationOutcom
 import { isResourceType, RESOURCE_TYPES, type ResourceType } from '../../resources';
 import type { AccessContext } from '../access/context';
 import { FhirError } from '../errors';
-import { asStored, carriesStored } from '../fhir/stored-json';
-import { applySubset, subsetOf, type Subset } from '../fhir/subset';
+import { storedResource } from '../fhir/stored-json';
+import { applySubset, reshapes, subsetOf, type Subset } from '../fhir/subset';
 import type { GatedReads, SearchQuery } from '../gate/gate';
 import { extractIndexRows } from '../search/extract';
 import type { ResourceFilter } from '../search/filter';
@@ -141,15 +141,16 @@ async function buildBundle(
   if (page.next) bundle.link.push({ relation: 'next', url: link(page.next) });
 
   const included = await includes(reads, ctx, env, page.entries, parsed, options, warnings);
+  const shaped = reshapes(subset);
   const entry = (v: StoredVersion, mode: 'match' | 'include'): BundleEntry => {
-    const resource = applySubset(v.type, v.resource!, subset);
-    // Unshaped, it goes out as the store holds it (see fhir/stored-json.ts).
-    return { fullUrl: `${options.baseUrl}/${v.type}/${v.id}`, resource: resource === v.resource && v.text ? asStored(resource, v.text) : resource, search: { mode } };
+    // Unshaped, it goes out as the store holds it, unparsed (see fhir/stored-json.ts).
+    const resource = !shaped && v.text !== undefined ? storedResource(v.text) : applySubset(v.type, v.resource!, subset);
+    return { fullUrl: `${options.baseUrl}/${v.type}/${v.id}`, resource, search: { mode } };
   };
   const entries = [...page.entries.map((v) => entry(v, 'match')), ...included.map((v) => entry(v, 'include'))];
   if (warnings.length) entries.push(outcomeEntry(warnings));
   if (entries.length) bundle.entry = entries; // FHIR JSON has no empty arrays
-  return carriesStored(bundle);
+  return bundle;
 }
 
 /**

@@ -45,7 +45,7 @@ export async function accessDecision(gate: Gate, registry: ClientRegistry, ctx: 
   const version = await resource(type, m[2]);
   if (!version) throw new FhirError('not-found', `${target} is not part of the record of Patient/${patientId}`);
   const actor = { clientId: client.clientId, organization: client.organization, roles: client.roles };
-  const decision: Decision = decide(engineRequest(actor, purpose, type, version.resource!, version, new Map([[patientId, record]]), q.action, options));
+  const decision: Decision = decide(engineRequest(actor, purpose, version, new Map([[patientId, record]]), q.action, options));
   const params: ParametersParameter[] = [
     { name: 'decision', valueCode: decision.effect },
     { name: 'reason', valueCode: decision.reason },

@@ -346,6 +346,16 @@ const migrations: readonly Migration[] = [
       await m.sql(`ALTER TABLE audit_journal ADD COLUMN frame ${m.pg ? 'BIGINT' : 'INTEGER'}`);
     },
   },
+  {
+    id: '0027-resource-patients',
+    async up(m) {
+      // The patients a current row's content is about (its type's patientIds when it was
+      // written, see store/records.ts patientsColumn), so that a search page can be decided and
+      // audited without parsing every resource. NULL means not kept (rows written before this,
+      // and AuditEvents): such rows are parsed for it.
+      await m.sql('ALTER TABLE resources ADD COLUMN patients TEXT');
+    },
+  },
 ];
 
 /** Ids of all migrations, in order (for the health report and tests). */

@@ -3,7 +3,7 @@ import type { ResourceFilter } from '../search/filter';
 import { keysetCondition, orderColumns, type Keyset, type OrderSql } from '../search/order';
 import { paramId } from '../search/param-id';
 import { limitClause, type Queryable } from './driver';
-import { fromCurrentRow, fromVersionRow, type CurrentRow, type HistoryVersion, type StoredVersion, type VersionRow } from './records';
+import { fromCurrentRow, fromPageRow, fromVersionRow, type CurrentRow, type HistoryVersion, type StoredVersion, type VersionRow } from './records';
 
 /**
  * The read side of the store. Only the gate may import this module (a test enforces it):
@@ -43,7 +43,7 @@ export interface HistoryRequest {
 /** Larger than any commit sequence (BIGINT on PostgreSQL, INTEGER on SQLite: both 64-bit). */
 const MAX_SEQ = '9223372036854775807';
 
-const CURRENT = 'r.rid, r.type, r.id, r.version_id, r.last_updated, r.deleted, r.content, r.created_by, r.creator_org';
+const CURRENT = 'r.rid, r.type, r.id, r.version_id, r.last_updated, r.deleted, r.content, r.created_by, r.creator_org, r.patients';
 /**
  * A history row's columns. An AuditEvent's history row keeps no content of its own (it has one
  * version only, and its content is the current row's, which the audit chain covers; see
@@ -147,9 +147,9 @@ export class StoreReader {
   async page(req: PageRequest): Promise<PagedVersion[]> {
     const { sql, params, backwards, order } = pageSql(req);
     const rows = (await this.driver.all<CurrentRow & Record<string, unknown>>(sql, params)).map((row): PagedVersion => {
-      const v = fromCurrentRow(row);
       const keys = order.keys.map((k, i) => (k.numeric ? Number(row[`s${i}`]) : String(row[`s${i}`])));
-      return { ...v, position: { rid: v.rid, keys } };
+      // Not a spread of the version: that would parse its content (see fromCurrentRow).
+      return fromPageRow(row, { rid: Number(row.rid), keys });
     });
     return backwards ? rows.reverse() : rows;
   }

@@ -6,7 +6,7 @@ import type { AuditFrame, AuditFramer, Framed } from './audit-frame';
 import { appendLinks, chainLinks, chainTail, insertLinks, type ChainTail, type PendingLink } from './audit-chain';
 import type { Dialect, Driver, Queryable } from './driver';
 import { INDEX_TABLES, indexRowValues } from './index-rows';
-import { fromCurrentRow, type CurrentRow, type StoredVersion } from './records';
+import { fromCurrentRow, patientsColumn, type CurrentRow, type StoredVersion } from './records';
 
 /** Who is writing: recorded server-side on create (the custodian rule for Patients without managingOrganization). */
 export interface Writer {
@@ -25,7 +25,7 @@ interface PendingVersion {
   content: string | null;
 }
 
-const CURRENT_COLUMNS = 'rid, type, id, version_id, last_updated, deleted, content, created_by, creator_org';
+const CURRENT_COLUMNS = 'rid, type, id, version_id, last_updated, deleted, content, created_by, creator_org, patients';
 
 /** A resource as stored: meta.versionId and meta.lastUpdated set, `resourceType`, `id` and `meta` first. */
 function withMeta(resource: Resource, versionId: number, lastUpdated: number): Resource {
@@ -173,8 +173,8 @@ export class WriteTx {
     const stored = withMeta(resource, 1, lastUpdated);
     const content = JSON.stringify(stored);
     const row = await this.q.get<{ rid: number | string }>(
-      'INSERT INTO resources (type, id, version_id, last_updated, deleted, content, created_by, creator_org) VALUES (?, ?, 1, ?, 0, ?, ?, ?) RETURNING rid',
-      [type, id, lastUpdated, content, writer.clientId, writer.organization],
+      'INSERT INTO resources (type, id, version_id, last_updated, deleted, content, created_by, creator_org, patients) VALUES (?, ?, 1, ?, 0, ?, ?, ?, ?) RETURNING rid',
+      [type, id, lastUpdated, content, writer.clientId, writer.organization, patientsColumn(type, stored, 1)],
     );
     const rid = Number(row!.rid);
     await Promise.all([this.writeIndex(rid, type, stored, false), this.record({ rid, type, id, versionId: 1, lastUpdated, deleted: false, method: 'POST', content: historyContent(type, content) })]);
@@ -189,7 +189,7 @@ export class WriteTx {
    */
   async createMany(type: ResourceType, resources: readonly Resource[], writer: Writer, options: { deferIndex?: boolean } = {}): Promise<StoredVersion[]> {
     if (resources.length === 0) return [];
-    const prepared = this.prepareMany(resources);
+    const prepared = this.prepareMany(type, resources);
     const rids = await this.insertCurrentMany(type, prepared, writer);
     const versions = prepared.map((p) => ({ rid: rids.get(p.id)!, type, id: p.id, versionId: 1, lastUpdated: p.lastUpdated, deleted: false, method: 'POST' as const, content: historyContent(type, p.content) }));
     if (options.deferIndex && type === 'AuditEvent') {
@@ -243,21 +243,28 @@ export class WriteTx {
     await Promise.all([...this.insertVersionsNow(versions), ...this.queueForIndexing(queued), early, insertLinks(this.q, tail!, links)]);
   }
 
-  private prepareMany(resources: readonly Resource[]): { id: string; lastUpdated: number; stored: Resource; content: string }[] {
+  private prepareMany(type: ResourceType, resources: readonly Resource[]): { id: string; lastUpdated: number; stored: Resource; content: string; patients: string | null }[] {
     return resources.map((r) => {
       const lastUpdated = this.stamp();
       const stored = withMeta(r, 1, lastUpdated);
-      return { id: r.id!, lastUpdated, stored, content: JSON.stringify(stored) };
+      return { id: r.id!, lastUpdated, stored, content: JSON.stringify(stored), patients: patientsColumn(type, stored, 1) };
     });
   }
 
-  /** Current rows of new resources; their rids by id. */
-  private async insertCurrentMany(type: ResourceType, prepared: readonly { id: string; lastUpdated: number; content: string }[], writer: Writer): Promise<Map<string, number>> {
+  /**
+   * Current rows of new resources; their rids by id. `patients` is the patientsColumn of each
+   * (NULL for AuditEvents).
+   */
+  private async insertCurrentMany(
+    type: ResourceType,
+    prepared: readonly { id: string; lastUpdated: number; content: string; patients?: string | null }[],
+    writer: Writer,
+  ): Promise<Map<string, number>> {
     const rids = new Map<string, number>();
     for (const chunk of chunks(prepared, 500)) {
       const rows = await this.q.all<{ rid: number | string; id: string }>(
-        `INSERT INTO resources (type, id, version_id, last_updated, deleted, content, created_by, creator_org) VALUES ${chunk.map(() => '(?, ?, 1, ?, 0, ?, ?, ?)').join(', ')} RETURNING rid, id`,
-        chunk.flatMap((p) => [type, p.id, p.lastUpdated, p.content, writer.clientId, writer.organization]),
+        `INSERT INTO resources (type, id, version_id, last_updated, deleted, content, created_by, creator_org, patients) VALUES ${chunk.map(() => '(?, ?, 1, ?, 0, ?, ?, ?, ?)').join(', ')} RETURNING rid, id`,
+        chunk.flatMap((p) => [type, p.id, p.lastUpdated, p.content, writer.clientId, writer.organization, p.patients ?? null]),
       );
       for (const row of rows) rids.set(row.id, Number(row.rid));
     }
@@ -292,10 +299,11 @@ export class WriteTx {
     const lastUpdated = Math.max(this.stamp(), previous.lastUpdated);
     const stored = withMeta(resource, versionId, lastUpdated);
     const content = JSON.stringify(stored);
-    const changed = await this.q.run('UPDATE resources SET version_id = ?, last_updated = ?, deleted = 0, content = ? WHERE rid = ? AND version_id = ?', [
+    const changed = await this.q.run('UPDATE resources SET version_id = ?, last_updated = ?, deleted = 0, content = ?, patients = ? WHERE rid = ? AND version_id = ?', [
       versionId,
       lastUpdated,
       content,
+      patientsColumn(previous.type, stored, versionId),
       previous.rid,
       previous.versionId,
     ]);
@@ -304,7 +312,8 @@ export class WriteTx {
       this.writeIndex(previous.rid, previous.type, stored, true),
       this.record({ rid: previous.rid, type: previous.type, id: previous.id, versionId, lastUpdated, deleted: false, method, content }),
     ]);
-    return { ...previous, versionId, lastUpdated, deleted: false, resource: stored };
+    // Neither the text nor the patients of the version it replaces.
+    return { ...previous, versionId, lastUpdated, deleted: false, resource: stored, text: undefined, patients: undefined };
   }
 
   /** Records a deletion as a new version; the resource leaves every search index. */
@@ -312,7 +321,7 @@ export class WriteTx {
     if (previous.type === 'AuditEvent') throw new Error('AuditEvents are append-only');
     const versionId = previous.versionId + 1;
     const lastUpdated = Math.max(this.stamp(), previous.lastUpdated);
-    const changed = await this.q.run('UPDATE resources SET version_id = ?, last_updated = ?, deleted = 1, content = NULL WHERE rid = ? AND version_id = ?', [
+    const changed = await this.q.run('UPDATE resources SET version_id = ?, last_updated = ?, deleted = 1, content = NULL, patients = NULL WHERE rid = ? AND version_id = ?', [
       versionId,
       lastUpdated,
       previous.rid,
@@ -323,7 +332,7 @@ export class WriteTx {
       this.clearIndex(previous.rid),
       this.record({ rid: previous.rid, type: previous.type, id: previous.id, versionId, lastUpdated, deleted: true, method: 'DELETE', content: null }),
     ]);
-    return { ...previous, versionId, lastUpdated, deleted: true, resource: undefined };
+    return { ...previous, versionId, lastUpdated, deleted: true, resource: undefined, text: undefined, patients: undefined };
   }
 
   private async clearIndex(rid: number): Promise<void> {

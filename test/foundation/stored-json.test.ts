@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import type { Bundle, Resource } from 'fhir/r4';
-import { asStored, bodyJson, carriesStored } from '../../server/fhir/stored-json';
+import { bodyJson, storedResource } from '../../server/fhir/stored-json';
 import { examples, patient } from '../support/fixtures';
 import { startHarness, type Harness } from '../support/harness';
 
@@ -18,36 +18,37 @@ describe('Foundation: resources sent out as stored', () => {
     ...examples('ihe/balp/json/instances', ours),
   ].map(([, r]) => r);
 
-  /** A searchset as the search builds it: every resource parsed from its stored text and marked. */
-  function page(resources: readonly Resource[]): Bundle {
-    return carriesStored({
+  /** A searchset as the search builds it: every resource its stored text, unparsed. */
+  function page(resources: readonly Resource[]): { stored: Bundle; parsed: Bundle } {
+    const bundle = (resource: (r: Resource) => Resource): Bundle => ({
       resourceType: 'Bundle',
       type: 'searchset',
       link: [{ relation: 'self', url: 'http://x/Patient?name=%22quoted%22' }],
-      entry: resources.map((r) => {
-        const text = JSON.stringify(r);
-        return { fullUrl: `http://x/${r.resourceType}/${r.id}`, resource: asStored(JSON.parse(text) as Resource, text), search: { mode: 'match' as const } };
-      }),
+      entry: resources.map((r) => ({ fullUrl: `http://x/${r.resourceType}/${r.id}`, resource: resource(r), search: { mode: 'match' as const } })),
     });
+    return { stored: bundle((r) => storedResource(JSON.stringify(r))), parsed: bundle((r) => r) };
   }
 
-  it(`writes exactly what JSON.stringify writes, for all ${all.length} examples of the shared material`, () => {
+  it(`writes exactly what JSON.stringify writes of the parsed resources, for all ${all.length} examples of the shared material`, () => {
     assert.ok(all.length > 90, `${all.length} examples`);
-    const body = page(all);
-    assert.equal(bodyJson(body, false), JSON.stringify(body));
+    const { stored, parsed } = page(all);
+    assert.equal(bodyJson(stored, false), JSON.stringify(parsed));
+    assert.equal(bodyJson(stored, true), JSON.stringify(parsed, null, 2), 'pretty-printed, the resources are parsed and indented');
   });
 
   it('and for text that needs escaping: quotes, backslashes, controls, non-ASCII, emoji, a lone surrogate', () => {
     const odd = ['"quoted"', 'back\\slash', 'tab\tnew\nline\u0001', 'Zoë Ångström', '😀', '\ud800', '</script>', ':0', '"'];
-    const body = page(odd.map((text, i) => patient({ id: `odd-${i}`, name: [{ family: text, given: [text] }] })));
-    assert.equal(bodyJson(body, false), JSON.stringify(body));
+    const { stored, parsed } = page(odd.map((text, i) => patient({ id: `odd-${i}`, name: [{ family: text, given: [text] }] })));
+    assert.equal(bodyJson(stored, false), JSON.stringify(parsed));
   });
 
-  it('the stored text is what goes out, only from bodies marked as carrying it, and never pretty-printed', () => {
-    const resource = asStored({ resourceType: 'Basic', id: 'a' }, '{"resourceType":"Basic","id":"stored"}');
-    assert.equal(bodyJson(carriesStored({ entry: [{ resource }] }), false), '{"entry":[{"resource":{"resourceType":"Basic","id":"stored"}}]}');
-    assert.equal(bodyJson({ entry: [{ resource }] }, false), '{"entry":[{"resource":{"resourceType":"Basic","id":"a"}}]}');
-    assert.equal(bodyJson(carriesStored({ entry: [{ resource }] }), true), JSON.stringify({ entry: [{ resource }] }, null, 2));
+  it('the stored text is what goes out, wherever it is nested; serialised any other way it is the resource', () => {
+    const text = '{"resourceType":"Basic", "id":"stored"}';
+    const nested = { resourceType: 'Bundle', entry: [{ resource: { resourceType: 'Bundle', entry: [{ resource: storedResource(text) }, { resource: storedResource(text) }] } }] };
+    assert.equal(bodyJson(nested, false), `{"resourceType":"Bundle","entry":[{"resource":{"resourceType":"Bundle","entry":[{"resource":${text}},{"resource":${text}}]}}]}`);
+    assert.equal(JSON.stringify({ resource: storedResource(text) }), '{"resource":{"resourceType":"Basic","id":"stored"}}');
+    // A client's string that looks like a placeholder is only a string.
+    assert.equal(bodyJson({ a: ':0', b: '"x:0"', c: storedResource('{}') }, false), '{"a":":0","b":"\\"x:0\\"","c":{}}');
   });
 
   describe('through the HTTP stack', () => {
