@@ -56,7 +56,9 @@ function decideAuditEvent(req: DecisionRequest): Decision {
 function decideConsentResource(req: DecisionRequest): Decision {
   const { actor } = req;
   if (actor.roles.includes('national-service')) return permit('national-service', 'national services receive every Consent');
-  const named = (req.data.named ?? []).some((party) => actorMatches(party, req));
+  // Read only if no rule before it decides (it reads the Consent's content).
+  let namesActor: boolean | undefined;
+  const named = () => (namesActor ??= (req.data.named ?? []).some((party) => actorMatches(party, req)));
   return forEveryPatient(
     req,
     (p) => {
@@ -64,10 +66,10 @@ function decideConsentResource(req: DecisionRequest): Decision {
       const objected = disclosureObjection(req, p);
       if (objected) return objected;
       if (isCustodian(actor.organization, p.custodians)) return permit('custodian', `the custodian of Patient/${p.id}`);
-      if (named) return permit('named-in-consent', 'the Consent names this organisation');
+      if (named()) return permit('named-in-consent', 'the Consent names this organisation');
       return deny('consent-restricted', 'a Consent is for its patient\'s custodian, the organisations it names, national services and the patient');
     },
-    () => (named ? permit('named-in-consent', 'the Consent names this organisation') : deny('no-patient', 'the Consent names no patient this server knows')),
+    () => (named() ? permit('named-in-consent', 'the Consent names this organisation') : deny('no-patient', 'the Consent names no patient this server knows')),
   );
 }
 
