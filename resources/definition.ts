@@ -21,9 +21,10 @@ export type Interaction =
   | 'search-type';
 
 /**
- * The revision of the patientIds functions below. A row keeps its patients under the revision
- * that worked them out, and is read by it only under the same one: any change to a patientIds
- * must bump this, and rows kept under an earlier revision are then parsed for their patients.
+ * The revision of the patientIds functions below (and of what they call: patientIdOf,
+ * parseRelativeReference). A row keeps its patients under the revision that worked them out,
+ * and is read by it only under the same one: any change to what a patientIds returns must bump
+ * this, and rows kept under an earlier revision are then parsed for their patients.
  */
 export const PATIENT_IDS_REVISION = 1;
 

@@ -84,7 +84,8 @@ function currentVersion<X extends object>(row: CurrentRow, extra: X): StoredVers
       return parsed;
     },
     text,
-    patients: text !== undefined && row.patients != null ? keptPatients(row.patients, Number(row.version_id)) : undefined,
+    // Never an AuditEvent's (see patientsColumn), whatever the row holds.
+    patients: text !== undefined && row.patients != null && row.type !== 'AuditEvent' ? keptPatients(row.patients, Number(row.version_id)) : undefined,
     createdBy: row.created_by,
     creatorOrg: row.creator_org,
     ...extra,

@@ -21,11 +21,14 @@ describe('Search: the patients each row keeps for its decisions and its audit', 
   let auditor: Api;
   let alice: string;
   let bob: string;
+  /** Another practice's patient. */
+  let carol: string;
 
   before(async () => {
     h = await startHarness({
       clients: [
-        { clientId: 'gp', ods: 'GP1', scopes: ['system/Patient.cruds', 'system/Consent.cruds'], purposes: ['TREAT'] },
+        { clientId: 'gp', ods: 'GP1', scopes: ['system/Patient.cruds', 'system/Consent.cruds', 'system/AuditEvent.rs'], purposes: ['TREAT'] },
+        { clientId: 'gp2', ods: 'GP2', scopes: ['system/Patient.cruds'], purposes: ['TREAT'] },
         { clientId: 'national', ods: 'X26', scopes: ['system/Consent.rs'], purposes: ['PUBHLTH'], roles: ['national-service'] },
         { clientId: 'hospital', ods: 'HOSP1', scopes: ['system/Consent.rs', 'system/Patient.rs'], purposes: ['TREAT'] },
         { clientId: 'auditor', ods: 'AUD1', scopes: ['system/AuditEvent.rs'], purposes: ['HOPERAT'], roles: ['auditor'] },
@@ -38,6 +41,7 @@ describe('Search: the patients each row keeps for its decisions and its audit', 
     const mk = async (family: string) => (await gp.post('/Patient', patient({ name: [{ family }], managingOrganization: org('GP1') }))).body.id as string;
     alice = await mk('Alice');
     bob = await mk('Bob');
+    carol = (await (await h.as('gp2')).post('/Patient', patient({ name: [{ family: 'Carol' }], managingOrganization: org('GP2') }))).body.id as string;
   });
   after(() => h.close());
 
@@ -115,6 +119,25 @@ describe('Search: the patients each row keeps for its decisions and its audit', 
     // This test can fail: a column kept for the version under this revision is what decides.
     await keep(PATIENT_IDS_REVISION);
     assert.deepEqual(await searchAudited(national, `/Consent?_id=${c.id}`), { ids: [c.id!], audited: [`Patient/${alice}`] });
+  });
+
+  it('decisions read them too, for the version they were kept for only; an AuditEvent\'s are never read', async () => {
+    const c = (await gp.post('/Consent', consent(alice))).body as Consent;
+    const visible = async () => ((await gp.get(`/Consent?_id=${c.id}`)).body as Bundle).entry?.length ?? 0;
+    assert.equal(await visible(), 1, 'the custodian sees its patient\'s Consent');
+    const keep = (type: string, id: string, v: number) => h.store.driver.run('UPDATE resources SET patients = ? WHERE type = ? AND id = ?', [JSON.stringify({ r: PATIENT_IDS_REVISION, v, ids: [carol] }), type, id]);
+    // Kept for another version: not read, the content decides.
+    await keep('Consent', c.id!, 2);
+    assert.equal(await visible(), 1);
+    // Kept for this version (this test can fail): the decision is made for another practice's patient.
+    await keep('Consent', c.id!, 1);
+    assert.equal(await visible(), 0, 'decided by the kept patients');
+    // An AuditEvent's column is never read, even one planted for its version.
+    const events = async () => ((await gp.get(`/AuditEvent?patient=${alice}&_count=1000`)).body as Bundle).entry?.length ?? 0;
+    const before = await events();
+    assert.ok(before > 0, 'the custodian reads its patient\'s trail');
+    await h.store.driver.run("UPDATE resources SET patients = ? WHERE type = 'AuditEvent' AND content LIKE ?", [JSON.stringify({ r: PATIENT_IDS_REVISION, v: 1, ids: [carol] }), `%Patient/${alice}"%`]);
+    assert.ok((await events()) >= before, 'decided by the chained content, not the column');
   });
 
   it('a row without them (written before they were kept) is decided and audited as one with them, for every client', async () => {
