@@ -7,6 +7,12 @@ import type { ChainReport, VerifyOptions } from './audit-chain';
 export interface VerifySetup {
   readonly database: DatabaseConfig;
   readonly options: VerifyOptions;
+  /**
+   * PostgreSQL: the longest any one statement may run (the deadline). A halted thread leaves,
+   * but its server process would go on with the statement under way (it notices a closed
+   * connection only when it next talks to it), holding a snapshot and a core: it cancels itself.
+   */
+  readonly statementTimeoutMs: number;
 }
 
 /** What it answers, once, before it exits: the report, or why there is none (with the database error's code and name). */
@@ -70,7 +76,7 @@ export class ChainVerifier {
   private run(options: VerifyOptions): Promise<ChainReport> {
     if (this.closed) return Promise.reject(new VerificationStopped('the store is closing'));
     return new Promise<ChainReport>((resolve, reject) => {
-      const worker = new Worker(path.join(__dirname, 'verify-worker.js'), { workerData: { database: this.database, options } satisfies VerifySetup });
+      const worker = new Worker(path.join(__dirname, 'verify-worker.js'), { workerData: { database: this.database, options, statementTimeoutMs: this.deadlineMs } satisfies VerifySetup });
       let answer: FromVerifyWorker | undefined;
       let stopped: string | undefined;
       const stop = (why: string) => {

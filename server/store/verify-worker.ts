@@ -43,13 +43,13 @@ parentPort!.on('message', (m: ToVerifyWorker) => {
 });
 
 async function main(): Promise<void> {
-  const { database, options } = workerData as VerifySetup;
+  const { database, options, statementTimeoutMs } = workerData as VerifySetup;
   let sequelize: Sequelize | undefined;
   if (database.dialect === 'sqlite') {
     // Its own connections (a reader and an unused writer), no checkpointer; it never takes the writer lock.
     driver = await openSqliteWriter({ storage: database.storage, synchronous: database.synchronous, busyTimeoutMs: database.busyTimeoutMs ?? 10000, lock: WriterLock.buffer() }, 'worker');
   } else {
-    sequelize = new Sequelize(database.url, { dialect: 'postgres', logging: false, pool: { max: 1, min: 0, idle: 10000, acquire: 30000 } });
+    sequelize = new Sequelize(database.url, { dialect: 'postgres', logging: false, pool: { max: 1, min: 0, idle: 10000, acquire: 30000 }, dialectOptions: { statement_timeout: Math.max(1, Math.ceil(statementTimeoutMs)) } });
     driver = await openDriver(sequelize);
   }
   try {

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { Client } from 'pg';
 import { ChainVerifier, VerificationStopped } from '../../server/store/verify-thread';
 import { ENGINE, freshDatabase, type TestDatabase } from '../support/db';
 import { Store } from '../../server/store/store';
@@ -53,6 +54,33 @@ describe(`Audit: the chain is verified on a thread of its own (${ENGINE})`, () =
     const verifier = new ChainVerifier(db.config, 1);
     await assert.rejects(verifier.verify({}), (err: Error) => err instanceof VerificationStopped && /ran longer than/.test(err.message));
     await verifier.close();
+  });
+
+  it('on PostgreSQL, a run stopped at its deadline leaves no statement running on the server', async function () {
+    if (ENGINE !== 'postgres') return this.skip();
+    this.timeout(60000);
+    // Another session holds the chain's tables: the walk's first read waits for them.
+    const holder = new Client({ connectionString: db.url });
+    await holder.connect();
+    try {
+      await holder.query('BEGIN');
+      await holder.query('LOCK TABLE audit_chain, audit_chain_head, resources IN ACCESS EXCLUSIVE MODE');
+      const verifier = new ChainVerifier(db.config, 1500);
+      await assert.rejects(verifier.verify({}), (err: Error) => err instanceof VerificationStopped && /ran longer than/.test(err.message));
+      await verifier.close();
+      // The halted thread is gone; the server process it left waits for the lock no longer than the deadline either.
+      const waiting = async () =>
+        Number((await holder.query("SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()")).rows[0].n);
+      let n = await waiting();
+      for (let i = 0; i < 50 && n > 0; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        n = await waiting();
+      }
+      assert.equal(n, 0, 'a statement of the stopped run still waits on the server');
+    } finally {
+      await holder.query('ROLLBACK').catch(() => undefined);
+      await holder.end();
+    }
   });
 
   it('closing stops the run under way and refuses later ones', async function () {
