@@ -146,7 +146,8 @@ export function reshapes(subset: Subset): boolean {
 
 /** A resource shaped by `_summary` (which wins) or `_elements`, tagged SUBSETTED when anything was left out. */
 export function applySubset(type: ResourceType, resource: Resource, subset: Subset): Resource {
-  if (subset.summary && subset.summary !== 'false') return summarize(type, resource, subset.summary);
-  if (subset.elements?.length) return selectElements(type, resource, subset.elements);
-  return resource;
+  // One test of whether anything is shaped (search pages send unshaped resources unparsed by it).
+  if (!reshapes(subset)) return resource;
+  if (subset.summary !== undefined && subset.summary !== 'false') return summarize(type, resource, subset.summary);
+  return selectElements(type, resource, subset.elements!);
 }
