@@ -117,11 +117,24 @@ export async function openDriver(sequelize: Sequelize, options: { sqliteStorage?
  * through the shared WriterLock.
  */
 export async function openSqliteWriter(settings: SqliteWriterSettings, side: LockSide): Promise<Driver> {
-  const open = () =>
-    sqliteOperation<Database>((done) => {
-      const db: Database = new sqlite3.Database(settings.storage, (err) => done(err, db));
-    });
-  return SqliteDriver.over(await open(), await open(), undefined, settings, side);
+  return SqliteDriver.over(await openSqlite(settings.storage), await openSqlite(settings.storage), undefined, settings, side);
+}
+
+/**
+ * A driver of its own on a SQLite file whose connections are opened read-only
+ * (SQLITE_OPEN_READONLY), for a thread that only reads: the $verify walk (verify-worker.ts). Every
+ * write it might run, by mistake or otherwise, fails with SQLITE_READONLY instead of touching the
+ * trail it is checking. The file must be in WAL mode already (the server's store put it there):
+ * a read-only connection cannot change the journal mode.
+ */
+export async function openSqliteReadOnly(settings: SqliteWriterSettings): Promise<Driver> {
+  return SqliteDriver.over(await openSqlite(settings.storage, true), await openSqlite(settings.storage, true), undefined, settings, 'worker');
+}
+
+function openSqlite(storage: string, readOnly = false): Promise<Database> {
+  return sqliteOperation<Database>((done) => {
+    const db: Database = readOnly ? new sqlite3.Database(storage, sqlite3.OPEN_READONLY, (err) => done(err, db)) : new sqlite3.Database(storage, (err) => done(err, db));
+  });
 }
 
 // ---------------------------------------------------------------- SQLite

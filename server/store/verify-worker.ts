@@ -1,7 +1,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { Sequelize } from 'sequelize';
 import { verifyChain } from './audit-chain';
-import { openDriver, openSqliteWriter, sqliteQuiesce, type Driver } from './driver';
+import { openDriver, openSqliteReadOnly, sqliteQuiesce, type Driver } from './driver';
 import type { FromVerifyWorker, ToVerifyWorker, VerifySetup } from './verify-thread';
 import { WriterLock } from './writer-lock';
 
@@ -46,8 +46,9 @@ async function main(): Promise<void> {
   const { database, options, statementTimeoutMs } = workerData as VerifySetup;
   let sequelize: Sequelize | undefined;
   if (database.dialect === 'sqlite') {
-    // Its own connections (a reader and an unused writer), no checkpointer; it never takes the writer lock.
-    driver = await openSqliteWriter({ storage: database.storage, synchronous: database.synchronous, busyTimeoutMs: database.busyTimeoutMs ?? 10000, lock: WriterLock.buffer() }, 'worker');
+    // Its own connections, both read-only (a reader and an unused writer), no checkpointer; it
+    // never takes the writer lock, and cannot write whatever it runs.
+    driver = await openSqliteReadOnly({ storage: database.storage, synchronous: database.synchronous, busyTimeoutMs: database.busyTimeoutMs ?? 10000, lock: WriterLock.buffer() });
   } else {
     sequelize = new Sequelize(database.url, { dialect: 'postgres', logging: false, pool: { max: 1, min: 0, idle: 10000, acquire: 30000 }, dialectOptions: { statement_timeout: Math.max(1, Math.ceil(statementTimeoutMs)) } });
     driver = await openDriver(sequelize);

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { limitClause, openSqliteWriter, PG_NAMED_STATEMENTS, SQLITE_STATEMENT_CACHE, STATEMENTS_PER_SQL } from '../../server/store/driver';
+import { limitClause, openSqliteReadOnly, openSqliteWriter, PG_NAMED_STATEMENTS, SQLITE_STATEMENT_CACHE, STATEMENTS_PER_SQL } from '../../server/store/driver';
 import { WriterLock } from '../../server/store/writer-lock';
 import { StatementCache } from '../../server/store/statement-cache';
 import sqlite3 from 'sqlite3';
@@ -151,6 +151,37 @@ describe(`Store driver: prepared statements are bounded (${ENGINE})`, () => {
       assert.equal(await tempStore(store.driver), 0, 'main reader: the default');
     } finally {
       await worker?.close();
+      await store?.close();
+      await db.drop();
+    }
+  });
+});
+
+/**
+ * The $verify walk's thread opens its connections read-only (verify-worker.ts): it checks the
+ * trail and must not be able to change it, whatever statement it runs.
+ */
+(ENGINE === 'sqlite' ? describe : describe.skip)('Store: SQLite read-only driver (the $verify thread)', () => {
+  it('reads what the store committed, and every kind of write fails with SQLITE_READONLY, changing nothing', async () => {
+    const db = await freshDatabase();
+    let store: Store | undefined;
+    let reader: Awaited<ReturnType<typeof openSqliteReadOnly>> | undefined;
+    try {
+      if (db.config.dialect !== 'sqlite') throw new Error('sqlite only');
+      store = await Store.open(db.config, { now: Date.now });
+      await store.transaction((tx) => tx.create('Patient', { resourceType: 'Patient', id: 'ro-1' }, { clientId: 'test', organization: null }));
+      reader = await openSqliteReadOnly({ storage: db.config.storage, synchronous: 'FULL', busyTimeoutMs: 1000, lock: WriterLock.buffer() });
+      const count = async () => Number((await reader!.get<{ n: number }>("SELECT COUNT(*) AS n FROM resources WHERE type = 'Patient'"))!.n);
+      assert.equal(await count(), 1);
+      const readOnly = (err: unknown) => /SQLITE_READONLY|readonly database/.test(String(err));
+      await assert.rejects(reader.run("DELETE FROM resources WHERE id = 'ro-1'"), readOnly);
+      await assert.rejects(reader.transaction((q) => q.run("UPDATE resources SET content = '{}' WHERE id = 'ro-1'")), readOnly);
+      await assert.rejects(reader.script!("DELETE FROM resources WHERE id = 'ro-1'"), readOnly);
+      assert.equal(await count(), 1, 'nothing was changed');
+      const row = await store.driver.get<{ content: string }>("SELECT content FROM resources WHERE id = 'ro-1'");
+      assert.notEqual(row!.content, '{}');
+    } finally {
+      await reader?.close();
       await store?.close();
       await db.drop();
     }
