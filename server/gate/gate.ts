@@ -1,4 +1,4 @@
-import type { Resource } from 'fhir/r4';
+import type { Consent, Resource } from 'fhir/r4';
 import { definitions, hasContent, patientIdsOf, type ResourceType } from '../../resources';
 import { organizationKey, type AccessContext } from '../access/context';
 import type { Decision } from '../consent/decision';
@@ -630,7 +630,15 @@ export class GatedTx {
   /** Every version this transaction wrote, with the one it replaced. */
   readonly changes: WrittenVersion[] = [];
 
+  /** The transaction's final state, its own writes included: what new content is judged against (settle). */
   private readonly view: PolicyData;
+  /**
+   * What everything else in the transaction is decided by (its reads, conditional matches and the
+   * versions its writes replace): the same, without the Consents it wrote whose checks are still
+   * pending (TransactionView says why). Consent id → the version that write replaced.
+   */
+  private readonly decidedView: PolicyData;
+  private readonly unsettled = new Map<string, Consent | undefined>();
   private readonly reader: StoreReader;
 
   constructor(
@@ -644,7 +652,8 @@ export class GatedTx {
     const reader = new StoreReader(tx.q);
     this.reader = reader;
     this.view = new TransactionView(reader);
-    this.reads = new GatedReads(reader, policy, seal, this.view, audit);
+    this.decidedView = new TransactionView(reader, this.unsettled);
+    this.reads = new GatedReads(reader, policy, seal, this.decidedView, audit);
   }
 
   /**
@@ -658,7 +667,7 @@ export class GatedTx {
     if (!version) return undefined;
     if (version.deleted) await this.reads.assertMayKnowOf(this.ctx, type, id, purpose);
     else {
-      const [decision] = await this.policy.canRead(this.ctx, [version], purpose, this.view);
+      const [decision] = await this.policy.canRead(this.ctx, [version], purpose, this.decidedView);
       if (decision.effect === 'deny') {
         this.reads.note(this.ctx, interaction, version, decision);
         throw forbidden(type, decision, this.ctx, false);
@@ -700,7 +709,7 @@ export class GatedTx {
     // (history rows do not carry the creator: the current row does)
     const judged = before?.deleted ? lastContent && { ...lastContent, createdBy: before.createdBy, creatorOrg: before.creatorOrg } : before;
     if (judged) {
-      const decision = await this.policy.canWrite(this.ctx, type, judged, undefined, permission, this.view);
+      const decision = await this.policy.canWrite(this.ctx, type, judged, undefined, permission, this.decidedView);
       if (decision.effect === 'deny') {
         this.reads.note(this.ctx, interaction, judged, decision);
         throw refused(what, decision, true);
@@ -721,6 +730,13 @@ export class GatedTx {
   /** Runs the deferred checks; called by Gate.transaction before COMMIT. */
   async settle(): Promise<void> {
     for (const check of this.pending.splice(0)) await check();
+    this.unsettled.clear();
+  }
+
+  /** A Consent this transaction wrote, to be left out of its decisions until its check has run (decidedView). */
+  private unsettle(v: StoredVersion, previous: StoredVersion | undefined): void {
+    if (v.type !== 'Consent' || this.unsettled.has(v.id)) return;
+    this.unsettled.set(v.id, previous && !previous.deleted ? (previous.resource as Consent) : undefined);
   }
 
   private writer(): Writer {
@@ -730,6 +746,7 @@ export class GatedTx {
   async create(type: ResourceType, resource: Resource): Promise<StoredVersion> {
     await this.authorize(type, 'create', undefined, resource);
     const v = await this.tx.create(type, resource, this.writer());
+    this.unsettle(v, undefined);
     this.reads.note(this.ctx, 'create', v, PERMITTED);
     this.changes.push({ version: v });
     return v;
@@ -741,6 +758,7 @@ export class GatedTx {
     }
     await this.authorize(previous.type, method === 'PUT' ? 'update' : 'patch', previous, resource);
     const v = await this.tx.update(previous, resource, method);
+    this.unsettle(v, previous);
     this.reads.note(this.ctx, method === 'PUT' ? 'update' : 'patch', v, PERMITTED);
     this.changes.push({ version: v, previous });
     return v;

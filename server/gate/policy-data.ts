@@ -101,11 +101,33 @@ export class PatientFactsCache implements PolicyData {
   }
 }
 
-/** Patients and their Consents as one write transaction sees them (its own writes included), uncached. */
+/**
+ * Patients and their Consents as one write transaction sees them, uncached. With `unsettled`,
+ * the Consents the transaction wrote whose checks have not run yet (GatedTx.authorize judges
+ * new content just before COMMIT) do not count: each is left out, and a Consent it replaced
+ * counts as it was (`unsettled` maps such a Consent's id to that version, or to undefined when
+ * the transaction created it). Without that, a Consent the client may not write, POSTed earlier
+ * in a transaction Bundle, would decide its later entries' reads (a conditional match, the
+ * version a PATCH tests) before its refusal rolled everything back, and their answers would tell
+ * the client about a Patient it may not see.
+ */
 export class TransactionView implements PolicyData {
-  constructor(private readonly reader: StoreReader) {}
+  constructor(
+    private readonly reader: StoreReader,
+    private readonly unsettled?: ReadonlyMap<string, Consent | undefined>,
+  ) {}
+
   async patients(ids: readonly string[]): Promise<ReadonlyMap<string, PatientRecord>> {
-    return new Map((await loadRecords(this.reader, [...ids])).map((r) => [r.id, r]));
+    const records = await loadRecords(this.reader, [...ids]);
+    const unsettled = this.unsettled;
+    if (!unsettled?.size) return new Map(records.map((r) => [r.id, r]));
+    return new Map(
+      records.map((r) => {
+        const consents = r.consents.filter((c) => c.id === undefined || !unsettled.has(c.id));
+        for (const replaced of unsettled.values()) if (replaced && definitions.Consent.patientIds(replaced).includes(r.id)) consents.push(replaced);
+        return [r.id, { ...r, consents }];
+      }),
+    );
   }
 }
 
