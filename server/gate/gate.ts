@@ -14,7 +14,7 @@ import { indexQueuedIn, type AuditIndex } from '../store/audit-index';
 import { moveJournalIn } from '../store/audit-journal';
 import type { WrittenVersion } from '../store/subscriptions';
 import type { Writer, WriteTx } from '../store/write';
-import type { Permission } from '../access/scopes';
+import { scopesFor, type Permission } from '../access/scopes';
 import type { AuditInteraction } from '../audit/balp';
 import type { AuditSink } from '../audit/trail';
 import { custodiansOf, type PatientRecord, type PolicyData } from '../consent/policy';
@@ -107,7 +107,11 @@ export class Gate {
     }
     if (!this.facts) throw new FhirError('internal', 'no patient facts configured');
     const record = (await this.facts.patients([patientId], ctx.requestId)).get(patientId);
-    const auditor = ctx.roles.includes('auditor');
+    // A token whose read scopes are all patient/ ones reviews its own patient's record only,
+    // whatever organisation or roles it also carries (a portal's identity provider may stamp
+    // its hospital on every token it issues).
+    const confined = reads.every((t) => scopesFor(ctx.scopes, t, 'r').every((s) => s.level === 'patient'));
+    const auditor = ctx.roles.includes('auditor') && !confined;
     const notPermitted = () => {
       reviewed(REVIEW_REFUSED);
       return new FhirError('forbidden', 'Only the patient\'s custodian, auditors and the patient may review who can see this record');
@@ -119,7 +123,8 @@ export class Gate {
       }
       throw notPermitted();
     }
-    if (!(auditor || ctx.patient === patientId || isCustodian(ctx.organization, custodiansOf(record.resource, record.creatorOrg)))) throw notPermitted();
+    const allowed = confined ? ctx.patient === patientId : auditor || ctx.patient === patientId || isCustodian(ctx.organization, custodiansOf(record.resource, record.creatorOrg));
+    if (!allowed) throw notPermitted();
     reviewed(PERMITTED);
     return {
       record,

@@ -471,9 +471,9 @@ describe('Audit: a BALP AuditEvent for every access', () => {
   });
 
   describe('$access-report', () => {
-    async function patientToken(pid: string): Promise<string> {
+    async function patientToken(pid: string, extra: Record<string, unknown> = {}): Promise<string> {
       const now = Math.floor(Date.now() / 1000);
-      return new SignJWT({ iss: IDP, aud: BASE, exp: now + 300, client_id: 'patient-app', scope: 'patient/Patient.rs patient/AuditEvent.rs', patient: pid, purpose_of_use: 'PATRQT' })
+      return new SignJWT({ iss: IDP, aud: BASE, exp: now + 300, client_id: 'patient-app', scope: 'patient/Patient.rs patient/AuditEvent.rs', patient: pid, purpose_of_use: 'PATRQT', ...extra })
         .setProtectedHeader({ alg: 'ES256', kid: 'k' })
         .sign(idpKey);
     }
@@ -492,6 +492,14 @@ describe('Audit: a BALP AuditEvent for every access', () => {
       assert.equal((await auditor.get(`/Patient/${hidden}/$access-report`)).status, 200);
       assert.equal((await hospital.get(`/Patient/${hidden}/$access-report`)).status, 403);
       assert.equal((await h.anonymous.get(`/Patient/${alice}/$access-report`, { Authorization: `Bearer ${await patientToken(hidden)}` })).status, 403);
+      // A patient app's token that also names the custodian's organisation (an identity provider
+      // that stamps its organisation on every token) still reviews its own patient only: found by
+      // a second reading (stop 22), it read Alice's report and sharing summary.
+      const stamped = { Authorization: `Bearer ${await patientToken(hidden, { organization: 'GP1' })}` };
+      assert.equal((await h.anonymous.get(`/Patient/${hidden}/$access-report`, stamped)).status, 200);
+      for (const op of ['$access-report', '$sharing-summary']) {
+        assert.equal((await h.anonymous.get(`/Patient/${alice}/${op}`, stamped)).status, 403, op);
+      }
       await gp.get(`/Patient/${hidden}/$access-report?_since=2020-01-01T00:00:00Z`, { 'X-Request-Id': 'audit-report' });
       const [e] = await eventsOf('audit-report');
       assert.deepEqual(shape(e).subtype, ['operation']);
