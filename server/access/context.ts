@@ -40,6 +40,16 @@ export interface OrganizationRef {
   readonly display?: string;
 }
 
+/**
+ * The client id under which the server writes its own AuditEvents (`created_by` of the trail's
+ * rows). Reserved: the registry refuses it and so does a trusted issuer's token, so no client can
+ * pass for the server (decide.ts reads `created_by` for an audit source's own events).
+ */
+export const SERVER_CLIENT_ID = 'custodian-server';
+
+/** The server's own identity as the writer of the AuditEvents it records. */
+export const SERVER_WRITER = { clientId: SERVER_CLIENT_ID, organization: null } as const;
+
 export const ODS_SYSTEM = 'https://fhir.nhs.uk/Id/ods-organization-code';
 
 /** A stable string key for an organisation: `ods|<code>` when it has an ODS identifier, else its reference. */

@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import type { JWK } from 'jose';
-import { ODS_SYSTEM, ROLES, type OrganizationRef, type Role } from './context';
+import { ODS_SYSTEM, ROLES, SERVER_CLIENT_ID, type OrganizationRef, type Role } from './context';
 import { jwkThumbprint } from './keys';
 import { actReasonCodes } from './purpose';
 import { parseScope } from './scopes';
@@ -51,6 +51,7 @@ export function parseRegistry(json: unknown, file: string): RegisteredClient[] {
     for (const k of Object.keys(e)) if (!KEYS.has(k)) fail(`unknown property "${k}" (allowed: ${[...KEYS].join(', ')})`);
     if (typeof e.client_id !== 'string' || !/^[A-Za-z0-9._:-]{1,128}$/.test(e.client_id)) fail('client_id must be 1-128 of A-Z a-z 0-9 . _ : -');
     const clientId = e.client_id as string;
+    if (clientId === SERVER_CLIENT_ID) fail(`client_id "${SERVER_CLIENT_ID}" is the server's own (the writer of its AuditEvents)`);
     if (seen.has(clientId)) fail('client_id is used by an earlier entry');
     seen.add(clientId);
     if (typeof e.name !== 'string' || !e.name.trim()) fail('name must be a non-empty string');

@@ -11,7 +11,7 @@ import {
   type JWTPayload,
   type JWTVerifyGetKey,
 } from 'jose';
-import { ODS_SYSTEM, type OrganizationRef, type Role } from './context';
+import { ODS_SYSTEM, SERVER_CLIENT_ID, type OrganizationRef, type Role } from './context';
 import { jwkThumbprint, type SigningKey } from './keys';
 import { actReasonCodes, DEFAULT_PURPOSE, parsePurpose } from './purpose';
 import type { Audience } from './audience';
@@ -409,6 +409,7 @@ function ownClaims(payload: JWTPayload, unboundBefore: number): VerifiedClaims {
 function externalClaims(payload: JWTPayload, issuer: TrustedIssuer): VerifiedClaims {
   const clientId = String(payload.client_id ?? payload.azp ?? payload.sub ?? '');
   if (!clientId) throw new TokenError('the access token names no client (client_id, azp or sub)');
+  if (clientId === SERVER_CLIENT_ID) throw new TokenError(`the access token names the server's own client id (${SERVER_CLIENT_ID})`);
   const rawPurpose = Array.isArray(payload.purpose_of_use) ? (payload.purpose_of_use.length === 1 ? payload.purpose_of_use[0] : payload.purpose_of_use) : payload.purpose_of_use;
   const purpose = rawPurpose === undefined ? DEFAULT_PURPOSE : parsePurpose(rawPurpose);
   if (!purpose) throw new TokenError(`purpose_of_use ${JSON.stringify(rawPurpose)} is not one v3-ActReason code`);

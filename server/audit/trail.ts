@@ -1,5 +1,5 @@
 import type { AuditEvent } from 'fhir/r4';
-import type { AccessContext } from '../access/context';
+import { SERVER_WRITER, type AccessContext } from '../access/context';
 import { toFhirError } from '../http/errors';
 import type { WrittenVersion } from '../store/subscriptions';
 import { buildEvents, tokenRequestEvent, type AccessNote, type AuditInteraction, type RequestFacts, type TokenRequestFacts } from './balp';
@@ -37,8 +37,6 @@ export interface AuditAppender {
   appendAuditEvents(events: readonly AuditEvent[], writer: { readonly clientId: string | null; readonly organization: string | null }): Promise<void>;
 }
 
-/** The server's own identity as the writer of the AuditEvents it records (as AuditWriter's). */
-const SERVER_WRITER = { clientId: 'custodian-server', organization: null };
 
 /** The audit state of one request: what it is, and every access the gate decided for it. */
 export class RequestAudit {

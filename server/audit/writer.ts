@@ -1,3 +1,4 @@
+import { SERVER_WRITER } from '../access/context';
 import type { AuditEvent } from 'fhir/r4';
 import type { Store } from '../store/store';
 import type { AccessNote, RequestFacts } from './balp';
@@ -5,8 +6,6 @@ import type { AuditItem } from './items';
 
 export { uuidv7 } from './items';
 
-/** The server's own identity as the writer of the AuditEvents it records. */
-const SERVER_WRITER = { clientId: 'custodian-server', organization: null };
 
 interface Waiting {
   readonly item: AuditItem;

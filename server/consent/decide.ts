@@ -46,7 +46,7 @@ function decideAuditEvent(req: DecisionRequest): Decision {
       return deny('audit-restricted', `AuditEvents about Patient/${p.id} are for auditors, its custodian and the patient`);
     },
     () =>
-      req.data.createdBy && req.data.createdBy === actor.clientId
+      actor.roles.includes('audit-source') && req.data.createdBy && req.data.createdBy === actor.clientId
         ? permit('recorded-by-client', 'an audit source reads an event it recorded itself')
         : deny('audit-restricted', 'AuditEvents about no patient are for auditors'),
   );

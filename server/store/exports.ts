@@ -1,3 +1,4 @@
+import { SERVER_WRITER } from '../access/context';
 import type { AuditEvent } from 'fhir/r4';
 import type { ResourceType } from '../../resources';
 import type { StoredContext } from '../access/background';
@@ -101,8 +102,6 @@ function fromRow(r: JobRow): ExportJob {
   };
 }
 
-/** The server's own identity as the writer of the AuditEvents it records. */
-const SERVER_WRITER = { clientId: 'custodian-server', organization: null };
 
 /**
  * Bulk Data export jobs and their files, in the database so that every server process sharing it

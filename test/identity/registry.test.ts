@@ -36,6 +36,8 @@ describe('Identity: the client registry', function () {
     ['an unknown scope', (e) => ({ ...e, scopes: ['system/Observation.read'] }), /scope "system\/Observation.read" is not a SMART/],
     ['an unknown purpose', (e) => ({ ...e, purposes: ['SNOOP'] }), /purpose "SNOOP" is not a v3-ActReason code/],
     ['an unknown role', (e) => ({ ...e, roles: ['admin'] }), /role "admin" is not one of auditor, national-service, audit-source/],
+    // The server writes its own AuditEvents under this id: a client holding it could pass for the server.
+    ['the server\'s own client id', (e) => ({ ...e, client_id: 'custodian-server' }), /client_id "custodian-server" is the server's own/],
   ];
   for (const [what, mutate, message] of broken) {
     it(`refuses ${what}, naming the entry and the problem`, () => {

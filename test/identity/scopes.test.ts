@@ -154,6 +154,13 @@ describe('Identity: SMART scopes', () => {
       assert.equal((await h.anonymous.get(`/Patient/${alice}`, { Authorization: `Bearer ${listed}` })).status, 200);
     });
 
+    it('a trusted issuer\'s token naming the server\'s own client id (the writer of its AuditEvents) is refused', async () => {
+      const token = await external({ client_id: 'custodian-server', scope: 'system/AuditEvent.rs', organization: 'TADMIN' });
+      const res = await h.anonymous.get('/AuditEvent', { Authorization: `Bearer ${token}` });
+      assert.equal(res.status, 401);
+      assert.match(res.headers['www-authenticate'], /invalid_token/);
+    });
+
     it('a trusted issuer\'s purposes default to TREAT, and must be v3-ActReason codes', async () => {
       const { publicKey } = await generateKeyPair('ES256');
       const jwks = { keys: [{ ...(await exportJWK(publicKey)), kid: 'k' }] };
