@@ -78,10 +78,19 @@ export class Gate {
    * custodian and auditors. Reading the trail is itself audited.
    */
   async accessReport(ctx: AccessContext, patientId: string, since: number | undefined, limit: number): Promise<StoredVersion[]> {
-    await this.reviewPatient(ctx, patientId);
+    const { auditor } = await this.reviewPatient(ctx, patientId);
     // It reads the `patient` index rows only, which are written with the events.
-    await this.store.auditIndex.catchUp([`Patient/${patientId}`], ['patient']);
-    const events = await this.store.reader.byPatient('AuditEvent', 'patient', [patientId]);
+    await trailRead(this.store.auditIndex.catchUp([`Patient/${patientId}`], ['patient']));
+    const found = await this.store.reader.byPatient('AuditEvent', 'patient', [patientId]);
+    // The index rows find them; each event's content says whom it is about, as it does for every
+    // other read of the trail: a row that names the patient where the content does not (an event
+    // posted with a reference only the indexer resolves) stays out, and so does an event an audit
+    // source posted about this patient and others, except for auditors (it would show the patient
+    // the others; a read of it is refused to the patient and to a custodian of this one alone).
+    const events = found.filter((v) => {
+      const about = v.resource ? definitions.AuditEvent.patientIds(v.resource) : [];
+      return about.includes(patientId) && (auditor || about.every((p) => p === patientId));
+    });
     const recorded = (v: StoredVersion) => Date.parse((v.resource as unknown as { recorded: string }).recorded);
     // Newest first by when they were recorded: rids are not in that order (the audit worker's
     // events get theirs when they are moved from its journal, after events appended since).
@@ -97,7 +106,7 @@ export class Gate {
    * custodian, auditors and the patient only. Anyone else gets a 403 that does not say whether
    * the patient exists. Every review, permitted or refused, is on the patient's own trail.
    */
-  async reviewPatient(ctx: AccessContext, patientId: string): Promise<{ record: PatientRecord; resource: (type: ResourceType, id: string) => Promise<StoredVersion | undefined> }> {
+  async reviewPatient(ctx: AccessContext, patientId: string): Promise<{ record: PatientRecord; auditor: boolean; resource: (type: ResourceType, id: string) => Promise<StoredVersion | undefined> }> {
     const reviewed = (decision: Decision) => this.audit?.note(ctx, { interaction: 'operation', reference: `Patient/${patientId}`, patients: [patientId], decision });
     const reads = ['Patient', 'Consent', 'AuditEvent'] as const;
     if (!reads.some((t) => this.policy.allowsInteraction(ctx, t, 'read').effect === 'permit')) {
@@ -128,6 +137,7 @@ export class Gate {
     reviewed(PERMITTED);
     return {
       record,
+      auditor,
       // The reviewer may learn decisions about any of the patient's data, never its content.
       resource: async (type, id) => {
         if (type === 'AuditEvent') await trailRead(this.store.auditIndex.materialized());

@@ -27,7 +27,8 @@ function line(e: AuditEvent, id: string): ParametersParameter {
     name: authz ? 'decision' : 'access',
     part: [
       { name: 'when', valueInstant: e.recorded },
-      { name: 'what', valueString: authz ? 'consent decision' : (e.subtype ?? []).map((s) => s.code).join(', ') },
+      // A valueString may not be empty: an event posted without a subtype says its type.
+      { name: 'what', valueString: authz ? 'consent decision' : (e.subtype ?? []).map((s) => s.code).filter(Boolean).join(', ') || e.type?.code || e.type?.display || 'access' },
       { name: 'outcome', valueCode: OUTCOME[e.outcome ?? '0'] ?? 'failed' },
       ...(e.outcomeDesc ? [{ name: 'reason', valueString: e.outcomeDesc }] : []),
       ...(client?.who ? [{ name: 'client', valueReference: client.who }] : []),

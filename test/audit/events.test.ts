@@ -468,6 +468,31 @@ describe('Audit: a BALP AuditEvent for every access', () => {
       assert.equal(bad.status, 400);
       assert.equal((await source.put(`/AuditEvent/${created.body.id}`, { ...event, id: created.body.id })).status, 405);
     });
+
+    it('an event about two patients stays out of each one\'s access report, which would show them the other (auditors see it); one without a subtype reads as its type', async () => {
+      const source = await h.as('ehr-audit', { purpose: 'HOPERAT' });
+      const event = balp('auditBasicReadServer') as unknown as Record<string, unknown>;
+      delete event.id;
+      const entities = event.entity as { what: { reference?: string } }[];
+      entities.find((x) => x.what.reference?.startsWith('Patient/'))!.what.reference = `Patient/${alice}`;
+      entities.push({ what: { reference: `Patient/${bob}` } });
+      const both = (await source.post('/AuditEvent', { ...event, recorded: '2026-01-02T03:04:05Z' })).body.id as string;
+      const justAlice = { ...event, entity: entities.slice(0, -1), recorded: '2026-01-02T03:04:06Z' };
+      delete (justAlice as { subtype?: unknown }).subtype;
+      const alone = (await source.post('/AuditEvent', justAlice)).body.id as string;
+      const lines = async (api: Api) =>
+        ((await api.get(`/Patient/${alice}/$access-report?_since=2026-01-02T00:00:00Z&_count=1000`)).body.parameter ?? [])
+          .filter((p: { name: string }) => p.name === 'access')
+          .map((l: { part: { name: string; valueString?: string; valueInstant?: string }[] }) => Object.fromEntries(l.part.map((p) => [p.name, p.valueString ?? p.valueInstant])));
+      const custodianSees = await lines(gp);
+      assert.equal((await auditor.get(`/AuditEvent/${both}`)).status, 200);
+      assert.ok(!custodianSees.some((l: Record<string, string>) => l.when === '2026-01-02T03:04:05Z'), 'the two-patient event is not in Alice\'s report');
+      const single = custodianSees.find((l: Record<string, string>) => l.when === '2026-01-02T03:04:06Z');
+      assert.ok(single, 'the event about Alice alone is');
+      assert.ok(single.what, 'its what is not empty');
+      assert.ok((await lines(auditor)).some((l: Record<string, string>) => l.when === '2026-01-02T03:04:05Z'), 'auditors see the two-patient event in the report');
+      assert.ok(alone);
+    });
   });
 
   describe('$access-report', () => {
