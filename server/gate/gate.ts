@@ -434,7 +434,11 @@ export class GatedReads {
    * pages stay full and a hidden match leaves no gap), in the query's order.
    */
   async search(ctx: AccessContext, q: SearchQuery, interaction: SystemInteraction = 'search-type'): Promise<SearchResult> {
-    const search = JSON.stringify([q.types, q.filter.where, q.filter.params, q.order?.keys.map((k) => [k.expr, k.desc]) ?? []]);
+    // The cursor is bound to the search and to who asked: replayed by another client (it travels
+    // in URLs, and the audit trail records queries), a page edge of a search it could not see
+    // whole would tell where resources hidden from it lie in the order.
+    const asker = [ctx.clientId, ctx.purposeOfUse, ctx.patient ?? null, ctx.practitioner ?? null];
+    const search = JSON.stringify([q.types, q.filter.where, q.filter.params, q.order?.keys.map((k) => [k.expr, k.desc]) ?? [], asker]);
     const from = q.cursor !== undefined ? this.seal.open(q.cursor, search, q.order?.keys.length ?? 0) : undefined;
     const backwards = from?.dir === 'before';
     // one extra says whether another page exists
