@@ -274,6 +274,9 @@ export class TokenService {
     const base = { clientId: claims.clientId, purposeOfUse: claims.purposeOfUse, tokenId: claims.tokenId, issuer: claims.issuer, expiresAt: claims.expiresAt };
     if (claims.trusted) {
       if (!claims.trusted.purposes.includes(claims.purposeOfUse)) throw new TokenError(`purpose_of_use ${claims.purposeOfUse} is not one ${claims.trusted.issuer} may assert here`);
+      // A registered client's id is the registry's: what is kept by client id (its export jobs,
+      // an audit source's own events) must not open to another issuer's token naming it.
+      if (registry.get(claims.clientId)) throw new TokenError(`client ${claims.clientId} is registered here: ${claims.trusted.issuer} may not issue its tokens`);
       return { ...base, organization: claims.organization, practitioner: claims.practitioner, patient: claims.patient, roles: [], scopes: claims.scopes };
     }
     if (!audience.accepted.includes(claims.issuer)) throw new TokenError('the access token was issued for another server');

@@ -161,6 +161,14 @@ describe('Identity: SMART scopes', () => {
       assert.match(res.headers['www-authenticate'], /invalid_token/);
     });
 
+    it('a trusted issuer\'s token naming a client registered here is refused: what is kept by client id stays that client\'s', async () => {
+      const token = await external({ client_id: 'v1-reader', scope: 'user/Patient.rs', organization: 'TADMIN' });
+      const res = await h.anonymous.get(`/Patient/${alice}`, { Authorization: `Bearer ${token}` });
+      assert.equal(res.status, 401);
+      assert.match(res.headers['www-authenticate'], /invalid_token/);
+      assert.doesNotMatch(res.text, /Alice/);
+    });
+
     it('a trusted issuer\'s purposes default to TREAT, and must be v3-ActReason codes', async () => {
       const { publicKey } = await generateKeyPair('ES256');
       const jwks = { keys: [{ ...(await exportJWK(publicKey)), kid: 'k' }] };
