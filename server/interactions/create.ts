@@ -1,4 +1,4 @@
-import type { Resource } from 'fhir/r4';
+import type { AuditEvent, Resource } from 'fhir/r4';
 import type { ResourceType } from '../../resources';
 import { FhirError } from '../errors';
 import type { GatedTx } from '../gate/gate';
@@ -30,7 +30,24 @@ export async function createResource(
   }
   // Validated as sent (a malformed id is bad input even though create replaces it).
   env.validator.assertValid(type, withoutServerMeta(resource));
+  if (type === 'AuditEvent') assertRecordedNotAhead(resource, env.now());
   const fresh: Resource = { ...withoutServerMeta(resource), id: assignedId ?? newId() };
   const version = await tx.create(type, fresh);
   return { status: 201, version, message: `Created ${type}/${version.id}` };
+}
+
+/** How far ahead of this server's clock an AuditEvent's `recorded` may be (clocks drift). */
+export const RECORDED_SKEW_MS = 5 * 60_000;
+
+/**
+ * An AuditEvent (an audit source's, POSTed) may not be recorded in the future: `$access-report`
+ * lists a patient's events newest first, and events dated ahead would push real accesses out of
+ * it. Found by a second reading (stop 22): five events dated 9999 hid a refused read.
+ */
+function assertRecordedNotAhead(resource: Resource, now: number): void {
+  const text = (resource as AuditEvent).recorded;
+  const recorded = Date.parse(text ?? '');
+  if (Number.isFinite(recorded) && recorded > now + RECORDED_SKEW_MS) {
+    throw new FhirError('unprocessable', `AuditEvent.recorded (${text}) is ahead of this server's clock by more than ${RECORDED_SKEW_MS / 60_000} minutes`, { expression: ['AuditEvent.recorded'] });
+  }
 }

@@ -493,6 +493,20 @@ describe('Audit: a BALP AuditEvent for every access', () => {
       assert.ok((await lines(auditor)).some((l: Record<string, string>) => l.when === '2026-01-02T03:04:05Z'), 'auditors see the two-patient event in the report');
       assert.ok(alone);
     });
+
+    it('may not record events ahead of the server\'s clock, which would push real accesses out of a patient\'s report (422, nothing stored)', async () => {
+      const source = await h.as('ehr-audit', { purpose: 'HOPERAT' });
+      const event = balp('auditBasicReadServer') as unknown as Record<string, unknown>;
+      delete event.id;
+      (event.entity as { what: { reference?: string } }[]).find((x) => x.what.reference?.startsWith('Patient/'))!.what.reference = `Patient/${alice}`;
+      const before = (await auditor.get(`/AuditEvent?patient=${alice}&_summary=count`)).body.total as number;
+      const ahead = await source.post('/AuditEvent', { ...event, recorded: '9999-12-31T00:00:00Z' });
+      assert.equal(ahead.status, 422);
+      assert.match(ahead.body.issue[0].diagnostics, /AuditEvent.recorded .* is ahead of this server's clock/);
+      assert.equal((await auditor.get(`/AuditEvent?patient=${alice}&_summary=count`)).body.total, before, 'nothing was stored');
+      const withinSkew = new Date(Date.now() + 60_000).toISOString();
+      assert.equal((await source.post('/AuditEvent', { ...event, recorded: withinSkew })).status, 201, 'a clock a minute ahead is tolerated');
+    });
   });
 
   describe('$access-report', () => {
