@@ -133,3 +133,14 @@ export function scopesFor(scopes: readonly string[], type: ResourceType, permiss
     .map(parseScope)
     .filter((s): s is Scope => s !== null && (s.type === '*' || s.type === type) && s.permissions.has(permission));
 }
+
+/**
+ * Whether every scope of a context that lets it read any of `types` is a patient/ one: such a
+ * token speaks for its patient only, whatever organisation or roles it also names (a portal's
+ * identity provider may stamp its hospital on every token it issues). The record reviews
+ * ($access-report, $sharing-summary, $access-decision, $delivery-status) ask it before taking the
+ * caller for a custodian or an auditor.
+ */
+export function confinedToPatient(scopes: readonly string[], types: readonly ResourceType[]): boolean {
+  return types.every((t) => scopesFor(scopes, t, 'r').every((s) => s.level === 'patient'));
+}

@@ -1,6 +1,6 @@
 import type { Consent, Resource } from 'fhir/r4';
 import { definitions, hasContent, patientIdsOf, type ResourceType } from '../../resources';
-import { organizationKey, type AccessContext } from '../access/context';
+import { organizationKey, SERVER_CLIENT_ID, type AccessContext } from '../access/context';
 import type { Decision } from '../consent/decision';
 import { FhirError, outcomeOf } from '../errors';
 import { indexReadsOf, type ResourceFilter } from '../search/filter';
@@ -14,7 +14,7 @@ import { indexQueuedIn, type AuditIndex } from '../store/audit-index';
 import { moveJournalIn } from '../store/audit-journal';
 import type { WrittenVersion } from '../store/subscriptions';
 import type { Writer, WriteTx } from '../store/write';
-import { scopesFor, type Permission } from '../access/scopes';
+import { confinedToPatient, type Permission } from '../access/scopes';
 import type { AuditInteraction } from '../audit/balp';
 import type { AuditSink } from '../audit/trail';
 import { custodiansOf, type PatientRecord, type PolicyData } from '../consent/policy';
@@ -89,7 +89,10 @@ export class Gate {
     // the others; a read of it is refused to the patient and to a custodian of this one alone).
     const events = found.filter((v) => {
       const about = v.resource ? definitions.AuditEvent.patientIds(v.resource) : [];
-      return about.includes(patientId) && (auditor || about.every((p) => p === patientId));
+      // The server's own events name one patient as their subject (BALP, one event per patient);
+      // another patient in one is the user who looked (a token's fhirUser, a guardian), whom the
+      // report is there to show.
+      return about.includes(patientId) && (auditor || v.createdBy === SERVER_CLIENT_ID || about.every((p) => p === patientId));
     });
     const recorded = (v: StoredVersion) => Date.parse((v.resource as unknown as { recorded: string }).recorded);
     // Newest first by when they were recorded: rids are not in that order (the audit worker's
@@ -116,10 +119,8 @@ export class Gate {
     }
     if (!this.facts) throw new FhirError('internal', 'no patient facts configured');
     const record = (await this.facts.patients([patientId], ctx.requestId)).get(patientId);
-    // A token whose read scopes are all patient/ ones reviews its own patient's record only,
-    // whatever organisation or roles it also carries (a portal's identity provider may stamp
-    // its hospital on every token it issues).
-    const confined = reads.every((t) => scopesFor(ctx.scopes, t, 'r').every((s) => s.level === 'patient'));
+    // A patient/ token reviews its own patient's record only (confinedToPatient).
+    const confined = confinedToPatient(ctx.scopes, reads);
     const auditor = ctx.roles.includes('auditor') && !confined;
     const notPermitted = () => {
       reviewed(REVIEW_REFUSED);
@@ -437,7 +438,7 @@ export class GatedReads {
     // The cursor is bound to the search and to who asked: replayed by another client (it travels
     // in URLs, and the audit trail records queries), a page edge of a search it could not see
     // whole would tell where resources hidden from it lie in the order.
-    const asker = [ctx.clientId, ctx.purposeOfUse, ctx.patient ?? null, ctx.practitioner ?? null];
+    const asker = [ctx.issuer ?? null, ctx.clientId, organizationKey(ctx.organization), ctx.purposeOfUse, ctx.patient ?? null, ctx.practitioner ?? null];
     const search = JSON.stringify([q.types, q.filter.where, q.filter.params, q.order?.keys.map((k) => [k.expr, k.desc]) ?? [], asker]);
     const from = q.cursor !== undefined ? this.seal.open(q.cursor, search, q.order?.keys.length ?? 0) : undefined;
     const backwards = from?.dir === 'before';

@@ -2,6 +2,7 @@ import type { Consent, Resource } from 'fhir/r4';
 import { definitions } from '../../resources';
 import type { AccessContext } from '../access/context';
 import { storeContext } from '../access/background';
+import { confinedToPatient } from '../access/scopes';
 import { isCustodian } from '../consent/evaluate';
 import { custodiansOf, type PolicyData } from '../consent/policy';
 import type { Decision } from '../consent/decision';
@@ -112,6 +113,8 @@ export class SubscriptionGate {
    */
   async deliveryStatus(ctx: AccessContext, consentId: string): Promise<DeliveryLine[]> {
     const refused = () => new FhirError('forbidden', `Only the custodian of the Consent's patient and auditors may see where Consent/${consentId} was sent`);
+    // A patient/ token is neither (confinedToPatient): where a Consent was sent is not the patient's to see.
+    if (confinedToPatient(ctx.scopes, ['Patient', 'Consent', 'AuditEvent'])) throw refused();
     const auditor = ctx.roles.includes('auditor');
     const versions = await this.reader.history({ types: ['Consent'], id: consentId, order: 'desc', limit: 1000 });
     if (versions.length === 0) {

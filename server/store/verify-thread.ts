@@ -1,5 +1,6 @@
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
+import type { Options } from 'sequelize';
 import type { DatabaseConfig } from '../config';
 import type { ChainReport, VerifyOptions } from './audit-chain';
 
@@ -117,4 +118,25 @@ export class ChainVerifier {
       ),
     );
   }
+}
+
+/**
+ * PostgreSQL: the verification thread's one connection. Its statements time out at the walk's
+ * deadline (a stopped walk leaves nothing running), and every transaction on it is read-only
+ * (`default_transaction_read_only`), so the walk cannot change the trail it checks, as on SQLite.
+ */
+export function verifyPgOptions(statementTimeoutMs: number): Options {
+  return {
+    dialect: 'postgres',
+    logging: false,
+    pool: { max: 1, min: 0, idle: 10000, acquire: 30000 },
+    dialectOptions: { statement_timeout: Math.max(1, Math.ceil(statementTimeoutMs)) },
+    // Set on the session, not as a startup option: DATABASE_URL's own `options` (a search_path,
+    // say) would be replaced by one given here.
+    hooks: {
+      afterConnect: async (connection: unknown) => {
+        await (connection as { query(sql: string): Promise<unknown> }).query('SET default_transaction_read_only = on');
+      },
+    },
+  };
 }

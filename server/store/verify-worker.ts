@@ -2,7 +2,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { Sequelize } from 'sequelize';
 import { verifyChain } from './audit-chain';
 import { openDriver, openSqliteReadOnly, sqliteQuiesce, type Driver } from './driver';
-import type { FromVerifyWorker, ToVerifyWorker, VerifySetup } from './verify-thread';
+import { verifyPgOptions, type FromVerifyWorker, type ToVerifyWorker, type VerifySetup } from './verify-thread';
 import { WriterLock } from './writer-lock';
 
 /**
@@ -50,7 +50,7 @@ async function main(): Promise<void> {
     // never takes the writer lock, and cannot write whatever it runs.
     driver = await openSqliteReadOnly({ storage: database.storage, synchronous: database.synchronous, busyTimeoutMs: database.busyTimeoutMs ?? 10000, lock: WriterLock.buffer() });
   } else {
-    sequelize = new Sequelize(database.url, { dialect: 'postgres', logging: false, pool: { max: 1, min: 0, idle: 10000, acquire: 30000 }, dialectOptions: { statement_timeout: Math.max(1, Math.ceil(statementTimeoutMs)) } });
+    sequelize = new Sequelize(database.url, verifyPgOptions(statementTimeoutMs));
     driver = await openDriver(sequelize);
   }
   try {

@@ -325,6 +325,14 @@ describe('Audit: a BALP AuditEvent for every access', () => {
       assertLikeBalp(authz(await eventsOf(denied))[0], 'auditAuthZconsent-deny');
     });
 
+    it('a user who is a patient (a guardian\'s fhirUser) is in the report of the patient whose record they read', async () => {
+      const guardian = await userToken({ fhirUser: `Patient/${bob}`, organization: 'GP1', scope: SCOPE });
+      assert.equal((await guardian.get(`/Patient/${alice}`, { 'X-Request-Id': 'guardian-read' })).status, 200);
+      const lines = (await gp.get(`/Patient/${alice}/$access-report?_count=1000`)).body.parameter.filter((p: { name: string }) => p.name === 'access');
+      const users = lines.flatMap((l: { part: { name: string; valueReference?: { reference?: string } }[] }) => l.part.filter((p) => p.name === 'user').map((p) => p.valueReference?.reference));
+      assert.ok(users.includes(`Patient/${bob}`), 'the server\'s event names Alice as its subject and Bob as the user: it stays in Alice\'s report');
+    });
+
     it('an AuthZconsent event keeps BALP\'s userorg agent when the token names no organisation', async () => {
       const id = rid();
       const p1 = await userToken({ fhirUser: 'Practitioner/p1', scope: SCOPE });
@@ -539,6 +547,10 @@ describe('Audit: a BALP AuditEvent for every access', () => {
       for (const op of ['$access-report', '$sharing-summary']) {
         assert.equal((await h.anonymous.get(`/Patient/${alice}/${op}`, stamped)).status, 403, op);
       }
+      // Nor where a Consent of another patient was sent ($delivery-status keeps its own check).
+      const aliceConsent = (await gp.get(`/Consent?patient=${alice}`)).body.entry[0].resource.id as string;
+      assert.equal((await gp.get(`/Consent/${aliceConsent}/$delivery-status`)).status, 200);
+      assert.equal((await h.anonymous.get(`/Consent/${aliceConsent}/$delivery-status`, stamped)).status, 403);
       await gp.get(`/Patient/${hidden}/$access-report?_since=2020-01-01T00:00:00Z`, { 'X-Request-Id': 'audit-report' });
       const [e] = await eventsOf('audit-report');
       assert.deepEqual(shape(e).subtype, ['operation']);

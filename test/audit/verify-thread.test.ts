@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { Client } from 'pg';
-import { ChainVerifier, VerificationStopped } from '../../server/store/verify-thread';
+import { QueryTypes, Sequelize } from 'sequelize';
+import { ChainVerifier, VerificationStopped, verifyPgOptions } from '../../server/store/verify-thread';
 import { ENGINE, freshDatabase, type TestDatabase } from '../support/db';
 import { Store } from '../../server/store/store';
 import { bulkAuditEvent } from '../support/fixtures';
@@ -54,6 +55,22 @@ describe(`Audit: the chain is verified on a thread of its own (${ENGINE})`, () =
     const verifier = new ChainVerifier(db.config, 1);
     await assert.rejects(verifier.verify({}), (err: Error) => err instanceof VerificationStopped && /ran longer than/.test(err.message));
     await verifier.close();
+  });
+
+  it('on PostgreSQL, the thread\'s connection is read-only: it cannot change the trail it checks', async function () {
+    if (ENGINE !== 'postgres') return this.skip();
+    const sequelize = new Sequelize(db.url!, verifyPgOptions(60000));
+    try {
+      const [row] = await sequelize.query<{ default_transaction_read_only: string }>('SHOW default_transaction_read_only', { type: QueryTypes.SELECT });
+      assert.equal(row.default_transaction_read_only, 'on');
+      // It reads the test's schema (DATABASE_URL's search_path is kept) and its rows.
+      const [head] = await sequelize.query<{ n: string }>('SELECT COUNT(*) AS n FROM audit_chain_head', { type: QueryTypes.SELECT });
+      assert.equal(Number(head.n), 1);
+      await assert.rejects(sequelize.query('DELETE FROM audit_chain'), /read-only transaction/);
+      await assert.rejects(sequelize.query('UPDATE audit_chain_head SET links = links'), /read-only transaction/);
+    } finally {
+      await sequelize.close();
+    }
   });
 
   it('on PostgreSQL, a run stopped at its deadline leaves no statement running on the server', async function () {

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import type { Bundle } from 'fhir/r4';
-import type { Api } from '../support/api';
+import { createLocalJWKSet, exportJWK, generateKeyPair, SignJWT, type KeyLike } from 'jose';
+import { Api } from '../support/api';
 import { consentFor, managedPatient, org } from '../support/fixtures';
 import { startHarness, type Harness } from '../support/harness';
 
@@ -15,9 +16,14 @@ describe('Consent: search cursors are bound to the client that got them', () => 
   let h: Harness;
   let gp: Api;
   let hospital: Api;
+  let idpKey: KeyLike;
+  const IDP = 'https://idp.portal.example';
 
   before(async () => {
+    const pair = await generateKeyPair('ES256');
+    idpKey = pair.privateKey;
     h = await startHarness({
+      trusted: [{ issuer: IDP, keys: createLocalJWKSet({ keys: [{ ...(await exportJWK(pair.publicKey)), kid: 'k', alg: 'ES256' }] }), algorithms: ['ES256'], purposes: ['TREAT'] }],
       clients: [
         { clientId: 'gp', ods: 'GP1', scopes: ['system/Patient.cruds', 'system/Consent.cruds'], purposes: ['TREAT'] },
         { clientId: 'hospital', ods: 'HOSP1', scopes: ['system/Patient.rs'], purposes: ['TREAT'] },
@@ -51,6 +57,24 @@ describe('Consent: search cursors are bound to the client that got them', () => 
     assert.doesNotMatch(JSON.stringify(replayed.body), /Cursorc/);
     // The link still works for the client that got it.
     assert.deepEqual(families((await gp.get(pathOf(link))).body as Bundle), ['Cursorc']);
+  });
+
+  it('tokens of one shared app (one client id) for two organisations do not take each other\'s cursors', async () => {
+    const as = async (organization: string) => {
+      const now = Math.floor(Date.now() / 1000);
+      const token = await new SignJWT({ iss: IDP, aud: h.config.baseUrl!, exp: now + 300, client_id: 'shared-app', organization, scope: 'user/Patient.rs' })
+        .setProtectedHeader({ alg: 'ES256', kid: 'k' })
+        .sign(idpKey);
+      return new Api(h.app.express, token);
+    };
+    const atGp = await as('GP1');
+    const atHospital = await as('HOSP1');
+    const first = await atGp.get('/Patient?family=Cursor&_sort=birthdate&_count=2');
+    assert.equal(first.status, 200, JSON.stringify(first.body));
+    assert.deepEqual(families(first.body as Bundle), ['Cursora', 'Cursorb']);
+    const replayed = await atHospital.get(pathOf(next(first.body as Bundle)!));
+    assert.equal(replayed.status, 400);
+    assert.doesNotMatch(JSON.stringify(replayed.body), /Cursorc/);
   });
 
   it('each client pages through what it may see with its own links', async () => {

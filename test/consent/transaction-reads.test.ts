@@ -84,6 +84,9 @@ describe('Consent: a transaction is decided without the Consents it wrote until 
   it('a GET of the hidden patient after the rogue Consent is refused in the transaction', async () => {
     const res = await transaction([rogue(), { request: { method: 'GET', url: `Patient/${hidden}` } }]);
     assert.equal(res.status, 403, res.says);
+    // The GET entry's own refusal, not the rogue Consent's at COMMIT (which would roll back a read it let through).
+    assert.match(res.says, /access to this Patient/);
+    assert.doesNotMatch(res.says, /create of a Consent/);
   });
 
   it('nothing of the probes was stored', async () => {
