@@ -34,6 +34,11 @@ import type { AccessPolicy, ReadPurpose, SystemInteraction } from './policy';
  * what the asker may see (HAPI's consent interceptor does the same, for the same reason:
  * hiding existence).
  */
+/** Who asked, as paging cursors are bound to it (search, $access-report). */
+function askerOf(ctx: AccessContext): unknown[] {
+  return [ctx.issuer ?? null, ctx.clientId, organizationKey(ctx.organization), ctx.purposeOfUse, ctx.patient ?? null, ctx.practitioner ?? null];
+}
+
 export class Gate {
   private readonly reads: GatedReads;
   private readonly seal: CursorSeal;
@@ -74,11 +79,18 @@ export class Gate {
   }
 
   /**
-   * `$access-report`: the AuditEvents about a patient (newest first), for the patient, its
-   * custodian and auditors. Reading the trail is itself audited.
+   * `$access-report`: the AuditEvents about a patient, for the patient, its custodian and
+   * auditors (reading the trail is itself audited). Newest first by when they were recorded (then
+   * by row), `limit` a page, below the page edge `cursor` (a sealed cursor from an earlier page's
+   * `next`, bound like search cursors to the report and to who asked), with the cursor of the
+   * next page when there is one.
    */
-  async accessReport(ctx: AccessContext, patientId: string, since: number | undefined, limit: number): Promise<StoredVersion[]> {
+  async accessReport(ctx: AccessContext, patientId: string, since: number | undefined, limit: number, cursor?: string): Promise<{ events: StoredVersion[]; next?: string }> {
+    // Reviewed first, so that the attempt is on the patient's trail whatever the cursor.
     const { auditor } = await this.reviewPatient(ctx, patientId);
+    const report = JSON.stringify(['$access-report', patientId, since ?? null, askerOf(ctx)]);
+    const from = cursor !== undefined ? this.seal.open(cursor, report, 1) : undefined;
+    if (from && (from.dir !== 'after' || typeof from.at.keys[0] !== 'number')) throw new FhirError('invalid-request', 'Invalid _cursor: not a cursor this server issued for this report', { expression: ['_cursor'] });
     // It reads the `patient` index rows only, which are written with the events.
     await trailRead(this.store.auditIndex.catchUp([`Patient/${patientId}`], ['patient']));
     const found = await this.store.reader.byPatient('AuditEvent', 'patient', [patientId]);
@@ -97,10 +109,14 @@ export class Gate {
     const recorded = (v: StoredVersion) => Date.parse((v.resource as unknown as { recorded: string }).recorded);
     // Newest first by when they were recorded: rids are not in that order (the audit worker's
     // events get theirs when they are moved from its journal, after events appended since).
-    return events
-      .filter((v) => since === undefined || recorded(v) >= since)
-      .sort((a, b) => recorded(b) - recorded(a) || b.rid - a.rid)
-      .slice(0, limit);
+    // A page starts below the last line of the one before, so events recorded since (newer) or
+    // moved in since (older, with larger rids) neither repeat nor shift a line out of reach.
+    const edge = from ? { recorded: from.at.keys[0] as number, rid: from.at.rid } : undefined;
+    const below = (v: StoredVersion) => !edge || recorded(v) < edge.recorded || (recorded(v) === edge.recorded && v.rid < edge.rid);
+    const ordered = events.filter((v) => (since === undefined || recorded(v) >= since) && below(v)).sort((a, b) => recorded(b) - recorded(a) || b.rid - a.rid);
+    const page = ordered.slice(0, limit);
+    const last = page[page.length - 1];
+    return { events: page, ...(ordered.length > limit && last ? { next: this.seal.seal({ dir: 'after', at: { rid: last.rid, keys: [recorded(last)] } }, report) } : {}) };
   }
 
   /**
@@ -438,8 +454,7 @@ export class GatedReads {
     // The cursor is bound to the search and to who asked: replayed by another client (it travels
     // in URLs, and the audit trail records queries), a page edge of a search it could not see
     // whole would tell where resources hidden from it lie in the order.
-    const asker = [ctx.issuer ?? null, ctx.clientId, organizationKey(ctx.organization), ctx.purposeOfUse, ctx.patient ?? null, ctx.practitioner ?? null];
-    const search = JSON.stringify([q.types, q.filter.where, q.filter.params, q.order?.keys.map((k) => [k.expr, k.desc]) ?? [], asker]);
+    const search = JSON.stringify([q.types, q.filter.where, q.filter.params, q.order?.keys.map((k) => [k.expr, k.desc]) ?? [], askerOf(ctx)]);
     const from = q.cursor !== undefined ? this.seal.open(q.cursor, search, q.order?.keys.length ?? 0) : undefined;
     const backwards = from?.dir === 'before';
     // one extra says whether another page exists

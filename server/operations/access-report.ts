@@ -5,7 +5,7 @@ import { FhirError } from '../errors';
 import { isInstant, parseDateRange } from '../fhir/dates';
 import type { HttpDeps } from '../http/deps';
 import { sendJson } from '../http/format';
-import { ctxOf } from '../http/request';
+import { ctxOf, locals } from '../http/request';
 import type { OperationDef } from './registry';
 
 export const ACCESS_REPORT_URL = 'https://custodian.example.org/fhir/OperationDefinition/Patient-access-report';
@@ -45,9 +45,10 @@ function line(e: AuditEvent, id: string): ParametersParameter {
 }
 
 /**
- * `GET /Patient/{id}/$access-report[?_since=instant][&_count=n]`: who accessed this record,
- * when, from which organisation, for which purpose, what they saw, and whether it was refused or
- * break-the-glass; newest first. For the patient (patient/ scope), its custodian and auditors.
+ * `GET /Patient/{id}/$access-report[?_since=instant][&_count=n][&_cursor=…]`: who accessed this
+ * record, when, from which organisation, for which purpose, what they saw, and whether it was
+ * refused or break-the-glass; newest first, `_count` lines a page (default 100), the next page's
+ * URL in `next` when there is one. For the patient (patient/ scope), its custodian and auditors.
  * Reading it is itself audited.
  */
 export const accessReportOperation: OperationDef = {
@@ -61,14 +62,17 @@ export const accessReportOperation: OperationDef = {
     const q = req.query as Record<string, string | undefined>;
     if (q._since !== undefined && !isInstant(q._since)) throw new FhirError('invalid-request', '_since must be an instant such as 2026-01-31T12:00:00Z', { expression: ['_since'] });
     if (q._count !== undefined && !/^\d+$/.test(q._count)) throw new FhirError('invalid-request', '_count must be a whole number', { expression: ['_count'] });
+    if (q._cursor !== undefined && typeof q._cursor !== 'string') throw new FhirError('invalid-request', '_cursor must be given once', { expression: ['_cursor'] });
     const since = q._since ? parseDateRange(q._since)!.lo : undefined;
     const limit = Math.min(Number(q._count ?? 100), deps.config.search.maxCount);
-    const events = await deps.gate.accessReport(ctxOf(res), target.id!, since, limit);
+    const { events, next } = await deps.gate.accessReport(ctxOf(res), target.id!, since, limit, q._cursor);
+    const query = new URLSearchParams({ ...(q._since ? { _since: q._since } : {}), _count: String(limit), ...(next ? { _cursor: next } : {}) });
     const out: Parameters = {
       resourceType: 'Parameters',
       parameter: [
         { name: 'patient', valueReference: { reference: `Patient/${target.id}` } },
         { name: 'count', valueInteger: events.length },
+        ...(next ? [{ name: 'next', valueUri: `${locals(res).baseUrl}/Patient/${target.id}/$access-report?${query}` }] : []),
         ...events.map((v) => line(v.resource as AuditEvent, v.id)),
       ],
     };

@@ -557,6 +557,48 @@ describe('Audit: a BALP AuditEvent for every access', () => {
       assert.equal(patientOf(e), `Patient/${hidden}`);
       assert.equal((await gp.get(`/Patient/${hidden}/$access-report?_since=yesterday`)).status, 400);
     });
+    it('pages newest first: next links walk every line once, and a cursor is for its report and caller only', async () => {
+      type Param = { name: string; valueUri?: string; part?: { name: string; valueReference?: { reference?: string }; valueInstant?: string }[] };
+      const lines = (body: { parameter: Param[] }) => body.parameter.filter((p) => p.name === 'access' || p.name === 'decision');
+      const eventOf = (l: Param) => l.part!.find((x) => x.name === 'event')!.valueReference!.reference!;
+      const nextOf = (body: { parameter: Param[] }) => body.parameter.find((p) => p.name === 'next')?.valueUri;
+      const pages: string[][] = [];
+      const base = h.config.baseUrl!;
+      let url: string | undefined = `/Patient/${hidden}/$access-report?_count=3`;
+      let requests = 0;
+      while (url) {
+        const res = await gp.get(url.startsWith('/') ? url : url.slice(base.length));
+        requests++;
+        assert.equal(res.status, 200, res.text);
+        assert.ok(lines(res.body).length <= 3);
+        assert.equal(res.body.parameter.find((p: Param & { valueInteger?: number }) => p.name === 'count').valueInteger, lines(res.body).length);
+        pages.push(lines(res.body).map(eventOf));
+        url = nextOf(res.body);
+        if (url) assert.ok(url.startsWith(`${base}/Patient/${hidden}/$access-report?`) && new URL(url).searchParams.get('_count') === '3', url);
+      }
+      assert.ok(pages.length > 3, `${pages.length} pages`);
+      const walked = pages.flat();
+      assert.equal(new Set(walked).size, walked.length, 'no line twice');
+      // Read whole afterwards: the same lines in the same order, below the reviews the walk itself wrote.
+      const whole = await gp.get(`/Patient/${hidden}/$access-report?_count=1000`);
+      const all = lines(whole.body).map(eventOf);
+      assert.equal(nextOf(whole.body), undefined);
+      assert.equal(all.length, walked.length + requests);
+      assert.deepEqual(all.slice(requests), walked);
+      const whens = lines(whole.body).map((l) => Date.parse(l.part!.find((x) => x.name === 'when')!.valueInstant!));
+      assert.ok(whens.every((w, i) => i === 0 || whens[i - 1] >= w), 'newest first');
+      // The cursor is sealed and bound: another caller, another patient, another _since or an edit is a 400.
+      const first = await gp.get(`/Patient/${hidden}/$access-report?_count=2`);
+      const cursor = new URL(nextOf(first.body)!).searchParams.get('_cursor')!;
+      assert.equal((await gp.get(`/Patient/${hidden}/$access-report?_count=2&_cursor=${cursor}`)).status, 200);
+      assert.equal((await auditor.get(`/Patient/${hidden}/$access-report?_count=2&_cursor=${cursor}`)).status, 400, 'another caller');
+      assert.equal((await gp.get(`/Patient/${alice}/$access-report?_count=2&_cursor=${cursor}`)).status, 400, 'another patient');
+      assert.equal((await gp.get(`/Patient/${hidden}/$access-report?_count=2&_since=2020-01-01T00:00:00Z&_cursor=${cursor}`)).status, 400, 'another _since');
+      const edited = `${cursor.slice(0, -2)}${cursor.endsWith('AA') ? 'AB' : 'AA'}`;
+      assert.equal((await gp.get(`/Patient/${hidden}/$access-report?_count=2&_cursor=${edited}`)).status, 400, 'edited');
+      // A caller refused the review is refused before its cursor is looked at (and the attempt is on the trail).
+      assert.equal((await hospital.get(`/Patient/${hidden}/$access-report?_cursor=${cursor}`)).status, 403);
+    });
   });
 
   it('logs one JSON line per request, separate from the audit trail', async () => {
