@@ -160,6 +160,8 @@ export class AuditFramer {
 
 /** The JSON of frozen objects (constants shared by every event, audit/balp.ts), made once: they cannot change. */
 const frozenJson = new WeakMap<object, string>();
+/** `"key":` for the member names of entities (a handful: type, role, what, …), made once. */
+const keyJson = new Map<string, string>();
 
 /**
  * JSON.stringify of one of an event's own entities, its frozen members taken from frozenJson: an
@@ -172,27 +174,38 @@ function ownJson(entity: object): string {
   for (const k of Object.keys(entity)) {
     const v = (entity as Record<string, unknown>)[k];
     let json: string | undefined;
-    if (typeof v === 'object' && v !== null && Object.isFrozen(v)) {
+    if (typeof v === 'object' && v !== null) {
       json = frozenJson.get(v);
       if (json === undefined) {
         json = JSON.stringify(v);
-        frozenJson.set(v, json);
+        if (json !== undefined && Object.isFrozen(v)) frozenJson.set(v, json);
       }
     } else json = JSON.stringify(v);
     // What JSON.stringify leaves out (undefined, functions, symbols) gives undefined here too.
-    if (json !== undefined) out += `${out ? ',' : '{'}${JSON.stringify(k)}:${json}`;
+    if (json !== undefined) {
+      let key = keyJson.get(k);
+      if (key === undefined) {
+        key = `${JSON.stringify(k)}:`;
+        if (keyJson.size < 64) keyJson.set(k, key);
+      }
+      out += `${out ? ',' : '{'}${key}${json}`;
+    }
   }
   return out ? `${out}}` : '{}';
 }
 
 /** Whether two events have the same members (names, and values: the same objects). */
 function sameMembers(a: readonly [string, unknown][], b: readonly [string, unknown][]): boolean {
-  return a.length === b.length && a.every(([k, v], i) => b[i][0] === k && b[i][1] === v);
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i][0] !== b[i][0] || a[i][1] !== b[i][1]) return false;
+  return true;
 }
 
 /** Whether two lists hold the same objects. */
 function sameObjects(a: readonly object[], b: readonly object[]): boolean {
-  return a.length === b.length && a.every((x, i) => b[i] === x);
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 /** How many last elements two arrays share (the same objects). */
