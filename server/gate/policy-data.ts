@@ -84,8 +84,14 @@ export class PatientFactsCache implements PolicyData {
     }
     for (const c of changes) {
       if (c.type === 'Patient') this.cache.delete(c.id);
-      else if (c.content) for (const id of definitions.Consent.patientIds(JSON.parse(c.content) as Consent)) this.cache.delete(id);
-      else this.cache.clear(); // a deleted Consent: its patient is no longer in the row
+      else if (c.content === null) this.cache.clear(); // a deleted Consent: its patient is no longer in the row
+      else {
+        // The patients it names now, and those the version it replaced named: a Consent moved to
+        // another patient (a correction) no longer counts for the first one.
+        for (const content of [c.content, c.previous]) {
+          if (content !== null) for (const id of definitions.Consent.patientIds(JSON.parse(content) as Consent)) this.cache.delete(id);
+        }
+      }
     }
   }
 

@@ -124,13 +124,17 @@ export class StoreReader {
     return types.map((t) => Number(rows.find((r) => r.type === t)?.seq ?? 0));
   }
 
-  /** Type, id and content of versions of these types committed after `seq` (oldest first, at most `limit`). */
-  async changesSince(types: readonly ResourceType[], seq: number, limit: number): Promise<{ seq: number; type: ResourceType; id: string; content: string | null }[]> {
-    const rows = await this.driver.all<{ seq: number | string; type: string; id: string; content: string | null }>(
-      `SELECT v.seq, v.type, v.id, v.content FROM resource_versions v WHERE v.type IN (${types.map(() => '?').join(', ')}) AND v.seq > ? ORDER BY v.seq${limitClause(limit)}`,
+  /**
+   * Type, id and content of versions of these types committed after `seq` (oldest first, at most
+   * `limit`), each with the content of the version it replaced (null for a first version or one
+   * that replaced a deletion).
+   */
+  async changesSince(types: readonly ResourceType[], seq: number, limit: number): Promise<{ seq: number; type: ResourceType; id: string; content: string | null; previous: string | null }[]> {
+    const rows = await this.driver.all<{ seq: number | string; type: string; id: string; content: string | null; previous: string | null }>(
+      `SELECT v.seq, v.type, v.id, v.content, p.content AS previous FROM resource_versions v LEFT JOIN resource_versions p ON p.type = v.type AND p.id = v.id AND p.version_id = v.version_id - 1 WHERE v.type IN (${types.map(() => '?').join(', ')}) AND v.seq > ? ORDER BY v.seq${limitClause(limit)}`,
       [...types, seq],
     );
-    return rows.map((r) => ({ seq: Number(r.seq), type: r.type as ResourceType, id: r.id, content: r.content }));
+    return rows.map((r) => ({ seq: Number(r.seq), type: r.type as ResourceType, id: r.id, content: r.content, previous: r.previous }));
   }
 
   /** One version of a resource. */

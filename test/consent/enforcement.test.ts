@@ -341,6 +341,29 @@ describe('Consent enforcement through the HTTP API', () => {
     const ext = cs.rest[0].security.extension.find((e: { url: string }) => e.url.endsWith('consent-default-policy'));
     assert.equal(ext.valueCode, 'deny');
   });
+  describe('a Consent corrected to name another patient', () => {
+    // Found by a second reading (stop 23): the decision cache dropped only the patients the new
+    // version names, so the first patient kept the moved permit in every process that had read it.
+    for (const how of ['PUT', 'PATCH'] as const) {
+      it(`no longer counts for the first patient on the very next request (${how})`, async () => {
+        const first = (await gp.post('/Patient', patient(`Movedfrom${how}`, how === 'PUT' ? '9000000017' : '9000000025'))).body.id as string;
+        const second = (await gp.post('/Patient', patient(`Movedto${how}`, how === 'PUT' ? '9000000033' : '9000000041'))).body.id as string;
+        const c = (await gp.post('/Consent', consentFor(first, { type: 'permit', actor: [{ role: { text: 'recipient' }, reference: org('HOSP1') }] }))).body;
+        // A Patient written after the Consent, so that the cache's next look at changes starts past the Consent's creation.
+        assert.equal((await gp.put(`/Patient/${second}`, { ...patient(`Movedto${how}`, how === 'PUT' ? '9000000033' : '9000000041'), id: second, gender: 'other' })).status, 200);
+        assert.equal((await hospital.get(`/Patient/${first}`)).status, 200, 'permitted, and now cached');
+        assert.equal((await hospital.get(`/Patient/${second}`)).status, 403);
+        const moved =
+          how === 'PUT'
+            ? await gp.put(`/Consent/${c.id}`, { ...c, patient: { reference: `Patient/${second}` } })
+            : await gp.patch(`/Consent/${c.id}`, [{ op: 'replace', path: '/patient/reference', value: `Patient/${second}` }]);
+        assert.equal(moved.status, 200, moved.text);
+        assert.equal((await hospital.get(`/Patient/${first}`)).status, 403, 'the moved permit is gone from the first patient');
+        assert.equal((await hospital.get(`/Patient/${second}`)).status, 200, 'and counts for the second');
+        assert.ok(!idsOf((await hospital.get(`/Patient?_id=${first},${second}`)).body).includes(first));
+      });
+    }
+  });
 });
 
 describe('Consent enforcement: a page of mostly hidden matches', () => {
@@ -390,4 +413,5 @@ describe('Consent enforcement: a page of mostly hidden matches', () => {
     assert.equal(batchSize(51, 0, 50), 2000, 'none visible yet: as many as allowed');
     assert.equal(batchSize(101, 1, 2000), 2000);
   });
+
 });
