@@ -59,15 +59,32 @@ export function allOf(...policies: AccessPolicy[]): AccessPolicy {
     async canRead(ctx, versions, purpose, view) {
       const decisions: Decision[] = versions.map(() => permit('open-access', 'no policy'));
       let pending = versions.map((_, i) => i);
-      for (const p of policies) {
+      // Versions a granular scope refused for their content, and by which policy: see below.
+      const byContent = new Map<number, number>();
+      for (const [at, p] of policies.entries()) {
         if (pending.length === 0) break;
         const answers = await p.canRead(ctx, pending.map((i) => versions[i]), purpose, view);
         const next: number[] = [];
         answers.forEach((d, k) => {
           decisions[pending[k]] = d;
           if (d.effect === 'permit') next.push(pending[k]);
+          else if (d.reason === 'granular-scope') byContent.set(pending[k], at);
         });
         pending = next;
+      }
+      // A granular scope's refusal says what the data is not (`?identifier=…` a patient's NHS
+      // number does not match): a client choosing the filter would read hidden data one fact a
+      // request, its refusals differing from those of data hidden from it. So such a refusal
+      // stands only where every later policy permits the read; where one refuses, its refusal
+      // is the answer, as it is for data that does match the filter.
+      for (const [i, at] of byContent) {
+        for (const p of policies.slice(at + 1)) {
+          const [d] = await p.canRead(ctx, [versions[i]], purpose, view);
+          if (d.effect === 'deny') {
+            decisions[i] = d;
+            break;
+          }
+        }
       }
       return decisions;
     },

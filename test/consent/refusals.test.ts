@@ -166,6 +166,28 @@ describe('Consent: what a refused client is told', () => {
     saysNothing(update, 'Patient update');
   });
 
+  it('a granular scope the client chose does not tell hidden data that matches it from data that does not', async () => {
+    // Found by a second reading (stop 23): `?identifier=<NHS number>` refused a hidden patient as
+    // access-policy when the number was theirs and as granular-scope when it was not.
+    const NHS_SYSTEM = 'https://fhir.nhs.uk/Id/nhs-number';
+    const filtered = (nhs: string) => h.as('hospital', { scope: `system/Patient.rs?identifier=${NHS_SYSTEM}|${nhs}` });
+    const theirs = await filtered('9000000009');
+    const notTheirs = await filtered('9000000017');
+    const a = await theirs.get(`/Patient/${ids.plain}`);
+    const b = await notTheirs.get(`/Patient/${ids.plain}`);
+    assert.deepEqual([a.status, b.status], [403, 403]);
+    assert.deepEqual([category(a.body), hint(a.body)], [category(b.body), hint(b.body)], `${a.text}\n${b.text}`);
+    assert.equal(category(b.body), 'access-policy');
+    saysNothing(b, 'granular scope, hidden patient');
+    // Where the Consent lets the client see the data, the filter's refusal is the answer: it tells nothing hidden.
+    const visible = (await gp.post('/Patient', patient('Visibleton', '9000000025'))).body.id as string;
+    assert.equal((await gp.post('/Consent', consentFor(visible, { type: 'permit', actor: [{ role: { text: 'recipient' }, reference: org('HOSP1') }] }))).status, 201);
+    assert.equal((await (await filtered('9000000025')).get(`/Patient/${visible}`)).status, 200);
+    const outside = await notTheirs.get(`/Patient/${visible}`);
+    assert.equal(outside.status, 403);
+    assert.equal(category(outside.body), 'granular-scope');
+  });
+
   it('every public category is documented in the README', () => {
     const readme = fs.readFileSync(path.resolve(__dirname, '..', '..', '..', 'README.md'), 'utf8');
     const section = readme.slice(readme.indexOf('**What a refused client sees.**'), readme.indexOf('### Explaining decisions'));
