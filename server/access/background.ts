@@ -1,4 +1,5 @@
 import { freezeContext, type AccessContext } from './context';
+import { isA } from './purpose';
 import type { ClientRegistry } from './registry';
 import { grant } from './scopes';
 
@@ -46,6 +47,20 @@ export function mayWorkInBackground(ctx: AccessContext, registry: ClientRegistry
   if (ctx.clientId === null || ctx.registeredPurposes === undefined || ctx.clientKey === undefined) return false;
   const client = registry.get(ctx.clientId);
   return client !== undefined && client.keyThumbprints.has(ctx.clientKey);
+}
+
+/**
+ * Why this request may not start, see, change or fetch background work (an export, a
+ * Subscription), or undefined when it may: the client must be one of the registry's, with a
+ * token this server issued (mayWorkInBackground), and not for break-the-glass. Break-the-glass
+ * opens one patient's record in an emergency; carried into an export or a Subscription, it would
+ * open every patient's record at once, whatever their custodians and Consents say (only a
+ * Consent that denies break-the-glass in so many words stands against it).
+ */
+export function backgroundRefusal(ctx: AccessContext, registry: ClientRegistry, what: string): string | undefined {
+  if (!mayWorkInBackground(ctx, registry)) return `${what} are for clients registered with this server, using a token it issued with one of their registered keys`;
+  if (isA(ctx.purposeOfUse, 'ETREAT')) return `${what} cannot be for break-the-glass (${ctx.purposeOfUse}): it opens one patient's record in an emergency, never many at once`;
+  return undefined;
 }
 
 /**

@@ -1,6 +1,7 @@
 import { definitions, RESOURCE_TYPES, type ResourceType } from '../../resources';
 import type { AccessContext } from '../access/context';
-import { storeContext } from '../access/background';
+import { backgroundContext, backgroundRefusal, storeContext } from '../access/background';
+import type { ClientRegistry } from '../access/registry';
 import type { Decision } from '../consent/decision';
 import { FhirError } from '../errors';
 import type { ExportFile, ExportJob, ExportJobs, ExportLevel } from '../store/exports';
@@ -49,6 +50,7 @@ export class ExportGate {
     private readonly policy: AccessPolicy,
     private readonly jobs: ExportJobs,
     seal: CursorSeal,
+    private readonly registry: ClientRegistry,
   ) {
     this.reads = new GatedReads(reader, policy, seal);
   }
@@ -69,10 +71,15 @@ export class ExportGate {
   /**
    * The job, for the client that started it only: anyone else learns nothing, not even that it
    * exists (404). A cancelled or expired job is gone (404, as the IG requires after a DELETE).
+   * The client must still stand as it did when it started the job (backgroundContext: still
+   * registered, for the job's purpose, with the key it asked with), and ask as the registered
+   * client (backgroundRefusal): its files were decided for that standing, and are not served to a
+   * client whose purpose or key was withdrawn since, nor to a trusted issuer's token naming it.
    */
   async job(ctx: AccessContext, id: string): Promise<ExportJob> {
     const job = await this.jobs.get(id);
     if (!job || job.clientId !== ctx.clientId || job.status === 'cancelled') throw new FhirError('not-found', `No export ${id} of this client`);
+    if (backgroundRefusal(ctx, this.registry, 'Bulk Data exports') || !backgroundContext(this.registry, job.context, ctx.requestId)) throw new FhirError('not-found', `No export ${id} of this client`);
     for (const type of job.types) this.reads.allow(ctx, type, 'search-type');
     return job;
   }

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Request, Response } from 'express';
-import { mayWorkInBackground } from '../access/background';
+import { backgroundRefusal } from '../access/background';
 import { FhirError, informational } from '../errors';
 import { parametersToPairs, parseExportParameters } from '../feed/export-request';
 import type { HttpDeps } from '../http/deps';
@@ -24,7 +24,8 @@ async function kickOff(req: Request, res: Response, deps: HttpDeps, level: Expor
   const pairs = req.method === 'POST' ? [...queryPairs(req), ...parametersToPairs(res.locals.bodyKind === 'json' ? req.body : undefined)] : queryPairs(req);
   const params = parseExportParameters(pairs, prefer.handling === 'lenient');
   const ctx = ctxOf(res);
-  if (!mayWorkInBackground(ctx, deps.registry)) throw new FhirError('forbidden', 'Bulk Data export is for clients registered with this server, using a token it issued with one of their registered keys');
+  const refusal = backgroundRefusal(ctx, deps.registry, 'Bulk Data exports');
+  if (refusal) throw new FhirError('forbidden', refusal);
   const types = params.types ?? deps.feed.exports.searchableTypes(ctx);
   if (types.length === 0) throw new FhirError('forbidden', 'No granted scope lets this client search any resource type, so there is nothing it may export');
   const { baseUrl } = locals(res);

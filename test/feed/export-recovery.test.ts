@@ -50,12 +50,12 @@ describe('Feed: an interrupted export resumes or fails visibly', function () {
   function runner(owner: string, failOn: (page: number) => boolean, registry?: ClientRegistry): ExportRunner {
     const jobs = new ExportJobs(h.store, now);
     const policy = allOf(scopePolicy, new ConsentPolicy(new PatientFactsCache(h.store.reader), { defaultPolicy: 'deny', now }));
-    const gate = new ExportGate(h.store.reader, policy, jobs, new CursorSeal(h.store.cursorKey));
+    const all = ClientRegistry.of(parseRegistry([...h.clients.values()].map((c) => c.entry), '(test)'));
+    const gate = new ExportGate(h.store.reader, policy, jobs, new CursorSeal(h.store.cursorKey), registry ?? all);
     let pages = 0;
     const flaky = Object.assign(Object.create(gate) as ExportGate, {
       page: (...args: Parameters<ExportGate['page']>) => (failOn(++pages) ? Promise.reject(new Error('the process died here')) : gate.page(...args)),
     });
-    const all = ClientRegistry.of(parseRegistry([...h.clients.values()].map((c) => c.entry), '(test)'));
     return new ExportRunner({ jobs, gate: flaky, registry: registry ?? all, config: h.config.feed, baseUrl: h.config.baseUrl, now, logger: createLogger('silent'), owner });
   }
 

@@ -70,6 +70,7 @@ describe('Feed: Bulk Data export', function () {
         { clientId: 'national', ods: 'X26', scopes: ['system/Consent.rs', 'system/Patient.s'], purposes: ['PUBHLTH'], roles: ['national-service'] },
         { clientId: 'research', ods: 'RES1', scopes: ['system/Patient.rs', 'system/Consent.rs'], purposes: ['HRESCH'] },
         { clientId: 'other', ods: 'OTH1', scopes: ['system/Consent.rs', 'system/Patient.rs'], purposes: ['TREAT'] },
+        { clientId: 'emergency', ods: 'ED1', scopes: ['system/Patient.rs', 'system/Consent.rs'], purposes: ['TREAT', 'BTG', 'ETREAT', 'HRESCH'] },
       ],
     });
     gp = await h.as('gp');
@@ -251,6 +252,44 @@ describe('Feed: Bulk Data export', function () {
     assert.equal(res.status, 202, res.text);
     return local(res.headers['content-location']);
   }
+
+  it('break-the-glass cannot start an export: it opens one record in an emergency, not all of them', async () => {
+    // Found by a second reading (stop 23): a BTG token's export held every patient on the server.
+    for (const purpose of ['BTG', 'ETREAT']) {
+      const api = await h.as('emergency', { purpose });
+      for (const path of ['/$export?_type=Patient', '/Patient/$export']) {
+        const res = await api.get(path, { Prefer: 'respond-async' });
+        assert.equal(res.status, 403, `${purpose} ${path}: ${res.text}`);
+        assert.match(res.body.issue[0].diagnostics, /break-the-glass/);
+      }
+    }
+    assert.equal((await (await h.as('emergency')).get('/Patient/$export', { Prefer: 'respond-async' })).status, 202, 'the same client for treatment may');
+  });
+
+  it("an export's files are not served once the purpose it was for is withdrawn from the client", async () => {
+    // Found by a second reading (stop 23): status and files were checked against the client id alone.
+    // The custodian exports its patients for treatment, then loses TREAT (it keeps HRESCH).
+    const treating = await h.as('gp', { purpose: 'TREAT' });
+    const status = await kickOff(treating, '/Patient/$export?_type=Patient');
+    const { manifest } = await finish(treating, status);
+    assert.ok(manifest.output.length > 0);
+    const file = local(manifest.output[0].url);
+    let original: Record<string, unknown>[] | undefined;
+    h.editClients((entries) => {
+      original = structuredClone(entries);
+      return entries.map((e) => (e.client_id === 'gp' ? { ...e, purposes: ['HRESCH'] } : e));
+    });
+    try {
+      const researching = await h.as('gp', { purpose: 'HRESCH' });
+      assert.equal((await researching.get(status)).status, 404, 'the status of an export for a purpose the client no longer has');
+      assert.equal((await researching.get(file)).status, 404, 'nor its files');
+      assert.equal((await researching.delete(status)).status, 404);
+    } finally {
+      h.editClients(() => original!);
+    }
+    const again = await h.as('gp', { purpose: 'TREAT' });
+    assert.equal((await again.get(file)).status, 200, 'given back the purpose, the client has its files again');
+  });
 
   it('POST kick-off with a Parameters resource works like GET', async () => {
     const res = await national.post('/$export', { resourceType: 'Parameters', parameter: [{ name: '_type', valueString: 'Consent' }, { name: '_outputFormat', valueString: 'ndjson' }] }, { Prefer: 'respond-async' });

@@ -46,6 +46,7 @@ describe('Feed: Subscriptions (rest-hook) from a durable outbox', function () {
         { clientId: 'gp', ods: 'GP1', scopes: ['system/Patient.cruds', 'system/Consent.cruds'], purposes: ['TREAT'] },
         { clientId: 'national', ods: 'X26', scopes: ['system/Consent.rs'], purposes: ['PUBHLTH'], roles: ['national-service'] },
         { clientId: 'hospital', ods: 'HOSP1', scopes: ['system/Consent.rs'], purposes: ['TREAT'] },
+        { clientId: 'emergency', ods: 'ED1', scopes: ['system/Consent.rs'], purposes: ['TREAT', 'BTG'] },
         { clientId: 'auditor', ods: 'AUD1', scopes: ['system/AuditEvent.rs'], purposes: ['HOPERAT'], roles: ['auditor'] },
       ],
     });
@@ -85,6 +86,19 @@ describe('Feed: Subscriptions (rest-hook) from a durable outbox', function () {
     assert.equal(((await hospital.get('/Subscription')).body as Bundle).total, 0);
     assert.equal(((await national.get(`/Subscription?_id=${sub.id}`)).body as Bundle).total, 1);
     assert.equal((await national.delete(`/Subscription/${sub.id}`)).status, 204);
+  });
+
+  it('break-the-glass neither creates nor reaches a Subscription: it opens one record in an emergency', async () => {
+    // Found by a second reading (stop 23): a BTG Subscription would be pushed every patient's Consents.
+    const btg = await h.as('emergency', { purpose: 'BTG' });
+    const refused = await btg.post('/Subscription', subscription(`${receiver.base}/hooks/btg`, { criteria: 'Consent?' }));
+    assert.equal(refused.status, 403, refused.text);
+    assert.match(refused.body.issue[0].diagnostics, /break-the-glass/);
+    const treating = await h.as('emergency');
+    const sub = await subscribe(treating, subscription(`${receiver.base}/hooks/ed`, { criteria: 'Consent?' }));
+    // Its channel headers are the receiver's secrets: read, listed or deleted only as the registered client would start it.
+    for (const res of [await btg.get(`/Subscription/${sub.id}`), await btg.get('/Subscription'), await btg.delete(`/Subscription/${sub.id}`)]) assert.equal(res.status, 403, res.text);
+    assert.equal((await treating.delete(`/Subscription/${sub.id}`)).status, 204);
   });
 
   it('every matching Consent change is POSTed with the resource, the headers and its version; a Consent leaving the criteria and a deletion too', async () => {

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { Router, type Request, type Response } from 'express';
 import type { Bundle } from 'fhir/r4';
 import { auditAs } from '../../audit/hold';
-import { mayWorkInBackground } from '../../access/background';
+import { backgroundRefusal } from '../../access/background';
 import { FhirError } from '../../errors';
 import { parseSubscription } from '../../feed/subscription-rules';
 import type { SubscriptionRecord } from '../../store/subscriptions';
@@ -32,8 +32,13 @@ export function subscriptionRoutes(deps: HttpDeps): Router {
     }
     sendJson(res, status, s.resource, headers);
   };
+  // Every access to a Subscription, not just its creation: it holds the receiver's headers
+  // (secrets), and deleting it drops what it had queued. A token of a trusted issuer naming the
+  // client's id, or one the client was issued before its key was taken out of the registry, is
+  // not the registered client.
   const background = (res: Response) => {
-    if (!mayWorkInBackground(ctxOf(res), deps.registry)) throw new FhirError('forbidden', 'Subscriptions are for clients registered with this server, using a token it issued with one of their registered keys');
+    const refusal = backgroundRefusal(ctxOf(res), deps.registry, 'Subscriptions');
+    if (refusal) throw new FhirError('forbidden', refusal);
   };
 
   router.post('/Subscription', async (req, res) => {
@@ -45,6 +50,7 @@ export function subscriptionRoutes(deps: HttpDeps): Router {
 
   router.get('/Subscription', async (req, res) => {
     auditAs(req, res, 'search-type', { query: true });
+    background(res);
     const pairs = queryPairs(req);
     for (const [k] of pairs) if (!SEARCH.has(k)) throw new FhirError('invalid-search', `Subscription search supports status and _id only, not ${k}`, { expression: [k] });
     const status = pairs.filter(([k]) => k === 'status').flatMap(([, v]) => v.split(','));
@@ -66,6 +72,7 @@ export function subscriptionRoutes(deps: HttpDeps): Router {
 
   router.get('/Subscription/:id', async (req, res) => {
     auditAs(req, res, 'read');
+    background(res);
     send(res, 200, await gate.read(ctxOf(res), logicalId(req.params.id)), req);
   });
 
@@ -79,6 +86,7 @@ export function subscriptionRoutes(deps: HttpDeps): Router {
 
   router.delete('/Subscription/:id', async (req, res) => {
     auditAs(req, res, 'delete');
+    background(res);
     await gate.delete(ctxOf(res), logicalId(req.params.id));
     res.status(204).end();
   });
