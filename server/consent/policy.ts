@@ -2,7 +2,7 @@ import type { Consent, ConsentProvision, Patient, Reference, Resource } from 'fh
 import { definitions, hasContent, patientIdsOf, type ResourceType } from '../../resources';
 import { ODS_SYSTEM, type AccessContext, type OrganizationRef } from '../access/context';
 import type { AccessPolicy } from '../gate/policy';
-import type { StoredVersion } from '../store/records';
+import type { HistoryVersion, StoredVersion } from '../store/records';
 import { decide } from './decide';
 import { deny, permit, type Decision } from './decision';
 import { isCustodian } from './evaluate';
@@ -70,6 +70,8 @@ export class ConsentPolicy implements AccessPolicy {
     if (v.type === 'Consent') return ctx.roles.includes('national-service');
     if (v.type !== 'Patient') return false;
     if (ctx.patient === v.id) return true;
+    // An earlier version is judged by the Patient as it is now (engineRequest): its facts are needed.
+    if (isHistorical(v)) return false;
     return isCustodianPurpose(ctx.purposeOfUse) && isCustodian(ctx.organization, custodiansOf(v.resource as Patient, v.creatorOrg));
   }
 
@@ -121,12 +123,17 @@ export function engineRequest(
   options: ConsentPolicyOptions,
 ): DecisionRequest {
   const type = version.type;
+  const historical = isHistorical(version);
   const patients: PatientFacts[] = [];
   for (const id of patientIdsOf(version)) {
     const record = records.get(id);
     if (type === 'Patient') {
-      // A Patient is judged by the version asked for (its custodian may have changed since).
-      patients.push({ id, custodians: custodiansOf(version.resource as Patient, version.creatorOrg ?? record?.creatorOrg), consents: record?.consents ?? [] });
+      // A Patient's custodian is the one it has now, for its earlier versions too: after a
+      // handover the former custodian no longer reads the record by vread or history, and the
+      // new one reads all of it. Only a Patient that is gone is judged by the version itself.
+      const current = historical && record?.resource ? record : undefined;
+      const custodians = current ? custodiansOf(current.resource!, current.creatorOrg) : custodiansOf(version.resource as Patient, version.creatorOrg ?? record?.creatorOrg);
+      patients.push({ id, custodians, consents: record?.consents ?? [] });
     } else if (record?.resource) {
       patients.push({ id, custodians: custodiansOf(record.resource, record.creatorOrg), consents: record.consents });
     }
@@ -136,7 +143,11 @@ export function engineRequest(
     type,
     id: version.id,
     get security() {
-      return version.resource?.meta?.security ?? [];
+      const own = version.resource?.meta?.security ?? [];
+      // An earlier version carries the labels the resource has now as well: a label added later
+      // (the record marked restricted) covers what was already in it.
+      const now = historical ? currentOf(version, records)?.meta?.security : undefined;
+      return now?.length ? [...own, ...now] : own;
     },
     createdBy: version.createdBy,
     get named() {
@@ -145,6 +156,25 @@ export function engineRequest(
     },
   };
   return { actor, purpose, action, data, patients, now: options.now(), defaultPolicy: options.defaultPolicy };
+}
+
+/**
+ * Whether a version was read from history (vread, `_history`): it may be an earlier one than the
+ * resource has now. Current rows (reads, search pages) carry no commit sequence.
+ */
+function isHistorical(version: StoredVersion): boolean {
+  return (version as Partial<HistoryVersion>).seq !== undefined;
+}
+
+/** The resource as it is now, as the patients' facts hold it (a Patient, or one of their Consents). */
+function currentOf(version: StoredVersion, records: ReadonlyMap<string, PatientRecord>): Resource | undefined {
+  if (version.type === 'Patient') return records.get(version.id)?.resource;
+  if (version.type !== 'Consent') return undefined;
+  for (const record of records.values()) {
+    const found = record.consents.find((c) => c.id === version.id);
+    if (found) return found;
+  }
+  return undefined;
 }
 
 export function actorOf(ctx: AccessContext): Actor {

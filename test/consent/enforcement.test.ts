@@ -341,6 +341,40 @@ describe('Consent enforcement through the HTTP API', () => {
     const ext = cs.rest[0].security.extension.find((e: { url: string }) => e.url.endsWith('consent-default-policy'));
     assert.equal(ext.valueCode, 'deny');
   });
+  describe('earlier versions are judged as the record stands now', () => {
+    // Found by a second reading (stop 23): a Patient's version was judged by its own
+    // managingOrganization and labels, so vread and history kept an earlier version open to the
+    // former custodian after a handover, and to anyone after the record was labelled restricted.
+    it('after a handover, the former custodian no longer reads earlier versions; the new one reads them all', async () => {
+      const id = (await gp.post('/Patient', patient('Handoverton', '9000000068'))).body.id as string;
+      const handed = await gp.put(`/Patient/${id}`, { ...patient('Handoverton', '9000000068'), id, managingOrganization: org('HOSP1') });
+      assert.equal(handed.status, 200, handed.text);
+      assert.equal((await gp.get(`/Patient/${id}`)).status, 403);
+      assert.equal((await gp.get(`/Patient/${id}/_history/1`)).status, 403, 'the version from before the handover');
+      assert.equal((await gp.get(`/Patient/${id}/_history`)).status, 403);
+      const history = (await gp.get('/Patient/_history?_count=1000')).body as { entry?: { fullUrl?: string; request?: { url: string } }[] };
+      assert.ok(!JSON.stringify(history.entry ?? []).includes(id), 'nor in type history');
+      assert.equal((await hospital.get(`/Patient/${id}/_history/1`)).status, 200, 'the new custodian reads the record it holds');
+      assert.equal((await hospital.get(`/Patient/${id}/_history`)).body.entry.length, 2);
+    });
+
+    it('a label added later covers the earlier versions too', async () => {
+      const id = (await gp.post('/Patient', patient('Labelham', '9000000076'))).body.id as string;
+      const hosp = { role: { text: 'recipient' }, reference: org('HOSP1') };
+      assert.equal((await gp.post('/Consent', consentFor(id, { type: 'permit', actor: [hosp] }))).status, 201);
+      const R = { system: 'http://terminology.hl7.org/CodeSystem/v3-Confidentiality', code: 'R' };
+      assert.equal((await gp.post('/Consent', consentFor(id, { type: 'deny', actor: [hosp], securityLabel: [R] }))).status, 201);
+      assert.equal((await hospital.get(`/Patient/${id}/_history/1`)).status, 200, 'unlabelled, permitted');
+      const labelled = await gp.put(`/Patient/${id}`, { ...patient('Labelham', '9000000076'), id, meta: { security: [R] } });
+      assert.equal(labelled.status, 200, labelled.text);
+      assert.equal((await hospital.get(`/Patient/${id}`)).status, 403);
+      assert.equal((await hospital.get(`/Patient/${id}/_history/1`)).status, 403, 'the version from before the label');
+      const history = (await hospital.get('/Patient/_history?_count=1000')).body as { entry?: unknown[] };
+      assert.ok(!JSON.stringify(history.entry ?? []).includes(id));
+      assert.equal((await gp.get(`/Patient/${id}/_history/1`)).status, 200, 'the custodian still reads it');
+    });
+  });
+
   describe('a Consent corrected to name another patient', () => {
     // Found by a second reading (stop 23): the decision cache dropped only the patients the new
     // version names, so the first patient kept the moved permit in every process that had read it.
