@@ -697,6 +697,9 @@ export class GatedTx {
    */
   async current(type: ResourceType, id: string, interaction: 'update' | 'patch' | 'delete'): Promise<StoredVersion | undefined> {
     this.reads.allow(this.ctx, type, interaction);
+    // A patch reads what it changes: its `test` operations compare the stored content, and the
+    // patched resource is returned whole. A token that may update but not read gets neither.
+    if (interaction === 'patch') this.reads.allow(this.ctx, type, 'read');
     const purpose: ReadPurpose = { permission: permissionOf(interaction), action: 'access' };
     const version = await this.tx.current(type, id);
     if (!version) return undefined;
@@ -717,6 +720,9 @@ export class GatedTx {
    * nor show up in a 412.
    */
   async match(type: ResourceType, filter: ResourceFilter, interaction: 'create' | 'update' | 'delete', limit = 2): Promise<StoredVersion[]> {
+    // A conditional interaction is a search (its answer, and an If-None-Exist match returned
+    // whole, tell what matched): a token that may write but not search the type may not make one.
+    this.reads.allow(this.ctx, type, 'search-type');
     return (await this.reads.search(this.ctx, { types: [type], filter, count: limit }, interaction)).entries;
   }
 

@@ -54,6 +54,7 @@ describe('Identity: SMART scopes', () => {
         clients: [
           { clientId: 'v1-reader', ods: 'TADMIN', scopes: ['system/Patient.read'], purposes: ['TREAT'] },
           { clientId: 'v2-creator', ods: 'TADMIN', scopes: ['system/Patient.c', 'system/Consent.s'], purposes: ['TREAT'] },
+          { clientId: 'v2-updater', ods: 'TADMIN', scopes: ['system/Patient.cu'], purposes: ['TREAT'] },
           { clientId: 'privacy-only', ods: 'TADMIN', scopes: [`system/Consent.rs?category=${LOINC_PRIVACY}`], purposes: ['TREAT'] },
         ],
         trusted: [{ issuer: IDP, keys: createLocalJWKSet({ keys: [jwk] }), algorithms: ['ES256'], purposes: ['TREAT', 'ETREAT', 'PATRQT'] }],
@@ -90,6 +91,29 @@ describe('Identity: SMART scopes', () => {
       assert.equal((await api.get('/Consent?_count=1')).status, 200);
       const consentId = (await h.api.get('/Consent?_count=1')).body.entry[0].resource.id;
       assert.equal((await api.get(`/Consent/${consentId}`)).status, 403);
+    });
+
+    it('writing without read or search scopes reads nothing: no conditional match, no patch', async () => {
+      // Found by a second reading (stop 23): If-None-Exist returned a matching Patient whole to a
+      // create-only token, and a patch (its tests, its result) read one for an update-only token.
+      const creator = await h.as('v2-creator');
+      const probe = await creator.post('/Patient', { resourceType: 'Patient', gender: 7 }, { 'If-None-Exist': `_id=${alice}` });
+      assert.equal(probe.status, 403, probe.text);
+      assert.doesNotMatch(probe.text, /Alice/);
+      assert.match(probe.headers['www-authenticate'] ?? '', /insufficient_scope/);
+      const updater = await h.as('v2-updater');
+      for (const res of [
+        await updater.patch(`/Patient/${alice}`, [{ op: 'test', path: '/name/0/family', value: 'Alice' }]),
+        await updater.patch(`/Patient/${alice}`, []),
+        await updater.put(`/Patient?_id=${alice}`, patient({ name: [{ family: 'Alice' }] })),
+        await updater.delete(`/Patient?_id=${alice}`),
+      ]) {
+        assert.equal(res.status, 403, res.text);
+        assert.doesNotMatch(res.text, /Alice/);
+      }
+      // A plain update still works: it sends what it writes.
+      const current = (await h.api.get(`/Patient/${alice}`)).body;
+      assert.equal((await updater.put(`/Patient/${alice}`, current)).status, 200);
     });
 
     it('system history lists only the types the scopes cover', async () => {
