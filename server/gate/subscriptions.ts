@@ -14,8 +14,13 @@ import { GatedReads } from './gate';
 import type { CursorSeal } from './cursor';
 import type { AccessPolicy, ReadPurpose } from './policy';
 
-/** A notification is a search result pushed to the subscriber: the search permission, ordinary access. */
-const NOTIFY: ReadPurpose = { permission: 's', action: 'access' };
+/**
+ * A notification is a search result pushed to the subscriber: the search permission, and a
+ * disclosure, as an export is (and as the deliverer records it: a BALP PrivacyDisclosure). Decided
+ * as an access, a Subscription for secondary use was pushed the Consents of patients who objected,
+ * which an export for the same purpose leaves out (found by a second reading, stop 23).
+ */
+const NOTIFY: ReadPurpose = { permission: 's', action: 'disclose' };
 
 /** What may go out for one queued notification. */
 export type Notification =

@@ -4,7 +4,7 @@ import { generateJwkPair } from '../../server/access/keys';
 import { Api } from '../support/api';
 import { consent, patient } from '../support/fixtures';
 import { startHarness, type Harness } from '../support/harness';
-import { org } from './fixtures';
+import { nationalOptOut, org } from './fixtures';
 import { Receiver } from './receiver';
 
 const LOINC = 'http://loinc.org|59284-0';
@@ -47,6 +47,7 @@ describe('Feed: Subscriptions (rest-hook) from a durable outbox', function () {
         { clientId: 'national', ods: 'X26', scopes: ['system/Consent.rs'], purposes: ['PUBHLTH'], roles: ['national-service'] },
         { clientId: 'hospital', ods: 'HOSP1', scopes: ['system/Consent.rs'], purposes: ['TREAT'] },
         { clientId: 'emergency', ods: 'ED1', scopes: ['system/Consent.rs'], purposes: ['TREAT', 'BTG'] },
+        { clientId: 'research', ods: 'RES1', scopes: ['system/Consent.rs'], purposes: ['HRESCH'] },
         { clientId: 'auditor', ods: 'AUD1', scopes: ['system/AuditEvent.rs'], purposes: ['HOPERAT'], roles: ['auditor'] },
       ],
     });
@@ -217,6 +218,25 @@ describe('Feed: Subscriptions (rest-hook) from a durable outbox', function () {
     assert.equal(part(line, 'status')!.valueCode, 'withheld');
     assert.match(part(line, 'error')!.valueString!, /consent-restricted/);
     await hospital.delete(`/Subscription/${sub.id}`);
+  });
+
+  it('a notification is a disclosure: a Subscription for secondary use is sent nothing of a patient who opted out', async () => {
+    // Found by a second reading (stop 23): decided as an access, a research Subscription was
+    // pushed the Consents naming it of patients who had opted out, which an export leaves out.
+    const research = await h.as('research', { purpose: 'HRESCH' });
+    const sub = await subscribe(research, subscription(`${receiver.base}/hooks/research`, { criteria: 'Consent?' }));
+    const namesResearch = { provision: { type: 'permit', actor: [{ role: { text: 'recipient' }, reference: org('RES1') }] } };
+    const objector = (await gp.post('/Patient', patient({ managingOrganization: org('GP1') }))).body.id as string;
+    assert.equal((await gp.post('/Consent', nationalOptOut(objector))).status, 201);
+    const withheld = (await gp.post('/Consent', consent(objector, namesResearch))).body.id as string;
+    const other = (await gp.post('/Patient', patient({ managingOrganization: org('GP1') }))).body.id as string;
+    const sent = (await gp.post('/Consent', consent(other, namesResearch))).body.id as string;
+    await deliver();
+    const got = receiver.received.filter((r) => r.path === '/hooks/research');
+    assert.deepEqual(got.map((r) => r.headers['x-custodian-resource']), [`Consent/${sent}/_history/1`]);
+    assert.ok(!got.some((r) => r.body.includes(objector) || r.body.includes(withheld)));
+    assert.equal((await research.get(`/Consent/${withheld}`)).status, 200, 'read (an access), it is still the named organisation\'s');
+    await research.delete(`/Subscription/${sub.id}`);
   });
 
   it('$delivery-status shows, per version and Subscription, delivered / pending / failing, for the custodian and auditors only', async () => {
