@@ -144,3 +144,23 @@ export function scopesFor(scopes: readonly string[], type: ResourceType, permiss
 export function confinedToPatient(scopes: readonly string[], types: readonly ResourceType[]): boolean {
   return types.every((t) => scopesFor(scopes, t, 'r').every((s) => s.level === 'patient'));
 }
+
+/**
+ * The patient the bearer of a token is, or undefined. A token's `patient` claim (trusted issuers)
+ * names the patient the bearer is only in a patient-facing app's token, whose resource scopes are
+ * all `patient/` ones; beside `user/` or `system/` scopes it is the launch context of a clinician's
+ * app (the record open on screen), and the clinician is not that patient: they neither read the
+ * record as the patient (Consent rule 1), nor write or review the patient's Consents as them. The
+ * claim still confines `patient/` scopes to that patient's compartment (scope-policy.ts).
+ */
+export function bearerPatient(ctx: { readonly patient?: string; readonly scopes: readonly string[] }): string | undefined {
+  if (ctx.patient === undefined) return undefined;
+  let any = false;
+  for (const text of ctx.scopes) {
+    const s = parseScope(text);
+    if (!s) continue;
+    if (s.level !== 'patient') return undefined;
+    any = true;
+  }
+  return any ? ctx.patient : undefined;
+}

@@ -1,6 +1,7 @@
 import type { Consent, ConsentProvision, Patient, Reference, Resource } from 'fhir/r4';
 import { definitions, hasContent, patientIdsOf, type ResourceType } from '../../resources';
 import { ODS_SYSTEM, type AccessContext, type OrganizationRef } from '../access/context';
+import { bearerPatient } from '../access/scopes';
 import type { AccessPolicy } from '../gate/policy';
 import type { HistoryVersion, StoredVersion } from '../store/records';
 import { decide } from './decide';
@@ -69,7 +70,7 @@ export class ConsentPolicy implements AccessPolicy {
     // National services receive every Consent: the engine's first Consent rule, whatever the patient's facts.
     if (v.type === 'Consent') return ctx.roles.includes('national-service');
     if (v.type !== 'Patient') return false;
-    if (ctx.patient === v.id) return true;
+    if (bearerPatient(ctx) === v.id) return true;
     // An earlier version is judged by the Patient as it is now (engineRequest): its facts are needed.
     if (isHistorical(v)) return false;
     return isCustodianPurpose(ctx.purposeOfUse) && isCustodian(ctx.organization, custodiansOf(v.resource as Patient, v.creatorOrg));
@@ -178,7 +179,7 @@ function currentOf(version: StoredVersion, records: ReadonlyMap<string, PatientR
 }
 
 export function actorOf(ctx: AccessContext): Actor {
-  return { clientId: ctx.clientId, organization: ctx.organization, practitioner: ctx.practitioner, roles: ctx.roles, patient: ctx.patient };
+  return { clientId: ctx.clientId, organization: ctx.organization, practitioner: ctx.practitioner, roles: ctx.roles, patient: bearerPatient(ctx) };
 }
 
 /** The custodian organisation(s): managingOrganization, else the organisation that created the Patient. */

@@ -14,7 +14,7 @@ import { indexQueuedIn, type AuditIndex } from '../store/audit-index';
 import { moveJournalIn } from '../store/audit-journal';
 import type { WrittenVersion } from '../store/subscriptions';
 import type { Writer, WriteTx } from '../store/write';
-import { confinedToPatient, type Permission } from '../access/scopes';
+import { bearerPatient, confinedToPatient, type Permission } from '../access/scopes';
 import type { AuditInteraction } from '../audit/balp';
 import type { AuditSink } from '../audit/trail';
 import { custodiansOf, type PatientRecord, type PolicyData } from '../consent/policy';
@@ -149,7 +149,7 @@ export class Gate {
       }
       throw notPermitted();
     }
-    const allowed = confined ? ctx.patient === patientId : auditor || ctx.patient === patientId || isCustodian(ctx.organization, custodiansOf(record.resource, record.creatorOrg));
+    const allowed = confined ? ctx.patient === patientId : auditor || bearerPatient(ctx) === patientId || isCustodian(ctx.organization, custodiansOf(record.resource, record.creatorOrg));
     if (!allowed) throw notPermitted();
     reviewed(PERMITTED);
     return {

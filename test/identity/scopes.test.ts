@@ -153,6 +153,23 @@ describe('Identity: SMART scopes', () => {
       assert.equal((await h.anonymous.get(`/Patient/${alice}`, { Authorization: `Bearer ${noPatient}` })).status, 403);
     });
 
+    it("a clinician's token with the open record as its patient context is not that patient", async () => {
+      // Found by a second reading (stop 23): a `patient` claim beside user/ scopes (an EHR launch's
+      // context) made the clinician the patient: their record read as the patient's own, their
+      // Consents written and their access report read as theirs.
+      const carol = (await h.api.post('/Patient', patient({ name: [{ family: 'Carol' }] }))).body.id as string;
+      const clinician = await external({ scope: 'user/Patient.rs user/Consent.cruds', patient: carol, fhirUser: 'https://idp.hospital.example/fhir/Practitioner/dr-x', organization: 'HOSPX', purpose_of_use: 'TREAT' });
+      const headers = { Authorization: `Bearer ${clinician}` };
+      assert.equal((await h.anonymous.get(`/Patient/${carol}`, headers)).status, 403, 'no Consent lets HOSPX see Carol');
+      assert.equal((await h.anonymous.post('/Consent', consent(carol), headers)).status, 403, 'nor write her Consents');
+      const carolConsent = (await h.api.post('/Consent', consent(carol, { provision: { type: 'deny' } }))).body.id as string;
+      assert.equal((await h.anonymous.delete(`/Consent/${carolConsent}`, headers)).status, 403, 'nor drop her refusal');
+      assert.equal((await h.anonymous.get(`/Patient/${carol}/$access-report`, headers)).status, 403, 'nor review her record');
+      // The patient's own app still is the patient.
+      const own = await external({ scope: 'patient/Patient.rs patient/Consent.rs', patient: carol, purpose_of_use: 'PATRQT' });
+      assert.equal((await h.anonymous.get(`/Patient/${carol}`, { Authorization: `Bearer ${own}` })).status, 200);
+    });
+
     it('accepts trusted external issuers\' tokens with fhirUser, organization and purpose; refuses unknown issuers', async () => {
       const token = await external({ scope: 'user/Patient.rs', fhirUser: 'https://idp.hospital.example/fhir/Practitioner/dr-who', organization: 'TADMIN', purpose_of_use: 'urn:oid:2.16.840.1.113883.5.8#ETREAT' });
       assert.equal((await h.anonymous.get(`/Patient/${alice}`, { Authorization: `Bearer ${token}` })).status, 200);
