@@ -85,7 +85,7 @@ export class Gate {
    * `next`, bound like search cursors to the report and to who asked), with the cursor of the
    * next page when there is one.
    */
-  async accessReport(ctx: AccessContext, patientId: string, since: number | undefined, limit: number, cursor?: string): Promise<{ events: StoredVersion[]; next?: string }> {
+  async accessReport(ctx: AccessContext, patientId: string, since: number | undefined, limit: number, cursor?: string): Promise<{ events: StoredVersion[]; next?: string; auditor: boolean }> {
     // Reviewed first, so that the attempt is on the patient's trail whatever the cursor.
     const { auditor } = await this.reviewPatient(ctx, patientId);
     const report = JSON.stringify(['$access-report', patientId, since ?? null, askerOf(ctx)]);
@@ -116,7 +116,7 @@ export class Gate {
     const ordered = events.filter((v) => (since === undefined || recorded(v) >= since) && below(v)).sort((a, b) => recorded(b) - recorded(a) || b.rid - a.rid);
     const page = ordered.slice(0, limit);
     const last = page[page.length - 1];
-    return { events: page, ...(ordered.length > limit && last ? { next: this.seal.seal({ dir: 'after', at: { rid: last.rid, keys: [recorded(last)] } }, report) } : {}) };
+    return { events: page, auditor, ...(ordered.length > limit && last ? { next: this.seal.seal({ dir: 'after', at: { rid: last.rid, keys: [recorded(last)] } }, report) } : {}) };
   }
 
   /**

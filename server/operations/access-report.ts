@@ -12,8 +12,14 @@ export const ACCESS_REPORT_URL = 'https://custodian.example.org/fhir/OperationDe
 
 const OUTCOME: Record<string, string> = { '0': 'permitted', '4': 'failed', '8': 'refused', '12': 'failed' };
 
-/** One line of the report, from one AuditEvent about the patient. */
-function line(e: AuditEvent, id: string): ParametersParameter {
+/**
+ * One line of the report, from one AuditEvent about the patient. An event's query and outcome
+ * text are the whole request's: a search for several patients names them all
+ * (`identifier=…|A,…|B`), a failed transaction's text quotes the entry that failed. So only
+ * auditors get the whole query; others get its method and path (`GET …/Patient`), and a text
+ * naming another patient reads as the outcome alone.
+ */
+function line(e: AuditEvent, id: string, patientId: string, auditor: boolean): ParametersParameter {
   const authz = e.subtype?.some((s) => s.code === 'AuthZ-Consent');
   const client = e.agent.find((a) => a.who?.identifier?.system === CLIENT_ID_SYSTEM) ?? e.agent.find((a) => a.requestor);
   const org = e.agent.find((a) => a.type?.coding?.some((c) => c.code === 'PROV'));
@@ -30,7 +36,7 @@ function line(e: AuditEvent, id: string): ParametersParameter {
       // A valueString may not be empty: an event posted without a subtype says its type.
       { name: 'what', valueString: authz ? 'consent decision' : (e.subtype ?? []).map((s) => s.code).filter(Boolean).join(', ') || e.type?.code || e.type?.display || 'access' },
       { name: 'outcome', valueCode: OUTCOME[e.outcome ?? '0'] ?? 'failed' },
-      ...(e.outcomeDesc ? [{ name: 'reason', valueString: e.outcomeDesc }] : []),
+      ...(e.outcomeDesc ? [{ name: 'reason', valueString: auditor || !namesAnotherPatient(e.outcomeDesc, patientId) ? e.outcomeDesc : `${OUTCOME[e.outcome ?? '0'] ?? 'failed'} (the reason concerns other patients too)` }] : []),
       ...(client?.who ? [{ name: 'client', valueReference: client.who }] : []),
       ...(org?.who ? [{ name: 'organization', valueReference: org.who }] : []),
       ...(user?.who ? [{ name: 'user', valueReference: user.who }] : []),
@@ -38,7 +44,7 @@ function line(e: AuditEvent, id: string): ParametersParameter {
       { name: 'breakTheGlass', valueBoolean: btg },
       ...data.map((d) => ({ name: 'data', valueReference: d })),
       ...consents.map((c) => ({ name: 'consent', valueReference: c })),
-      ...(query ? [{ name: 'query', valueString: query }] : []),
+      ...(query ? [{ name: 'query', valueString: auditor ? query : requestLine(query) }] : []),
       { name: 'event', valueReference: { reference: `AuditEvent/${id}` } },
     ],
   };
@@ -51,6 +57,19 @@ function line(e: AuditEvent, id: string): ParametersParameter {
  * URL in `next` when there is one. For the patient (patient/ scope), its custodian and auditors.
  * Reading it is itself audited.
  */
+/** A recorded query's method and URL without its query string (its first line, `GET https://…/Patient?…`). */
+function requestLine(query: string): string {
+  const first = query.split('\n', 1)[0];
+  const q = first.indexOf('?');
+  return q < 0 ? first : first.slice(0, q);
+}
+
+/** Whether a text names a Patient other than `patientId` (`Patient/<id>`, relative or absolute). */
+function namesAnotherPatient(text: string, patientId: string): boolean {
+  for (const m of text.matchAll(/Patient\/([A-Za-z0-9\-.]{1,64})/g)) if (m[1] !== patientId) return true;
+  return false;
+}
+
 export const accessReportOperation: OperationDef = {
   name: '$access-report',
   definition: ACCESS_REPORT_URL,
@@ -65,7 +84,7 @@ export const accessReportOperation: OperationDef = {
     if (q._cursor !== undefined && typeof q._cursor !== 'string') throw new FhirError('invalid-request', '_cursor must be given once', { expression: ['_cursor'] });
     const since = q._since ? parseDateRange(q._since)!.lo : undefined;
     const limit = Math.min(Number(q._count ?? 100), deps.config.search.maxCount);
-    const { events, next } = await deps.gate.accessReport(ctxOf(res), target.id!, since, limit, q._cursor);
+    const { events, next, auditor } = await deps.gate.accessReport(ctxOf(res), target.id!, since, limit, q._cursor);
     const query = new URLSearchParams({ ...(q._since ? { _since: q._since } : {}), _count: String(limit), ...(next ? { _cursor: next } : {}) });
     const out: Parameters = {
       resourceType: 'Parameters',
@@ -73,7 +92,7 @@ export const accessReportOperation: OperationDef = {
         { name: 'patient', valueReference: { reference: `Patient/${target.id}` } },
         { name: 'count', valueInteger: events.length },
         ...(next ? [{ name: 'next', valueUri: `${locals(res).baseUrl}/Patient/${target.id}/$access-report?${query}` }] : []),
-        ...events.map((v) => line(v.resource as AuditEvent, v.id)),
+        ...events.map((v) => line(v.resource as AuditEvent, v.id, target.id!, auditor)),
       ],
     };
     sendJson(res, 200, out);

@@ -557,6 +557,34 @@ describe('Audit: a BALP AuditEvent for every access', () => {
       assert.equal(patientOf(e), `Patient/${hidden}`);
       assert.equal((await gp.get(`/Patient/${hidden}/$access-report?_since=yesterday`)).status, 400);
     });
+    it("shows a patient no other patient's details: a query's search terms and an outcome text naming others are the auditors' only", async () => {
+      // Found by a second reading (stop 23): the query of a search for several patients, and a
+      // failed transaction's outcome text, are the whole request's, and went into each one's report.
+      const both = await gp.get(`/Patient?_id=${alice},${hidden}`, { 'X-Request-Id': 'report-both' });
+      assert.equal(both.body.entry.length, 2);
+      const reportOf = async (api: Api) => JSON.stringify((await api.get(`/Patient/${hidden}/$access-report?_count=1000`)).body);
+      const forCustodian = await reportOf(gp);
+      assert.ok(!forCustodian.includes(alice), "Alice's id is not in Hidden's report for its custodian");
+      assert.ok(forCustodian.includes(`GET ${h.config.baseUrl}/Patient"`), 'the request line stays, without its terms');
+      assert.ok((await reportOf(auditor)).includes(`_id=${alice},${hidden}`), 'auditors see the whole query');
+      // A failed transaction's text quotes its failing entry, naming another patient.
+      const strip = (r: Record<string, unknown>) => ({ ...r, meta: undefined });
+      const hiddenNow = strip((await gp.get(`/Patient/${hidden}`)).body);
+      const aliceNow = strip((await gp.get(`/Patient/${alice}`)).body);
+      const tx = await gp.post('/', {
+        resourceType: 'Bundle',
+        type: 'transaction',
+        entry: [
+          { resource: hiddenNow, request: { method: 'PUT', url: `Patient/${hidden}` } },
+          { resource: aliceNow, request: { method: 'PUT', url: `Patient/${alice}`, ifMatch: 'W/"999"' } },
+        ],
+      });
+      assert.equal(tx.status, 412, tx.text);
+      const afterTx = await reportOf(gp);
+      assert.ok(!afterTx.includes(alice), 'nor through an outcome text');
+      const audited = await reportOf(auditor); assert.ok(audited.includes(alice) && /precondition|If-Match|does not match/i.test(audited), `which auditors see: ${JSON.stringify(JSON.parse(audited).parameter.filter((p: { part?: unknown[] }) => p.part).map((p: { part: { name: string; valueString?: string; valueCode?: string }[] }) => p.part.filter((x) => ['what', 'outcome', 'reason', 'query'].includes(x.name)).map((x) => x.valueString ?? x.valueCode)))}`);
+    });
+
     it('pages newest first: next links walk every line once, and a cursor is for its report and caller only', async () => {
       type Param = { name: string; valueUri?: string; part?: { name: string; valueReference?: { reference?: string }; valueInstant?: string }[] };
       const lines = (body: { parameter: Param[] }) => body.parameter.filter((p) => p.name === 'access' || p.name === 'decision');
