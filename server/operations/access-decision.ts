@@ -34,8 +34,11 @@ export interface AccessQuestion {
  */
 export async function accessDecision(gate: Gate, registry: ClientRegistry, ctx: AccessContext, patientId: string, q: AccessQuestion, options: { defaultPolicy: 'deny' | 'permit'; now: () => number }): Promise<Parameters> {
   const { record, resource } = await gate.reviewPatient(ctx, patientId);
-  const client = registry.get(q.client);
-  if (!client) throw new FhirError('invalid-request', `client ${q.client} is not registered`, { expression: ['client'] });
+  // A client id the registry does not hold is asked about as a client with no organisation, role
+  // or scope (what such a client would get: its token would be refused first), never answered
+  // differently: a reviewer, a patient's app among them, must not be able to list the registry.
+  const registered = registry.get(q.client);
+  const client = registered ?? { clientId: q.client, organization: undefined, roles: [], scopes: [] as readonly string[] };
   const purpose = parsePurpose(q.purpose);
   if (!purpose) throw new FhirError('invalid-request', `purpose ${q.purpose} is not a v3-ActReason code`, { expression: ['purpose'] });
   const target = q.resource ?? `Patient/${patientId}`;

@@ -316,6 +316,16 @@ describe('Consent enforcement through the HTTP API', () => {
       const btg = await gp.get(`/Patient/${ids.hidden}/$access-decision?client=hospital&purpose=BTG`);
       assert.equal(btg.body.parameter.find((x: { name: string }) => x.name === 'reason').valueCode, 'break-the-glass');
     });
+    it('$access-decision answers a client id the registry does not hold as it does one it holds: the registry cannot be listed', async () => {
+      // Found by a second reading (stop 23): an unknown client id was a 400 "not registered".
+      const known = await gp.get(`/Patient/${ids.hidden}/$access-decision?client=research&purpose=TREAT`);
+      const unknown = await gp.get(`/Patient/${ids.hidden}/$access-decision?client=no-such-client&purpose=TREAT`);
+      assert.deepEqual([known.status, unknown.status], [200, 200], unknown.text);
+      const p = (res: typeof known) => Object.fromEntries(res.body.parameter.map((x: { name: string; valueCode?: string; valueString?: string; valueBoolean?: boolean }) => [x.name, x.valueCode ?? x.valueString ?? x.valueBoolean]));
+      assert.deepEqual([p(unknown).decision, p(unknown).reason], [p(known).decision, p(known).reason]);
+      assert.doesNotMatch(unknown.text, /not registered/);
+    });
+
     it('$access-decision and $sharing-summary are not for others', async () => {
       const res = await hospital.get(`/Patient/${ids.hidden}/$access-decision?client=hospital&purpose=TREAT`);
       assert.equal(res.status, 403);
