@@ -159,9 +159,11 @@ export class ExportJobs {
     return (await this.get(job.id))!;
   }
 
+  /** The job, unless there is none or it expired (whether or not the sweep has removed it yet). */
   async get(id: string): Promise<ExportJob | undefined> {
     const row = await this.store.driver.get<JobRow>(`SELECT ${COLUMNS} FROM export_jobs WHERE id = ?`, [id]);
-    return row ? fromRow(row) : undefined;
+    const job = row ? fromRow(row) : undefined;
+    return job && (job.expiresAt === undefined || job.expiresAt > this.now()) ? job : undefined;
   }
 
   /**

@@ -291,6 +291,16 @@ describe('Feed: Bulk Data export', function () {
     assert.equal((await again.get(file)).status, 200, 'given back the purpose, the client has its files again');
   });
 
+  it('an expired export is gone at once, before the sweep removes it', async () => {
+    const status = await kickOff(national, '/$export?_type=Consent');
+    const { manifest } = await finish(national, status);
+    const file = local(manifest.output[0].url);
+    // Its time is up a moment ago; the sweep (every minute) has not run.
+    await h.store.driver.run('UPDATE export_jobs SET expires_at = ? WHERE id = ?', [Date.now() - 1000, status.split('/').pop()]);
+    assert.equal((await national.get(status)).status, 404);
+    assert.equal((await national.get(file)).status, 404);
+  });
+
   it('POST kick-off with a Parameters resource works like GET', async () => {
     const res = await national.post('/$export', { resourceType: 'Parameters', parameter: [{ name: '_type', valueString: 'Consent' }, { name: '_outputFormat', valueString: 'ndjson' }] }, { Prefer: 'respond-async' });
     assert.equal(res.status, 202, res.text);
