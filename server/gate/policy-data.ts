@@ -89,7 +89,7 @@ export class PatientFactsCache implements PolicyData {
         // The patients it names now, and those the version it replaced named: a Consent moved to
         // another patient (a correction) no longer counts for the first one.
         for (const content of [c.content, c.previous]) {
-          if (content !== null) for (const id of definitions.Consent.patientIds(JSON.parse(content) as Consent)) this.cache.delete(id);
+          if (content) for (const id of definitions.Consent.patientIds(JSON.parse(content) as Consent)) this.cache.delete(id);
         }
       }
     }

@@ -18,7 +18,7 @@ function fakeStore() {
       // The look-up read the database now, but its answer arrives when the test says so.
       return new Promise<number[]>((resolve) => held.push(() => resolve(now)));
     },
-    changesSince: async () => [{ seq: state.seq[1], type: 'Consent', id: 'c1', content: JSON.stringify(consent()) }],
+    changesSince: async () => [{ seq: state.seq[1], type: 'Consent', id: 'c1', content: JSON.stringify(consent()), previous: null }],
     currentMany: async (): Promise<StoredVersion[]> => [{ rid: 1, type: 'Patient', id: 'p1', versionId: 1, lastUpdated: 0, deleted: false, resource: { resourceType: 'Patient', id: 'p1' } as Patient }],
     byPatient: async (): Promise<StoredVersion[]> => [{ rid: 2, type: 'Consent', id: 'c1', versionId: 1, lastUpdated: 0, deleted: false, resource: consent() }],
   };
