@@ -27,9 +27,11 @@ export interface TransactionAudit {
   committed(): void;
   /**
    * The transaction rolled back (`err`): its accesses are recorded with the response instead,
-   * as attempts, naming no version the transaction wrote (those never existed).
+   * as attempts, naming no version the transaction wrote (those never existed); so is each
+   * resource its writes were permitted to touch (`attempted`) and no access names, so that a
+   * write that failed after its read was permitted (412, 422, 400) is on its patient's trail.
    */
-  rolledBack(changes: readonly WrittenVersion[], err: unknown): void;
+  rolledBack(changes: readonly WrittenVersion[], err: unknown, attempted?: readonly AccessNote[]): void;
 }
 
 /** Where a write transaction's events go: the transaction's own WriteTx (store/write.ts). */
@@ -120,10 +122,12 @@ export class AuditTrail implements AuditSink {
       committed: () => {
         if (audit) audit.recorded += appended;
       },
-      rolledBack: (changes, err) => {
+      rolledBack: (changes, err, attempted = []) => {
         if (!audit) return;
         const status = toFhirError(err, ctx.requestId).status;
-        audit.notes.push(...unwritten(notes, changes, status));
+        const named = new Set(notes.map((n) => n.reference.replace(/\/_history\/[^/]*$/, '')));
+        const touched = attempted.filter((a) => !named.has(a.reference));
+        audit.notes.push(...unwritten([...notes, ...touched], changes, status));
       },
     };
   }

@@ -15,7 +15,7 @@ import { moveJournalIn } from '../store/audit-journal';
 import type { WrittenVersion } from '../store/subscriptions';
 import type { Writer, WriteTx } from '../store/write';
 import { bearerPatient, confinedToPatient, type Permission } from '../access/scopes';
-import type { AuditInteraction } from '../audit/balp';
+import type { AccessNote, AuditInteraction } from '../audit/balp';
 import type { AuditSink } from '../audit/trail';
 import { custodiansOf, type PatientRecord, type PolicyData } from '../consent/policy';
 import { isCustodian } from '../consent/evaluate';
@@ -199,6 +199,7 @@ export class Gate {
   async transaction<T>(ctx: AccessContext, fn: (tx: GatedTx) => Promise<T>, options: { readsAuditIndex?: boolean } = {}): Promise<T> {
     if (options.readsAuditIndex) await trailRead(this.store.auditIndex.catchUp());
     let changes: readonly WrittenVersion[] = [];
+    let attempted: readonly AccessNote[] = [];
     // What the write did is audited in its own transaction: both commit, or neither does.
     const audit = this.audit?.transaction(ctx);
     let appended = 0;
@@ -213,6 +214,7 @@ export class Gate {
         }
         const gated = new GatedTx(tx, ctx, this.policy, this.seal, audit);
         changes = gated.changes;
+        attempted = gated.attempted;
         const result = await fn(gated);
         await gated.settle();
         if (this.hooks && changes.length) await this.hooks.beforeCommit(tx, changes);
@@ -228,7 +230,7 @@ export class Gate {
           return result;
         },
         (err: unknown) => {
-          audit?.rolledBack(changes, err);
+          audit?.rolledBack(changes, err, attempted);
           throw err;
         },
       );
@@ -664,6 +666,12 @@ export class GatedTx {
   readonly reads: GatedReads;
   /** Every version this transaction wrote, with the one it replaced. */
   readonly changes: WrittenVersion[] = [];
+  /**
+   * The resources this transaction's writes were permitted to touch (current()): if it rolls
+   * back (a 412, a patch that cannot apply, content that is not valid), each is recorded as a
+   * failed attempt on its patient's trail, as a refused one is (TransactionAudit.rolledBack).
+   */
+  readonly attempted: AccessNote[] = [];
 
   /** The transaction's final state, its own writes included: what new content is judged against (settle). */
   private readonly view: PolicyData;
@@ -710,6 +718,7 @@ export class GatedTx {
         this.reads.note(this.ctx, interaction, version, decision);
         throw forbidden(type, decision, this.ctx, false);
       }
+      this.attempted.push({ interaction, reference: `${type}/${id}`, patients: patientIdsOf(version), decision });
     }
     return version;
   }

@@ -373,6 +373,28 @@ describe('Audit: a BALP AuditEvent for every access', () => {
     }
   });
 
+  it('a write that fails after its read was permitted (412, 422) is on the patient\'s trail, as a failure', async () => {
+    // Found by a second reading (stop 23): only refusals named the patient; a failed If-Match or
+    // patch test left one event naming no patient, out of the patient's report.
+    const pid = (await gp.post('/Patient', patient({ managingOrganization: org('GP1'), name: [{ family: 'Failham' }] }))).body.id as string;
+    const current = (await gp.get(`/Patient/${pid}`)).body;
+    const cases: [string, () => Promise<{ status: number }>, number][] = [
+      ['fail-if-match', () => gp.put(`/Patient/${pid}`, { ...current, meta: undefined }, { 'If-Match': 'W/"999"', 'X-Request-Id': 'fail-if-match' }), 412],
+      ['fail-patch-test', () => gp.patch(`/Patient/${pid}`, [{ op: 'test', path: '/name/0/family', value: 'Other' }], { 'X-Request-Id': 'fail-patch-test' }), 422],
+    ];
+    for (const [id, send, status] of cases) {
+      assert.equal((await send()).status, status, id);
+      const [e, ...more] = await eventsOf(id);
+      assert.equal(more.length, 0, id);
+      assert.equal(patientOf(e), `Patient/${pid}`, `${id}: the patient's entity`);
+      assert.notEqual(e.outcome, '0', `${id}: a failure`);
+      assert.ok(e.outcomeDesc, id);
+    }
+    const report = (await gp.get(`/Patient/${pid}/$access-report`)).body.parameter.filter((p: { name: string }) => p.name === 'access');
+    const failed = report.filter((l: { part: { name: string; valueCode?: string }[] }) => l.part.some((x) => x.name === 'outcome' && x.valueCode === 'failed'));
+    assert.equal(failed.length, 2, JSON.stringify(report));
+  });
+
   it('a deletion shown in history is on the trail of the deleted resource\'s patient', async () => {
     const pid = (await gp.post('/Patient', patient({ managingOrganization: org('GP1') }))).body.id;
     await gp.delete(`/Patient/${pid}`);
