@@ -25,7 +25,13 @@ export interface PatientRecord {
  * and fresh for every request, or a write transaction's own view of it.
  */
 export interface PolicyData {
-  patients(ids: readonly string[], requestId: string): Promise<ReadonlyMap<string, PatientRecord>>;
+  /**
+   * `asker`: the request's AccessContext. A cache checks for changes once per request, and tells
+   * requests apart by that object, never by the request id: X-Request-Id is the client's to
+   * choose, and a client sending the same one every time would be decided on facts as old as its
+   * first request (found by a second reading, stop 23).
+   */
+  patients(ids: readonly string[], asker: object): Promise<ReadonlyMap<string, PatientRecord>>;
 }
 
 export interface ConsentPolicyOptions {
@@ -55,7 +61,7 @@ export class ConsentPolicy implements AccessPolicy {
       for (const id of patientIdsOf(v)) ids.add(id);
     }
     // Patients and Consents are loaded only when some version needs them.
-    const records = ids.size ? await (view ?? this.data).patients([...ids], ctx.requestId) : new Map<string, PatientRecord>();
+    const records = ids.size ? await (view ?? this.data).patients([...ids], ctx) : new Map<string, PatientRecord>();
     return versions.map((v) =>
       hasContent(v) ? decide(engineRequest(actorOf(ctx), ctx.purposeOfUse, v, records, purpose.action, this.options)) : deny('no-patient', 'a deletion carries no content'),
     );
@@ -96,7 +102,7 @@ export class ConsentPolicy implements AccessPolicy {
     const ids = new Set<string>();
     for (const r of [before?.resource, after]) if (r) for (const id of definitions.Consent.patientIds(r)) ids.add(id);
     if (ids.size === 0) return deny('no-patient', 'a Consent must name a patient of this server (Consent.patient = Patient/<id>)');
-    const records = await (view ?? this.data).patients([...ids], ctx.requestId);
+    const records = await (view ?? this.data).patients([...ids], ctx);
     for (const id of ids) {
       if (actor.patient === id) continue;
       const record = records.get(id);

@@ -134,7 +134,7 @@ export class Gate {
       throw refused('review of this record', decision);
     }
     if (!this.facts) throw new FhirError('internal', 'no patient facts configured');
-    const record = (await this.facts.patients([patientId], ctx.requestId)).get(patientId);
+    const record = (await this.facts.patients([patientId], ctx)).get(patientId);
     // A patient/ token reviews its own patient's record only (confinedToPatient).
     const confined = confinedToPatient(ctx.scopes, reads);
     const auditor = ctx.roles.includes('auditor') && !confined;

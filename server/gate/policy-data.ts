@@ -15,7 +15,8 @@ const MAX_CACHED = 50000;
 export class PatientFactsCache implements PolicyData {
   private readonly cache = new Map<string, PatientRecord>();
   private watermark: number[] | undefined;
-  private checkedFor: string | undefined;
+  /** The request (its AccessContext, see PolicyData) the last check was made for. */
+  private checkedFor: WeakRef<object> | undefined;
   /** The check under way, and the one that starts when it ends. */
   private refreshing: Promise<void> | undefined;
   private next: Promise<void> | undefined;
@@ -24,10 +25,10 @@ export class PatientFactsCache implements PolicyData {
 
   constructor(private readonly reader: StoreReader) {}
 
-  async patients(ids: readonly string[], requestId: string): Promise<ReadonlyMap<string, PatientRecord>> {
-    if (this.checkedFor !== requestId) {
+  async patients(ids: readonly string[], asker: object): Promise<ReadonlyMap<string, PatientRecord>> {
+    if (this.checkedFor?.deref() !== asker) {
       await this.refresh();
-      this.checkedFor = requestId;
+      this.checkedFor = new WeakRef(asker);
     }
     const out = new Map<string, PatientRecord>();
     const missing: string[] = [];

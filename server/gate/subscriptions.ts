@@ -128,7 +128,7 @@ export class SubscriptionGate {
     }
     if (!auditor) {
       const patients = new Set(versions.flatMap((v) => (v.resource ? definitions.Consent.patientIds(v.resource as Consent) : [])));
-      const records = await this.facts.patients([...patients], ctx.requestId);
+      const records = await this.facts.patients([...patients], ctx);
       const custodian = patients.size > 0 && [...patients].every((p) => {
         const r = records.get(p);
         return r?.resource !== undefined && isCustodian(ctx.organization, custodiansOf(r.resource, r.creatorOrg));

@@ -290,6 +290,17 @@ describe('Consent enforcement through the HTTP API', () => {
   });
 
   describe('a Consent change is enforced on the very next request', () => {
+    it('whatever X-Request-Id the client sends: the same one every time is no way to keep old facts', async () => {
+      // Found by a second reading (stop 23): the decision cache checked for changes once per
+      // request id, and the request id is the client's X-Request-Id.
+      const id = (await gp.post('/Patient', patient('Sameidson', '9000000084'))).body.id as string;
+      const c = (await gp.post('/Consent', consentFor(id, { type: 'permit', actor: [{ role: { text: 'recipient' }, reference: org('HOSP1') }] }))).body;
+      const same = { 'X-Request-Id': 'always-the-same' };
+      assert.equal((await hospital.get(`/Patient/${id}`, same)).status, 200);
+      assert.equal((await gp.put(`/Consent/${c.id}`, { ...c, status: 'inactive' })).status, 200);
+      assert.equal((await hospital.get(`/Patient/${id}`, same)).status, 403);
+    });
+
     it('withdrawn a moment ago: the next read, search and history are refused', async () => {
       const consent = (await gp.get(`/Consent/${ids.openConsent}`)).body;
       assert.equal((await hospital.get(`/Patient/${ids.open}`)).status, 200);

@@ -39,13 +39,13 @@ describe('Consent facts: a request never relies on a check older than itself', (
   it('a change committed while another request was checking is seen by the next request', async () => {
     const store = fakeStore();
     const facts = new PatientFactsCache(store.reader);
-    assert.equal((await facts.patients(['p1'], 'warm')).get('p1')!.consents[0].provision!.type, 'permit');
+    assert.equal((await facts.patients(['p1'], { request: 'warm' })).get('p1')!.consents[0].provision!.type, 'permit');
 
     store.holdNextLookup();
-    const first = facts.patients(['p1'], 'request-a'); // its check has read seq [1, 1] ...
+    const first = facts.patients(['p1'], { request: 'a' }); // its check has read seq [1, 1] ...
     store.state.seq = [1, 2]; // ... then the Consent is changed to deny and committed ...
     store.state.consent = 'deny';
-    const second = facts.patients(['p1'], 'request-b'); // ... and the next request arrives.
+    const second = facts.patients(['p1'], { request: 'b' }); // ... and the next request arrives.
     store.release();
     await first;
     assert.equal((await second).get('p1')!.consents[0].provision!.type, 'deny');
@@ -60,9 +60,9 @@ describe('Consent facts: a request never relies on a check older than itself', (
       return latest(types);
     };
     const facts = new PatientFactsCache(store.reader);
-    await facts.patients(['p1'], 'warm');
+    await facts.patients(['p1'], { request: 'warm' });
     lookups = 0;
-    await Promise.all(Array.from({ length: 20 }, (_, i) => facts.patients(['p1'], `r${i}`)));
+    await Promise.all(Array.from({ length: 20 }, (_, i) => facts.patients(['p1'], { request: i })));
     assert.ok(lookups <= 2, `${lookups} look-ups for 20 concurrent requests`);
   });
 });
