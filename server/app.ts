@@ -122,7 +122,7 @@ export function buildApp(options: AppOptions): App {
     },
   });
   const seal = new CursorSeal(options.store.cursorKey, options.store.cutovers.numericFeedCursorsUpTo);
-  const exportGate = new ExportGate(options.store.reader, policy, jobs, seal, options.access.registry);
+  const exportGate = new ExportGate(options.store.reader, policy, jobs, seal, options.access.registry, trail);
   const subscriptionGate = new SubscriptionGate(options.store.reader, policy, facts, subscriptions, seal);
   const owner = randomUUID();
   const exportRunner = new ExportRunner({ jobs, gate: exportGate, registry: options.access.registry, config: options.config.feed, baseUrl: audience.issuer, now, logger, owner });

@@ -1,7 +1,9 @@
-import { definitions, RESOURCE_TYPES, type ResourceType } from '../../resources';
+import { definitions, isResourceType, RESOURCE_TYPES, type ResourceType } from '../../resources';
 import type { AccessContext } from '../access/context';
 import { backgroundContext, backgroundRefusal, storeContext } from '../access/background';
 import type { ClientRegistry } from '../access/registry';
+import type { AuditSink } from '../audit/trail';
+import type { Resource } from 'fhir/r4';
 import type { Decision } from '../consent/decision';
 import { FhirError } from '../errors';
 import type { ExportFile, ExportJob, ExportJobs, ExportLevel } from '../store/exports';
@@ -51,8 +53,10 @@ export class ExportGate {
     private readonly jobs: ExportJobs,
     seal: CursorSeal,
     private readonly registry: ClientRegistry,
+    /** Where a download's accesses are noted (the request's audit, audit/trail.ts). */
+    audit?: Pick<AuditSink, 'note'>,
   ) {
-    this.reads = new GatedReads(reader, policy, seal);
+    this.reads = new GatedReads(reader, policy, seal, undefined, audit);
   }
 
   /** The types this client may search, and so export. */
@@ -89,13 +93,51 @@ export class ExportGate {
     return { job, files: job.status === 'completed' ? await this.jobs.files(id) : [] };
   }
 
-  /** One file of a completed export of this client. */
+  /**
+   * One file of a completed export of this client. The resources of an output file are decided
+   * again, as the runner decided them when it wrote the file (action disclose, for the job's
+   * client as it stands now): one that a Consent or an objection written since refuses is left
+   * out (the manifest's count is then more than the file holds). Each resource served, or left
+   * out, is on its patient's trail as this download: a file sits on the server for as long as
+   * its export lasts, and a patient who opts out meanwhile is not sent by it.
+   */
   async file(ctx: AccessContext, id: string, part: number): Promise<{ job: ExportJob; content: string }> {
     const job = await this.job(ctx, id);
     if (job.status !== 'completed') throw new FhirError('not-found', `Export ${id} has no files (it is ${job.status})`);
     const content = await this.jobs.fileContent(id, part);
     if (content === undefined) throw new FhirError('not-found', `Export ${id} has no file ${part}`);
-    return { job, content };
+    const file = (await this.jobs.files(id)).find((f) => f.part === part);
+    if (file?.kind !== 'output' || !isResourceType(file.type)) return { job, content };
+    const standing = backgroundContext(this.registry, job.context, ctx.requestId);
+    if (!standing) throw new FhirError('not-found', `No export ${id} of this client`);
+    const type = file.type;
+    const lines = content.split('\n').filter((l) => l.length > 0);
+    const resources = lines.map((l) => JSON.parse(l) as Resource);
+    const rows = new Map((await this.reader.currentMany(type, resources.map((r) => r.id!))).map((v) => [v.id, v]));
+    // As written at the snapshot; judged as the record stands now (a version from history).
+    const versions: HistoryVersion[] = resources.map((r) => {
+      const row = rows.get(r.id!);
+      return {
+        rid: row?.rid ?? 0,
+        type,
+        id: r.id!,
+        versionId: Number(r.meta?.versionId ?? 0),
+        lastUpdated: Date.parse(r.meta?.lastUpdated ?? '') || 0,
+        deleted: false,
+        resource: r,
+        createdBy: row?.createdBy ?? null,
+        creatorOrg: row?.creatorOrg ?? null,
+        seq: job.snapshot.seq,
+        method: 'PUT',
+      };
+    });
+    const decisions = await this.reads.decideVersions(standing, versions, DISCLOSE);
+    let kept = '';
+    versions.forEach((v, i) => {
+      this.reads.note(ctx, 'read', v, decisions[i]);
+      if (decisions[i].effect === 'permit') kept += `${lines[i]}\n`;
+    });
+    return { job, content: kept };
   }
 
   async cancel(ctx: AccessContext, id: string): Promise<void> {

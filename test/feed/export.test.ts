@@ -301,6 +301,29 @@ describe('Feed: Bulk Data export', function () {
     assert.equal((await national.get(file)).status, 404);
   });
 
+  it('a file is decided again when downloaded: a patient who opted out since is not in it, and each download is on the patients\' trails', async () => {
+    // Found by a second reading (stop 23): files were decided when written and served as they were
+    // for as long as the export lasted, the download audited as one event naming no patient.
+    const c = (await gp.post('/Patient', patient({ managingOrganization: org('GP1'), name: [{ family: 'Export-c' }] }))).body.id as string;
+    const cConsent = (await gp.post('/Consent', consent(c, { provision: { type: 'permit', actor: [{ role: { text: 'recipient' }, reference: org('RES1') }], purpose: [v3('HRESCH')] } }))).body.id as string;
+    const status = await kickOff(research, '/$export?_type=Consent');
+    await h.app.feed.exports.runOnce();
+    const manifest = JSON.parse((await research.get(status, { Accept: 'application/json' })).text) as Manifest;
+    const urls = manifest.output.map((o) => local(o.url));
+    const ids = async () => (await Promise.all(urls.map(async (u) => (await research.get(u, { 'X-Request-Id': `dl-${u.split('/').pop()}` })).text))).join('').trim().split('\n').filter(Boolean).map((l) => (JSON.parse(l) as Resource).id);
+    const before = await ids();
+    assert.ok(before.includes(cConsent), before.join());
+    assert.equal((await gp.post('/Consent', nationalOptOut(c))).status, 201);
+    const after = await ids();
+    assert.ok(!after.includes(cConsent), 'the objector\'s Consent is left out of the file now');
+    assert.deepEqual(after, before.filter((id) => id !== cConsent), 'and only that one');
+    // The downloads are on the patients' trails: served before, refused after.
+    const report = (await gp.get(`/Patient/${c}/$access-report?_count=1000`)).body.parameter.filter((p: { name: string }) => p.name === 'access');
+    const byResearch = report.filter((l: { part: { name: string; valueReference?: { identifier?: { value: string } }; valueCode?: string }[] }) => l.part.some((x) => x.name === 'client' && x.valueReference?.identifier?.value === 'research'));
+    const outcomes = byResearch.map((l: { part: { name: string; valueCode?: string }[] }) => l.part.find((x) => x.name === 'outcome')!.valueCode);
+    assert.ok(outcomes.includes('permitted') && outcomes.includes('refused'), JSON.stringify(outcomes));
+  });
+
   it('POST kick-off with a Parameters resource works like GET', async () => {
     const res = await national.post('/$export', { resourceType: 'Parameters', parameter: [{ name: '_type', valueString: 'Consent' }, { name: '_outputFormat', valueString: 'ndjson' }] }, { Prefer: 'respond-async' });
     assert.equal(res.status, 202, res.text);
