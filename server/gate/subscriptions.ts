@@ -121,6 +121,9 @@ export class SubscriptionGate {
     // A patient/ token is neither (confinedToPatient): where a Consent was sent is not the patient's to see.
     if (confinedToPatient(ctx.scopes, ['Patient', 'Consent', 'AuditEvent'])) throw refused();
     const auditor = ctx.roles.includes('auditor');
+    // Where Consents were sent is about Consents: a custodian's token without a Consent scope gets
+    // no answer (auditors answer by their role, as for the rest of the trail's reviews).
+    if (!auditor) this.reads.allow(ctx, 'Consent', 'read');
     const versions = await this.reader.history({ types: ['Consent'], id: consentId, order: 'desc', limit: 1000 });
     if (versions.length === 0) {
       if (auditor) throw new FhirError('not-found', `Consent/${consentId} is not known`);
@@ -135,7 +138,10 @@ export class SubscriptionGate {
       });
       if (!custodian) throw refused();
     }
-    return this.lines(await this.subscriptions.forResource('Consent', consentId));
+    // A custodian learns whether and when its patient's Consent reached each subscriber, not where
+    // other clients receive their notifications (their endpoints are theirs).
+    const lines = await this.lines(await this.subscriptions.forResource('Consent', consentId));
+    return auditor ? lines : lines.map((l) => (l.subscriber === ctx.clientId ? l : { ...l, endpoint: undefined }));
   }
 
   /**

@@ -272,9 +272,14 @@ describe('Feed: Subscriptions (rest-hook) from a durable outbox', function () {
     const failing = lines.find((l) => part(l, 'status')!.valueCode === 'failing')!;
     assert.match(part(failing, 'error')!.valueString!, /HTTP 500/);
     assert.equal(part(failing, 'attempts')!.valueInteger, 1);
+    // The custodian is not told where other clients receive their notifications; auditors are.
+    assert.ok(!lines.some((l) => part(l, 'endpoint')), 'no endpoint of another client');
+    assert.ok(!res.text.includes(receiver.base), res.text);
     // who may see it
     const auditor = await h.as('auditor', { purpose: 'HOPERAT' });
-    assert.equal((await auditor.get(`/Consent/${c}/$delivery-status`)).status, 200);
+    const audited = await auditor.get(`/Consent/${c}/$delivery-status`);
+    assert.equal(audited.status, 200);
+    assert.ok(audited.text.includes(`${receiver.base}/hooks/status-ok`), 'auditors see the endpoints');
     assert.equal((await national.get(`/Consent/${c}/$delivery-status`)).status, 403);
     assert.equal((await hospital.get(`/Consent/${c}/$delivery-status`)).status, 403);
     assert.equal((await hospital.get('/Consent/unknown-consent/$delivery-status')).status, 403, 'nor whether a Consent exists');
