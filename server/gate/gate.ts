@@ -343,7 +343,16 @@ export class GatedReads {
       throw new FhirError('not-found', `${type}/${id} has no version ${versionId}`);
     }
     if (version.deleted) {
-      await this.assertMayKnowOf(ctx, type, id, purpose);
+      // A deletion is shown to whoever may see the version it deleted, as in history
+      // (decideVersions), not the newest version with content, which may have come after it.
+      const before = versionId > 1 ? await this.reader.version(type, id, versionId - 1) : undefined;
+      if (before && !before.deleted) {
+        const decision = await this.decide(ctx, before, purpose);
+        if (decision.effect === 'deny') {
+          this.note(ctx, 'vread', before, decision);
+          throw forbidden(type, decision, ctx, true);
+        }
+      } else await this.assertMayKnowOf(ctx, type, id, purpose);
       throw new FhirError('gone', `${type}/${id} version ${versionId} is a deletion`);
     }
     const decision = await this.decide(ctx, version, purpose);

@@ -379,6 +379,20 @@ describe('Consent enforcement through the HTTP API', () => {
       assert.equal((await hospital.get(`/Patient/${id}/_history`)).body.entry.length, 2);
     });
 
+    it('a deletion is shown to whoever may see the version it deleted, by vread as by history', async () => {
+      // Found by a second reading (stop 23): vread judged a deletion by the newest version with
+      // content, which may have come after it, and so told of a deletion history hides.
+      const pid = (await gp.post('/Patient', patient('Deletionby', '9000000092'))).body.id as string;
+      const id = (await gp.post('/Consent', consentFor(pid, { type: 'permit' }))).body.id as string;
+      assert.equal((await hospital.get(`/Consent/${id}`)).status, 403, 'version 1 names no one the hospital is');
+      assert.equal((await gp.delete(`/Consent/${id}`)).status, 204);
+      const again = await gp.put(`/Consent/${id}`, { ...consentFor(pid, { type: 'permit', actor: [{ role: { text: 'recipient' }, reference: org('HOSP1') }] }), id });
+      assert.equal(again.status, 201, again.text);
+      assert.equal((await hospital.get(`/Consent/${id}`)).status, 200, 'version 3 names it');
+      assert.equal((await hospital.get(`/Consent/${id}/_history/2`)).status, 403, 'the deletion of a version it may not see');
+      assert.equal((await gp.get(`/Consent/${id}/_history/2`)).status, 410, 'the custodian is told it is a deletion');
+    });
+
     it('a label added later covers the earlier versions too', async () => {
       const id = (await gp.post('/Patient', patient('Labelham', '9000000076'))).body.id as string;
       const hosp = { role: { text: 'recipient' }, reference: org('HOSP1') };
