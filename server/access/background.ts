@@ -72,6 +72,8 @@ export function backgroundContext(registry: ClientRegistry, stored: StoredContex
   const client = registry.get(stored.clientId);
   if (!client) return undefined;
   if (!client.purposes.includes(stored.purposeOfUse)) return undefined;
+  // Work stored for break-the-glass (before backgroundRefusal refused it) does not run, nor serve files.
+  if (isA(stored.purposeOfUse, 'ETREAT')) return undefined;
   // Work asked for with a key since taken out of the registry (rotated after a leak, or the client
   // re-added with new keys) stops with it. Work stored before tokens were bound names no key.
   if (stored.clientKey !== undefined && !client.keyThumbprints.has(stored.clientKey)) return undefined;

@@ -106,7 +106,8 @@ export class Gate {
       // report is there to show.
       return about.includes(patientId) && (auditor || v.createdBy === SERVER_CLIENT_ID || about.every((p) => p === patientId));
     });
-    const recorded = (v: StoredVersion) => Date.parse((v.resource as unknown as { recorded: string }).recorded);
+    // (an instant Date.parse cannot read, a leap second say, sorts as the oldest)
+    const recorded = (v: StoredVersion) => Date.parse((v.resource as unknown as { recorded: string }).recorded) || 0;
     // Newest first by when they were recorded: rids are not in that order (the audit worker's
     // events get theirs when they are moved from its journal, after events appended since).
     // A page starts below the last line of the one before, so events recorded since (newer) or
@@ -149,7 +150,7 @@ export class Gate {
       }
       throw notPermitted();
     }
-    const allowed = confined ? ctx.patient === patientId : auditor || bearerPatient(ctx) === patientId || isCustodian(ctx.organization, custodiansOf(record.resource, record.creatorOrg));
+    const allowed = confined ? bearerPatient(ctx) === patientId : auditor || bearerPatient(ctx) === patientId || isCustodian(ctx.organization, custodiansOf(record.resource, record.creatorOrg));
     if (!allowed) throw notPermitted();
     reviewed(PERMITTED);
     return {

@@ -77,13 +77,19 @@ export function allOf(...policies: AccessPolicy[]): AccessPolicy {
       // request, its refusals differing from those of data hidden from it. So such a refusal
       // stands only where every later policy permits the read; where one refuses, its refusal
       // is the answer, as it is for data that does match the filter.
-      for (const [i, at] of byContent) {
+      const refusedBy = new Map<number, number[]>();
+      for (const [i, at] of byContent) refusedBy.set(at, [...(refusedBy.get(at) ?? []), i]);
+      for (const [at, refused] of refusedBy) {
+        let open = refused;
         for (const p of policies.slice(at + 1)) {
-          const [d] = await p.canRead(ctx, [versions[i]], purpose, view);
-          if (d.effect === 'deny') {
-            decisions[i] = d;
-            break;
-          }
+          if (open.length === 0) break;
+          const answers = await p.canRead(ctx, open.map((i) => versions[i]), purpose, view);
+          const next: number[] = [];
+          answers.forEach((d, k) => {
+            if (d.effect === 'deny') decisions[open[k]] = d;
+            else next.push(open[k]);
+          });
+          open = next;
         }
       }
       return decisions;

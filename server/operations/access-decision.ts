@@ -4,7 +4,7 @@ import { isResourceType } from '../../resources';
 import type { AccessContext } from '../access/context';
 import { parsePurpose } from '../access/purpose';
 import type { ClientRegistry } from '../access/registry';
-import { scopesFor } from '../access/scopes';
+import { bearerPatient, scopesFor } from '../access/scopes';
 import { decide } from '../consent/decide';
 import { RULES, type Decision } from '../consent/decision';
 import { engineRequest } from '../consent/policy';
@@ -61,7 +61,8 @@ export async function accessDecision(gate: Gate, registry: ClientRegistry, ctx: 
     { name: 'resource', valueReference: { reference: target } },
     { name: 'action', valueCode: q.action },
     // Scopes are a separate gate: say whether the client's registration would even let it ask.
-    { name: 'scopesAllow', valueBoolean: scopesFor(client.scopes, type, 'r').length > 0 || scopesFor(client.scopes, type, 's').length > 0 },
+    // Not to the patient: whether a client id has scopes tells whether it is registered at all.
+    ...(bearerPatient(ctx) === undefined ? [{ name: 'scopesAllow', valueBoolean: scopesFor(client.scopes, type, 'r').length > 0 || scopesFor(client.scopes, type, 's').length > 0 }] : []),
   ];
   return { resourceType: 'Parameters', parameter: params };
 }
@@ -75,7 +76,8 @@ export const accessDecisionOperation: OperationDef = {
   async handler(req: Request, res: Response, deps: HttpDeps, target) {
     if (target.type !== 'Patient') throw new FhirError('not-found', '$access-decision is defined on Patient');
     const q = req.query as Record<string, string | undefined>;
-    if (!q.client) throw new FhirError('invalid-request', 'client is required (a registered client_id)', { expression: ['client'] });
+    if (!q.client || typeof q.client !== 'string') throw new FhirError('invalid-request', 'client is required, once (a registered client_id)', { expression: ['client'] });
+    for (const k of ['purpose', 'resource', 'action'] as const) if (q[k] !== undefined && typeof q[k] !== 'string') throw new FhirError('invalid-request', `${k} may be given once`, { expression: [k] });
     const action = (q.action ?? 'access') as ConsentAction;
     if (!['access', 'disclose', 'correct', 'use', 'collect'].includes(action)) throw new FhirError('invalid-request', 'action must be a consentaction code', { expression: ['action'] });
     const result = await accessDecision(deps.gate, deps.registry, ctxOf(res), target.id!, { client: q.client, purpose: q.purpose ?? 'TREAT', resource: q.resource, action }, {

@@ -16,8 +16,9 @@ const OUTCOME: Record<string, string> = { '0': 'permitted', '4': 'failed', '8': 
  * One line of the report, from one AuditEvent about the patient. An event's query and outcome
  * text are the whole request's: a search for several patients names them all
  * (`identifier=…|A,…|B`), a failed transaction's text quotes the entry that failed. So only
- * auditors get the whole query; others get its method and path (`GET …/Patient`), and a text
- * naming another patient reads as the outcome alone.
+ * auditors get the whole query; others get its method and path (`GET …/Patient`), and the text
+ * of a refusal (the decision about this patient, unless it names another) but not that of a
+ * failure, which may quote anything the request held (`PUT Patient?identifier=…|<NHS number>`).
  */
 function line(e: AuditEvent, id: string, patientId: string, auditor: boolean): ParametersParameter {
   const authz = e.subtype?.some((s) => s.code === 'AuthZ-Consent');
@@ -36,7 +37,7 @@ function line(e: AuditEvent, id: string, patientId: string, auditor: boolean): P
       // A valueString may not be empty: an event posted without a subtype says its type.
       { name: 'what', valueString: authz ? 'consent decision' : (e.subtype ?? []).map((s) => s.code).filter(Boolean).join(', ') || e.type?.code || e.type?.display || 'access' },
       { name: 'outcome', valueCode: OUTCOME[e.outcome ?? '0'] ?? 'failed' },
-      ...(e.outcomeDesc ? [{ name: 'reason', valueString: auditor || !namesAnotherPatient(e.outcomeDesc, patientId) ? e.outcomeDesc : `${OUTCOME[e.outcome ?? '0'] ?? 'failed'} (the reason concerns other patients too)` }] : []),
+      ...(e.outcomeDesc ? [{ name: 'reason', valueString: auditor || (e.outcome === '8' && !namesAnotherPatient(e.outcomeDesc, patientId)) ? e.outcomeDesc : 'the request failed (its details are for auditors)' }] : []),
       ...(client?.who ? [{ name: 'client', valueReference: client.who }] : []),
       ...(org?.who ? [{ name: 'organization', valueReference: org.who }] : []),
       ...(user?.who ? [{ name: 'user', valueReference: user.who }] : []),

@@ -604,6 +604,26 @@ describe('Audit: a BALP AuditEvent for every access', () => {
       assert.equal(tx.status, 412, tx.text);
       const afterTx = await reportOf(gp);
       assert.ok(!afterTx.includes(alice), 'nor through an outcome text');
+      // Nor anything else a failure's text quotes (found by a third reading): another patient's Consent id.
+      const aliceConsent = (await gp.post('/Consent', consent(alice))).body as Record<string, unknown>;
+      const tx2 = await gp.post('/', {
+        resourceType: 'Bundle',
+        type: 'transaction',
+        entry: [
+          { resource: strip((await gp.get(`/Patient/${hidden}`)).body), request: { method: 'PUT', url: `Patient/${hidden}` } },
+          { resource: { ...aliceConsent, meta: undefined }, request: { method: 'PUT', url: `Consent/${aliceConsent.id}`, ifMatch: 'W/"999"' } },
+        ],
+      });
+      assert.equal(tx2.status, 412, tx2.text);
+      assert.ok(!(await reportOf(gp)).includes(aliceConsent.id as string), "Alice's Consent id is not in Hidden's report");
+      assert.ok((await reportOf(auditor)).includes(aliceConsent.id as string), 'auditors see it');
+      // A patient's own app is not told which client ids have scopes (whether they are registered).
+      const own = { Authorization: `Bearer ${await patientToken(hidden)}` };
+      for (const client of ['hospital', 'no-such-client']) {
+        const decision = await h.anonymous.get(`/Patient/${hidden}/$access-decision?client=${client}&purpose=TREAT`, own);
+        assert.equal(decision.status, 200, decision.text);
+        assert.ok(!decision.text.includes('scopesAllow'), decision.text);
+      }
       const audited = await reportOf(auditor); assert.ok(audited.includes(alice) && /precondition|If-Match|does not match/i.test(audited), `which auditors see: ${JSON.stringify(JSON.parse(audited).parameter.filter((p: { part?: unknown[] }) => p.part).map((p: { part: { name: string; valueString?: string; valueCode?: string }[] }) => p.part.filter((x) => ['what', 'outcome', 'reason', 'query'].includes(x.name)).map((x) => x.valueString ?? x.valueCode)))}`);
     });
 

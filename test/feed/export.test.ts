@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import type { AuditEvent, Bundle, Resource } from 'fhir/r4';
+import { backgroundContext } from '../../server/access/background';
+import { ClientRegistry, parseRegistry } from '../../server/access/registry';
 import { sharedValidator } from '../../server/validation/validate';
 import { assertValidFhir, type Api } from '../support/api';
 import { consent, patient } from '../support/fixtures';
@@ -322,6 +324,15 @@ describe('Feed: Bulk Data export', function () {
     const byResearch = report.filter((l: { part: { name: string; valueReference?: { identifier?: { value: string } }; valueCode?: string }[] }) => l.part.some((x) => x.name === 'client' && x.valueReference?.identifier?.value === 'research'));
     const outcomes = byResearch.map((l: { part: { name: string; valueCode?: string }[] }) => l.part.find((x) => x.name === 'outcome')!.valueCode);
     assert.ok(outcomes.includes('permitted') && outcomes.includes('refused'), JSON.stringify(outcomes));
+  });
+
+  it('work stored for break-the-glass before such work was refused neither runs nor serves its files', () => {
+    // Found by a third reading (stop 23): the refusal checked the current token only.
+    const registry = ClientRegistry.of(parseRegistry([...h.clients.values()].map((c) => c.entry), '(test)'));
+    const stored = { clientId: 'emergency', scopes: ['system/Patient.rs'], purposeOfUse: 'BTG', requestId: 'r', baseUrl: BASE };
+    assert.equal(backgroundContext(registry, stored, 'r'), undefined);
+    assert.equal(backgroundContext(registry, { ...stored, purposeOfUse: 'ETREAT' }, 'r'), undefined);
+    assert.ok(backgroundContext(registry, { ...stored, purposeOfUse: 'TREAT' }, 'r'));
   });
 
   it('POST kick-off with a Parameters resource works like GET', async () => {

@@ -165,6 +165,9 @@ describe('Identity: SMART scopes', () => {
       const carolConsent = (await h.api.post('/Consent', consent(carol, { provision: { type: 'deny' } }))).body.id as string;
       assert.equal((await h.anonymous.delete(`/Consent/${carolConsent}`, headers)).status, 403, 'nor drop her refusal');
       assert.equal((await h.anonymous.get(`/Patient/${carol}/$access-report`, headers)).status, 403, 'nor review her record');
+      // Nor is a token whose read scopes are patient/ ones but which can also write as a user (found by a third reading).
+      const mixed = await external({ scope: 'patient/AuditEvent.rs user/Patient.c', patient: carol, organization: 'HOSPX', purpose_of_use: 'TREAT' });
+      assert.equal((await h.anonymous.get(`/Patient/${carol}/$access-report`, { Authorization: `Bearer ${mixed}` })).status, 403);
       // The patient's own app still is the patient.
       const own = await external({ scope: 'patient/Patient.rs patient/Consent.rs', patient: carol, purpose_of_use: 'PATRQT' });
       assert.equal((await h.anonymous.get(`/Patient/${carol}`, { Authorization: `Bearer ${own}` })).status, 200);
