@@ -6,6 +6,7 @@ import type { FeedConfig } from '../config';
 import type { SubscriptionGate } from '../gate/subscriptions';
 import type { Logger } from '../log';
 import type { OutboxRow, SubscriptionRecord, Subscriptions } from '../store/subscriptions';
+import { checkEndpoint } from './subscription-rules';
 import { WorkerLoop } from './worker-loop';
 
 /** Subscriptions worked on at once, and notifications sent per claim. */
@@ -85,6 +86,15 @@ export class Deliverer {
       const ctx = backgroundContext(this.o.registry, sub.context, `notify-${sub.id}-${this.o.now()}`);
       if (!ctx) {
         await subscriptions.failed(undefined, sub, `client ${sub.owner} is no longer registered (or no longer for purpose ${sub.context.purposeOfUse}, or no longer with the key it subscribed with)`, this.retryAt(sub), this.o.config.errorAfter);
+        return false;
+      }
+      // The allow-list as it is now, not as it was when the Subscription was made: an operator who
+      // narrows CUSTODIAN_SUBSCRIPTION_ENDPOINTS stops notifications to what it no longer allows
+      // (held, not dropped: they leave if the endpoint is allowed again or the client moves it).
+      try {
+        checkEndpoint(sub.endpoint, this.o.config.subscriptionEndpoints);
+      } catch {
+        await subscriptions.failed(undefined, sub, `the endpoint ${sub.endpoint} is no longer on this server's allow-list of notification endpoints`, this.retryAt(sub), this.o.config.errorAfter);
         return false;
       }
       for (const row of await subscriptions.pending(sub.id, BATCH)) {

@@ -239,6 +239,30 @@ describe('Feed: Subscriptions (rest-hook) from a durable outbox', function () {
     await research.delete(`/Subscription/${sub.id}`);
   });
 
+  it('an endpoint taken off the allow-list since is sent nothing; its notifications wait, and leave once it is allowed again', async () => {
+    // Found by a second reading (stop 23): the allow-list was checked at create and update only.
+    const sub = await subscribe(national, subscription(`${receiver.base}/hooks/narrowed`, { criteria: 'Consent?' }));
+    const feed = h.config.feed as { subscriptionEndpoints: readonly URL[] };
+    const allowed = feed.subscriptionEndpoints;
+    feed.subscriptionEndpoints = [new URL(`${receiver.base}/hooks/elsewhere`)];
+    let c: string;
+    try {
+      c = (await gp.post('/Consent', consent(pid))).body.id as string;
+      await deliver();
+      assert.equal(receiver.received.filter((r) => r.path === '/hooks/narrowed').length, 0, 'nothing sent');
+      const status = (await gp.get(`/Consent/${c}/$delivery-status`)).body as Parameters;
+      const line = status.parameter!.find((p) => p.name === 'delivery' && part(p, 'subscription')!.valueReference!.reference === `Subscription/${sub.id}`)!;
+      assert.equal(part(line, 'status')!.valueCode, 'pending', 'held, not dropped');
+    } finally {
+      feed.subscriptionEndpoints = allowed;
+    }
+    // Allowed again: after the backoff, what waited is sent.
+    await h.store.driver.run('UPDATE subscriptions SET next_attempt_at = 0');
+    await deliver();
+    assert.deepEqual(receiver.received.filter((r) => r.path === '/hooks/narrowed').map((r) => r.headers['x-custodian-resource']), [`Consent/${c}/_history/1`]);
+    await national.delete(`/Subscription/${sub.id}`);
+  });
+
   it('$delivery-status shows, per version and Subscription, delivered / pending / failing, for the custodian and auditors only', async () => {
     const ok = await subscribe(national, subscription(`${receiver.base}/hooks/status-ok`, { criteria: 'Consent?' }));
     const bad = await subscribe(national, subscription(`${receiver.base}/hooks/status-bad`, { criteria: 'Consent?' }));
