@@ -99,6 +99,10 @@ export class Deliverer {
       }
       for (const row of await subscriptions.pending(sub.id, BATCH)) {
         const note = await this.o.gate.notification(ctx, row, sub.payload !== undefined);
+        if (!note.permitted && note.retry) {
+          sub = await subscriptions.failed(row, sub, `the subscriber may not receive it now (${note.reason}); it waits`, this.retryAt(sub), this.o.config.errorAfter);
+          return progressed;
+        }
         if (!note.permitted) {
           await subscriptions.withheld(row, note.reason);
           progressed = true;

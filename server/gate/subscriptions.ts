@@ -25,7 +25,17 @@ const NOTIFY: ReadPurpose = { permission: 's', action: 'disclose' };
 /** What may go out for one queued notification. */
 export type Notification =
   | { readonly permitted: true; readonly version: HistoryVersion; readonly resource?: Resource; readonly patients: readonly string[]; readonly decision: Decision }
-  | { readonly permitted: false; readonly reason: string };
+  | {
+      readonly permitted: false;
+      readonly reason: string;
+      /**
+       * Refused by the subscriber's scopes, not by the data's Consents: its registration (or the
+       * token it last renewed the Subscription with) no longer covers Consents. That may be put
+       * right (a registry edit undone, the Subscription renewed), so the notification waits,
+       * as after a failed delivery, instead of being withheld for good.
+       */
+      readonly retry?: boolean;
+    };
 
 /** One line of a Consent's transmission record. */
 export interface DeliveryLine extends OutboxRow {
@@ -101,7 +111,7 @@ export class SubscriptionGate {
   /** What the subscriber (`ctx`, as it stands now) may be sent for one queued notification. */
   async notification(ctx: AccessContext, row: OutboxRow, withResource: boolean): Promise<Notification> {
     const scope = this.policy.allowsInteraction(ctx, row.type, 'search-type');
-    if (scope.effect === 'deny') return { permitted: false, reason: `${scope.reason}: ${scope.detail}` };
+    if (scope.effect === 'deny') return { permitted: false, reason: `${scope.reason}: ${scope.detail}`, retry: true };
     const version = await this.reader.version(row.type, row.resourceId, row.versionId);
     if (!version) return { permitted: false, reason: `${row.type}/${row.resourceId} has no version ${row.versionId}` };
     const [decision] = await this.reads.decideVersions(ctx, [version], NOTIFY);

@@ -263,6 +263,32 @@ describe('Feed: Subscriptions (rest-hook) from a durable outbox', function () {
     await national.delete(`/Subscription/${sub.id}`);
   });
 
+  it('a subscriber whose scopes no longer cover Consents is sent nothing, and its notifications wait instead of being withheld for good', async () => {
+    // Found by a second reading (stop 23): a momentary scope loss (a registry edit undone) withheld
+    // what was queued meanwhile, for good: that opt-out never reached the national service by push.
+    const sub = await subscribe(national, subscription(`${receiver.base}/hooks/rescoped`, { criteria: 'Consent?' }));
+    let original: Record<string, unknown>[] | undefined;
+    h.editClients((entries) => {
+      original = structuredClone(entries);
+      return entries.map((e) => (e.client_id === 'national' ? { ...e, scopes: ['system/Patient.rs'] } : e));
+    });
+    let c: string;
+    try {
+      c = (await gp.post('/Consent', consent(pid))).body.id as string;
+      await deliver();
+      assert.equal(receiver.received.filter((r) => r.path === '/hooks/rescoped').length, 0, 'nothing sent');
+      const status = (await gp.get(`/Consent/${c}/$delivery-status`)).body as Parameters;
+      const line = status.parameter!.find((p) => p.name === 'delivery' && part(p, 'subscription')!.valueReference!.reference === `Subscription/${sub.id}`)!;
+      assert.notEqual(part(line, 'status')!.valueCode, 'withheld');
+    } finally {
+      h.editClients(() => original!);
+    }
+    await h.store.driver.run('UPDATE subscriptions SET next_attempt_at = 0');
+    await deliver();
+    assert.deepEqual(receiver.received.filter((r) => r.path === '/hooks/rescoped').map((r) => r.headers['x-custodian-resource']), [`Consent/${c}/_history/1`]);
+    await national.delete(`/Subscription/${sub.id}`);
+  });
+
   it('$delivery-status shows, per version and Subscription, delivered / pending / failing, for the custodian and auditors only', async () => {
     const ok = await subscribe(national, subscription(`${receiver.base}/hooks/status-ok`, { criteria: 'Consent?' }));
     const bad = await subscribe(national, subscription(`${receiver.base}/hooks/status-bad`, { criteria: 'Consent?' }));
