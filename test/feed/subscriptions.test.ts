@@ -239,54 +239,53 @@ describe('Feed: Subscriptions (rest-hook) from a durable outbox', function () {
     await research.delete(`/Subscription/${sub.id}`);
   });
 
-  it('an endpoint taken off the allow-list since is sent nothing; its notifications wait, and leave once it is allowed again', async () => {
-    // Found by a second reading (stop 23): the allow-list was checked at create and update only.
-    const sub = await subscribe(national, subscription(`${receiver.base}/hooks/narrowed`, { criteria: 'Consent?' }));
-    const feed = h.config.feed as { subscriptionEndpoints: readonly URL[] };
-    const allowed = feed.subscriptionEndpoints;
-    feed.subscriptionEndpoints = [new URL(`${receiver.base}/hooks/elsewhere`)];
+  /**
+   * A national Subscription to `hook` while `hold` is in force (undone by the function it
+   * returns): a Consent written meanwhile is sent nothing and its notification is pending, not
+   * withheld; once undone (and past the backoff), what waited is sent.
+   */
+  async function heldThenSent(hook: string, hold: () => () => void): Promise<void> {
+    const sub = await subscribe(national, subscription(`${receiver.base}/hooks/${hook}`, { criteria: 'Consent?' }));
+    const sent = () => receiver.received.filter((r) => r.path === `/hooks/${hook}`).map((r) => r.headers['x-custodian-resource']);
+    const undo = hold();
     let c: string;
     try {
       c = (await gp.post('/Consent', consent(pid))).body.id as string;
       await deliver();
-      assert.equal(receiver.received.filter((r) => r.path === '/hooks/narrowed').length, 0, 'nothing sent');
+      assert.deepEqual(sent(), [], 'nothing sent');
       const status = (await gp.get(`/Consent/${c}/$delivery-status`)).body as Parameters;
       const line = status.parameter!.find((p) => p.name === 'delivery' && part(p, 'subscription')!.valueReference!.reference === `Subscription/${sub.id}`)!;
-      assert.equal(part(line, 'status')!.valueCode, 'pending', 'held, not dropped');
+      assert.ok(['pending', 'failing'].includes(part(line, 'status')!.valueCode!), `held, not withheld: ${part(line, 'status')!.valueCode}`);
     } finally {
-      feed.subscriptionEndpoints = allowed;
+      undo();
     }
-    // Allowed again: after the backoff, what waited is sent.
     await h.store.driver.run('UPDATE subscriptions SET next_attempt_at = 0');
     await deliver();
-    assert.deepEqual(receiver.received.filter((r) => r.path === '/hooks/narrowed').map((r) => r.headers['x-custodian-resource']), [`Consent/${c}/_history/1`]);
+    assert.deepEqual(sent(), [`Consent/${c}/_history/1`]);
     await national.delete(`/Subscription/${sub.id}`);
+  }
+
+  it('an endpoint taken off the allow-list since is sent nothing; its notifications wait, and leave once it is allowed again', async () => {
+    // Found by a second reading (stop 23): the allow-list was checked at create and update only.
+    await heldThenSent('narrowed', () => {
+      const feed = h.config.feed as { subscriptionEndpoints: readonly URL[] };
+      const allowed = feed.subscriptionEndpoints;
+      feed.subscriptionEndpoints = [new URL(`${receiver.base}/hooks/elsewhere`)];
+      return () => (feed.subscriptionEndpoints = allowed);
+    });
   });
 
   it('a subscriber whose scopes no longer cover Consents is sent nothing, and its notifications wait instead of being withheld for good', async () => {
     // Found by a second reading (stop 23): a momentary scope loss (a registry edit undone) withheld
     // what was queued meanwhile, for good: that opt-out never reached the national service by push.
-    const sub = await subscribe(national, subscription(`${receiver.base}/hooks/rescoped`, { criteria: 'Consent?' }));
-    let original: Record<string, unknown>[] | undefined;
-    h.editClients((entries) => {
-      original = structuredClone(entries);
-      return entries.map((e) => (e.client_id === 'national' ? { ...e, scopes: ['system/Patient.rs'] } : e));
+    await heldThenSent('rescoped', () => {
+      let original: Record<string, unknown>[] | undefined;
+      h.editClients((entries) => {
+        original = structuredClone(entries);
+        return entries.map((e) => (e.client_id === 'national' ? { ...e, scopes: ['system/Patient.rs'] } : e));
+      });
+      return () => h.editClients(() => original!);
     });
-    let c: string;
-    try {
-      c = (await gp.post('/Consent', consent(pid))).body.id as string;
-      await deliver();
-      assert.equal(receiver.received.filter((r) => r.path === '/hooks/rescoped').length, 0, 'nothing sent');
-      const status = (await gp.get(`/Consent/${c}/$delivery-status`)).body as Parameters;
-      const line = status.parameter!.find((p) => p.name === 'delivery' && part(p, 'subscription')!.valueReference!.reference === `Subscription/${sub.id}`)!;
-      assert.notEqual(part(line, 'status')!.valueCode, 'withheld');
-    } finally {
-      h.editClients(() => original!);
-    }
-    await h.store.driver.run('UPDATE subscriptions SET next_attempt_at = 0');
-    await deliver();
-    assert.deepEqual(receiver.received.filter((r) => r.path === '/hooks/rescoped').map((r) => r.headers['x-custodian-resource']), [`Consent/${c}/_history/1`]);
-    await national.delete(`/Subscription/${sub.id}`);
   });
 
   it('$delivery-status shows, per version and Subscription, delivered / pending / failing, for the custodian and auditors only', async () => {
