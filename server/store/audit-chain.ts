@@ -5,6 +5,7 @@ import { paramCode } from '../search/param-id';
 import { hashFramed, JOURNAL_CONTENT, type Framed } from './audit-frame';
 import type { Dialect, Queryable } from './driver';
 import { expectedIndexKeys, storedIndexKeys } from './index-rows';
+import { patientsColumn } from './records';
 
 /**
  * The tamper-evident chain over stored AuditEvents (a side table, `audit_chain`).
@@ -131,6 +132,7 @@ export type ChainProblem =
   | 'version-mismatch' // a history row of the event differs from the chained event (vread and _history would serve it)
   | 'index-missing' // a search-index row derived from the event is gone: the event would be hidden from searches on it (under a patient: from that patient's $access-report and AuditEvent?patient=)
   | 'index-extra' // a search-index row names the event that its content does not derive: searches would find it where it does not belong (under another patient: in that patient's report)
+  | 'patients-mismatch' // the row's record of the patients the event is about (resources.patients, what reads decide by) is not what its content names
   | 'truncated' // the head records more links than the chain has: its end was cut
   | 'head-missing' // the head row is gone
   | 'head-mismatch' // the head is not the chain's last link (edited, or links appended beside it)
@@ -172,6 +174,8 @@ interface LinkRow {
   id: string | null;
   deleted: number | string | null;
   version_id: number | string | null;
+  /** The row's `patients` column (store/records.ts patientsColumn): NULL in rows written before AuditEvents kept it. */
+  patients: string | null;
   /** 1: a link still in the audit journal (store/audit-journal.ts), its event not yet moved into the trail's tables. */
   journaled: number | string;
 }
@@ -202,9 +206,9 @@ export async function verifyChain(q: Queryable, options: VerifyOptions = {}): Pr
     const upTo = (t: string) => (head ? ` AND ${t}.seq <= ?` : '');
     const bounds = head ? [expected, head.seq] : [expected];
     const rows = await q.all<LinkRow>(
-      `SELECT * FROM (SELECT c.seq, c.rid, c.event_id, c.prev_hash, c.hash, r.content, r.type, r.id, r.deleted, r.version_id, 0 AS journaled FROM audit_chain c LEFT JOIN resources r ON r.rid = c.rid WHERE c.seq >= ?${upTo('c')} ORDER BY c.seq LIMIT ${BATCH}) a
+      `SELECT * FROM (SELECT c.seq, c.rid, c.event_id, c.prev_hash, c.hash, r.content, r.type, r.id, r.deleted, r.version_id, r.patients, 0 AS journaled FROM audit_chain c LEFT JOIN resources r ON r.rid = c.rid WHERE c.seq >= ?${upTo('c')} ORDER BY c.seq LIMIT ${BATCH}) a
        UNION ALL
-       SELECT * FROM (SELECT j.seq, CAST(NULL AS BIGINT) AS rid, j.id AS event_id, j.prev_hash, j.hash, ${JOURNAL_CONTENT} AS content, 'AuditEvent' AS type, j.id, 0 AS deleted, 1 AS version_id, 1 AS journaled FROM audit_journal j LEFT JOIN audit_journal_frame f ON f.id = j.frame WHERE j.seq >= ?${upTo('j')} ORDER BY j.seq LIMIT ${BATCH}) b
+       SELECT * FROM (SELECT j.seq, CAST(NULL AS BIGINT) AS rid, j.id AS event_id, j.prev_hash, j.hash, ${JOURNAL_CONTENT} AS content, 'AuditEvent' AS type, j.id, 0 AS deleted, 1 AS version_id, j.patients, 1 AS journaled FROM audit_journal j LEFT JOIN audit_journal_frame f ON f.id = j.frame WHERE j.seq >= ?${upTo('j')} ORDER BY j.seq LIMIT ${BATCH}) b
        ORDER BY seq LIMIT ${BATCH}`,
       [...bounds, ...bounds],
     );
@@ -228,8 +232,16 @@ export async function verifyChain(q: Queryable, options: VerifyOptions = {}): Pr
       // A journaled event has no history or index rows yet: they are made from this content when it is moved.
       const versionProblem = Number(row.journaled) ? undefined : derived.versions(row.event_id, row.content);
       if (versionProblem) return fail({ problem: 'version-mismatch', seq, event, detail: `${event} (link ${seq}): ${versionProblem}` });
-      const indexProblem = Number(row.journaled) ? undefined : derived.index(Number(row.rid), row.content);
+      let parsed: Resource | undefined;
+      const content = row.content;
+      const resource = () => (parsed ??= JSON.parse(content) as Resource);
+      const indexProblem = Number(row.journaled) ? undefined : derived.index(Number(row.rid), resource);
       if (indexProblem) return fail({ ...indexProblem, seq, event, detail: `${event} (link ${seq}) ${indexProblem.detail}` });
+      // What reads decide the event by (who may see it) must be what the chained content names; a
+      // journaled row's column is moved as it is.
+      if (row.patients !== null && row.patients !== patientsColumn('AuditEvent', resource(), 1)) {
+        return fail({ problem: 'patients-mismatch', seq, event, detail: `${event} (link ${seq}) is recorded as about other patients than its content names: it would be shown or hidden as theirs` });
+      }
       if (anchors.has(seq)) {
         if (anchors.get(seq) !== row.hash) return fail({ problem: 'anchor-mismatch', seq, event, detail: `link ${seq} is not the one kept outside the database: the chain was rewritten at or before it` });
         seenAnchors.add(seq);
@@ -311,9 +323,9 @@ async function derivedRows(q: Queryable, rows: readonly LinkRow[], localBase: st
      * would be hidden from the searches on them), none added (it would be found where it does not
      * belong). An event still queued is searched only after it is indexed.
      */
-    index(rid: number, content: string): { problem: 'index-missing' | 'index-extra'; detail: string } | undefined {
+    index(rid: number, resource: () => Resource): { problem: 'index-missing' | 'index-extra'; detail: string } | undefined {
       if (queued.has(rid)) return undefined;
-      const rows = extractIndexRows('AuditEvent', JSON.parse(content) as Resource, localBase);
+      const rows = extractIndexRows('AuditEvent', resource(), localBase);
       const expected = expectedIndexKeys('AuditEvent', rows);
       const stored = indexed.get(rid) ?? new Set<string>();
       for (const [key, what] of expected) {

@@ -197,7 +197,7 @@ function moveStatements(lo: number, hi: number, n: number, refs: number, dates: 
   const events = `audit_journal j CROSS JOIN resources r ON r.type = 'AuditEvent' AND r.id = j.id WHERE ${range}`;
   return [
     // A row whose frame is gone is not moved, which fails the move (fail closed; $verify names it).
-    `INSERT INTO resources (type, id, version_id, last_updated, deleted, content, created_by, creator_org) SELECT 'AuditEvent', j.id, 1, j.last_updated, 0, ${JOURNAL_CONTENT}, j.created_by, j.creator_org FROM audit_journal j LEFT JOIN audit_journal_frame f ON f.id = j.frame WHERE ${range} AND (j.frame IS NULL OR f.id IS NOT NULL) ORDER BY j.seq`,
+    `INSERT INTO resources (type, id, version_id, last_updated, deleted, content, created_by, creator_org, patients) SELECT 'AuditEvent', j.id, 1, j.last_updated, 0, ${JOURNAL_CONTENT}, j.created_by, j.creator_org, j.patients FROM audit_journal j LEFT JOIN audit_journal_frame f ON f.id = j.frame WHERE ${range} AND (j.frame IS NULL OR f.id IS NOT NULL) ORDER BY j.seq`,
     moved,
     `INSERT INTO resource_versions (rid, type, id, version_id, last_updated, deleted, method, content) SELECT r.rid, 'AuditEvent', r.id, 1, r.last_updated, 0, 'POST', NULL FROM ${events} ORDER BY j.seq`,
     moved,

@@ -356,6 +356,15 @@ const migrations: readonly Migration[] = [
       await m.sql('ALTER TABLE resources ADD COLUMN patients TEXT');
     },
   },
+  {
+    id: '0028-audit-journal-patients',
+    async up(m) {
+      // The `resources.patients` column of a journaled event (AuditEvents keep it since this
+      // migration, see store/records.ts patientsColumn), moved with it. NULL in rows journaled
+      // before: those events are parsed for it, as before.
+      await m.sql('ALTER TABLE audit_journal ADD COLUMN patients TEXT');
+    },
+  },
 ];
 
 /** Ids of all migrations, in order (for the health report and tests). */

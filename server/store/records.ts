@@ -84,8 +84,7 @@ function currentVersion<X extends object>(row: CurrentRow, extra: X): StoredVers
       return parsed;
     },
     text,
-    // Never an AuditEvent's (see patientsColumn), whatever the row holds.
-    patients: text !== undefined && row.patients != null && row.type !== 'AuditEvent' ? keptPatients(row.patients, Number(row.version_id)) : undefined,
+    patients: text !== undefined && row.patients != null ? keptPatients(row.patients, Number(row.version_id)) : undefined,
     createdBy: row.created_by,
     creatorOrg: row.creator_org,
     ...extra,
@@ -96,11 +95,15 @@ function currentVersion<X extends object>(row: CurrentRow, extra: X): StoredVers
  * The `patients` column of a current row: the patients version `versionId` of `resource` is
  * about (its type's patientIds), with that version and PATIENT_IDS_REVISION, as JSON. It is
  * read only for that version under that revision (keptPatients): a row an older build rewrote
- * without it, or one kept under another revision, is parsed instead. NULL for AuditEvents,
- * which are decided by their content alone: it is what the audit chain covers.
+ * without it, or one kept under another revision, is parsed instead.
+ *
+ * AuditEvents keep it too (since stop 24; before, they were parsed for it at every read): an
+ * AuditEvent search page parsed each event only for this, ~15% of the search's CPU. The audit
+ * chain covers an event's content, not this column, so `$verify` holds the column to the
+ * content as it holds the event's search-index rows (store/audit-chain.ts, `patients-mismatch`):
+ * a column edited in the database is named like an index row edited there.
  */
-export function patientsColumn(type: ResourceType, resource: Resource, versionId: number): string | null {
-  if (type === 'AuditEvent') return null;
+export function patientsColumn(type: ResourceType, resource: Resource, versionId: number): string {
   return JSON.stringify({ r: PATIENT_IDS_REVISION, v: versionId, ids: definitions[type].patientIds(resource) });
 }
 

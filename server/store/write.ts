@@ -41,6 +41,8 @@ export interface SerializedAuditEvent {
   readonly content: string;
   /** Its key in the index queue's `patient` column (see queueKey). */
   readonly patient: string | null;
+  /** Its `resources.patients` column (store/records.ts patientsColumn). */
+  readonly patients: string;
   /** Its early index rows (see EARLY_AUDIT_PARAMS), written with it; absent when all its rows wait (see EARLY_ROWS_MAX_EVENTS). */
   readonly early?: IndexRows;
   /** How the journal keeps it when it is one of many of a request (store/audit-frame.ts): `content` is made of these. */
@@ -109,7 +111,7 @@ export function serializeAuditEvent(event: AuditEvent, lastUpdated: number, loca
   }
   const content = framed?.content ?? JSON.stringify(withMeta(event, 1, lastUpdated));
   const rows = early ? earlyRows(event, localBase) : { patient: queuedPatient(event, localBase) };
-  return { id: event.id!, lastUpdated, content, ...rows, ...(framed ? { framed: { frame: framed.frame, body: framed.body } } : {}) };
+  return { id: event.id!, lastUpdated, content, patients: patientsColumn('AuditEvent', event, 1), ...rows, ...(framed ? { framed: { frame: framed.frame, body: framed.body } } : {}) };
 }
 
 /**
@@ -243,7 +245,7 @@ export class WriteTx {
     await Promise.all([...this.insertVersionsNow(versions), ...this.queueForIndexing(queued), early, insertLinks(this.q, tail!, links)]);
   }
 
-  private prepareMany(type: ResourceType, resources: readonly Resource[]): { id: string; lastUpdated: number; stored: Resource; content: string; patients: string | null }[] {
+  private prepareMany(type: ResourceType, resources: readonly Resource[]): { id: string; lastUpdated: number; stored: Resource; content: string; patients: string }[] {
     return resources.map((r) => {
       const lastUpdated = this.stamp();
       const stored = withMeta(r, 1, lastUpdated);
@@ -252,19 +254,18 @@ export class WriteTx {
   }
 
   /**
-   * Current rows of new resources; their rids by id. `patients` is the patientsColumn of each
-   * (NULL for AuditEvents).
+   * Current rows of new resources; their rids by id. `patients` is the patientsColumn of each.
    */
   private async insertCurrentMany(
     type: ResourceType,
-    prepared: readonly { id: string; lastUpdated: number; content: string; patients?: string | null }[],
+    prepared: readonly { id: string; lastUpdated: number; content: string; patients: string }[],
     writer: Writer,
   ): Promise<Map<string, number>> {
     const rids = new Map<string, number>();
     for (const chunk of chunks(prepared, 500)) {
       const rows = await this.q.all<{ rid: number | string; id: string }>(
         `INSERT INTO resources (type, id, version_id, last_updated, deleted, content, created_by, creator_org, patients) VALUES ${chunk.map(() => '(?, ?, 1, ?, 0, ?, ?, ?, ?)').join(', ')} RETURNING rid, id`,
-        chunk.flatMap((p) => [type, p.id, p.lastUpdated, p.content, writer.clientId, writer.organization, p.patients ?? null]),
+        chunk.flatMap((p) => [type, p.id, p.lastUpdated, p.content, writer.clientId, writer.organization, p.patients]),
       );
       for (const row of rows) rids.set(row.id, Number(row.rid));
     }
@@ -508,10 +509,10 @@ export class AuditAppendScript {
             frames.push(`(${literal(frame)}, ${literal(e.framed.frame.head)}, ${literal(e.framed.frame.tail)})`);
           }
         }
-        return `(${literal(link.seq)}, ${literal(e.id)}, ${literal(e.lastUpdated)}, ${literal(e.framed ? e.framed.body : e.content)}, ${literal(frame)}, ${by}, ${literal(e.patient)}, ${e.early ? 1 : 0}, ${literal(journalRefs(e))}, ${literal(journalDates(e))}, ${prev}, ${literal(link.hash)})`;
+        return `(${literal(link.seq)}, ${literal(e.id)}, ${literal(e.lastUpdated)}, ${literal(e.framed ? e.framed.body : e.content)}, ${literal(frame)}, ${by}, ${literal(e.patient)}, ${e.early ? 1 : 0}, ${literal(journalRefs(e))}, ${literal(journalDates(e))}, ${prev}, ${literal(link.hash)}, ${literal(e.patients)})`;
       });
       if (frames.length) statements.push(`INSERT INTO audit_journal_frame (id, head, tail) VALUES ${frames.join(',\n')}`);
-      statements.push(`INSERT INTO audit_journal (seq, id, last_updated, content, frame, created_by, creator_org, patient, early, refs, dates, prev_hash, hash) VALUES ${rows.join(',\n')}`);
+      statements.push(`INSERT INTO audit_journal (seq, id, last_updated, content, frame, created_by, creator_org, patient, early, refs, dates, prev_hash, hash, patients) VALUES ${rows.join(',\n')}`);
     }
     this.tail = chained.tail;
     this.appended += events.length;

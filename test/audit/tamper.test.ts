@@ -8,6 +8,7 @@ import { auditAppendScript, insertIndexRowsMany, serializeAuditEvent, type Seria
 import { extractIndexRows } from '../../server/search/extract';
 import { INDEX_TABLES } from '../../server/store/index-rows';
 import { paramId } from '../../server/search/param-id';
+import { PATIENT_IDS_REVISION } from '../../resources';
 import { ENGINE } from '../support/db';
 import { loadJson, patient } from '../support/fixtures';
 import { startHarness, type Harness } from '../support/harness';
@@ -125,13 +126,13 @@ describe(`Audit: tampering with the trail is detected (${ENGINE})`, () => {
 
   it('a deleted AuditEvent: event-missing at its link', async () => {
     const l = await link(5);
-    const row = (await q().get<Record<string, unknown>>('SELECT rid, type, id, version_id, last_updated, deleted, content, created_by, creator_org FROM resources WHERE rid = ?', [l.rid]))!;
+    const row = (await q().get<Record<string, unknown>>('SELECT rid, type, id, version_id, last_updated, deleted, content, created_by, creator_org, patients FROM resources WHERE rid = ?', [l.rid]))!;
     await q().run('DELETE FROM resources WHERE rid = ?', [l.rid]);
     const v = await verify();
     assert.deepEqual([v.intact, v.problem, v.link], [false, 'event-missing', 5]);
     await restore(async () => {
-      await q().run('INSERT INTO resources (rid, type, id, version_id, last_updated, deleted, content, created_by, creator_org) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)', [
-        row.rid, row.type, row.id, row.version_id, row.last_updated, row.deleted, row.content, row.created_by, row.creator_org,
+      await q().run('INSERT INTO resources (rid, type, id, version_id, last_updated, deleted, content, created_by, creator_org, patients) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)', [
+        row.rid, row.type, row.id, row.version_id, row.last_updated, row.deleted, row.content, row.created_by, row.creator_org, row.patients,
       ]);
     });
   });
@@ -298,6 +299,21 @@ describe(`Audit: tampering with the trail is detected (${ENGINE})`, () => {
     await restore(async () => void (await q().run('DELETE FROM idx_reference WHERE pid = ? AND ref = ? AND rid = ?', [pid, `Patient/${other}`, l.rid])));
   });
 
+  it('the patients an event is recorded as about (what reads decide it by), edited: patients-mismatch; a row without them is intact', async () => {
+    await h.store.auditIndex.catchUp();
+    const l = await link(5);
+    const kept = (await q().get<{ patients: string | null }>('SELECT patients FROM resources WHERE rid = ?', [l.rid]))!.patients;
+    assert.deepEqual(JSON.parse(kept ?? 'null'), { r: PATIENT_IDS_REVISION, v: 1, ids: [id] }, 'the event keeps the patients its content names');
+    await q().run('UPDATE resources SET patients = ? WHERE rid = ?', [JSON.stringify({ r: PATIENT_IDS_REVISION, v: 1, ids: ['someone-else'] }), l.rid]);
+    const v = await verify();
+    assert.deepEqual([v.intact, v.problem, v.link, v.event], [false, 'patients-mismatch', 5, `AuditEvent/${l.event_id}`]);
+    await q().run('UPDATE resources SET patients = ? WHERE rid = ?', [JSON.stringify({ r: PATIENT_IDS_REVISION, v: 1, ids: [] }), l.rid]);
+    assert.equal((await verify()).problem, 'patients-mismatch', 'about nobody, which reads would decide it as');
+    // A row written before events kept them is read by parsing its content, so it is not a problem.
+    await restore(async () => void (await q().run('UPDATE resources SET patients = NULL WHERE rid = ?', [l.rid])));
+    await restore(async () => void (await q().run('UPDATE resources SET patients = ? WHERE rid = ?', [kept, l.rid])));
+  });
+
   (ENGINE === 'sqlite' ? describe : describe.skip)('in the audit journal, before its events are moved into the trail (SQLite)', () => {
     const writer: Writer = { clientId: 'test-admin', organization: null };
     /**
@@ -324,6 +340,18 @@ describe(`Audit: tampering with the trail is detected (${ENGINE})`, () => {
       const read = await get(`/AuditEvent/${events[1].id}`);
       assert.equal(read.body.outcome, '8', 'what was moved is what the edit left');
       await restore(async () => void (await q().run("UPDATE resources SET content = ? WHERE type = 'AuditEvent' AND id = ?", [events[1].content, events[1].id])));
+    });
+
+    it('the patients of an event edited there: patients-mismatch at its link, where it is and once moved', async () => {
+      const planted = JSON.stringify({ r: PATIENT_IDS_REVISION, v: 1, ids: ['someone-else'] });
+      const { seqs, events } = await journalWith((seqs) => `UPDATE audit_journal SET patients = '${planted}' WHERE seq = ${seqs[1]}`);
+      const walked = await verifyChain(q(), { localBase: h.config.baseUrl });
+      assert.deepEqual([walked.ok, walked.firstProblem?.problem, walked.firstProblem?.seq], [false, 'patients-mismatch', seqs[1]], 'walked in the journal');
+      const v = await verify();
+      assert.deepEqual([v.intact, v.problem, v.link, v.event], [false, 'patients-mismatch', seqs[1], `AuditEvent/${events[1].id}`]);
+      const moved = await q().get<{ patients: string }>("SELECT patients FROM resources WHERE type = 'AuditEvent' AND id = ?", [events[1].id]);
+      assert.equal(moved?.patients, planted, 'moved as it was');
+      await restore(async () => void (await q().run("UPDATE resources SET patients = ? WHERE type = 'AuditEvent' AND id = ?", [events[1].patients, events[1].id])));
     });
 
     it('an event deleted there: missing-link where it was', async () => {

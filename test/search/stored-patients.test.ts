@@ -98,11 +98,14 @@ describe('Search: the patients each row keeps for its decisions and its audit', 
     await h.store.transaction((tx) => tx.createMany('Consent', many, writer));
     await assertKept('Consent', many[0].id, [alice]);
     await assertKept('Consent', many[1].id, [bob]);
-    // AuditEvents keep none: they are decided by their content, which the audit chain covers.
-    const some = (await h.store.driver.get<{ content: string }>("SELECT content FROM resources WHERE type = 'AuditEvent' AND content IS NOT NULL LIMIT 1"))!;
+    // AuditEvents keep them too (since stop 24), held to their content by $verify
+    // (test/audit/tamper.test.ts): the trail's own, moved from the audit journal, and posted ones.
+    await h.store.auditIndex.materialized();
+    const some = (await h.store.driver.get<{ id: string; content: string }>("SELECT id, content FROM resources WHERE type = 'AuditEvent' AND content LIKE ? LIMIT 1", [`%Patient/${bob}"%`]))!;
+    await assertKept('AuditEvent', some.id, [bob]);
     const event = { ...(JSON.parse(some.content) as AuditEvent), id: randomUUID() };
     await h.store.transaction((tx) => tx.createMany('AuditEvent', [event], writer));
-    assert.equal((await row('AuditEvent', event.id)).patients, null);
+    await assertKept('AuditEvent', event.id, [bob]);
   });
 
   it('a row an older build rewrote, or one kept under another revision of patientIds, is decided and audited by its content', async () => {
@@ -121,7 +124,7 @@ describe('Search: the patients each row keeps for its decisions and its audit', 
     assert.deepEqual(await searchAudited(national, `/Consent?_id=${c.id}`), { ids: [c.id!], audited: [`Patient/${alice}`] });
   });
 
-  it('decisions read them too, for the version they were kept for only; an AuditEvent\'s are never read', async () => {
+  it('decisions read them too, for the version they were kept for only; an AuditEvent\'s too, and $verify names one that is not its content\'s', async () => {
     const c = (await gp.post('/Consent', consent(alice))).body as Consent;
     const visible = async () => ((await gp.get(`/Consent?_id=${c.id}`)).body as Bundle).entry?.length ?? 0;
     assert.equal(await visible(), 1, 'the custodian sees its patient\'s Consent');
@@ -132,12 +135,20 @@ describe('Search: the patients each row keeps for its decisions and its audit', 
     // Kept for this version (this test can fail): the decision is made for another practice's patient.
     await keep('Consent', c.id!, 1);
     assert.equal(await visible(), 0, 'decided by the kept patients');
-    // An AuditEvent's column is never read, even one planted for its version.
+    // An AuditEvent's column decides it too (until stop 24 it was never read: every event of a
+    // search page was parsed for it). What keeps that honest is $verify, which names a column
+    // that is not what the chained content names, as it names an index row that is not.
     const events = async () => ((await gp.get(`/AuditEvent?patient=${alice}&_count=1000`)).body as Bundle).entry?.length ?? 0;
-    const before = await events();
-    assert.ok(before > 0, 'the custodian reads its patient\'s trail');
-    await h.store.driver.run("UPDATE resources SET patients = ? WHERE type = 'AuditEvent' AND content LIKE ?", [JSON.stringify({ r: PATIENT_IDS_REVISION, v: 1, ids: [carol] }), `%Patient/${alice}"%`]);
-    assert.ok((await events()) >= before, 'decided by the chained content, not the column');
+    assert.ok((await events()) > 0, 'the custodian reads its patient\'s trail');
+    await h.store.auditIndex.materialized();
+    const planted = JSON.stringify({ r: PATIENT_IDS_REVISION, v: 1, ids: [carol] });
+    await h.store.driver.run("UPDATE resources SET patients = ? WHERE type = 'AuditEvent' AND content LIKE ?", [planted, `%Patient/${alice}"%`]);
+    assert.equal(await events(), 0, 'decided as another practice\'s patient\'s, by the column');
+    const verify = (await auditor.get('/AuditEvent/$verify')).body as { parameter: { name: string; valueBoolean?: boolean; valueCode?: string }[] };
+    const out = (name: string) => verify.parameter.find((p) => p.name === name);
+    assert.deepEqual([out('intact')?.valueBoolean, out('problem')?.valueCode], [false, 'patients-mismatch']);
+    await h.store.driver.run("UPDATE resources SET patients = NULL WHERE type = 'AuditEvent' AND patients = ?", [planted]);
+    assert.ok((await events()) > 0, 'a row without them is decided by its content');
   });
 
   it('a row without them (written before they were kept) is decided and audited as one with them, for every client', async () => {
