@@ -100,10 +100,10 @@ function currentVersion<X extends object>(row: CurrentRow, extra: X): StoredVers
  * AuditEvents keep it too (since stop 24; before, they were parsed for it at every read): an
  * AuditEvent search page parsed each event only for this, ~15% of the search's CPU. The trail's
  * own events of a request about many patients are stored without it (SerializedAuditEvent in
- * store/write.ts). The audit
- * chain covers an event's content, not this column, so `$verify` holds the column to the
- * content as it holds the event's search-index rows (store/audit-chain.ts, `patients-mismatch`):
- * a column edited in the database is named like an index row edited there.
+ * store/write.ts). The audit chain covers an event's content, not this column, so `$verify`
+ * holds the column to the content as it holds the event's search-index rows
+ * (store/audit-chain.ts, `patients-mismatch`): a column edited in the database is named like an
+ * index row edited there.
  */
 export function patientsColumn(type: ResourceType, resource: Resource, versionId: number): string {
   return JSON.stringify({ r: PATIENT_IDS_REVISION, v: versionId, ids: definitions[type].patientIds(resource) });
