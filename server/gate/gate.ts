@@ -6,7 +6,7 @@ import { FhirError, outcomeOf } from '../errors';
 import { indexReadsOf, type ResourceFilter } from '../search/filter';
 import { readHead, type ChainHead, type ChainReport, type ChainTail } from '../store/audit-chain';
 import { VerificationStopped } from '../store/verify-thread';
-import { StoreReader, type HistoryRequest, type PageRequest, type PagedVersion } from '../store/read';
+import { StoreReader, type HistoryRequest, type PagedVersion } from '../store/read';
 import type { Keyset, OrderSql } from '../search/order';
 import type { HistoryVersion, StoredVersion } from '../store/records';
 import type { Store } from '../store/store';
@@ -23,7 +23,6 @@ import { breakGlassHint, publicRefusal } from '../consent/refusal';
 import { TransactionView } from './policy-data';
 import { CursorSeal, type FeedCursorSeal, type PageCursor } from './cursor';
 import { linksHold } from './links';
-import { PageReadAhead, type ReadAheadStats } from './read-ahead';
 import type { AccessPolicy, ReadPurpose, SystemInteraction } from './policy';
 
 /**
@@ -43,7 +42,6 @@ function askerOf(ctx: AccessContext): unknown[] {
 export class Gate {
   private readonly reads: GatedReads;
   private readonly seal: CursorSeal;
-  private readonly readAhead: PageReadAhead;
 
   constructor(
     private readonly store: Store,
@@ -56,13 +54,7 @@ export class Gate {
     private readonly hooks?: CommitHooks,
   ) {
     this.seal = new CursorSeal(store.cursorKey, store.cutovers.numericFeedCursorsUpTo);
-    this.readAhead = new PageReadAhead(store.reader);
-    this.reads = new GatedReads(store.reader, policy, this.seal, undefined, audit, store.auditIndex, this.readAhead);
-  }
-
-  /** How many pages of bulk walks were read ahead, and how many of them were used (gate/read-ahead.ts). */
-  get readAheadStats(): Readonly<ReadAheadStats> {
-    return this.readAhead.stats;
+    this.reads = new GatedReads(store.reader, policy, this.seal, undefined, audit, store.auditIndex);
   }
 
   /**
@@ -285,8 +277,6 @@ export class GatedReads {
      * if given). Unset inside transactions, which cannot wait for it once they hold the writer.
      */
     private readonly trail?: Pick<AuditIndex, 'catchUp' | 'materialized'>,
-    /** The next pages of bulk walks, read while their responses wait for the audit trail. Unset inside transactions. */
-    private readonly readAhead?: PageReadAhead,
   ) {}
 
   /** Brings the AuditEvent search index up to date (see `trail`). */
@@ -451,8 +441,7 @@ export class GatedReads {
     let scanned = 0;
     for (;;) {
       const batch = batchSize(want, found.length, scanned);
-      const req: PageRequest = { types, filter, order: q.order, ...(at ? (backwards ? { before: at } : { after: at }) : {}), limit: batch };
-      const rows = (scanned === 0 ? await this.readAhead?.take(req) : undefined) ?? (await this.reader.page(req));
+      const rows = await this.reader.page({ types, filter, order: q.order, ...(at ? (backwards ? { before: at } : { after: at }) : {}), limit: batch });
       scanned += rows.length;
       const ordered = backwards ? [...rows].reverse() : rows;
       const decisions = await this.policy.canRead(ctx, ordered, purpose, this.view);
@@ -466,9 +455,6 @@ export class GatedReads {
       if (found.length >= want || rows.length < batch) break;
       at = ordered[ordered.length - 1].position;
     }
-    // A bulk walker asks for the next page next: it starts after the last entry this one returns
-    // (search() returns want - 1), with the batch a first read takes.
-    if (!backwards && found.length >= want) this.readAhead?.start({ types, filter, order: q.order, after: found[want - 2].position, limit: batchSize(want, 0, 0) }, want - 1);
     return { found, decided };
   }
 
