@@ -323,8 +323,10 @@ export class GatedReads {
     const version = await this.reader.current(type, id);
     if (!version) throw new FhirError('not-found', `${type}/${id} is not known`);
     if (version.deleted) {
-      // A deletion carries no content, but that the resource existed is itself patient data.
-      await this.assertMayKnowOf(ctx, type, id, purpose);
+      // A deletion carries no content, but that the resource existed is itself patient data: the
+      // 410 is on the trail of the patients of its last version with content.
+      const known = await this.assertMayKnowOf(ctx, type, id, purpose);
+      if (known) this.note(ctx, 'read', version, known.decision, patientIdsOf(known.last));
       throw new FhirError('gone', `${type}/${id} was deleted`, { headers: { ETag: `W/"${version.versionId}"` } });
     }
     const decision = await this.decide(ctx, version, purpose);
@@ -353,7 +355,11 @@ export class GatedReads {
           this.note(ctx, 'vread', before, decision);
           throw forbidden(type, decision, ctx, true);
         }
-      } else await this.assertMayKnowOf(ctx, type, id, purpose);
+        this.note(ctx, 'vread', version, decision, patientIdsOf(before));
+      } else {
+        const known = await this.assertMayKnowOf(ctx, type, id, purpose);
+        if (known) this.note(ctx, 'vread', version, known.decision, patientIdsOf(known.last));
+      }
       throw new FhirError('gone', `${type}/${id} version ${versionId} is a deletion`);
     }
     const decision = await this.decide(ctx, version, purpose);
@@ -365,21 +371,29 @@ export class GatedReads {
   /**
    * For answers that reveal only that a resource exists (410, unknown version): the asker must
    * be allowed to see its last version with content. `unknown` says what to do when the
-   * resource never existed at all.
+   * resource never existed at all. Returns that version and the decision that permitted it
+   * (undefined when there is none), for the caller to put the answer on its patients' trail.
    */
-  async assertMayKnowOf(ctx: AccessContext, type: ResourceType, id: string, purpose: ReadPurpose, notFoundIfUnknown = false): Promise<void> {
+  async assertMayKnowOf(
+    ctx: AccessContext,
+    type: ResourceType,
+    id: string,
+    purpose: ReadPurpose,
+    notFoundIfUnknown = false,
+  ): Promise<{ last: HistoryVersion; decision: Decision } | undefined> {
     const versions = await this.reader.history({ types: [type], id, order: 'desc', limit: 100 });
     if (versions.length === 0) {
       if (notFoundIfUnknown) throw new FhirError('not-found', `${type}/${id} is not known`);
-      return;
+      return undefined;
     }
     const last = versions.find((v) => !v.deleted);
-    if (!last) return;
+    if (!last) return undefined;
     const decision = await this.decide(ctx, last, purpose);
     if (decision.effect === 'deny') {
       this.note(ctx, purpose.permission === 'r' ? 'read' : 'update', last, decision);
       throw forbidden(type, decision, ctx, purpose.permission === 'r' || purpose.permission === 's');
     }
+    return { last, decision };
   }
 
   /**
@@ -721,8 +735,13 @@ export class GatedTx {
     const purpose: ReadPurpose = { permission: permissionOf(interaction), action: 'access' };
     const version = await this.tx.current(type, id);
     if (!version) return undefined;
-    if (version.deleted) await this.reads.assertMayKnowOf(this.ctx, type, id, purpose);
-    else {
+    if (version.deleted) {
+      const known = await this.reads.assertMayKnowOf(this.ctx, type, id, purpose);
+      // A delete answered 204 ("already deleted") or a patch answered 410 tells that the resource
+      // existed and was deleted: on the trail of whose it was (with the transaction's audit, so a
+      // rollback records it as failed). An update brings it back, and is audited as that write.
+      if (known && interaction !== 'update') this.reads.note(this.ctx, interaction, version, known.decision, patientIdsOf(known.last));
+    } else {
       const [decision] = await this.policy.canRead(this.ctx, [version], purpose, this.decidedView);
       if (decision.effect === 'deny') {
         this.reads.note(this.ctx, interaction, version, decision);

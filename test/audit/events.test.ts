@@ -407,6 +407,40 @@ describe('Audit: a BALP AuditEvent for every access', () => {
     assert.ok(e.entity!.some((x) => x.what?.reference === `Patient/${pid}/_history/1`), 'the version before it');
   });
 
+  it('a 410 for a deleted resource, and a DELETE or PATCH of one, are on the trail of the deleted resource\'s patient', async () => {
+    // Each answer tells that the resource existed and was deleted, which is the patient's data;
+    // until stop 25 their events named no patient, so the patient's access report left them out.
+    const pid = (await gp.post('/Patient', patient({ managingOrganization: org('GP1'), name: [{ family: 'Goneham' }] }))).body.id as string;
+    const cid = (await gp.post('/Consent', consent(pid))).body.id as string;
+    assert.equal((await gp.delete(`/Consent/${cid}`)).status, 204);
+    const cases: [string, () => Promise<{ status: number }>, number, string][] = [
+      ['gone-read', () => gp.get(`/Consent/${cid}`, { 'X-Request-Id': 'gone-read' }), 410, 'read'],
+      ['gone-vread', () => gp.get(`/Consent/${cid}/_history/2`, { 'X-Request-Id': 'gone-vread' }), 410, 'vread'],
+      ['gone-delete', () => gp.delete(`/Consent/${cid}`, { 'X-Request-Id': 'gone-delete' }), 204, 'delete'],
+      ['gone-patch', () => gp.patch(`/Consent/${cid}`, [{ op: 'replace', path: '/status', value: 'inactive' }], { 'X-Request-Id': 'gone-patch' }), 410, 'patch'],
+    ];
+    for (const [id, send, status, interaction] of cases) {
+      assert.equal((await send()).status, status, id);
+      const [e, ...more] = rest(await eventsOf(id));
+      assert.equal(more.length, 0, id);
+      assert.deepEqual(e.subtype?.map((s) => s.code), [interaction], id);
+      assert.equal(patientOf(e), `Patient/${pid}`, `${id}: the patient's entity`);
+      assert.ok(e.entity!.some((x) => x.what?.reference === `Consent/${cid}/_history/2`), `${id}: the deletion it told of`);
+      assert.equal(e.outcome !== '0', status >= 400, `${id}: outcome ${e.outcome} for a ${status}`);
+    }
+    const report = (await gp.get(`/Patient/${pid}/$access-report`)).body.parameter.filter((p: { name: string }) => p.name === 'access');
+    const told = report.filter((l: unknown) => JSON.stringify(l).includes(`Consent/${cid}/_history/2`));
+    // The DELETE that made the deletion, and the four that were told of it.
+    assert.equal(told.length, 5, JSON.stringify(report));
+
+    // Someone who may not see the version deleted is refused (403), on the trail as a refusal.
+    const hidden410 = await hospital.get(`/Consent/${cid}`, { 'X-Request-Id': 'gone-refused' });
+    assert.equal(hidden410.status, 403);
+    const [refused] = rest(await eventsOf('gone-refused'));
+    assert.equal(patientOf(refused), `Patient/${pid}`);
+    assert.equal(refused.outcome, '8');
+  });
+
   it('a transaction that rolls back names no version that never existed', async () => {
     const pid = (await gp.post('/Patient', patient({ managingOrganization: org('GP1') }))).body.id;
     const id = rid();
