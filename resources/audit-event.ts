@@ -1,4 +1,4 @@
-import type { AuditEvent, Resource } from 'fhir/r4';
+import type { AuditEvent, Coding, Reference, Resource } from 'fhir/r4';
 import { patientIdOf, type ResourceDefinition } from './definition';
 
 /**
@@ -27,3 +27,21 @@ export const auditEvent: ResourceDefinition = {
     outcome: 'http://hl7.org/fhir/audit-event-outcome',
   },
 };
+
+const OBJECT_ROLE = 'http://terminology.hl7.org/CodeSystem/object-role';
+
+/** Whether an agent's `who` or an entity's `what` (with its role) stands for a patient: typed `Patient`, or in BALP's patient role (object-role#1). */
+export function standsForPatient(ref: Reference, role?: Coding): boolean {
+  return ref.type === 'Patient' || (role?.system === OBJECT_ROLE && role.code === '1');
+}
+
+/**
+ * Whether the event names a patient by identifier (system and value), with a reference or not.
+ * An audit source's event that does is placed on the patient's trail by the server
+ * (server/interactions/audit-patients.ts), and is no longer the source's to read whether or not
+ * the patient was found (consent/decide.ts), so that reading it back does not tell which.
+ */
+export function namesPatientByIdentifier(event: AuditEvent): boolean {
+  const byIdentifier = (ref: Reference | undefined, role?: Coding) => !!ref?.identifier?.system && !!ref.identifier.value && standsForPatient(ref, role);
+  return (event.agent ?? []).some((a) => byIdentifier(a.who)) || (event.entity ?? []).some((e) => byIdentifier(e.what, e.role));
+}

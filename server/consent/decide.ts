@@ -46,7 +46,9 @@ function decideAuditEvent(req: DecisionRequest): Decision {
       return deny('audit-restricted', `AuditEvents about Patient/${p.id} are for auditors, its custodian and the patient`);
     },
     () =>
-      actor.roles.includes('audit-source') && req.data.createdBy && req.data.createdBy === actor.clientId
+      // Not one that names a patient by identifier: found on this server it would be about that
+      // patient, and a source that could read it only when not found would learn which it was.
+      actor.roles.includes('audit-source') && req.data.createdBy && req.data.createdBy === actor.clientId && !req.data.namesPatientByIdentifier
         ? permit('recorded-by-client', 'an audit source reads an event it recorded itself')
         : deny('audit-restricted', 'AuditEvents about no patient are for auditors'),
   );

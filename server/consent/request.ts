@@ -23,6 +23,8 @@ export interface DataItem {
   readonly createdBy?: string | null;
   /** For a Consent being read: the organisations and people it names. */
   readonly named?: readonly NamedParty[];
+  /** For an AuditEvent: whether it names a patient by identifier (resources/audit-event.ts namesPatientByIdentifier). */
+  readonly namesPatientByIdentifier?: boolean;
 }
 
 export interface NamedParty {

@@ -764,6 +764,16 @@ export class GatedTx {
     return (await this.reads.search(this.ctx, { types: [type], filter, count: limit }, interaction)).entries;
   }
 
+  /**
+   * The ids of (at most `limit`) current Patients matching `filter`, whatever this context may
+   * see, and nothing else of them: for placing an audit source's event on the trail of the patient
+   * it names by identifier (interactions/audit-patients.ts), which must not depend on what the
+   * source may see; the ids are never returned to the client.
+   */
+  async patientIdsMatching(filter: ResourceFilter, limit = 2): Promise<string[]> {
+    return (await this.reader.page({ types: ['Patient'], filter, limit })).map((v) => v.id);
+  }
+
   /** See WriteTx.lockKey. */
   lockKey(key: string): Promise<void> {
     return this.tx.lockKey(key);

@@ -57,7 +57,7 @@ export function sendWrite(req: Request, res: Response, result: WriteResult): voi
     headers.Location = locationOf(res, v);
     if (result.status === 201) headers['Content-Location'] = headers.Location;
   }
-  if (prefer === 'OperationOutcome' || (result.status === 200 && !v)) {
+  if (prefer === 'OperationOutcome' || result.withheld || (result.status === 200 && !v)) {
     sendJson(res, result.status === 204 ? 200 : result.status, informational(result.message), headers);
     return;
   }

@@ -24,6 +24,12 @@ export interface WriteResult {
   readonly version?: StoredVersion;
   /** Informational text for Prefer: return=OperationOutcome and no-op deletes. */
   readonly message: string;
+  /**
+   * The written resource is not returned, whatever the client prefers (`message` is, as an
+   * OperationOutcome): it holds what the server found that the client may not learn (an audit
+   * source's event placed on a patient's trail by identifier, interactions/audit-patients.ts).
+   */
+  readonly withheld?: boolean;
 }
 
 /** 405 unless the type supports the interaction. */

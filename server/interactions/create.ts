@@ -2,6 +2,7 @@ import type { AuditEvent, Resource } from 'fhir/r4';
 import type { ResourceType } from '../../resources';
 import { FhirError } from '../errors';
 import type { GatedTx } from '../gate/gate';
+import { placeOnPatientTrails } from './audit-patients';
 import { asResource, assertInteraction, conditionalFilter, newId, withoutServerMeta, type InteractionEnv, type WriteResult } from './common';
 
 /**
@@ -30,9 +31,19 @@ export async function createResource(
   }
   // Validated as sent (a malformed id is bad input even though create replaces it).
   env.validator.assertValid(type, withoutServerMeta(resource));
-  if (type === 'AuditEvent') assertRecordedNotAhead(resource, env.now());
-  const fresh: Resource = { ...withoutServerMeta(resource), id: assignedId ?? newId() };
+  let fresh: Resource = { ...withoutServerMeta(resource), id: assignedId ?? newId() };
+  let withheld = false;
+  if (type === 'AuditEvent') {
+    assertRecordedNotAhead(resource, env.now());
+    const placed = await placeOnPatientTrails(tx, env, fresh as AuditEvent);
+    fresh = placed.event;
+    withheld = placed.byIdentifier;
+  }
   const version = await tx.create(type, fresh);
+  if (withheld) {
+    const why = 'it names a patient by identifier, and this answer does not say whether this server holds that patient';
+    return { status: 201, version, message: `Created ${type}/${version.id}; not returned: ${why}`, withheld };
+  }
   return { status: 201, version, message: `Created ${type}/${version.id}` };
 }
 

@@ -95,6 +95,7 @@ describe('Audit: a BALP AuditEvent for every access', () => {
         { clientId: 'hospital', ods: 'HOSP1', scopes: ['system/Patient.rs', 'system/Consent.rs'], purposes: ['TREAT', 'BTG'] },
         { clientId: 'auditor', ods: 'AUD1', scopes: ['system/AuditEvent.rs'], purposes: ['HOPERAT'], roles: ['auditor'] },
         { clientId: 'ehr-audit', ods: 'HOSP1', scopes: ['system/AuditEvent.c'], purposes: ['HOPERAT'], roles: ['audit-source'] },
+        { clientId: 'ehr-audit-reads', ods: 'HOSP2', scopes: ['system/AuditEvent.crs'], purposes: ['HOPERAT'], roles: ['audit-source'] },
       ],
       trusted: [{ issuer: IDP, keys: createLocalJWKSet({ keys: [{ ...(await exportJWK(pair.publicKey)), kid: 'k', alg: 'ES256' }] }), algorithms: ['ES256'], purposes: ['TREAT', 'PATRQT'] }],
     });
@@ -531,6 +532,71 @@ describe('Audit: a BALP AuditEvent for every access', () => {
       const bad = await source.post('/AuditEvent', { ...event, recorded: undefined });
       assert.equal(bad.status, 400);
       assert.equal((await source.put(`/AuditEvent/${created.body.id}`, { ...event, id: created.body.id })).status, 405);
+    });
+
+    it('an event naming its patient by NHS number or by this server\'s full URL is placed on that patient\'s trail; the answer does not tell whether the number was found', async () => {
+      // A source that may also read what it recorded (an event about no patient is its own to read).
+      const source = await h.as('ehr-audit-reads', { purpose: 'HOPERAT' });
+      const NHS = 'https://fhir.nhs.uk/Id/nhs-number';
+      const mk = async (family: string, nhs: string) =>
+        (await gp.post('/Patient', patient({ name: [{ family }], identifier: [{ system: NHS, value: nhs }], managingOrganization: org('GP1') }))).body.id as string;
+      const known = await mk('Knownby', '9000002001');
+      // Two records with one number (a duplicate awaiting merge): the event cannot say which.
+      await mk('Twin', '9000002028');
+      await mk('Twin', '9000002028');
+      const template = balp('auditBasicReadServer') as unknown as AuditEvent;
+      delete template.id;
+      const about = (what: Record<string, unknown>, recorded: string): AuditEvent => ({
+        ...template,
+        recorded,
+        entity: template.entity!.map((x) => (x.what?.reference?.startsWith('Patient/') ? { ...x, what } : x)),
+      });
+      const post = async (what: Record<string, unknown>, recorded: string) => {
+        const res = await source.post('/AuditEvent', about(what, recorded));
+        assert.equal(res.status, 201, res.text);
+        const id = /AuditEvent\/([^/]+)/.exec(res.headers.location as string)![1];
+        const stored = (await auditor.get(`/AuditEvent/${id}`)).body as AuditEvent;
+        return { res, stored, patient: stored.entity!.find((x) => x.role?.code === '1')!.what! };
+      };
+      const byNumber = (nhs: string) => ({ type: 'Patient', identifier: { system: NHS, value: nhs } });
+
+      const found = await post(byNumber('9000002001'), '2026-02-01T10:00:00Z');
+      assert.equal(found.patient.reference, `Patient/${known}`, 'the one Patient with that number');
+      assert.deepEqual(found.patient.identifier, { system: NHS, value: '9000002001' }, 'the identifier kept');
+      const missing = await post(byNumber('9000002044'), '2026-02-01T10:00:01Z');
+      assert.equal(missing.patient.reference, undefined, 'no Patient has it: left as it was');
+      const twice = await post(byNumber('9000002028'), '2026-02-01T10:00:02Z');
+      assert.equal(twice.patient.reference, undefined, 'two have it: left as it was');
+      // Found or not, the answer is the same: 201 and an OperationOutcome, not the stored event.
+      for (const { res } of [found, missing, twice]) {
+        assert.equal(res.body.resourceType, 'OperationOutcome');
+        assert.match(res.body.issue[0].diagnostics, /not returned/);
+      }
+      // The same in a batch.
+      const batch = await source.post('/', { resourceType: 'Bundle', type: 'batch', entry: [{ resource: about(byNumber('9000002001'), '2026-02-01T10:00:03Z'), request: { method: 'POST', url: 'AuditEvent' } }] });
+      assert.equal(batch.status, 200, batch.text);
+      assert.equal(batch.body.entry[0].resource, undefined);
+      assert.equal(batch.body.entry[0].response.outcome.resourceType, 'OperationOutcome');
+
+      const full = await post({ reference: `${BASE}/Patient/${known}` }, '2026-02-01T10:00:04Z');
+      assert.equal(full.patient.reference, `Patient/${known}`, 'this server\'s full URL made relative');
+      assert.equal(full.res.body.resourceType, 'AuditEvent', 'and answered as usual: the client named the patient itself');
+      const elsewhere = await post({ reference: `https://elsewhere.example/fhir/Patient/${known}` }, '2026-02-01T10:00:05Z');
+      assert.equal(elsewhere.patient.reference, `https://elsewhere.example/fhir/Patient/${known}`, 'another server\'s patient is not ours');
+
+      // Reading them back does not tell either: every event that named its patient by number is
+      // refused to the source, found or not; one about no patient of ours is its own to read.
+      for (const { stored } of [found, missing, twice]) assert.equal((await source.get(`/AuditEvent/${stored.id}`)).status, 403, stored.id);
+      assert.equal((await source.get(`/AuditEvent/${elsewhere.stored.id}`)).status, 200);
+      const listed = ((await source.get('/AuditEvent?date=ge2026-02-01T00:00:00Z&date=le2026-02-02&_count=100')).body.entry ?? []).map((e: { resource: AuditEvent }) => e.resource.id);
+      assert.deepEqual(listed, [elsewhere.stored.id], 'nor does searching');
+
+      const report = ((await gp.get(`/Patient/${known}/$access-report?_since=2026-02-01T00:00:00Z&_count=1000`)).body.parameter ?? []).filter((p: { name: string }) => p.name === 'access');
+      const when = report.map((l: { part: { name: string; valueInstant?: string }[] }) => l.part.find((p) => p.name === 'when')?.valueInstant)
+        .filter((w: string) => w.startsWith('2026-02-01'))
+        .sort();
+      assert.deepEqual(when, ['2026-02-01T10:00:00Z', '2026-02-01T10:00:03Z', '2026-02-01T10:00:04Z'], 'the patient\'s report shows the accesses recorded by number and by full URL');
+      assert.equal((await auditor.get('/AuditEvent/$verify')).body.parameter[0].valueBoolean, true);
     });
 
     it('an event about two patients stays out of each one\'s access report, which would show them the other (auditors see it); one without a subtype reads as its type', async () => {

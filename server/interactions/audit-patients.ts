@@ -1,0 +1,47 @@
+import type { AuditEvent, Coding, Reference } from 'fhir/r4';
+import { standsForPatient } from '../../resources/audit-event';
+import type { GatedTx } from '../gate/gate';
+import { conditionalFilter, type InteractionEnv } from './common';
+
+/**
+ * Puts a client's AuditEvent (an audit source recording its own accesses) on the trails of the
+ * patients it is about. The server knows an event's patients by its `Patient/{id}` references
+ * (resources/audit-event.ts, the rule of the R4 `patient` search parameter); an EHR that knows a
+ * patient by NHS number only, or writes this server's full URL, would otherwise record an access
+ * that no patient's `$access-report` shows. Before the event is stored, each agent `who` and
+ * entity `what` that stands for a patient:
+ * - as an absolute URL on this server, is made relative (as HAPI FHIR treats its own base URLs
+ *   as local);
+ * - by identifier only (system and value), gets the reference of the one current Patient with
+ *   that identifier, whoever may see it, the identifier kept; none or several leave it as it is.
+ *
+ * `byIdentifier` says the event named a patient by identifier only: such an event is answered
+ * without its body (see WriteResult.withheld), found or not, and reading it back is refused to
+ * the source found or not (namesPatientByIdentifier), so that neither tells the client whether
+ * this server holds a patient it may not be able to find by search.
+ */
+export async function placeOnPatientTrails(tx: GatedTx, env: InteractionEnv, event: AuditEvent): Promise<{ event: AuditEvent; byIdentifier: boolean }> {
+  let byIdentifier = false;
+  const place = async (ref: Reference | undefined, role?: Coding): Promise<Reference | undefined> => {
+    if (!ref) return ref;
+    const local = `${env.baseUrl}/Patient/`;
+    if (ref.reference?.startsWith(local)) return { ...ref, reference: ref.reference.slice(env.baseUrl.length + 1) };
+    if (ref.reference !== undefined || !standsForPatient(ref, role)) return ref;
+    const { system, value } = ref.identifier ?? {};
+    if (!system || !value) return ref;
+    byIdentifier = true;
+    // No Patient's identifier holds a control character (search criteria may not either).
+    if (/[\u0000-\u001F\u007F]/.test(system + value)) return ref;
+    const escape = (s: string) => s.replace(/[\\,|$]/g, (c) => `\\${c}`);
+    const filter = conditionalFilter('Patient', `identifier=${encodeURIComponent(`${escape(system)}|${escape(value)}`)}`, env);
+    const ids = await tx.patientIdsMatching(filter);
+    return ids.length === 1 ? { ...ref, reference: `Patient/${ids[0]}` } : ref;
+  };
+  // One after another: the lookups share the write transaction's connection.
+  const agent: AuditEvent['agent'] = [];
+  for (const a of event.agent ?? []) agent.push(a.who ? { ...a, who: await place(a.who) } : a);
+  if (!event.entity) return { event: { ...event, agent }, byIdentifier };
+  const entity: NonNullable<AuditEvent['entity']> = [];
+  for (const e of event.entity) entity.push(e.what ? { ...e, what: await place(e.what, e.role) } : e);
+  return { event: { ...event, agent, entity }, byIdentifier };
+}
