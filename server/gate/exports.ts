@@ -1,14 +1,14 @@
-import { definitions, isResourceType, RESOURCE_TYPES, type ResourceType } from '../../resources';
+import { definitions, isResourceType, patientIdsOf, RESOURCE_TYPES, type ResourceType } from '../../resources';
 import type { AccessContext } from '../access/context';
 import { backgroundContext, backgroundRefusal, storeContext } from '../access/background';
 import type { ClientRegistry } from '../access/registry';
 import type { AuditSink } from '../audit/trail';
-import type { Resource } from 'fhir/r4';
+import type { Bundle, Resource } from 'fhir/r4';
 import type { Decision } from '../consent/decision';
 import { FhirError } from '../errors';
 import type { ExportFile, ExportJob, ExportJobs, ExportLevel } from '../store/exports';
 import type { StoreReader } from '../store/read';
-import type { HistoryVersion } from '../store/records';
+import type { HistoryVersion, StoredVersion } from '../store/records';
 import { GatedReads, trailRead } from './gate';
 import type { CursorSeal } from './cursor';
 import type { AccessPolicy, ReadPurpose } from './policy';
@@ -107,9 +107,12 @@ export class ExportGate {
     const content = await this.jobs.fileContent(id, part);
     if (content === undefined) throw new FhirError('not-found', `Export ${id} has no file ${part}`);
     const file = (await this.jobs.files(id)).find((f) => f.part === part);
-    if (file?.kind !== 'output' || !isResourceType(file.type)) return { job, content };
+    // An error file holds only what the kick-off ignored under handling=lenient.
+    if (!file || file.kind === 'error') return { job, content };
     const standing = backgroundContext(this.registry, job.context, ctx.requestId);
     if (!standing) throw new FhirError('not-found', `No export ${id} of this client`);
+    if (file.kind === 'deleted') return { job, content: await this.deletionsKept(ctx, standing, job, content) };
+    if (!isResourceType(file.type)) return { job, content };
     const type = file.type;
     const lines = content.split('\n').filter((l) => l.length > 0);
     const resources = lines.map((l) => JSON.parse(l) as Resource);
@@ -138,6 +141,33 @@ export class ExportGate {
       if (decisions[i].effect === 'permit') kept += `${lines[i]}\n`;
     });
     return { job, content: kept };
+  }
+
+  /**
+   * A deleted file's lines decided again, as the runner decided them (a deletion is shown to
+   * whoever may see the version before it, see GatedReads.decideVersions): one whose earlier
+   * version a Consent or an objection written since refuses is left out, and each is on its
+   * patient's trail as this download. That a resource existed and was deleted is the patient's
+   * data as much as the resource was.
+   */
+  private async deletionsKept(ctx: AccessContext, standing: AccessContext, job: ExportJob, content: string): Promise<string> {
+    const found: { line: string; version: HistoryVersion }[] = [];
+    for (const line of content.split('\n').filter((l) => l.length > 0)) {
+      const [type, id] = ((JSON.parse(line) as Bundle).entry?.[0]?.request?.url ?? '').split('/');
+      if (!isResourceType(type) || !id) continue;
+      // The deletion the line reports: the resource's last version at the snapshot.
+      const [version] = await this.reader.history({ types: [type], id, order: 'desc', beforeSeq: job.snapshot.seq + 1, limit: 1 });
+      if (version?.deleted) found.push({ line, version });
+    }
+    const before = new Map<HistoryVersion, StoredVersion>();
+    const decisions = await this.reads.decideVersions(standing, found.map((f) => f.version), DISCLOSE, before);
+    let kept = '';
+    found.forEach(({ line, version }, i) => {
+      const previous = before.get(version);
+      this.reads.note(ctx, 'read', version, decisions[i], previous ? patientIdsOf(previous) : []);
+      if (decisions[i].effect === 'permit') kept += `${line}\n`;
+    });
+    return kept;
   }
 
   async cancel(ctx: AccessContext, id: string): Promise<void> {

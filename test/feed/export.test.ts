@@ -326,6 +326,34 @@ describe('Feed: Bulk Data export', function () {
     assert.ok(outcomes.includes('permitted') && outcomes.includes('refused'), JSON.stringify(outcomes));
   });
 
+  it('a deleted file is decided again too: a deletion whose patient opted out since is not in it, and each download is on the trail', async () => {
+    // Stop 25: deleted files were served as written. That a Consent existed and was deleted is
+    // its patient's data as much as the Consent was (only who may see the version before a
+    // deletion is told of it).
+    const p = (await gp.post('/Patient', patient({ managingOrganization: org('GP1'), name: [{ family: 'Export-d' }] }))).body.id as string;
+    const forResearch = { provision: { type: 'permit', actor: [{ role: { text: 'recipient' }, reference: org('RES1') }], purpose: [v3('HRESCH')] } };
+    assert.equal((await gp.post('/Consent', consent(p, forResearch))).status, 201);
+    const doomed = (await gp.post('/Consent', consent(p, forResearch))).body.id as string;
+    const mark = new Date().toISOString();
+    await new Promise((r) => setTimeout(r, 5));
+    assert.equal((await gp.delete(`/Consent/${doomed}`)).status, 204);
+    const status = await kickOff(research, `/$export?_type=Consent&_since=${encodeURIComponent(mark)}`);
+    await h.app.feed.exports.runOnce();
+    const manifest = JSON.parse((await research.get(status, { Accept: 'application/json' })).text) as Manifest;
+    assert.equal(manifest.deleted?.length, 1, JSON.stringify(manifest));
+    const url = local(manifest.deleted![0].url);
+    const lines = async () => (await research.get(url)).text.split('\n').filter(Boolean).map((l) => (JSON.parse(l) as Bundle).entry![0].request!.url);
+    const before = await lines();
+    assert.ok(before.includes(`Consent/${doomed}`), before.join());
+    assert.equal((await gp.post('/Consent', nationalOptOut(p))).status, 201);
+    const after = await lines();
+    assert.deepEqual(after, before.filter((u) => u !== `Consent/${doomed}`), 'the objector\'s deletion is left out of the file now, and only that');
+    const report = (await gp.get(`/Patient/${p}/$access-report?_count=1000`)).body.parameter.filter((x: { name: string }) => x.name === 'access');
+    const told = report.filter((l: unknown) => JSON.stringify(l).includes(`Consent/${doomed}/_history/2`));
+    const outcomes = told.map((l: { part: { name: string; valueCode?: string }[] }) => l.part.find((x) => x.name === 'outcome')!.valueCode);
+    assert.ok(outcomes.includes('permitted') && outcomes.includes('refused'), JSON.stringify(outcomes));
+  });
+
   it('work stored for break-the-glass before such work was refused neither runs nor serves its files', () => {
     // Found by a third reading (stop 23): the refusal checked the current token only.
     const registry = ClientRegistry.of(parseRegistry([...h.clients.values()].map((c) => c.entry), '(test)'));
