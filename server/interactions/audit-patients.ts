@@ -1,7 +1,11 @@
 import type { AuditEvent, Coding, Reference } from 'fhir/r4';
 import { standsForPatient } from '../../resources/audit-event';
 import type { GatedTx } from '../gate/gate';
+import { FhirError } from '../errors';
 import { conditionalFilter, type InteractionEnv } from './common';
+
+/** How many distinct patient identifiers one event may need looked up (each a query in the write transaction). */
+const MAX_IDENTIFIERS = 20;
 
 /**
  * Puts a client's AuditEvent (an audit source recording its own accesses) on the trails of the
@@ -22,6 +26,8 @@ import { conditionalFilter, type InteractionEnv } from './common';
  */
 export async function placeOnPatientTrails(tx: GatedTx, env: InteractionEnv, event: AuditEvent): Promise<{ event: AuditEvent; byIdentifier: boolean }> {
   let byIdentifier = false;
+  // Each identifier is looked up once, inside the write transaction (which holds the writer).
+  const looked = new Map<string, Promise<string[]>>();
   const place = async (ref: Reference | undefined, role?: Coding): Promise<Reference | undefined> => {
     if (!ref) return ref;
     const local = `${env.baseUrl}/Patient/`;
@@ -33,8 +39,14 @@ export async function placeOnPatientTrails(tx: GatedTx, env: InteractionEnv, eve
     // No Patient's identifier holds a control character (search criteria may not either).
     if (/[\u0000-\u001F\u007F]/.test(system + value)) return ref;
     const escape = (s: string) => s.replace(/[\\,|$]/g, (c) => `\\${c}`);
-    const filter = conditionalFilter('Patient', `identifier=${encodeURIComponent(`${escape(system)}|${escape(value)}`)}`, env);
-    const ids = await tx.patientIdsMatching(filter);
+    const token = `${escape(system)}|${escape(value)}`;
+    if (!looked.has(token) && looked.size >= MAX_IDENTIFIERS) {
+      throw new FhirError('unprocessable', `An AuditEvent may name at most ${MAX_IDENTIFIERS} patients by identifier only: reference them as Patient/{id}, or record one event per patient (as IHE BALP does)`, {
+        expression: ['AuditEvent.agent.who.identifier', 'AuditEvent.entity.what.identifier'],
+      });
+    }
+    if (!looked.has(token)) looked.set(token, tx.patientIdsMatching(conditionalFilter('Patient', `identifier=${encodeURIComponent(token)}`, env)));
+    const ids = await looked.get(token)!;
     return ids.length === 1 ? { ...ref, reference: `Patient/${ids[0]}` } : ref;
   };
   // One after another: the lookups share the write transaction's connection.

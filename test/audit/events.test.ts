@@ -597,6 +597,22 @@ describe('Audit: a BALP AuditEvent for every access', () => {
         .sort();
       assert.deepEqual(when, ['2026-02-01T10:00:00Z', '2026-02-01T10:00:03Z', '2026-02-01T10:00:04Z'], 'the patient\'s report shows the accesses recorded by number and by full URL');
       assert.equal((await auditor.get('/AuditEvent/$verify')).body.parameter[0].valueBoolean, true);
+
+      // Each identifier is a lookup inside the write transaction: at most 20 distinct ones an
+      // event (a 422, nothing stored), the same one named twice looked up once.
+      const many = (n: number, recorded: string) => ({
+        ...about(byNumber('9000002001'), recorded),
+        entity: Array.from({ length: n }, (_, i) => ({ what: byNumber(String(9100000000 + i)) })),
+      });
+      const tooMany = await source.post('/AuditEvent', many(21, '2026-02-01T11:00:00Z'));
+      assert.equal(tooMany.status, 422, tooMany.text);
+      assert.equal(tooMany.body.resourceType, 'OperationOutcome');
+      assert.match(tooMany.body.issue[0].diagnostics, /at most 20 patients by identifier/);
+      const twenty = { ...many(20, '2026-02-01T11:00:01Z') };
+      twenty.entity = [...twenty.entity, ...twenty.entity];
+      assert.equal((await source.post('/AuditEvent', twenty)).status, 201, 'twenty, each named twice');
+      const stored = (await auditor.get('/AuditEvent?date=ge2026-02-01T11:00:00Z&date=lt2026-02-01T12:00:00Z')).body.entry ?? [];
+      assert.deepEqual(stored.map((e: { resource: AuditEvent }) => e.resource.recorded), ['2026-02-01T11:00:01Z'], 'the refused one was not stored');
     });
 
     it('an event about two patients stays out of each one\'s access report, which would show them the other (auditors see it); one without a subtype reads as its type', async () => {
