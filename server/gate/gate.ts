@@ -342,7 +342,10 @@ export class GatedReads {
     const purpose: ReadPurpose = { permission: 'r', action: 'access' };
     const version = await this.reader.version(type, id, versionId);
     if (!version) {
-      await this.assertMayKnowOf(ctx, type, id, purpose, true);
+      // "No such version" tells that the resource exists: on the trail of its last version's
+      // patients, naming the resource (not a version that never was).
+      const known = await this.assertMayKnowOf(ctx, type, id, purpose, true);
+      if (known) this.audit?.note(ctx, { interaction: 'vread', reference: `${type}/${id}`, patients: patientIdsOf(known.last), decision: known.decision });
       throw new FhirError('not-found', `${type}/${id} has no version ${versionId}`);
     }
     if (version.deleted) {

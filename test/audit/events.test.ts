@@ -408,7 +408,7 @@ describe('Audit: a BALP AuditEvent for every access', () => {
     assert.ok(e.entity!.some((x) => x.what?.reference === `Patient/${pid}/_history/1`), 'the version before it');
   });
 
-  it('a 410 for a deleted resource, and a DELETE or PATCH of one, are on the trail of the deleted resource\'s patient', async () => {
+  it('a 410 for a deleted resource, a DELETE or PATCH of one, and a 404 for a version it never had, are on the trail of the resource\'s patient', async () => {
     // Each answer tells that the resource existed and was deleted, which is the patient's data;
     // until stop 25 their events named no patient, so the patient's access report left them out.
     const pid = (await gp.post('/Patient', patient({ managingOrganization: org('GP1'), name: [{ family: 'Goneham' }] }))).body.id as string;
@@ -419,6 +419,8 @@ describe('Audit: a BALP AuditEvent for every access', () => {
       ['gone-vread', () => gp.get(`/Consent/${cid}/_history/2`, { 'X-Request-Id': 'gone-vread' }), 410, 'vread'],
       ['gone-delete', () => gp.delete(`/Consent/${cid}`, { 'X-Request-Id': 'gone-delete' }), 204, 'delete'],
       ['gone-patch', () => gp.patch(`/Consent/${cid}`, [{ op: 'replace', path: '/status', value: 'inactive' }], { 'X-Request-Id': 'gone-patch' }), 410, 'patch'],
+      // Not a deletion, but "no such version" tells as much: that the resource exists.
+      ['no-version', () => gp.get(`/Consent/${cid}/_history/9`, { 'X-Request-Id': 'no-version' }), 404, 'vread'],
     ];
     for (const [id, send, status, interaction] of cases) {
       assert.equal((await send()).status, status, id);
@@ -426,13 +428,15 @@ describe('Audit: a BALP AuditEvent for every access', () => {
       assert.equal(more.length, 0, id);
       assert.deepEqual(e.subtype?.map((s) => s.code), [interaction], id);
       assert.equal(patientOf(e), `Patient/${pid}`, `${id}: the patient's entity`);
-      assert.ok(e.entity!.some((x) => x.what?.reference === `Consent/${cid}/_history/2`), `${id}: the deletion it told of`);
+      const told = id === 'no-version' ? `Consent/${cid}` : `Consent/${cid}/_history/2`;
+      assert.ok(e.entity!.some((x) => x.what?.reference === told), `${id}: what it told of`);
       assert.equal(e.outcome !== '0', status >= 400, `${id}: outcome ${e.outcome} for a ${status}`);
     }
     const report = (await gp.get(`/Patient/${pid}/$access-report`)).body.parameter.filter((p: { name: string }) => p.name === 'access');
     const told = report.filter((l: unknown) => JSON.stringify(l).includes(`Consent/${cid}/_history/2`));
     // The DELETE that made the deletion, and the four that were told of it.
     assert.equal(told.length, 5, JSON.stringify(report));
+    assert.equal(report.filter((l: unknown) => JSON.stringify(l).includes(`"Consent/${cid}"`)).length, 1, 'and the 404 that told it exists');
 
     // Someone who may not see the version deleted is refused (403), on the trail as a refusal.
     const hidden410 = await hospital.get(`/Consent/${cid}`, { 'X-Request-Id': 'gone-refused' });
