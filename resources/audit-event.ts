@@ -42,6 +42,20 @@ export function standsForPatient(ref: Reference, role?: Coding): boolean {
  * the patient was found (consent/decide.ts), so that reading it back does not tell which.
  */
 export function namesPatientByIdentifier(event: AuditEvent): boolean {
-  const byIdentifier = (ref: Reference | undefined, role?: Coding) => !!ref?.identifier?.system && !!ref.identifier.value && standsForPatient(ref, role);
-  return (event.agent ?? []).some((a) => byIdentifier(a.who)) || (event.entity ?? []).some((e) => byIdentifier(e.what, e.role));
+  return namesPatientBy(event, (ref) => !!ref.identifier?.system && !!ref.identifier.value);
+}
+
+/**
+ * Whether the event names a patient by identifier that the server could not place (no reference
+ * beside it: none or several Patients had it). Such a patient is someone else to every reader
+ * but auditors, like a second patient in one event: shown to a reader, the event would tell
+ * which identifiers this server holds (found, it would name that patient instead).
+ */
+export function namesUnplacedPatient(event: AuditEvent): boolean {
+  return namesPatientBy(event, (ref) => !ref.reference && !!ref.identifier?.system && !!ref.identifier.value);
+}
+
+function namesPatientBy(event: AuditEvent, test: (ref: Reference) => boolean): boolean {
+  const named = (ref: Reference | undefined, role?: Coding) => !!ref && test(ref) && standsForPatient(ref, role);
+  return (event.agent ?? []).some((a) => named(a.who)) || (event.entity ?? []).some((e) => named(e.what, e.role));
 }

@@ -36,6 +36,9 @@ function forEveryPatient(req: DecisionRequest, one: (p: PatientFacts) => Decisio
 function decideAuditEvent(req: DecisionRequest): Decision {
   const { actor } = req;
   if (actor.roles.includes('auditor')) return permit('auditor', 'auditors read the audit trail');
+  // A patient named by an identifier this server could not place is someone else to everyone
+  // but auditors (resources/audit-event.ts namesUnplacedPatient).
+  if (req.data.namesUnplacedPatient) return deny('audit-restricted', 'this AuditEvent names a patient by an identifier this server could not place: it is for auditors');
   return forEveryPatient(
     req,
     (p) => {

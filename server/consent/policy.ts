@@ -1,6 +1,6 @@
 import type { AuditEvent, Consent, ConsentProvision, Patient, Reference, Resource } from 'fhir/r4';
 import { definitions, hasContent, patientIdsOf, type ResourceType } from '../../resources';
-import { namesPatientByIdentifier } from '../../resources/audit-event';
+import { namesPatientByIdentifier, namesUnplacedPatient } from '../../resources/audit-event';
 import { ODS_SYSTEM, type AccessContext, type OrganizationRef } from '../access/context';
 import { bearerPatient } from '../access/scopes';
 import type { AccessPolicy } from '../gate/policy';
@@ -164,6 +164,9 @@ export function engineRequest(
     },
     get namesPatientByIdentifier() {
       return type === 'AuditEvent' && !!version.resource && namesPatientByIdentifier(version.resource as AuditEvent);
+    },
+    get namesUnplacedPatient() {
+      return type === 'AuditEvent' && !!version.resource && namesUnplacedPatient(version.resource as AuditEvent);
     },
   };
   return { actor, purpose, action, data, patients, now: options.now(), defaultPolicy: options.defaultPolicy };

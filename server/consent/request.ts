@@ -25,6 +25,8 @@ export interface DataItem {
   readonly named?: readonly NamedParty[];
   /** For an AuditEvent: whether it names a patient by identifier (resources/audit-event.ts namesPatientByIdentifier). */
   readonly namesPatientByIdentifier?: boolean;
+  /** For an AuditEvent: whether it names a patient by identifier that was not placed (namesUnplacedPatient). */
+  readonly namesUnplacedPatient?: boolean;
 }
 
 export interface NamedParty {

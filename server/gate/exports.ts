@@ -153,7 +153,14 @@ export class ExportGate {
   private async deletionsKept(ctx: AccessContext, standing: AccessContext, job: ExportJob, content: string): Promise<string> {
     const found: { line: string; version: HistoryVersion }[] = [];
     for (const line of content.split('\n').filter((l) => l.length > 0)) {
-      const [type, id] = ((JSON.parse(line) as Bundle).entry?.[0]?.request?.url ?? '').split('/');
+      // The runner wrote each line; one that cannot be read is left out (nothing it says is decided).
+      let bundle: Bundle | undefined;
+      try {
+        bundle = JSON.parse(line) as Bundle;
+      } catch {
+        continue;
+      }
+      const [type, id] = (bundle?.entry?.[0]?.request?.url ?? '').split('/');
       if (!isResourceType(type) || !id) continue;
       // The deletion the line reports: the resource's last version at the snapshot.
       const [version] = await this.reader.history({ types: [type], id, order: 'desc', beforeSeq: job.snapshot.seq + 1, limit: 1 });

@@ -1,4 +1,5 @@
-import type { Consent, Resource } from 'fhir/r4';
+import type { AuditEvent, Consent, Resource } from 'fhir/r4';
+import { namesUnplacedPatient } from '../../resources/audit-event';
 import { definitions, hasContent, patientIdsOf, type ResourceType } from '../../resources';
 import { organizationKey, SERVER_CLIENT_ID, type AccessContext } from '../access/context';
 import type { Decision } from '../consent/decision';
@@ -104,7 +105,9 @@ export class Gate {
       // The server's own events name one patient as their subject (BALP, one event per patient);
       // another patient in one is the user who looked (a token's fhirUser, a guardian), whom the
       // report is there to show.
-      return about.includes(patientId) && (auditor || v.createdBy === SERVER_CLIENT_ID || about.every((p) => p === patientId));
+      // A patient named by an identifier this server could not place counts as another one.
+      const alone = about.every((p) => p === patientId) && !namesUnplacedPatient(v.resource as AuditEvent);
+      return about.includes(patientId) && (auditor || v.createdBy === SERVER_CLIENT_ID || alone);
     });
     // (an instant Date.parse cannot read, a leap second say, sorts as the oldest)
     const recorded = (v: StoredVersion) => Date.parse((v.resource as unknown as { recorded: string }).recorded) || 0;
@@ -742,8 +745,11 @@ export class GatedTx {
       const known = await this.reads.assertMayKnowOf(this.ctx, type, id, purpose);
       // A delete answered 204 ("already deleted") or a patch answered 410 tells that the resource
       // existed and was deleted: on the trail of whose it was (with the transaction's audit, so a
-      // rollback records it as failed). An update brings it back, and is audited as that write.
+      // rollback records it as failed). An update brings it back, and is audited as that write;
+      // if it fails instead (a 412 on If-Match names the deletion's version), it is recorded as
+      // an attempt, as a failed write of a resource with content is.
       if (known && interaction !== 'update') this.reads.note(this.ctx, interaction, version, known.decision, patientIdsOf(known.last));
+      else if (known) this.attempted.push({ interaction, reference: `${type}/${id}`, patients: patientIdsOf(known.last), decision: known.decision });
     } else {
       const [decision] = await this.policy.canRead(this.ctx, [version], purpose, this.decidedView);
       if (decision.effect === 'deny') {

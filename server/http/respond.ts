@@ -55,9 +55,10 @@ export function sendWrite(req: Request, res: Response, result: WriteResult): voi
   if (v) Object.assign(headers, versionHeaders(v));
   if (v && result.status !== 204) {
     headers.Location = locationOf(res, v);
-    if (result.status === 201) headers['Content-Location'] = headers.Location;
+    // (Content-Location says the body is the resource: not when it is withheld)
+    if (result.status === 201 && !result.withheld) headers['Content-Location'] = headers.Location;
   }
-  if (prefer === 'OperationOutcome' || result.withheld || (result.status === 200 && !v)) {
+  if (prefer === 'OperationOutcome' || (result.withheld && prefer !== 'minimal') || (result.status === 200 && !v)) {
     sendJson(res, result.status === 204 ? 200 : result.status, informational(result.message), headers);
     return;
   }

@@ -190,7 +190,7 @@ function writeEntry(result: WriteResult, options: BundleRequestOptions): BundleE
       entry.fullUrl = `${options.baseUrl}/${v.type}/${v.id}`;
     }
   }
-  if (options.returnPreference === 'OperationOutcome' || result.withheld || (result.status === 200 && !v)) entry.response!.outcome = informational(result.message);
+  if (options.returnPreference === 'OperationOutcome' || (result.withheld && options.returnPreference !== 'minimal') || (result.status === 200 && !v)) entry.response!.outcome = informational(result.message);
   else if (options.returnPreference === 'representation' && v?.resource && result.status !== 204) entry.resource = v.resource;
   return entry;
 }

@@ -35,9 +35,14 @@ export async function createResource(
   let withheld = false;
   if (type === 'AuditEvent') {
     assertRecordedNotAhead(resource, env.now());
-    const placed = await placeOnPatientTrails(tx, env, fresh as AuditEvent);
-    fresh = placed.event;
-    withheld = placed.byIdentifier;
+    // Placed only for whom the create is for (the scope checked now, the role the write's own
+    // check refuses without): nobody else gets a lookup made, or a refusal on the patient's trail.
+    tx.reads.allow(tx.ctx, 'AuditEvent', 'create');
+    if (tx.ctx.roles.includes('audit-source')) {
+      const placed = await placeOnPatientTrails(tx, env, fresh as AuditEvent);
+      fresh = placed.event;
+      withheld = placed.byIdentifier;
+    }
   }
   const version = await tx.create(type, fresh);
   if (withheld) {

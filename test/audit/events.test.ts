@@ -96,6 +96,9 @@ describe('Audit: a BALP AuditEvent for every access', () => {
         { clientId: 'auditor', ods: 'AUD1', scopes: ['system/AuditEvent.rs'], purposes: ['HOPERAT'], roles: ['auditor'] },
         { clientId: 'ehr-audit', ods: 'HOSP1', scopes: ['system/AuditEvent.c'], purposes: ['HOPERAT'], roles: ['audit-source'] },
         { clientId: 'ehr-audit-reads', ods: 'HOSP2', scopes: ['system/AuditEvent.crs'], purposes: ['HOPERAT'], roles: ['audit-source'] },
+        { clientId: 'gp-audit', ods: 'GP1', scopes: ['system/AuditEvent.crs'], purposes: ['HOPERAT'], roles: ['audit-source'] },
+        { clientId: 'not-a-source', ods: 'HOSP3', scopes: ['system/AuditEvent.c'], purposes: ['HOPERAT'] },
+        { clientId: 'gp2', ods: 'GP2', scopes: ['system/Patient.cruds'], purposes: ['TREAT'] },
       ],
       trusted: [{ issuer: IDP, keys: createLocalJWKSet({ keys: [{ ...(await exportJWK(pair.publicKey)), kid: 'k', alg: 'ES256' }] }), algorithms: ['ES256'], purposes: ['TREAT', 'PATRQT'] }],
     });
@@ -421,6 +424,8 @@ describe('Audit: a BALP AuditEvent for every access', () => {
       ['gone-patch', () => gp.patch(`/Consent/${cid}`, [{ op: 'replace', path: '/status', value: 'inactive' }], { 'X-Request-Id': 'gone-patch' }), 410, 'patch'],
       // Not a deletion, but "no such version" tells as much: that the resource exists.
       ['no-version', () => gp.get(`/Consent/${cid}/_history/9`, { 'X-Request-Id': 'no-version' }), 404, 'vread'],
+      // An update that would bring it back, refused on If-Match: the 412 names the deletion's version.
+      ['gone-update', () => gp.put(`/Consent/${cid}`, { ...consent(pid), id: cid }, { 'If-Match': 'W/"1"', 'X-Request-Id': 'gone-update' }), 412, 'update'],
     ];
     for (const [id, send, status, interaction] of cases) {
       assert.equal((await send()).status, status, id);
@@ -428,7 +433,7 @@ describe('Audit: a BALP AuditEvent for every access', () => {
       assert.equal(more.length, 0, id);
       assert.deepEqual(e.subtype?.map((s) => s.code), [interaction], id);
       assert.equal(patientOf(e), `Patient/${pid}`, `${id}: the patient's entity`);
-      const told = id === 'no-version' ? `Consent/${cid}` : `Consent/${cid}/_history/2`;
+      const told = id === 'no-version' || id === 'gone-update' ? `Consent/${cid}` : `Consent/${cid}/_history/2`;
       assert.ok(e.entity!.some((x) => x.what?.reference === told), `${id}: what it told of`);
       assert.equal(e.outcome !== '0', status >= 400, `${id}: outcome ${e.outcome} for a ${status}`);
     }
@@ -436,7 +441,7 @@ describe('Audit: a BALP AuditEvent for every access', () => {
     const told = report.filter((l: unknown) => JSON.stringify(l).includes(`Consent/${cid}/_history/2`));
     // The DELETE that made the deletion, and the four that were told of it.
     assert.equal(told.length, 5, JSON.stringify(report));
-    assert.equal(report.filter((l: unknown) => JSON.stringify(l).includes(`"Consent/${cid}"`)).length, 1, 'and the 404 that told it exists');
+    assert.equal(report.filter((l: unknown) => JSON.stringify(l).includes(`"Consent/${cid}"`)).length, 2, 'and the 404 that told it exists, and the 412');
 
     // Someone who may not see the version deleted is refused (403), on the trail as a refusal.
     const hidden410 = await hospital.get(`/Consent/${cid}`, { 'X-Request-Id': 'gone-refused' });
@@ -617,6 +622,57 @@ describe('Audit: a BALP AuditEvent for every access', () => {
       assert.equal((await source.post('/AuditEvent', twenty)).status, 201, 'twenty, each named twice');
       const stored = (await auditor.get('/AuditEvent?date=ge2026-02-01T11:00:00Z&date=lt2026-02-01T12:00:00Z')).body.entry ?? [];
       assert.deepEqual(stored.map((e: { resource: AuditEvent }) => e.resource.recorded), ['2026-02-01T11:00:01Z'], 'the refused one was not stored');
+
+      // Prefer: return=minimal wins: no body, and no Content-Location for a body that is not there.
+      const minimal = await source.post('/AuditEvent', about(byNumber('9000002001'), '2026-02-01T11:00:02Z'), { Prefer: 'return=minimal' });
+      assert.equal(minimal.status, 201);
+      assert.equal(minimal.text, '');
+      assert.ok(minimal.headers.location);
+      assert.equal(found.res.headers['content-location'], undefined, 'a withheld body has no Content-Location');
+      // Someone who may not post AuditEvents gets no lookup made for it: the refusal names no patient.
+      const refused = await (await h.as('not-a-source', { purpose: 'HOPERAT' })).post('/AuditEvent', about(byNumber('9000002001'), '2026-02-01T11:00:03Z'), { 'X-Request-Id': 'not-a-source' });
+      assert.equal(refused.status, 403, refused.text);
+      assert.ok((await eventsOf('not-a-source')).every((e) => patientOf(e) === undefined), 'no patient on the refusal');
+    });
+
+    it('a patient named by a number this server could not place is someone else: an event naming one of the reader\'s patients and a number reads the same, found or not', async () => {
+      // Found by a second reading (stop 25): a source that is the custodian of Y posts an event
+      // naming Y by reference and a number N; found, N is another custodian's patient and the
+      // event is refused to it, and left out of Y's report; not found, the event was about Y alone,
+      // readable, counted and reported: which told it whether N is on this server.
+      const source = await h.as('gp-audit', { purpose: 'HOPERAT' });
+      const NHS = 'https://fhir.nhs.uk/Id/nhs-number';
+      const y = (await gp.post('/Patient', patient({ name: [{ family: 'Ours' }], managingOrganization: org('GP1') }))).body.id as string;
+      const other = await (await h.as('gp2')).post('/Patient', patient({ name: [{ family: 'Theirs' }], identifier: [{ system: NHS, value: '9000002060' }], managingOrganization: org('GP2') }));
+      assert.equal(other.status, 201, other.text);
+      const template = balp('auditBasicReadServer') as unknown as AuditEvent;
+      delete template.id;
+      const mixed = (nhs: string, recorded: string): AuditEvent => ({
+        ...template,
+        recorded,
+        entity: [
+          ...template.entity!.map((x) => (x.what?.reference?.startsWith('Patient/') ? { ...x, what: { reference: `Patient/${y}` } } : x)),
+          { role: { system: 'http://terminology.hl7.org/CodeSystem/object-role', code: '1' }, what: { type: 'Patient', identifier: { system: NHS, value: nhs } } },
+        ],
+      });
+      const count = async () => (await source.get(`/AuditEvent?patient=Patient/${y}&_summary=count`)).body.total as number;
+      const report = async () => ((await gp.get(`/Patient/${y}/$access-report?_since=2026-03-01T00:00:00Z&_count=1000`)).body.parameter ?? []).filter((p: { name: string }) => p.name === 'access').length;
+      // Each step also leaves the server's own events on Y's trail (the POST, the refused read,
+      // the count): the same ones whichever number was posted.
+      const seen: { status: number; count: number; report: number }[] = [];
+      for (const [nhs, recorded] of [['9000002060', '2026-03-01T10:00:00Z'], ['9000002079', '2026-03-01T10:00:01Z']]) {
+        const before = { count: await count(), report: await report() };
+        const res = await source.post('/AuditEvent', mixed(nhs, recorded));
+        assert.equal(res.status, 201, res.text);
+        const id = /AuditEvent\/([^/]+)/.exec(res.headers.location as string)![1];
+        const status = (await source.get(`/AuditEvent/${id}`)).status;
+        seen.push({ status, count: (await count()) - before.count, report: (await report()) - before.report });
+      }
+      assert.equal(seen[0].status, 403);
+      assert.deepEqual(seen[1], seen[0], 'found (another custodian\'s patient) and not found read alike');
+      const posted = async (api: Api) => ((await api.get(`/AuditEvent?patient=Patient/${y}&date=ge2026-03-01&date=lt2026-03-02`)).body.entry ?? []).length;
+      assert.equal(await posted(source), 0, 'neither is found by searching');
+      assert.equal(await posted(auditor), 2, 'auditors see both');
     });
 
     it('an event about two patients stays out of each one\'s access report, which would show them the other (auditors see it); one without a subtype reads as its type', async () => {
