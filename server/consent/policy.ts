@@ -1,7 +1,7 @@
 import type { AuditEvent, Consent, ConsentProvision, Patient, Reference, Resource } from 'fhir/r4';
 import { definitions, hasContent, patientIdsOf, type ResourceType } from '../../resources';
 import { namesPatientByIdentifier, namesUnplacedPatient } from '../../resources/audit-event';
-import { ODS_SYSTEM, type AccessContext, type OrganizationRef } from '../access/context';
+import { ODS_SYSTEM, SERVER_CLIENT_ID, type AccessContext, type OrganizationRef } from '../access/context';
 import { bearerPatient } from '../access/scopes';
 import type { AccessPolicy } from '../gate/policy';
 import type { HistoryVersion, StoredVersion } from '../store/records';
@@ -165,8 +165,10 @@ export function engineRequest(
     get namesPatientByIdentifier() {
       return type === 'AuditEvent' && !!version.resource && namesPatientByIdentifier(version.resource as AuditEvent);
     },
+    // Only an audit source's event can: the server's own name their patients by reference (and
+    // are not parsed for this, on the trail's hot search path).
     get namesUnplacedPatient() {
-      return type === 'AuditEvent' && !!version.resource && namesUnplacedPatient(version.resource as AuditEvent);
+      return type === 'AuditEvent' && version.createdBy !== SERVER_CLIENT_ID && !!version.resource && namesUnplacedPatient(version.resource as AuditEvent);
     },
   };
   return { actor, purpose, action, data, patients, now: options.now(), defaultPolicy: options.defaultPolicy };

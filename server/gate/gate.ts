@@ -106,8 +106,8 @@ export class Gate {
       // another patient in one is the user who looked (a token's fhirUser, a guardian), whom the
       // report is there to show.
       // A patient named by an identifier this server could not place counts as another one.
-      const alone = about.every((p) => p === patientId) && !namesUnplacedPatient(v.resource as AuditEvent);
-      return about.includes(patientId) && (auditor || v.createdBy === SERVER_CLIENT_ID || alone);
+      const alone = () => about.every((p) => p === patientId) && !namesUnplacedPatient(v.resource as AuditEvent);
+      return about.includes(patientId) && (auditor || v.createdBy === SERVER_CLIENT_ID || alone());
     });
     // (an instant Date.parse cannot read, a leap second say, sorts as the oldest)
     const recorded = (v: StoredVersion) => Date.parse((v.resource as unknown as { recorded: string }).recorded) || 0;
