@@ -6,6 +6,18 @@ import { conditionalFilter, type InteractionEnv } from './common';
 
 /** How many distinct patient identifiers one event may need looked up (each a query in the write transaction). */
 const MAX_IDENTIFIERS = 20;
+/**
+ * And one transaction, whatever its events: a transaction Bundle of a thousand events holds the
+ * writer (which every audited response waits for) through all of their lookups, twenty thousand
+ * at twenty an event. A batch runs each entry in a transaction of its own.
+ */
+const MAX_TRANSACTION_IDENTIFIERS = 100;
+
+/**
+ * How many lookups each write transaction has made. Not their answers: a later entry of a
+ * transaction Bundle may create the Patient an earlier one did not find.
+ */
+const lookups = new WeakMap<GatedTx, number>();
 
 /**
  * Puts a client's AuditEvent (an audit source recording its own accesses) on the trails of the
@@ -40,12 +52,18 @@ export async function placeOnPatientTrails(tx: GatedTx, env: InteractionEnv, eve
     if (/[\u0000-\u001F\u007F]/.test(system + value)) return ref;
     const escape = (s: string) => s.replace(/[\\,|$]/g, (c) => `\\${c}`);
     const token = `${escape(system)}|${escape(value)}`;
+    const expression = ['AuditEvent.agent.who.identifier', 'AuditEvent.entity.what.identifier'];
     if (!looked.has(token) && looked.size >= MAX_IDENTIFIERS) {
-      throw new FhirError('unprocessable', `An AuditEvent may name at most ${MAX_IDENTIFIERS} patients by identifier only: reference them as Patient/{id}, or record one event per patient (as IHE BALP does)`, {
-        expression: ['AuditEvent.agent.who.identifier', 'AuditEvent.entity.what.identifier'],
-      });
+      throw new FhirError('unprocessable', `An AuditEvent may name at most ${MAX_IDENTIFIERS} patients by identifier only: reference them as Patient/{id}, or record one event per patient (as IHE BALP does)`, { expression });
     }
-    if (!looked.has(token)) looked.set(token, tx.patientIdsMatching(conditionalFilter('Patient', `identifier=${encodeURIComponent(token)}`, env)));
+    if (!looked.has(token)) {
+      const made = lookups.get(tx) ?? 0;
+      if (made >= MAX_TRANSACTION_IDENTIFIERS) {
+        throw new FhirError('unprocessable', `The AuditEvents of one transaction may name at most ${MAX_TRANSACTION_IDENTIFIERS} patients by identifier only (each event's distinct ones counted): reference them as Patient/{id}, or send them in a batch, whose entries are transactions of their own`, { expression });
+      }
+      lookups.set(tx, made + 1);
+      looked.set(token, tx.patientIdsMatching(conditionalFilter('Patient', `identifier=${encodeURIComponent(token)}`, env)));
+    }
     const ids = await looked.get(token)!;
     return ids.length === 1 ? { ...ref, reference: `Patient/${ids[0]}` } : ref;
   };

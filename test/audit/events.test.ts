@@ -635,6 +635,42 @@ describe('Audit: a BALP AuditEvent for every access', () => {
       assert.ok((await eventsOf('not-a-source')).every((e) => patientOf(e) === undefined), 'no patient on the refusal');
     });
 
+    it('a transaction Bundle may make at most 100 lookups by identifier in all (422, nothing stored); a batch\'s entries are transactions of their own', async () => {
+      const source = await h.as('ehr-audit-reads', { purpose: 'HOPERAT' });
+      const NHS = 'https://fhir.nhs.uk/Id/nhs-number';
+      const template = balp('auditBasicReadServer') as unknown as AuditEvent;
+      delete template.id;
+      // Twenty patients by number an event (each event's own limit), each entry recorded at its own second.
+      const event = (k: number, minute: string): AuditEvent => ({
+        ...template,
+        recorded: `2026-02-03T10:${minute}:${String(k).padStart(2, '0')}Z`,
+        entity: Array.from({ length: 20 }, (_, i) => ({ what: { type: 'Patient', identifier: { system: NHS, value: String(9200000000 + k * 100 + i) } } })),
+      });
+      const bundle = (type: 'transaction' | 'batch', n: number, minute: string) => ({
+        resourceType: 'Bundle',
+        type,
+        entry: Array.from({ length: n }, (_, k) => ({ resource: event(k, minute), request: { method: 'POST', url: 'AuditEvent' } })),
+      });
+      const storedIn = async (minute: string) =>
+        ((await auditor.get(`/AuditEvent?date=ge2026-02-03T10:${minute}:00Z&date=lt2026-02-03T10:${minute}:59Z&_count=100`)).body.entry ?? []).length;
+
+      const hundred = await source.post('/', bundle('transaction', 5, '01'));
+      assert.equal(hundred.status, 200, hundred.text);
+      assert.equal(await storedIn('01'), 5, 'a hundred lookups: every event stored');
+
+      const more = await source.post('/', bundle('transaction', 6, '02'));
+      assert.equal(more.status, 422, more.text);
+      assert.equal(more.body.resourceType, 'OperationOutcome');
+      assert.match(more.body.issue[0].diagnostics, /at most 100 patients by identifier/);
+      assert.equal(await storedIn('02'), 0, 'the transaction stored nothing');
+
+      const batch = await source.post('/', bundle('batch', 6, '03'));
+      assert.equal(batch.status, 200, batch.text);
+      assert.deepEqual(batch.body.entry.map((e: { response: { status: string } }) => e.response.status.slice(0, 3)), ['201', '201', '201', '201', '201', '201']);
+      assert.equal(await storedIn('03'), 6, 'in a batch each entry is looked up in its own transaction');
+      assert.equal((await auditor.get('/AuditEvent/$verify')).body.parameter[0].valueBoolean, true);
+    });
+
     it('a patient named by a number this server could not place is someone else: an event naming one of the reader\'s patients and a number reads the same, found or not', async () => {
       // Found by a second reading (stop 25): a source that is the custodian of Y posts an event
       // naming Y by reference and a number N; found, N is another custodian's patient and the
