@@ -12,6 +12,7 @@ import type { HistoryVersion, StoredVersion } from '../store/records';
 import { GatedReads, trailRead } from './gate';
 import type { CursorSeal } from './cursor';
 import type { AccessPolicy, ReadPurpose } from './policy';
+import { TransactionView } from './policy-data';
 
 /** A Bulk Data export discloses: the consent action is `disclose`, under the search permission. */
 const DISCLOSE: ReadPurpose = { permission: 's', action: 'disclose' };
@@ -56,7 +57,10 @@ export class ExportGate {
     /** Where a download's accesses are noted (the request's audit, audit/trail.ts). */
     audit?: Pick<AuditSink, 'note'>,
   ) {
-    this.reads = new GatedReads(reader, policy, seal, undefined, audit);
+    // Decided on facts read for each page, not through the facts cache interactive requests
+    // share: a snapshot visits every patient once per type, and past the cache's bound it
+    // would clear it every few pages.
+    this.reads = new GatedReads(reader, policy, seal, new TransactionView(reader), audit);
   }
 
   /** The types this client may search, and so export. */

@@ -109,7 +109,8 @@ export class PatientFactsCache implements PolicyData {
 }
 
 /**
- * Patients and their Consents as one write transaction sees them, uncached. With `unsettled`,
+ * Patients and their Consents as one write transaction sees them, uncached (over the committed
+ * state, the export gate's view: see ExportGate). With `unsettled`,
  * the Consents the transaction wrote whose checks have not run yet (GatedTx.authorize judges
  * new content just before COMMIT) do not count: each is left out, and a Consent it replaced
  * counts as it was (`unsettled` maps such a Consent's id to that version, or to undefined when

@@ -4,7 +4,7 @@ import type { Resource } from 'fhir/r4';
 import { generateJwkPair } from '../../server/access/keys';
 import { ClientRegistry, parseRegistry } from '../../server/access/registry';
 import { scopePolicy } from '../../server/access/scope-policy';
-import { ConsentPolicy } from '../../server/consent/policy';
+import { ConsentPolicy, type PolicyData } from '../../server/consent/policy';
 import { ExportRunner } from '../../server/feed/export-runner';
 import { ExportGate } from '../../server/gate/exports';
 import { allOf } from '../../server/gate/policy';
@@ -79,6 +79,30 @@ describe('Feed: an interrupted export resumes or fails visibly', function () {
       ids.push(...text.trimEnd().split('\n').map((l) => (JSON.parse(l) as Resource).id!));
     }
     assert.deepEqual(ids, consents, 'every Consent exactly once, in commit order');
+  });
+
+  it('decides on facts of its own: an export does not go through (and so cannot clear) the facts cache interactive requests share', async () => {
+    const shared = new PatientFactsCache(h.store.reader);
+    let asked = 0;
+    const counted: PolicyData = {
+      patients: (...args) => {
+        asked++;
+        return shared.patients(...args);
+      },
+    };
+    const jobs = new ExportJobs(h.store, now);
+    const policy = allOf(scopePolicy, new ConsentPolicy(counted, { defaultPolicy: 'deny', now }));
+    const all = ClientRegistry.of(parseRegistry([...h.clients.values()].map((c) => c.entry), '(test)'));
+    const gate = new ExportGate(h.store.reader, policy, jobs, new CursorSeal(h.store.cursorKey), all);
+    // The custodian's export needs its patients' facts for every Consent (a national service's would not).
+    const gp = await h.as('gp');
+    const status = await kickOff(gp, '/$export?_type=Consent');
+    await new ExportRunner({ jobs, gate, registry: all, config: h.config.feed, baseUrl: h.config.baseUrl, now, logger: createLogger('silent'), owner: 'uncached' }).runOnce();
+    const res = await gp.get(status);
+    assert.equal(res.status, 200, res.text);
+    const manifest = JSON.parse(res.text) as { output: { count: number }[] };
+    assert.equal(manifest.output.reduce((n, o) => n + o.count, 0), consents.length, 'every Consent of its patient, decided');
+    assert.equal(asked, 0, 'the shared cache was not asked');
   });
 
   it('a job that keeps failing is failed visibly after five attempts: 500 with an OperationOutcome, no files', async () => {
