@@ -141,7 +141,7 @@ export class TransactionView implements PolicyData {
 
 async function loadRecords(reader: StoreReader, ids: string[]): Promise<PatientRecord[]> {
   if (ids.length === 0) return [];
-  const [patients, consents] = await Promise.all([reader.currentMany('Patient', ids), reader.byPatient('Consent', 'patient', ids)]);
+  const { patients, consents } = await reader.patientFacts(ids);
   const byPatient = new Map<string, Consent[]>();
   for (const v of consents) {
     for (const id of definitions.Consent.patientIds(v.resource!)) {

@@ -174,6 +174,31 @@ export class StoreReader {
     return rows.map((r) => Object.values(r)[0]);
   }
 
+  /**
+   * The facts the consent policy needs of some patients, in one round trip: their current
+   * Patient rows (deleted ones included) and the current, non-deleted Consents whose `patient`
+   * points at them. One statement rather than two (currentMany and byPatient): each statement
+   * on the reader costs a hand-off to a pool thread and back, and a fresh read snapshot whose
+   * page cache SQLite drops after any commit, so the B-tree interior pages both halves share
+   * (`resources`) are read once instead of twice. Measured on the AuditEvent search, where
+   * every request loads one patient's facts: see README, Benchmarks.
+   */
+  async patientFacts(ids: readonly string[]): Promise<{ patients: StoredVersion[]; consents: StoredVersion[] }> {
+    const patients: StoredVersion[] = [];
+    const consents: StoredVersion[] = [];
+    for (let i = 0; i < ids.length; i += 500) {
+      const chunk = ids.slice(i, i + 500);
+      const marks = chunk.map(() => '?').join(', ');
+      const rows = await this.driver.all<CurrentRow>(
+        `SELECT ${CURRENT} FROM resources r WHERE r.type = 'Patient' AND r.id IN (${marks})` +
+          ` UNION ALL SELECT ${CURRENT} FROM resources r WHERE r.type = 'Consent' AND r.deleted = 0 AND r.rid IN (SELECT rid FROM idx_reference WHERE pid = ? AND ref IN (${marks}))`,
+        [...chunk, paramId('Consent', 'patient'), ...chunk.map((id) => `Patient/${id}`)],
+      );
+      for (const row of rows) (row.type === 'Patient' ? patients : consents).push(fromCurrentRow(row));
+    }
+    return { patients, consents };
+  }
+
   /** Reference index keys (`Type/id`, …) of these resources under one parameter key. */
   async referencesOf(pid: number, rids: readonly number[]): Promise<{ rid: number; ref: string }[]> {
     const out: { rid: number; ref: string }[] = [];

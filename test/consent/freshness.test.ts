@@ -19,8 +19,10 @@ function fakeStore() {
       return new Promise<number[]>((resolve) => held.push(() => resolve(now)));
     },
     changesSince: async () => [{ seq: state.seq[1], type: 'Consent', id: 'c1', content: JSON.stringify(consent()), previous: null }],
-    currentMany: async (): Promise<StoredVersion[]> => [{ rid: 1, type: 'Patient', id: 'p1', versionId: 1, lastUpdated: 0, deleted: false, resource: { resourceType: 'Patient', id: 'p1' } as Patient }],
-    byPatient: async (): Promise<StoredVersion[]> => [{ rid: 2, type: 'Consent', id: 'c1', versionId: 1, lastUpdated: 0, deleted: false, resource: consent() }],
+    patientFacts: async (): Promise<{ patients: StoredVersion[]; consents: StoredVersion[] }> => ({
+      patients: [{ rid: 1, type: 'Patient', id: 'p1', versionId: 1, lastUpdated: 0, deleted: false, resource: { resourceType: 'Patient', id: 'p1' } as Patient }],
+      consents: [{ rid: 2, type: 'Consent', id: 'c1', versionId: 1, lastUpdated: 0, deleted: false, resource: consent() }],
+    }),
   };
   return {
     reader: reader as unknown as StoreReader,
