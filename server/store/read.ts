@@ -180,8 +180,9 @@ export class StoreReader {
    * points at them. One statement rather than two (currentMany and byPatient): each statement
    * on the reader costs a hand-off to a pool thread and back, and a fresh read snapshot whose
    * page cache SQLite drops after any commit, so the B-tree interior pages both halves share
-   * (`resources`) are read once instead of twice. Measured on the AuditEvent search, where
-   * every request loads one patient's facts: see README, Benchmarks.
+   * (`resources`) are read once instead of twice. What that measured (within the bench's noise
+   * on its own; fewer round trips are part of what the AuditEvent search needs): README,
+   * Benchmarks, stop 27.
    */
   async patientFacts(ids: readonly string[]): Promise<{ patients: StoredVersion[]; consents: StoredVersion[] }> {
     const patients: StoredVersion[] = [];
