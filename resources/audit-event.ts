@@ -26,6 +26,9 @@ export const auditEvent: ResourceDefinition = {
     action: 'http://hl7.org/fhir/audit-event-action',
     outcome: 'http://hl7.org/fhir/audit-event-outcome',
   },
+  // An auditor's and an access report's question: this patient's events, newest first, from a
+  // date. `date` is `AuditEvent.recorded`, exactly one instant per event.
+  referenceDatePairs: [{ reference: 'patient', date: 'date' }],
 };
 
 const OBJECT_ROLE = 'http://terminology.hl7.org/CodeSystem/object-role';

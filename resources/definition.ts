@@ -49,6 +49,25 @@ export interface ResourceDefinition {
    * to, so `gender=http://hl7.org/fhir/administrative-gender|male` matches.
    */
   readonly codeSystems: Readonly<Record<string, string>>;
+  /**
+   * Reference and date search parameters indexed together, one row per (reference, date) pair
+   * (`idx_ref_date`, server/store/index-rows.ts), so a search on one reference value and a date
+   * range reads one index range in date order instead of probing every referencing resource's
+   * date row (server/search/sql.ts). The date parameter must have at most one value per
+   * resource: the search takes a pair's date as the resource's date, for filtering and sorting.
+   */
+  readonly referenceDatePairs?: readonly ReferenceDatePair[];
+}
+
+/** See ResourceDefinition.referenceDatePairs. */
+export interface ReferenceDatePair {
+  readonly reference: string;
+  readonly date: string;
+}
+
+/** The index parameter code of a reference-date pair (its key in `idx_ref_date`, through paramId). */
+export function pairCode(pair: ReferenceDatePair): string {
+  return `${pair.reference}+${pair.date}`;
 }
 
 /** A relative reference `Type/id[/_history/vid]` split into its parts; null for anything else. */

@@ -414,8 +414,8 @@ export class GatedReads {
       types = types.filter((t) => this.policy.allowsInteraction(ctx, t, interaction).effect === 'permit');
       if (types.length === 0) this.allow(ctx, q.types[0], interaction);
     }
-    const parts = [`(${q.filter.where})`];
-    const params = [...q.filter.params];
+    const parts: string[] = [];
+    const params: unknown[] = [];
     const filters = [q.filter];
     for (const t of types) {
       const extra = this.policy.searchFilter?.(ctx, t);
@@ -425,7 +425,10 @@ export class GatedReads {
       params.push(...extra.params);
       filters.push(extra);
     }
-    return { types, filter: { where: parts.join(' AND '), params, links: q.filter.links, ...indexReadsOf(filters) } };
+    // The restrictions are checked per row whichever way the query's own filter is run.
+    const and = (where: string, whereParams: readonly unknown[]) => ({ where: [`(${where})`, ...parts].join(' AND '), params: [...whereParams, ...params] });
+    const driven = q.filter.driven && types.length === 1 ? { ...q.filter.driven, ...and(q.filter.driven.where, q.filter.driven.params) } : undefined;
+    return { types, filter: { ...and(q.filter.where, q.filter.params), links: q.filter.links, ...indexReadsOf(filters), ...(driven ? { driven } : {}) } };
   }
 
   /**

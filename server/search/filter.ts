@@ -30,6 +30,25 @@ export interface ResourceFilter {
    * need not wait for the deferred ones (store/audit-index.ts). Unset when not known.
    */
   readonly indexParams?: readonly string[];
+  /**
+   * The same filter driven by a reference-date pair's index (search/sql.ts referenceDateDriven),
+   * for the page and count queries of a one-type search: `where` above stays complete, so a
+   * query that does not know this field reads it correctly, only slower.
+   */
+  readonly driven?: DrivenFilter;
+}
+
+/**
+ * A filter as a join of `idx_ref_date x` to `resources r` (`r.rid = x.rid`): `join` over `x`
+ * selects the rows of one reference value with a matching date, `where` over `r` checks the
+ * other criteria. Sort keys on the pair's `date` parameter read `x` (search/order.ts drivenOrder).
+ */
+export interface DrivenFilter {
+  readonly join: string;
+  readonly joinParams: readonly unknown[];
+  readonly where: string;
+  readonly params: readonly unknown[];
+  readonly date: string;
 }
 
 /**

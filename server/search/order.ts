@@ -78,6 +78,18 @@ export function compileOrder(sort: readonly SortKey[], types: readonly ResourceT
 }
 
 /**
+ * The order as run over a filter driven by a reference-date pair's index (search/filter.ts
+ * DrivenFilter): a key on the pair's date parameter is the joined row's date (`x.hi` descending,
+ * `x.lo` ascending), which is what the key's subquery would find, the date having one value per
+ * resource and the join a row only where it has one. The keys' values, and so the positions of
+ * cursors made either way, are the same.
+ */
+export function drivenOrder(order: OrderSql | undefined, date: string): OrderSql | undefined {
+  if (!order) return order;
+  return { keys: order.keys.map((k) => (k.param === date ? { ...k, expr: k.desc ? 'x.hi' : 'x.lo', params: [] } : k)) };
+}
+
+/**
  * The condition "comes after `at`" (or before, walking backwards) in the order: a lexicographic
  * comparison of (keys..., rid), each key in its own direction, rid ascending.
  */

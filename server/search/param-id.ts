@@ -1,4 +1,4 @@
-import { RESOURCE_TYPES } from '../../resources';
+import { definitions, pairCode, RESOURCE_TYPES } from '../../resources';
 import { searchParams } from './parameters';
 
 /**
@@ -18,11 +18,12 @@ export function paramId(type: string, code: string): number {
 
 /**
  * Index parameters that are not search parameters themselves: identifier type + value for
- * `:of-type`, and each token parameter's display/text for `:text`.
+ * `:of-type`, each token parameter's display/text for `:text`, and the type's reference-date
+ * pairs (`idx_ref_date`).
  */
 function pseudoParams(type: (typeof RESOURCE_TYPES)[number]): string[] {
   const tokens = [...searchParams(type).values()].filter((d) => d.type === 'token').map((d) => `${d.code}:text`);
-  return ['identifier:of-type', ...tokens];
+  return ['identifier:of-type', ...tokens, ...(definitions[type].referenceDatePairs ?? []).map(pairCode)];
 }
 
 /** Fails at start-up if two parameters would share a key (none do today; a new one must not). */

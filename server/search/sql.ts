@@ -1,5 +1,6 @@
 import { identifierRef, indexKey, normalizeString, prefixKey, soundex } from './extract';
-import type { LinkCheck, ResourceFilter } from './filter';
+import { definitions, isResourceType, pairCode } from '../../resources';
+import type { DrivenFilter, LinkCheck, ResourceFilter } from './filter';
 import type { SearchParamDef } from './parameters';
 import { paramId } from './param-id';
 import type { Criterion, DateValue, ReferenceValue, TokenValue } from './parse';
@@ -38,6 +39,7 @@ export function compileFilter(criteria: readonly Criterion[], now: number, optio
     }
   }
   const auditPatients = auditPatientsOf(criteria);
+  const drivenBy = alias === 'r' && options.drive !== false ? referenceDateDriven(criteria, now) : undefined;
   return {
     where: parts.length ? parts.join(' AND ') : '1 = 1',
     params,
@@ -45,7 +47,42 @@ export function compileFilter(criteria: readonly Criterion[], now: number, optio
     ...(links.length ? { links } : {}),
     ...(auditPatients ? { auditPatients } : {}),
     ...(criteria.some(readsAuditIndex) ? { readsAuditIndex: true } : {}),
+    ...(drivenBy ? { driven: drivenBy } : {}),
   };
+}
+
+/**
+ * The filter driven by a reference-date pair's index (`idx_ref_date x`, see
+ * ResourceDefinition.referenceDatePairs), when the criteria hold one reference value under the
+ * pair's reference parameter and at least one criterion on its date parameter: the rows of that
+ * reference whose date matches are one range of the index, and every other criterion is checked
+ * per row. A resource has one pair row per reference value (its date having one value), so the
+ * join yields each match once. Anything else (several values, which one resource could match
+ * twice; a reference given by identifier or by an absolute URL elsewhere) is left to `where`.
+ */
+function referenceDateDriven(criteria: readonly Criterion[], now: number): DrivenFilter | undefined {
+  const type = criteria.find((c) => c.kind !== 'has')?.def?.resourceType;
+  if (!type || !isResourceType(type)) return undefined;
+  for (const pair of definitions[type].referenceDatePairs ?? []) {
+    const refs = criteria.filter((c): c is Extract<Criterion, { kind: 'reference' }> => c.kind === 'reference' && c.def.code === pair.reference);
+    const dates = criteria.filter((c): c is Extract<Criterion, { kind: 'date' }> => c.kind === 'date' && c.def.code === pair.date && c.def.storage === 'index');
+    if (refs.length !== 1 || dates.length === 0 || refs[0].values.length !== 1) continue;
+    const v = refs[0].values[0];
+    if (!('local' in v) || !v.local) continue;
+    const targets = refs[0].def.targets;
+    const ref = v.type ? `${v.type}/${v.id}` : targets.length === 1 ? `${targets[0]}/${v.id}` : undefined;
+    if (!ref) continue;
+    const join: Sql[] = [['x.pid = ? AND x.ref = ?', [paramId(type, pairCode(pair)), ref]], ...dates.map((c) => any(c.values, (d) => dateCondition(d, 'x.lo', 'x.hi', now)))];
+    const rest = criteria.filter((c) => c !== refs[0] && !(dates as readonly Criterion[]).includes(c)).map((c) => compileOne(c, { now, row: 'r', drives: false }));
+    return {
+      join: join.map(([sql]) => `(${sql})`).join(' AND '),
+      joinParams: join.flatMap(([, p]) => p),
+      where: rest.length ? rest.map(([sql]) => `(${sql})`).join(' AND ') : '1 = 1',
+      params: rest.flatMap(([, p]) => p),
+      date: pair.date,
+    };
+  }
+  return undefined;
 }
 
 /** The candidate's parameters whose index rows a criterion reads (a chain's target rows are another resource's; `_has` reads the source's). */

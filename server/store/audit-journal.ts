@@ -1,3 +1,5 @@
+import { definitions, pairCode } from '../../resources';
+import { paramId } from '../search/param-id';
 import { JOURNAL_CONTENT } from './audit-frame';
 import type { Driver, Queryable } from './driver';
 
@@ -115,8 +117,8 @@ export class AuditJournal {
   private async moveBatch(limit: number, upTo: number | undefined): Promise<number> {
     // Counted before the look: committed before it, so in the journal then unless moved since.
     const counted = [...this.keys];
-    const groups = await this.driver.all<{ patient: string | null; n: number | string; lo: number | string; hi: number | string; refs: number | string | null; dates: number | string | null }>(
-      `SELECT patient, COUNT(*) AS n, MIN(seq) AS lo, MAX(seq) AS hi, SUM(json_array_length(refs)) AS refs, SUM(json_array_length(dates)) AS dates FROM (SELECT seq, patient, refs, dates FROM audit_journal${upTo === undefined ? '' : ` WHERE seq <= ${Math.floor(upTo)}`} ORDER BY seq LIMIT ${Math.max(1, Math.floor(limit))}) b GROUP BY patient`,
+    const groups = await this.driver.all<BatchCounts & { patient: string | null }>(
+      `SELECT patient, ${countColumns('b')} FROM (SELECT seq, patient, refs, dates FROM audit_journal${upTo === undefined ? '' : ` WHERE seq <= ${Math.floor(upTo)}`} ORDER BY seq LIMIT ${Math.max(1, Math.floor(limit))}) b GROUP BY patient`,
     );
     if (groups.length === 0) {
       // The journal is empty: what was counted before the look is not there (a transaction of the
@@ -125,12 +127,10 @@ export class AuditJournal {
       if (upTo === undefined && counted.length) this.count(counted.map(([key, n]) => [key, -n]));
       return 0;
     }
-    const sum = (pick: (g: (typeof groups)[number]) => number | string | null) => groups.reduce((total, g) => total + Number(pick(g) ?? 0), 0);
-    const n = sum((g) => g.n);
-    const lo = Math.min(...groups.map((g) => Number(g.lo)));
-    const hi = Math.max(...groups.map((g) => Number(g.hi)));
+    const batch = summed(groups);
+    const { n, lo, hi } = batch;
     try {
-      await this.driver.script!(moveScript(lo, hi, n, sum((g) => g.refs), sum((g) => g.dates)));
+      await this.driver.script!(moveStatements(batch).join(';\n'));
     } catch (err) {
       // Moved meanwhile by a transaction of the main thread (it takes the whole journal): done.
       if (await this.driver.get('SELECT seq FROM audit_journal WHERE seq BETWEEN ? AND ? LIMIT 1', [lo, hi])) throw err;
@@ -161,12 +161,13 @@ export async function journalBacklog(q: Pick<Queryable, 'get'>): Promise<number>
 
 /**
  * The statements that move the journal's events `lo`..`hi` (`n` of them, with `refs` early
- * reference rows and `dates` early date rows in all) into the trail's tables and delete them from
+ * reference rows, `dates` early date rows and `pairs[i]` rows of the i-th reference-date pair in
+ * all) into the trail's tables and delete them from
  * it: the rows store/write.ts appendSerialized writes, in the same order (current rows and
  * history rows in chain order, so within a move rids and history `seq`s are too).
  */
-export function moveScript(lo: number, hi: number, n: number, refs = 0, dates = 0): string {
-  return moveStatements(lo, hi, n, refs, dates).join(';\n');
+export function moveScript(lo: number, hi: number, n: number, refs = 0, dates = 0, pairs: readonly number[] = PAIRS.map(() => 0)): string {
+  return moveStatements({ lo, hi, n, refs, dates, pairs }).join(';\n');
 }
 
 /**
@@ -178,17 +179,55 @@ export function moveScript(lo: number, hi: number, n: number, refs = 0, dates = 
  * gone).
  */
 export async function moveJournalIn(q: Queryable): Promise<number> {
-  const batch = await q.get<{ n: number | string; lo: number | string | null; hi: number | string | null; refs: number | string | null; dates: number | string | null }>(
-    'SELECT COUNT(*) AS n, MIN(seq) AS lo, MAX(seq) AS hi, SUM(json_array_length(refs)) AS refs, SUM(json_array_length(dates)) AS dates FROM audit_journal',
-  );
+  const batch = await q.get<BatchCounts>(`SELECT ${countColumns('j')} FROM audit_journal j`);
   const n = Number(batch?.n ?? 0);
   if (!n) return 0;
-  for (const statement of moveStatements(Number(batch!.lo), Number(batch!.hi), n, Number(batch!.refs ?? 0), Number(batch!.dates ?? 0))) await q.run(statement);
+  for (const statement of moveStatements(summed([batch!]))) await q.run(statement);
   return n;
 }
 
-function moveStatements(lo: number, hi: number, n: number, refs: number, dates: number): string[] {
-  if (![lo, hi, n, refs, dates].every(Number.isSafeInteger)) throw new Error('journal bounds must be integers');
+/** What a move must insert of some journal rows (countColumns), and the rows' seq range. */
+type BatchCounts = Record<string, number | string | null>;
+
+interface Batch {
+  readonly lo: number;
+  readonly hi: number;
+  /** Events. */
+  readonly n: number;
+  /** Early reference rows, date rows, and rows of each reference-date pair (PAIRS). */
+  readonly refs: number;
+  readonly dates: number;
+  readonly pairs: readonly number[];
+}
+
+/** The aggregate columns of BatchCounts over journal rows `j` (which has `seq`, `refs` and `dates`). */
+function countColumns(j: string): string {
+  return `COUNT(*) AS n, MIN(${j}.seq) AS lo, MAX(${j}.seq) AS hi, SUM(json_array_length(${j}.refs)) AS refs, SUM(json_array_length(${j}.dates)) AS dates${PAIRS.map((p, i) => `, SUM((SELECT COUNT(*) FROM ${pairRows(p, j)})) AS pair${i}`).join('')}`;
+}
+
+/** The batch of several groups' counts. */
+function summed(groups: readonly BatchCounts[]): Batch {
+  const sum = (column: string) => groups.reduce((total, g) => total + Number(g[column] ?? 0), 0);
+  return {
+    lo: Math.min(...groups.map((g) => Number(g.lo))),
+    hi: Math.max(...groups.map((g) => Number(g.hi))),
+    n: sum('n'),
+    refs: sum('refs'),
+    dates: sum('dates'),
+    pairs: PAIRS.map((_, i) => sum(`pair${i}`)),
+  };
+}
+
+/** The AuditEvent's reference-date pairs (idx_ref_date), with their index keys. */
+const PAIRS = (definitions.AuditEvent.referenceDatePairs ?? []).map((p) => ({ pid: paramId('AuditEvent', pairCode(p)), ref: paramId('AuditEvent', p.reference), date: paramId('AuditEvent', p.date) }));
+
+/** The early reference and date rows of journal rows `j` that make a pair's rows: `a` the reference, `d` the date (JSON [pid, ref], [pid, lo, hi]). */
+function pairRows(p: (typeof PAIRS)[number], j: string): string {
+  return `json_each(${j}.refs) a CROSS JOIN json_each(${j}.dates) d WHERE json_extract(a.value, '$[0]') = ${p.ref} AND json_extract(d.value, '$[0]') = ${p.date}`;
+}
+
+function moveStatements({ lo, hi, n, refs, dates, pairs }: Batch): string[] {
+  if (![lo, hi, n, refs, dates, ...pairs].every(Number.isSafeInteger)) throw new Error('journal bounds must be integers');
   const range = `j.seq BETWEEN ${lo} AND ${hi}`;
   // Every statement must insert exactly as many rows as the batch has: the head's NOT NULL
   // `links` refuses any other count, and the whole move is rolled back.
@@ -207,6 +246,11 @@ function moveStatements(lo: number, hi: number, n: number, refs: number, dates: 
     inserted(refs),
     `INSERT INTO idx_date (pid, lo, hi, rid) SELECT json_extract(x.value, '$[0]'), json_extract(x.value, '$[1]'), json_extract(x.value, '$[2]'), r.rid FROM audit_journal j CROSS JOIN json_each(j.dates) x CROSS JOIN resources r ON r.type = 'AuditEvent' AND r.id = j.id WHERE ${range} AND j.dates IS NOT NULL`,
     inserted(dates),
+    // The reference-date pairs' rows (store/index-rows.ts), from the same early rows.
+    ...PAIRS.flatMap((p, i) => [
+      `INSERT INTO idx_ref_date (pid, ref, hi, lo, rid) SELECT ${p.pid}, json_extract(a.value, '$[1]'), json_extract(d.value, '$[2]'), json_extract(d.value, '$[1]'), r.rid FROM audit_journal j CROSS JOIN resources r ON r.type = 'AuditEvent' AND r.id = j.id CROSS JOIN ${pairRows(p, 'j')} AND ${range}`,
+      inserted(pairs[i]),
+    ]),
     `INSERT INTO audit_chain (seq, rid, event_id, prev_hash, hash) SELECT j.seq, r.rid, j.id, j.prev_hash, j.hash FROM ${events}`,
     moved,
     `DELETE FROM audit_journal WHERE seq BETWEEN ${lo} AND ${hi}`,

@@ -1,4 +1,4 @@
-import type { ResourceType } from '../../resources';
+import { definitions, pairCode, type ResourceType } from '../../resources';
 import type { IndexRows } from '../search/extract';
 import { paramId } from '../search/param-id';
 
@@ -13,7 +13,21 @@ const TABLES = [
   { table: 'idx_date', columns: ['lo', 'hi'], of: (r: IndexRows) => r.date.map((x) => ({ param: x.param, values: [x.lo, x.hi] })) },
   { table: 'idx_reference', columns: ['ref'], of: (r: IndexRows) => r.reference.map((x) => ({ param: x.param, values: [x.ref] })) },
   { table: 'idx_uri', columns: ['uri'], of: (r: IndexRows) => r.uri.map((x) => ({ param: x.param, values: [x.uri] })) },
+  // Derived from the rows above, never extracted on their own: whatever writes a resource's
+  // reference and date rows writes these with them, and $verify expects them.
+  { table: 'idx_ref_date', columns: ['ref', 'hi', 'lo'], of: referenceDateRows },
 ] as const;
+
+/** A resource's `idx_ref_date` rows: for each of its type's reference-date pairs, every reference row with every date row (one, see ResourceDefinition.referenceDatePairs). */
+function referenceDateRows(r: IndexRows, type: ResourceType): { param: string; values: unknown[] }[] {
+  const out: { param: string; values: unknown[] }[] = [];
+  for (const pair of definitions[type].referenceDatePairs ?? []) {
+    const dates = r.date.filter((d) => d.param === pair.date);
+    if (dates.length === 0) continue;
+    for (const ref of r.reference) if (ref.param === pair.reference) for (const d of dates) out.push({ param: pairCode(pair), values: [ref.ref, d.hi, d.lo] });
+  }
+  return out;
+}
 
 export type IndexTable = (typeof TABLES)[number]['table'];
 
@@ -24,7 +38,7 @@ export function indexRowValues(entries: readonly { rid: number; type: ResourceTy
   return TABLES.map(({ table, columns, of }) => ({
     table,
     columns: ['pid', ...columns, 'rid'],
-    values: entries.flatMap((e) => of(e.rows).map((x) => [paramId(e.type, x.param), ...x.values, e.rid])),
+    values: entries.flatMap((e) => of(e.rows, e.type).map((x) => [paramId(e.type, x.param), ...x.values, e.rid])),
   })).filter((t) => t.values.length > 0);
 }
 
@@ -36,7 +50,7 @@ function keyOf(table: string, pid: unknown, values: readonly unknown[]): string 
 /** A resource's index rows as keys, each with what it says (`param value`), for comparison with what is stored. */
 export function expectedIndexKeys(type: ResourceType, rows: IndexRows): Map<string, string> {
   const out = new Map<string, string>();
-  for (const { table, of } of TABLES) for (const x of of(rows)) out.set(keyOf(table, paramId(type, x.param), x.values), `${x.param} ${x.values.join(' to ')}`);
+  for (const { table, of } of TABLES) for (const x of of(rows, type)) out.set(keyOf(table, paramId(type, x.param), x.values), `${x.param} ${x.values.join(' to ')}`);
   return out;
 }
 

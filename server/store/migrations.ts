@@ -1,4 +1,6 @@
 import { DataTypes, type ModelAttributes, type QueryInterface, type Sequelize, type Transaction } from 'sequelize';
+import { pairCode } from '../../resources';
+import { paramId } from '../search/param-id';
 
 /**
  * Schema migrations, applied in order at start-up and recorded in `custodian_migrations`.
@@ -363,6 +365,26 @@ const migrations: readonly Migration[] = [
       // migration, see store/records.ts patientsColumn), moved with it. NULL in rows journaled
       // before: those events are parsed for it, as before.
       await m.sql('ALTER TABLE audit_journal ADD COLUMN patients TEXT');
+    },
+  },
+  {
+    id: '0029-reference-date-index',
+    async up(m) {
+      // A resource's reference and date rows of its type's reference-date pairs, together (see
+      // ResourceDefinition.referenceDatePairs and store/index-rows.ts): `AuditEvent?patient=…&
+      // date=…&_sort=-date` reads one range of this table in date order instead of probing the
+      // date row of each of the patient's events. Clustered like the other index tables, with an
+      // index on rid for replacing and verifying a resource's rows. Filled here from the rows
+      // already stored (AuditEvents' `patient` and `date`); an event still queued for indexing
+      // or in the journal gets its rows when they are written. A pair added later needs a
+      // migration of its own that fills it.
+      const c = m.pg ? ' COLLATE "C"' : '';
+      await m.sql(`CREATE TABLE idx_ref_date (pid INTEGER NOT NULL, ref TEXT${c} NOT NULL, hi BIGINT NOT NULL, lo BIGINT NOT NULL, rid BIGINT NOT NULL, PRIMARY KEY (pid, ref, hi, lo, rid))${m.pg ? '' : ' WITHOUT ROWID'}`);
+      await m.sql('CREATE INDEX idx_ref_date_by_rid ON idx_ref_date (rid)');
+      const pair = { reference: 'patient', date: 'date' };
+      await m.sql(
+        `INSERT INTO idx_ref_date (pid, ref, hi, lo, rid) SELECT ${paramId('AuditEvent', pairCode(pair))}, x.ref, d.hi, d.lo, x.rid FROM idx_reference x JOIN idx_date d ON d.rid = x.rid AND d.pid = ${paramId('AuditEvent', pair.date)} WHERE x.pid = ${paramId('AuditEvent', pair.reference)}`,
+      );
     },
   },
 ];

@@ -1,6 +1,6 @@
 import type { ResourceType } from '../../resources';
 import type { ResourceFilter } from '../search/filter';
-import { keysetCondition, orderColumns, type Keyset, type OrderSql } from '../search/order';
+import { drivenOrder, keysetCondition, orderColumns, type Keyset, type OrderSql } from '../search/order';
 import { paramId } from '../search/param-id';
 import { limitClause, type Queryable } from './driver';
 import { fromCurrentRow, fromPageRow, fromVersionRow, type CurrentRow, type HistoryVersion, type StoredVersion, type VersionRow } from './records';
@@ -52,13 +52,27 @@ const CURRENT = 'r.rid, r.type, r.id, r.version_id, r.last_updated, r.deleted, r
 const VERSION =
   'v.seq, v.rid, v.type, v.id, v.version_id, v.last_updated, v.deleted, v.method, CASE WHEN v.content IS NULL AND v.deleted = 0 THEN (SELECT c.content FROM resources c WHERE c.rid = v.rid) ELSE v.content END AS content';
 
+/**
+ * `FROM … WHERE …` of the current resources of `types` that match a filter, with its parameters:
+ * through the filter's reference-date index when it has one (search/filter.ts DrivenFilter).
+ */
+function matching(types: readonly ResourceType[], filter: ResourceFilter): [string, unknown[]] {
+  const inTypes = `r.type IN (${types.map(() => '?').join(', ')}) AND r.deleted = 0`;
+  const driven = types.length === 1 ? filter.driven : undefined;
+  if (driven) return [`FROM idx_ref_date x JOIN resources r ON r.rid = x.rid WHERE ${driven.join} AND ${inTypes} AND (${driven.where})`, [...driven.joinParams, ...types, ...driven.params]];
+  return [`FROM resources r WHERE ${inTypes} AND (${filter.where})`, [...types, ...filter.params]];
+}
+
 /** The SQL of one keyset page (see StoreReader.page). */
 function pageSql(req: PageRequest): { sql: string; params: unknown[]; backwards: boolean; order: OrderSql } {
   const backwards = req.before !== undefined;
-  const cols = orderColumns(req.order, backwards);
-  const order = req.order ?? { keys: [] };
-  const params: unknown[] = [...cols.selectParams, ...req.types, ...req.filter.params];
-  let sql = `SELECT ${CURRENT}${cols.select} FROM resources r WHERE r.type IN (${req.types.map(() => '?').join(', ')}) AND r.deleted = 0 AND (${req.filter.where})`;
+  const driven = req.types.length === 1 ? req.filter.driven : undefined;
+  const ordered = driven ? drivenOrder(req.order, driven.date) : req.order;
+  const cols = orderColumns(ordered, backwards);
+  const order = ordered ?? { keys: [] };
+  const [from, params] = matching(req.types, req.filter);
+  params.unshift(...cols.selectParams);
+  let sql = `SELECT ${CURRENT}${cols.select} ${from}`;
   const at = req.before ?? req.after;
   if (at) {
     const [cond, p] = keysetCondition(order, at, backwards);
@@ -241,10 +255,8 @@ export class StoreReader {
 
   /** How many current resources match a filter. */
   async count(types: readonly ResourceType[], filter: ResourceFilter): Promise<number> {
-    const row = await this.driver.get<{ n: number | string }>(
-      `SELECT COUNT(*) AS n FROM resources r WHERE r.type IN (${types.map(() => '?').join(', ')}) AND r.deleted = 0 AND (${filter.where})`,
-      [...types, ...filter.params],
-    );
+    const [from, params] = matching(types, filter);
+    const row = await this.driver.get<{ n: number | string }>(`SELECT COUNT(*) AS n ${from}`, params);
     return Number(row?.n ?? 0);
   }
 

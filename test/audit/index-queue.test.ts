@@ -14,6 +14,13 @@ import { ENGINE } from '../support/db';
 import type { AuditEvent } from 'fhir/r4';
 import { consent, loadJson, patient } from '../support/fixtures';
 import { startHarness, type Harness } from '../support/harness';
+import { definitions, pairCode } from '../../resources';
+
+/** The index keys of an AuditEvent's early rows: EARLY_AUDIT_PARAMS', and the reference-date pairs made of those (store/index-rows.ts). */
+const EARLY_KEYS = [
+  ...EARLY_AUDIT_PARAMS,
+  ...(definitions.AuditEvent.referenceDatePairs ?? []).filter((p) => EARLY_AUDIT_PARAMS.has(p.reference) && EARLY_AUDIT_PARAMS.has(p.date)).map(pairCode),
+].map((c) => paramId('AuditEvent', c));
 
 
 /**
@@ -68,7 +75,7 @@ describe(`Audit: searches see events still waiting to be indexed (${ENGINE})`, (
    */
   async function unindexLate(rids: readonly number[], patient: string | null): Promise<void> {
     const list = rids.join(', ');
-    const early = [...EARLY_AUDIT_PARAMS].map((c) => paramId('AuditEvent', c)).join(', ');
+    const early = EARLY_KEYS.join(', ');
     for (const table of INDEX_TABLES) await q().run(`DELETE FROM ${table} WHERE rid IN (${list}) AND pid NOT IN (${early})`);
     await q().run(`DELETE FROM audit_index_queue WHERE rid IN (${list})`);
     for (const rid of rids) await q().run('INSERT INTO audit_index_queue (rid, patient, early) VALUES (?, ?, 1)', [rid, patient]);
@@ -120,8 +127,11 @@ describe(`Audit: searches see events still waiting to be indexed (${ENGINE})`, (
           assert.deepEqual(refs.map((r) => r.ref), [`Patient/${a}`, `Patient/${b}`].sort(), path);
           const dates = await tx.q.all<{ lo: number | string; hi: number | string }>('SELECT lo, hi FROM idx_date WHERE pid = ? AND rid = ?', [early[1], rid]);
           assert.deepEqual(dates.map((d) => [Number(d.lo), Number(d.hi)]), [[Date.parse(recorded), Date.parse(recorded)]], path);
+          // With them, their patient-date pairs (store/index-rows.ts), which the same searches read.
+          const pairs = await tx.q.all<{ ref: string; hi: number | string }>('SELECT ref, hi FROM idx_ref_date WHERE pid = ? AND rid = ? ORDER BY ref', [paramId('AuditEvent', 'patient+date'), rid]);
+          assert.deepEqual(pairs.map((x) => [x.ref, Number(x.hi)]), [`Patient/${a}`, `Patient/${b}`].sort().map((ref) => [ref, Date.parse(recorded)]), path);
           let others = 0;
-          for (const table of INDEX_TABLES) others += Number((await tx.q.get<{ n: number | string }>(`SELECT COUNT(*) AS n FROM ${table} WHERE rid = ? AND pid NOT IN (?, ?)`, [rid, ...early]))!.n);
+          for (const table of INDEX_TABLES) others += Number((await tx.q.get<{ n: number | string }>(`SELECT COUNT(*) AS n FROM ${table} WHERE rid = ? AND pid NOT IN (${EARLY_KEYS.join(', ')})`, [rid]))!.n);
           assert.equal(others, 0, `${path}: the other rows wait for the indexer`);
           const queued = await tx.q.get<{ patient: string | null; early: number | string }>('SELECT patient, early FROM audit_index_queue WHERE rid = ?', [rid]);
           assert.deepEqual({ patient: queued?.patient, early: Number(queued?.early) }, { patient: null, early: 1 }, `${path}: queued as about several patients, its early rows written`);

@@ -265,7 +265,8 @@ describe(`Audit: tampering with the trail is detected (${ENGINE})`, () => {
     await h.store.auditIndex.catchUp();
     const l = await link(4);
     const recorded = (JSON.parse(l.content) as AuditEvent).recorded;
-    const search = async () => (await get(`/AuditEvent?patient=${id}&date=${recorded.slice(0, 10)}&_count=1000`)).body.entry.map((e: { resource: AuditEvent }) => e.resource.id);
+    // By date alone: a patient's events by date are read through their patient-date rows (next test).
+    const search = async () => (await get(`/AuditEvent?date=${recorded.slice(0, 10)}&_count=1000`)).body.entry.map((e: { resource: AuditEvent }) => e.resource.id);
     assert.ok((await search()).includes(l.event_id));
     await h.store.auditIndex.catchUp();
     const pid = paramId('AuditEvent', 'date');
@@ -277,6 +278,27 @@ describe(`Audit: tampering with the trail is detected (${ENGINE})`, () => {
     assert.deepEqual([v.intact, v.problem, v.link], [false, 'index-missing', 4]);
     assert.match(String(v.detail), /search-index row for date \d+ to \d+/);
     await restore(async () => putBack('idx_date', saved));
+  });
+
+  it("an event's patient-date row deleted (hiding it from its patient's searches by date): index-missing naming the pair", async () => {
+    await h.store.auditIndex.catchUp();
+    const l = await link(4);
+    const recorded = (JSON.parse(l.content) as AuditEvent).recorded;
+    const search = async () => (await get(`/AuditEvent?patient=${id}&date=${recorded.slice(0, 10)}&_sort=-date&_count=1000`)).body.entry.map((e: { resource: AuditEvent }) => e.resource.id);
+    assert.ok((await search()).includes(l.event_id));
+    await h.store.auditIndex.catchUp();
+    const pid = paramId('AuditEvent', 'patient+date');
+    const saved = await snapshot('idx_ref_date', 'pid = ? AND rid = ?', [pid, l.rid]);
+    assert.deepEqual(
+      saved.map((r) => [r.ref, Number(r.hi), Number(r.lo)]),
+      [[`Patient/${id}`, Date.parse(recorded), Date.parse(recorded)]],
+    );
+    await q().run('DELETE FROM idx_ref_date WHERE pid = ? AND rid = ?', [pid, l.rid]);
+    assert.ok(!(await search()).includes(l.event_id), "the patient's search by date no longer finds it");
+    const v = await verify();
+    assert.deepEqual([v.intact, v.problem, v.link], [false, 'index-missing', 4]);
+    assert.match(String(v.detail), new RegExp(`search-index row for patient\\+date Patient/${id} to \\d+ to \\d+`));
+    await restore(async () => putBack('idx_ref_date', saved));
   });
 
   it("an index row added that shows an event to another patient: index-extra naming that patient", async () => {
