@@ -286,6 +286,13 @@ describe('Consent enforcement through the HTTP API', () => {
       assert.equal((await gp.get(`/AuditEvent/${eventId}`)).status, 200);
       assert.equal((await hospital.get(`/AuditEvent/${eventId}`)).status, 403);
       assert.equal((await hospital.get(`/AuditEvent?patient=${ids.hidden}&_total=accurate`)).body.total, 0);
+      // The same through the patient-date index (one patient and a date: search/sql.ts referenceDateDriven).
+      const byDate = `/AuditEvent?patient=${ids.hidden}&date=ge1900&_sort=-date&_count=1000`;
+      const found = async (api: typeof hospital) => ((await api.get(byDate)).body.entry ?? []).map((e: { resource: { id: string } }) => e.resource.id);
+      assert.deepEqual(await found(hospital), [], 'the hospital finds none of the hidden patient\'s events');
+      assert.equal((await hospital.get(`${byDate}&_summary=count`)).body.total, 0);
+      assert.ok((await found(auditor)).includes(eventId), 'the auditor finds the event');
+      assert.ok((await found(gp)).includes(eventId), 'the custodian finds the event');
     });
   });
 
