@@ -130,7 +130,7 @@ export class AuditJournal {
     const batch = summed(groups);
     const { n, lo, hi } = batch;
     try {
-      await this.driver.script!(moveStatements(batch).join(';\n'));
+      await this.driver.script!(batchScript(batch));
     } catch (err) {
       // Moved meanwhile by a transaction of the main thread (it takes the whole journal): done.
       if (await this.driver.get('SELECT seq FROM audit_journal WHERE seq BETWEEN ? AND ? LIMIT 1', [lo, hi])) throw err;
@@ -167,7 +167,11 @@ export async function journalBacklog(q: Pick<Queryable, 'get'>): Promise<number>
  * history rows in chain order, so within a move rids and history `seq`s are too).
  */
 export function moveScript(lo: number, hi: number, n: number, refs = 0, dates = 0, pairs: readonly number[] = PAIRS.map(() => 0)): string {
-  return moveStatements({ lo, hi, n, refs, dates, pairs }).join(';\n');
+  return batchScript({ lo, hi, n, refs, dates, pairs });
+}
+
+function batchScript(batch: Batch): string {
+  return moveStatements(batch).join(';\n');
 }
 
 /**
