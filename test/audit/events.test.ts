@@ -876,7 +876,10 @@ describe('Audit: a BALP AuditEvent for every access', () => {
       assert.equal((await auditor.get(`/Patient/${hidden}/$access-report?_count=2&_cursor=${cursor}`)).status, 400, 'another caller');
       assert.equal((await gp.get(`/Patient/${alice}/$access-report?_count=2&_cursor=${cursor}`)).status, 400, 'another patient');
       assert.equal((await gp.get(`/Patient/${hidden}/$access-report?_count=2&_since=2020-01-01T00:00:00Z&_cursor=${cursor}`)).status, 400, 'another _since');
-      const edited = `${cursor.slice(0, -2)}${cursor.endsWith('AA') ? 'AB' : 'AA'}`;
+      // A character in the middle: it carries six bits of the sealed bytes. The last ones may
+      // carry padding bits only (base64url), so an edit there can decode to the same bytes.
+      const at = Math.floor(cursor.length / 2);
+      const edited = `${cursor.slice(0, at)}${cursor[at] === 'A' ? 'B' : 'A'}${cursor.slice(at + 1)}`;
       assert.equal((await gp.get(`/Patient/${hidden}/$access-report?_count=2&_cursor=${edited}`)).status, 400, 'edited');
       // A caller refused the review is refused before its cursor is looked at (and the attempt is on the trail).
       assert.equal((await hospital.get(`/Patient/${hidden}/$access-report?_cursor=${cursor}`)).status, 403);
