@@ -34,6 +34,14 @@ import type { Driver, Queryable } from './driver';
  * lag bound.
  */
 
+/**
+ * A move commits without waiting for an fsync (Driver.script): it only derives rows from journal
+ * rows committed (and synced) before it, in one transaction that also deletes them, so a power cut
+ * that loses it leaves them in the journal, to be moved again. What it saves is the writer's time:
+ * appends wait behind every move.
+ */
+const NOT_DURABLE = { durable: false } as const;
+
 /** Events moved per transaction: the move holds the writer, so audit commits wait behind it. */
 export const MOVE_BATCH = 1000;
 
@@ -41,13 +49,16 @@ export class AuditJournal {
   /** The move under way (moves run one at a time). */
   private moving: Promise<number> = Promise.resolve(0);
   /**
-   * How many journaled events each queue key (`Patient/123`, '' for none, null for several)
-   * has: what a search for some patients asks before moving anything (drainFor). Kept by the one
-   * thread that appends to the journal and moves it, from what it appended and moved, and read
-   * from the journal when that thread starts (load): it may count events already gone (a
-   * needless move), never miss one that is there.
+   * The seqs of the journaled events of each queue key (`Patient/123`, '' for none, null for
+   * several), oldest first: what a search for some patients asks before moving anything, and
+   * which events it moves (drainFor). Kept by the one thread that appends to the journal and
+   * moves it, from what it appended and moved, and read from the journal when that thread starts
+   * (load): it may hold events already gone (moved by a transaction of the main thread: a
+   * needless move), never miss one that is there. Its counts are what `changed` is told.
    */
-  private readonly keys = new Map<string | null, number>();
+  private readonly seqs = new Map<string | null, number[]>();
+  /** The newest seq journaled that this thread knows of. */
+  private last = 0;
 
   constructor(
     private readonly driver: Driver,
@@ -61,30 +72,103 @@ export class AuditJournal {
     if (!driver.script) throw new Error('the audit journal is SQLite\'s (it needs Driver.script)');
   }
 
-  /** Counts the events the journal holds, by queue key (at the start of the thread that appends to it). */
+  /** Reads which events the journal holds, by queue key (at the start of the thread that appends to it). */
   async load(): Promise<void> {
-    this.keys.clear();
-    const rows = await this.driver.all<{ patient: string | null; n: number | string }>('SELECT patient, COUNT(*) AS n FROM audit_journal GROUP BY patient');
-    this.count(rows.map((r) => [r.patient, Number(r.n)]), true);
+    this.seqs.clear();
+    for (const r of await this.driver.all<{ seq: number | string; patient: string | null }>('SELECT seq, patient FROM audit_journal ORDER BY seq')) this.add(r.patient, Number(r.seq));
+    this.changed?.([...this.seqs].map(([key, list]) => [key, list.length]), true);
   }
 
-  /** Events just committed to the journal (their queue keys). */
-  journaled(keys: readonly (string | null)[]): void {
-    this.count(keys.map((k) => [k, 1]));
+  /** Events just committed to the journal: their queue keys, the first of them at seq `first`, the others after it in order. */
+  journaled(keys: readonly (string | null)[], first: number): void {
+    keys.forEach((key, i) => this.add(key, first + i));
+    this.changed?.(keys.map((k) => [k, 1]), false);
   }
 
-  private count(entries: JournalCount, reset = false): void {
-    applyCount(this.keys, entries);
-    this.changed?.(entries, reset);
+  private add(key: string | null, seq: number): void {
+    let list = this.seqs.get(key);
+    if (!list) this.seqs.set(key, (list = []));
+    list.push(seq);
+    if (seq > this.last) this.last = seq;
+  }
+
+  /** Stops counting the events of `keys` that `gone` says are no longer journaled. */
+  private forget(keys: Iterable<string | null>, gone: (seq: number) => boolean): void {
+    const delta: [string | null, number][] = [];
+    for (const key of new Set(keys)) {
+      const list = this.seqs.get(key);
+      if (!list) continue;
+      const kept = list.filter((seq) => !gone(seq));
+      if (kept.length === list.length) continue;
+      if (kept.length) this.seqs.set(key, kept);
+      else this.seqs.delete(key);
+      delta.push([key, kept.length - list.length]);
+    }
+    if (delta.length) this.changed?.(delta, false);
   }
 
   /**
    * Resolves when every event journaled before the call that could be about one of `patients`
-   * has been moved: all of the journal, if it holds any such event (one about several patients
-   * could be), and nothing otherwise.
+   * has been moved. Those of the patients alone (movePatients), when the journal holds no event
+   * about several patients (one could be about them): a search for one patient does not move
+   * what a loaded server has journaled about everyone else, which holds the writer while every
+   * audited request waits. All of the journal otherwise, and nothing if it holds none of theirs.
    */
   async drainFor(patients: readonly string[]): Promise<void> {
-    if (this.keys.has(null) || patients.some((p) => this.keys.has(p))) await this.drain();
+    if (this.seqs.has(null)) return this.drain();
+    const theirs = patients.filter((p) => this.seqs.has(p));
+    if (theirs.length === 0) return;
+    if ((await this.moveFor(theirs)) === undefined) await this.drain();
+  }
+
+  /** Patients whose events searches wait to see moved, for the move not yet begun. */
+  private readonly wanted = new Set<string>();
+  private nextMove: Promise<number | undefined> | undefined;
+
+  /**
+   * The move of these patients' events: the next one to begin, shared by every search that asks
+   * before it begins (one transaction for them all, as appends share commits).
+   */
+  private moveFor(patients: readonly string[]): Promise<number | undefined> {
+    for (const p of patients) this.wanted.add(p);
+    if (!this.nextMove) {
+      const next = this.moving.catch(() => 0).then(() => {
+        this.nextMove = undefined;
+        const wanted = [...this.wanted];
+        this.wanted.clear();
+        return this.movePatients(wanted);
+      });
+      this.nextMove = next;
+      this.moving = next.then((n) => n ?? 0);
+    }
+    return this.nextMove;
+  }
+
+  /**
+   * Moves the journaled events of these patients, and no other, in one transaction; resolves with
+   * how many it moved, or undefined when it cannot (an event of theirs is framed: frames are
+   * moved oldest first, with the events that share them, so the whole journal must move).
+   * Out of the journal's order, which nothing needs: a move gives its events their rids and
+   * history `seq`s then, in chain order within it, and the chain itself is read by its own `seq`
+   * wherever each link is ($verify reads the chain's links and the journal's as one sequence).
+   */
+  private async movePatients(patients: readonly string[]): Promise<number | undefined> {
+    const taken = patients.flatMap((p) => this.seqs.get(p) ?? []);
+    if (taken.length === 0) return 0;
+    const picked = new Set(taken);
+    const batch = await this.driver.get<BatchCounts & { framed: number | string }>(`SELECT ${countColumns('j')}, COUNT(j.frame) AS framed FROM audit_journal j WHERE ${seqIn('j', taken)}`);
+    if (Number(batch?.framed ?? 0) > 0) return undefined;
+    const n = Number(batch?.n ?? 0);
+    if (n > 0) {
+      try {
+        await this.driver.script!(moveStatements({ ...summed([batch!]), seqs: taken }).join(';\n'), NOT_DURABLE);
+      } catch (err) {
+        // Moved meanwhile by a transaction of the main thread (it takes the whole journal): done.
+        if (await this.driver.get(`SELECT seq FROM audit_journal j WHERE ${seqIn('j', taken)} LIMIT 1`)) throw err;
+      }
+    }
+    this.forget(patients, (seq) => picked.has(seq));
+    return n;
   }
 
   /**
@@ -115,8 +199,8 @@ export class AuditJournal {
    * (moveJournalIn), so the batch read here may be gone by the time its script runs.
    */
   private async moveBatch(limit: number, upTo: number | undefined): Promise<number> {
-    // Counted before the look: committed before it, so in the journal then unless moved since.
-    const counted = [...this.keys];
+    // Known before the look: committed before it, so in the journal then unless moved since.
+    const known = this.last;
     const groups = await this.driver.all<BatchCounts & { patient: string | null }>(
       `SELECT patient, ${countColumns('b')} FROM (SELECT seq, patient, refs, dates FROM audit_journal${upTo === undefined ? '' : ` WHERE seq <= ${Math.floor(upTo)}`} ORDER BY seq LIMIT ${Math.max(1, Math.floor(limit))}) b GROUP BY patient`,
     );
@@ -124,20 +208,21 @@ export class AuditJournal {
       // The journal is empty: what was counted before the look is not there (a transaction of the
       // main thread moved it, or another connection removed it); events counted since, committed
       // meanwhile, stay counted. No other move runs meanwhile: moves are one at a time.
-      if (upTo === undefined && counted.length) this.count(counted.map(([key, n]) => [key, -n]));
+      if (upTo === undefined) this.forget([...this.seqs.keys()], (seq) => seq <= known);
       return 0;
     }
     const batch = summed(groups);
     const { n, lo, hi } = batch;
     try {
-      await this.driver.script!(batchScript(batch));
+      await this.driver.script!(batchScript(batch), NOT_DURABLE);
     } catch (err) {
       // Moved meanwhile by a transaction of the main thread (it takes the whole journal): done.
       if (await this.driver.get('SELECT seq FROM audit_journal WHERE seq BETWEEN ? AND ? LIMIT 1', [lo, hi])) throw err;
-      this.count(groups.map((g) => [g.patient, -Number(g.n)]));
+      this.forget(groups.map((g) => g.patient), (seq) => seq <= hi);
       return 0;
     }
-    this.count(groups.map((g) => [g.patient, -Number(g.n)]));
+    // The batch is the journal's oldest events: whatever is counted at or before its last is gone.
+    this.forget(groups.map((g) => g.patient), (seq) => seq <= hi);
     return n;
   }
 }
@@ -202,6 +287,14 @@ interface Batch {
   readonly refs: number;
   readonly dates: number;
   readonly pairs: readonly number[];
+  /** The events' seqs, when they are not all of the journal's between `lo` and `hi` (AuditJournal.movePatients; none of them framed). */
+  readonly seqs?: readonly number[];
+}
+
+/** A condition on journal rows `j`: seq is one of `seqs`. */
+function seqIn(j: string, seqs: readonly number[]): string {
+  if (!seqs.length || !seqs.every(Number.isSafeInteger)) throw new Error('journal seqs must be integers');
+  return `${j}.seq IN (${seqs.join(', ')})`;
 }
 
 /** The aggregate columns of BatchCounts over journal rows `j` (which has `seq`, `refs` and `dates`). */
@@ -230,9 +323,9 @@ function pairRows(p: (typeof PAIRS)[number], j: string): string {
   return `json_each(${j}.refs) a CROSS JOIN json_each(${j}.dates) d WHERE json_extract(a.value, '$[0]') = ${p.ref} AND json_extract(d.value, '$[0]') = ${p.date}`;
 }
 
-function moveStatements({ lo, hi, n, refs, dates, pairs }: Batch): string[] {
+function moveStatements({ lo, hi, n, refs, dates, pairs, seqs }: Batch): string[] {
   if (![lo, hi, n, refs, dates, ...pairs].every(Number.isSafeInteger)) throw new Error('journal bounds must be integers');
-  const range = `j.seq BETWEEN ${lo} AND ${hi}`;
+  const range = seqs ? seqIn('j', seqs) : `j.seq BETWEEN ${lo} AND ${hi}`;
   // Every statement must insert exactly as many rows as the batch has: the head's NOT NULL
   // `links` refuses any other count, and the whole move is rolled back.
   const inserted = (count: number) => `UPDATE audit_chain_head SET links = CASE WHEN changes() = ${count} THEN links END WHERE id = 1`;
@@ -257,11 +350,14 @@ function moveStatements({ lo, hi, n, refs, dates, pairs }: Batch): string[] {
     ]),
     `INSERT INTO audit_chain (seq, rid, event_id, prev_hash, hash) SELECT j.seq, r.rid, j.id, j.prev_hash, j.hash FROM ${events}`,
     moved,
-    `DELETE FROM audit_journal WHERE seq BETWEEN ${lo} AND ${hi}`,
+    `DELETE FROM audit_journal WHERE ${seqs ? seqIn('audit_journal', seqs) : `seq BETWEEN ${lo} AND ${hi}`}`,
     moved,
+    // Some events picked out of the journal: none is framed (movePatients), no frame goes.
+    ...(seqs ? [] : [
     // The batch's frames, but the one the first event left behind may still use: a request's
     // events can straddle two batches, and a frame's events are consecutive from the one that
     // keys it (AuditFramer reuses only the previous event's frame), and the journal is moved oldest first.
     `DELETE FROM audit_journal_frame WHERE id <= ${hi} AND id IS NOT (SELECT frame FROM audit_journal ORDER BY seq LIMIT 1)`,
+    ]),
   ];
 }

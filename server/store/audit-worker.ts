@@ -305,7 +305,8 @@ class AppendLoop {
       if (err instanceof Unscriptable || chainMoved(err)) return false;
       throw err;
     }
-    this.journal.journaled(keys);
+    // The script's events are the links after the tail it was built on, in order.
+    this.journal.journaled(keys, tail.seq + 1);
     this.tail = script.tail;
     return true;
   }

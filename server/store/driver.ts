@@ -58,8 +58,14 @@ export interface Driver extends Queryable {
    *
    * Or in parts (ScriptParts), still one transaction: each part is sent as soon as the one before
    * has run, and the next is built while it runs.
+   *
+   * `durable: false`: its COMMIT does not wait for an fsync (`synchronous = NORMAL` for it alone),
+   * for a transaction whose loss at a power cut loses nothing: one that only derives rows from
+   * what is committed already (the audit journal's moves). The WAL is one log: the next durable
+   * COMMIT, or a checkpoint, syncs it along with everything before it, and a power cut keeps a
+   * prefix of the log, so what came after such a transaction cannot outlive it.
    */
-  readonly script?: (sql: string | ScriptParts) => Promise<void>;
+  readonly script?: (sql: string | ScriptParts, options?: { readonly durable?: boolean }) => Promise<void>;
   /**
    * SQLite only: how another thread of this process opens the same database as a writer (the
    * audit worker), taking turns with this driver's writer through `lock`.
@@ -325,7 +331,7 @@ class SqliteConnection implements Queryable {
 }
 
 /** A transaction waiting for the writer: a function of the connection, or a script (Driver.script), which runs alone, in one call. */
-type QueuedTransaction = ({ fn: (tx: Queryable) => Promise<unknown>; script?: undefined } | { fn?: undefined; script: string | ScriptParts }) & {
+type QueuedTransaction = ({ fn: (tx: Queryable) => Promise<unknown>; script?: undefined } | { fn?: undefined; script: string | ScriptParts; durable?: boolean }) & {
   resolve: (value: unknown) => void;
   reject: (err: unknown) => void;
 };
@@ -435,7 +441,8 @@ class SqliteDriver implements Driver {
     return new Promise<T>((resolve, reject) => this.enqueue({ fn, resolve: resolve as (v: unknown) => void, reject }));
   }
 
-  readonly script = (sql: string | ScriptParts): Promise<void> => new Promise<void>((resolve, reject) => this.enqueue({ script: sql, resolve: () => resolve(), reject }));
+  readonly script = (sql: string | ScriptParts, options: { readonly durable?: boolean } = {}): Promise<void> =>
+    new Promise<void>((resolve, reject) => this.enqueue({ script: sql, ...(options.durable === false ? { durable: false } : {}), resolve: () => resolve(), reject }));
 
   private enqueue(t: QueuedTransaction): void {
     this.queue.push(t);
@@ -551,10 +558,13 @@ class SqliteDriver implements Driver {
       return part;
     };
     let begun = false;
+    // The safety level cannot change inside a transaction: set before BEGIN, set back after COMMIT (or ROLLBACK).
+    const lax = t.script !== undefined && t.durable === false && this.sqlite.synchronous !== 'NORMAL';
+    const restore = `PRAGMA synchronous = ${this.sqlite.synchronous}`;
     try {
       let part = checked(parts.next());
       for (;;) {
-        const running = this.writer.exec(`${begun ? '' : 'BEGIN IMMEDIATE;\n'}${part.sql};${part.last ? '\nCOMMIT' : ''}`);
+        const running = this.writer.exec(`${begun ? '' : `${lax ? 'PRAGMA synchronous = NORMAL;\n' : ''}BEGIN IMMEDIATE;\n`}${part.sql};${part.last ? `\nCOMMIT${lax ? `;\n${restore}` : ''}` : ''}`);
         begun = true;
         if (part.last) {
           await running;
@@ -572,6 +582,7 @@ class SqliteDriver implements Driver {
       }
     } catch (err) {
       if (begun) await this.writer.exec('ROLLBACK').catch(() => undefined);
+      if (lax) await this.writer.exec(restore).catch(() => undefined);
       t.reject(err);
       return;
     }

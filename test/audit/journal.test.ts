@@ -20,14 +20,24 @@ describe('Audit: the journal moves for the patients searched for', () => {
   /** A driver with a journal of `rows` (seq, queue key) and nothing else: moves delete from it. */
   function fakeDriver(rows: { seq: number; patient: string | null }[]) {
     const asked: string[] = [];
+    /** The rows a statement's `seq IN (…)` names, or undefined when it names none. */
+    const named = (sql: string) => {
+      const m = /seq IN \(([\d, ]+)\)/.exec(sql);
+      if (!m) return undefined;
+      const seqs = new Set(m[1].split(', ').map(Number));
+      return rows.filter((r) => seqs.has(r.seq));
+    };
     const driver = {
       script: async (sql: unknown) => {
-        const m = /DELETE FROM audit_journal WHERE seq BETWEEN (\d+) AND (\d+)/.exec(String(sql));
         asked.push('move');
+        const m = /DELETE FROM audit_journal WHERE seq BETWEEN (\d+) AND (\d+)/.exec(String(sql));
         if (m) rows.splice(0, rows.length, ...rows.filter((r) => r.seq < Number(m[1]) || r.seq > Number(m[2])));
+        const picked = /DELETE FROM audit_journal WHERE/.test(String(sql)) ? named(String(sql).slice(String(sql).indexOf('DELETE FROM audit_journal WHERE'))) : undefined;
+        if (picked) rows.splice(0, rows.length, ...rows.filter((r) => !picked.includes(r)));
       },
       all: async (sql: string) => {
         asked.push(sql.slice(0, 40));
+        if (/^SELECT seq, patient FROM audit_journal ORDER BY seq$/.test(sql)) return rows.map((r) => ({ ...r }));
         const byKey = new Map<string | null, { patient: string | null; n: number; lo: number; hi: number }>();
         const limit = /LIMIT (\d+)/.exec(sql);
         for (const r of rows.slice(0, limit ? Number(limit[1]) : undefined)) {
@@ -42,6 +52,12 @@ describe('Audit: the journal moves for the patients searched for', () => {
       get: async (sql: string, params?: unknown[]) => {
         asked.push(sql.slice(0, 40));
         if (/MAX\(seq\)/.test(sql)) return { seq: rows.length ? Math.max(...rows.map((r) => r.seq)) : null };
+        const picked = named(sql);
+        if (picked && /COUNT\(\*\) AS n/.test(sql)) {
+          const seqs = picked.map((r) => r.seq);
+          return { n: picked.length, lo: seqs.length ? Math.min(...seqs) : null, hi: seqs.length ? Math.max(...seqs) : null, refs: 0, dates: 0, pair0: 0, framed: 0 };
+        }
+        if (picked) return picked[0] ? { seq: picked[0].seq } : undefined;
         const first = rows.find((r) => r.seq <= Number(params?.[0]));
         return first ? { seq: first.seq } : undefined;
       },
@@ -49,7 +65,7 @@ describe('Audit: the journal moves for the patients searched for', () => {
     return { driver: driver as unknown as Driver, asked, rows };
   }
 
-  it('counts what it holds when it starts, and what is appended; moves all of it only for a patient it holds', async () => {
+  it('counts what it holds when it starts, and what is appended; moves only the events of the patients searched for', async () => {
     const { driver, asked, rows } = fakeDriver([
       { seq: 1, patient: 'Patient/a' },
       { seq: 2, patient: '' },
@@ -59,15 +75,29 @@ describe('Audit: the journal moves for the patients searched for', () => {
     asked.length = 0;
     await journal.drainFor(['Patient/b']);
     assert.equal(asked.length, 0, 'nothing about b: not even a query');
-    rows.push({ seq: 3, patient: 'Patient/b' });
-    journal.journaled(['Patient/b']);
-    await journal.drainFor(['Patient/b', 'Patient/c']);
+    rows.push({ seq: 3, patient: 'Patient/b' }, { seq: 4, patient: 'Patient/c' }, { seq: 5, patient: 'Patient/b' });
+    journal.journaled(['Patient/b', 'Patient/c', 'Patient/b'], 3);
+    await journal.drainFor(['Patient/b', 'Patient/d']);
     assert.ok(asked.includes('move'), 'b is there: moved');
-    assert.deepEqual(rows, [], 'all of it, the other patients\' events too');
+    assert.deepEqual(
+      rows.map((r) => r.seq),
+      [1, 2, 4],
+      'both of b\'s events, and nobody else\'s',
+    );
     asked.length = 0;
-    await journal.drainFor(['Patient/a']);
     await journal.drainFor(['Patient/b']);
     assert.equal(asked.length, 0, 'what was moved is no longer counted');
+    await journal.drainFor(['Patient/a', 'Patient/c']);
+    assert.deepEqual(
+      rows.map((r) => r.seq),
+      [2],
+      'a\'s from before the start and c\'s',
+    );
+    await journal.drain();
+    assert.deepEqual(rows, []);
+    asked.length = 0;
+    await journal.drainFor(['Patient/a', 'Patient/b', 'Patient/c']);
+    assert.equal(asked.length, 0, 'the journal is empty, and known to be');
   });
 
   it('an event about several patients (key null) could be about anyone: it is moved for every search', async () => {
@@ -175,6 +205,50 @@ describe('Audit: the journal moves for the patients searched for', () => {
     assert.ok((await journalSize()) >= size, 'nothing moved for a search about b');
     const found = entries(await h.api.get(`/AuditEvent?patient=${a}&_sort=-date&_count=200`));
     assert.ok(found.some((e) => e.id === event), 'the search about a moved it and found it');
+  });
+
+  it('a search for a patient moves that patient\'s events out of the journal and leaves everyone else\'s; the chain holds across both', async () => {
+    const first = await journaledRead(a);
+    const other = await journaledRead(b);
+    const second = await journaledRead(a);
+    const inJournal = async (id: string) => (await h.store.driver.get('SELECT seq FROM audit_journal WHERE id = ?', [id])) !== undefined;
+    const found = entries(await h.api.get(`/AuditEvent?patient=${a}&date=ge2020-01-01&_sort=-date&_count=200`));
+    assert.ok(found.some((e) => e.id === first) && found.some((e) => e.id === second), 'both of a\'s reads are found');
+    assert.equal(await inJournal(first), false);
+    assert.equal(await inJournal(second), false);
+    assert.equal(await inJournal(other), true, 'b\'s read stays in the journal');
+    // The chain's links are now partly in audit_chain past links still journaled: $verify reads them as one sequence.
+    const links = await h.store.driver.get<{ moved: number; journaled: number }>(
+      'SELECT (SELECT seq FROM audit_chain WHERE event_id = ?) AS moved, (SELECT seq FROM audit_journal WHERE id = ?) AS journaled',
+      [second, other],
+    );
+    assert.ok(Number(links!.moved) > Number(links!.journaled), 'a link moved out past one left in the journal');
+    assert.equal((await h.api.get('/AuditEvent/$verify')).body.parameter[0].valueBoolean, true);
+    const onlyB = entries(await h.api.get(`/AuditEvent?patient=${b}&_count=200`));
+    assert.ok(onlyB.some((e) => e.id === other), 'the search for b moves and finds b\'s');
+    assert.ok(!onlyB.some((e) => e.id === first || e.id === second), 'and none of a\'s');
+    assert.equal((await h.api.get('/AuditEvent/$verify')).body.parameter[0].valueBoolean, true);
+    const rid = async (id: string) => Number((await h.store.driver.get<{ rid: number }>("SELECT rid FROM resources WHERE type = 'AuditEvent' AND id = ?", [id]))!.rid);
+    assert.ok((await rid(second)) < (await rid(other)), 'moved in the order they were searched for, not journaled');
+  });
+
+  it('a search for a patient whose journaled events share frames with others\' moves the whole journal (frames go oldest first)', async () => {
+    const family = `Partial${uuidv7().slice(0, 8)}`;
+    const ids: string[] = [];
+    for (let i = 0; i < 12; i++) ids.push((await h.api.post('/Patient', patient({ name: [{ family }] }))).body.id);
+    await journaledRead(a); // the writes chained themselves: the next commit goes to the journal
+    const requestId = `partial-${uuidv7()}`;
+    assert.equal((await h.api.get(`/Patient?family=${family}&_count=50`, { 'X-Request-Id': requestId })).body.entry.length, 12);
+    const framed = Number((await h.store.driver.get<{ n: number }>('SELECT COUNT(*) AS n FROM audit_journal WHERE frame IN (SELECT id FROM audit_journal_frame WHERE tail LIKE ?)', [`%${requestId}%`]))!.n);
+    assert.equal(framed, 12, 'one framed event per patient, in the journal');
+    const unframed = await journaledRead(b);
+    const found = entries(await h.api.get(`/AuditEvent?patient=${ids[3]}&_count=200`));
+    assert.equal(found.filter((e) => e.entity?.some((x) => x.what?.identifier?.value === requestId)).length, 1, 'that patient\'s event of the search is found');
+    // Whatever is journaled now came after the search began (its own event).
+    assert.ok(await h.store.driver.get("SELECT rid FROM resources WHERE type = 'AuditEvent' AND id = ?", [unframed]), 'the whole journal moved, b\'s read too');
+    assert.equal(Number((await h.store.driver.get<{ n: number }>('SELECT COUNT(*) AS n FROM audit_journal WHERE frame IS NOT NULL'))!.n), 0, 'every framed event');
+    assert.equal(Number((await h.store.driver.get<{ n: number }>('SELECT COUNT(*) AS n FROM audit_journal_frame'))!.n), 0, 'and their frames');
+    assert.equal((await h.api.get('/AuditEvent/$verify')).body.parameter[0].valueBoolean, true);
   });
 
   it('read and vread by id, type and system history, _summary=count', async () => {

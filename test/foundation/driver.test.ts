@@ -187,3 +187,42 @@ describe(`Store driver: prepared statements are bounded (${ENGINE})`, () => {
     }
   });
 });
+
+/**
+ * A script that is not durable (the audit journal's moves, Driver.script) commits at
+ * `synchronous = NORMAL`, and the writer is back at its own level after it, whether it committed
+ * or failed; every other script and transaction keeps that level.
+ */
+(ENGINE === 'sqlite' ? describe : describe.skip)('Store: SQLite scripts that need no fsync', () => {
+  it('run at NORMAL and leave the writer at FULL, after a COMMIT and after a failure', async () => {
+    const db = await freshDatabase();
+    let worker: Awaited<ReturnType<typeof openSqliteWriter>> | undefined;
+    try {
+      if (db.config.dialect !== 'sqlite') throw new Error('sqlite only');
+      worker = await openSqliteWriter({ storage: db.config.storage, synchronous: 'FULL', busyTimeoutMs: 1000, lock: WriterLock.buffer() }, 'worker');
+      await worker.script!('CREATE TABLE levels (at TEXT, level INTEGER)');
+      // What the level was while each script's transaction ran (1 NORMAL, 2 FULL).
+      const during = (at: string) => `INSERT INTO levels SELECT '${at}', synchronous FROM pragma_synchronous`;
+      const level = async () => Number((await worker!.transaction((q) => q.get<{ synchronous: number }>('PRAGMA synchronous')))!.synchronous);
+      await worker.script!(during('durable'));
+      await worker.script!(during('lax'), { durable: false });
+      assert.equal(await level(), 2, 'back at FULL after the COMMIT');
+      await assert.rejects(worker.script!(`${during('failed')}; INSERT INTO no_such_table VALUES (1)`, { durable: false }), /no such table/);
+      assert.equal(await level(), 2, 'back at FULL after the ROLLBACK');
+      await worker.script!(during('after'));
+      const rows = await worker.all<{ at: string; level: number }>('SELECT at, level FROM levels ORDER BY rowid');
+      assert.deepEqual(
+        rows.map((r) => [r.at, Number(r.level)]),
+        [
+          ['durable', 2],
+          ['lax', 1],
+          ['after', 2],
+        ],
+        'the failed one stored nothing',
+      );
+    } finally {
+      await worker?.close();
+      await db.drop();
+    }
+  });
+});
