@@ -353,11 +353,13 @@ function moveStatements({ lo, hi, n, refs, dates, pairs, seqs }: Batch): string[
     `DELETE FROM audit_journal WHERE ${seqs ? seqIn('audit_journal', seqs) : `seq BETWEEN ${lo} AND ${hi}`}`,
     moved,
     // Some events picked out of the journal: none is framed (movePatients), no frame goes.
-    ...(seqs ? [] : [
-    // The batch's frames, but the one the first event left behind may still use: a request's
-    // events can straddle two batches, and a frame's events are consecutive from the one that
-    // keys it (AuditFramer reuses only the previous event's frame), and the journal is moved oldest first.
-    `DELETE FROM audit_journal_frame WHERE id <= ${hi} AND id IS NOT (SELECT frame FROM audit_journal ORDER BY seq LIMIT 1)`,
-    ]),
+    ...(seqs
+      ? []
+      : [
+          // The batch's frames, but the one the first event left behind may still use: a request's
+          // events can straddle two batches, and a frame's events are consecutive from the one that
+          // keys it (AuditFramer reuses only the previous event's frame), and the journal is moved oldest first.
+          `DELETE FROM audit_journal_frame WHERE id <= ${hi} AND id IS NOT (SELECT frame FROM audit_journal ORDER BY seq LIMIT 1)`,
+        ]),
   ];
 }
