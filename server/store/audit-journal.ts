@@ -161,7 +161,7 @@ export class AuditJournal {
     const n = Number(batch?.n ?? 0);
     if (n > 0) {
       try {
-        await this.driver.script!(moveStatements({ ...summed([batch!]), seqs: taken }).join(';\n'), NOT_DURABLE);
+        await this.driver.script!(batchScript({ ...summed([batch!]), seqs: taken }), NOT_DURABLE);
       } catch (err) {
         // Moved meanwhile by a transaction of the main thread (it takes the whole journal): done.
         if (await this.driver.get(`SELECT seq FROM audit_journal j WHERE ${seqIn('j', taken)} LIMIT 1`)) throw err;
