@@ -139,7 +139,13 @@ export class AuditJournal {
         return this.movePatients(wanted);
       });
       this.nextMove = next;
-      this.moving = next.then((n) => n ?? 0);
+      // A failure reaches the searches waiting for this move (they await `next`); the chain of
+      // moves only orders them, and a rejection left on it would be unhandled (the audit worker
+      // fails on one), so the next move starts after it either way.
+      this.moving = next.then(
+        (n) => n ?? 0,
+        () => 0,
+      );
     }
     return this.nextMove;
   }

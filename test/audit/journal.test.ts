@@ -154,12 +154,23 @@ describe('Audit: the journal moves for the patients searched for', () => {
       if (fail) throw new Error('disk full');
       return script(sql);
     };
-    const journal = new AuditJournal(driver);
-    await journal.load();
-    await assert.rejects(journal.drainFor(['Patient/a']), /disk full/);
-    fail = false;
-    await journal.drainFor(['Patient/a']);
-    assert.deepEqual(rows, []);
+    // The audit worker fails on any rejection nobody handles (audit-worker.ts): the failed move
+    // must reach the search that asked for it, and nothing else.
+    const unhandled: unknown[] = [];
+    const listener = (reason: unknown) => unhandled.push(reason);
+    process.on('unhandledRejection', listener);
+    try {
+      const journal = new AuditJournal(driver);
+      await journal.load();
+      await assert.rejects(journal.drainFor(['Patient/a']), /disk full/);
+      await new Promise((resolve) => setTimeout(resolve, 10));
+      assert.deepEqual(unhandled, [], 'no rejection left unhandled');
+      fail = false;
+      await journal.drainFor(['Patient/a']);
+      assert.deepEqual(rows, []);
+    } finally {
+      process.off('unhandledRejection', listener);
+    }
   });
 });
 
