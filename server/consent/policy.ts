@@ -144,6 +144,13 @@ export function engineRequest(
       patients.push({ id, custodians, consents: record?.consents ?? [] });
     } else if (record?.resource) {
       patients.push({ id, custodians: custodiansOf(record.resource, record.creatorOrg), consents: record.consents });
+    } else if (type === 'AuditEvent') {
+      // A patient an event names who is not (or no longer) here is someone else to every reader
+      // but auditors and that patient: it has no custodian. Left out, an event about two
+      // patients would be shown to the first one's custodian once the second was deleted, and an
+      // audit source reading back an event that names `Patient/x` would learn whether x exists
+      // (readable when not, refused when so).
+      patients.push({ id, custodians: [], consents: [] });
     }
   }
   let named: readonly NamedParty[] | undefined;

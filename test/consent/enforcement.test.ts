@@ -30,6 +30,8 @@ describe('Consent enforcement through the HTTP API', () => {
         { clientId: 'national', ods: 'X26', scopes: ['system/Consent.rs', 'system/Patient.rs'], purposes: ['HOPERAT'], roles: ['national-service'] },
         { clientId: 'auditor', ods: 'AUD1', scopes: ['system/AuditEvent.rs', 'system/Patient.rs'], purposes: ['HOPERAT'], roles: ['auditor'] },
         { clientId: 'ehr-audit', ods: 'HOSP1', scopes: ['system/AuditEvent.c'], purposes: ['HOPERAT'], roles: ['audit-source'] },
+        { clientId: 'gp2', ods: 'GP2', scopes: ['system/Patient.cruds', 'system/AuditEvent.rs'], purposes: ['TREAT', 'HOPERAT'] },
+        { clientId: 'lab-audit', ods: 'LAB1', scopes: ['system/AuditEvent.crs'], purposes: ['HOPERAT'], roles: ['audit-source'] },
       ],
     });
     gp = await h.as('gp');
@@ -293,6 +295,51 @@ describe('Consent enforcement through the HTTP API', () => {
       assert.equal((await hospital.get(`${byDate}&_summary=count`)).body.total, 0);
       assert.ok((await found(auditor)).includes(eventId), 'the auditor finds the event');
       assert.ok((await found(gp)).includes(eventId), 'the custodian finds the event');
+    });
+
+    /** An audit source's event about these patients (BALP read, each in the patient role), posted by `by`. */
+    const eventAbout = async (by: Api, ...patients: string[]): Promise<string> => {
+      const event = loadJson<Record<string, unknown>>('ihe', 'balp', 'json', 'instances', 'AuditEvent-ex-auditBasicReadServer.json');
+      const entities = event.entity as { what: { reference?: string } }[];
+      const template = entities.find((e) => e.what.reference?.startsWith('Patient/'))!;
+      event.entity = [...entities.filter((e) => e !== template), ...patients.map((id) => ({ ...template, what: { reference: `Patient/${id}` } }))];
+      delete event.id;
+      const res = await by.post('/AuditEvent', event);
+      assert.equal(res.status, 201, res.text);
+      return res.body.id;
+    };
+
+    it('an event about a second patient stays hidden from the first one\'s custodian after the second is deleted', async () => {
+      const gp2 = await h.as('gp2');
+      const other = (await gp2.post('/Patient', patient('Rowntree', '9000000017', { managingOrganization: org('GP2') }))).body.id;
+      const both = await eventAbout(await h.as('lab-audit', { purpose: 'HOPERAT' }), ids.open, other);
+      const seenByGp = async () => ((await gp.get(`/AuditEvent?patient=${ids.open}&_count=1000`)).body.entry ?? []).map((e: { resource: { id: string } }) => e.resource.id);
+      assert.equal((await gp.get(`/AuditEvent/${both}`)).status, 403, 'about a patient of GP2 as well');
+      assert.equal((await gp2.delete(`/Patient/${other}`)).status, 204);
+      assert.equal((await gp.get(`/AuditEvent/${both}`)).status, 403, 'a deleted patient is still someone else');
+      assert.ok(!(await seenByGp()).includes(both));
+      assert.equal((await gp2.get(`/AuditEvent/${both}`)).status, 403, 'a deleted patient has no custodian');
+      assert.equal((await auditor.get(`/AuditEvent/${both}`)).status, 200);
+    });
+
+    it('an audit source reading back its events cannot tell whether a Patient exists, existed or never did', async () => {
+      const source = await h.as('lab-audit', { purpose: 'HOPERAT' });
+      const gone = (await gp.post('/Patient', patient('Goneaway', '9000000025'))).body.id;
+      assert.equal((await gp.delete(`/Patient/${gone}`)).status, 204);
+      const answers: Record<string, [number, number]> = {};
+      for (const [name, id] of [['exists', ids.hidden], ['deleted', gone], ['never existed', 'no-such-patient-4242']] as const) {
+        const event = await eventAbout(source, id);
+        const count = (await source.get(`/AuditEvent?entity=Patient/${id}&_summary=count`)).body.total as number;
+        answers[name] = [(await source.get(`/AuditEvent/${event}`)).status, count];
+      }
+      assert.deepEqual(answers, { exists: [403, 0], deleted: [403, 0], 'never existed': [403, 0] });
+      // Its own event about no patient is still its to read back.
+      const event = loadJson<Record<string, unknown>>('ihe', 'balp', 'json', 'instances', 'AuditEvent-ex-auditBasicReadServer.json');
+      event.entity = (event.entity as { what: { reference?: string } }[]).filter((e) => !e.what.reference?.startsWith('Patient/'));
+      delete event.id;
+      const own = await source.post('/AuditEvent', event);
+      assert.equal(own.status, 201, own.text);
+      assert.equal((await source.get(`/AuditEvent/${own.body.id}`)).status, 200);
     });
   });
 
