@@ -9,7 +9,7 @@ import { FhirError } from '../errors';
 import type { ExportFile, ExportJob, ExportJobs, ExportLevel } from '../store/exports';
 import type { StoreReader } from '../store/read';
 import type { HistoryVersion, StoredVersion } from '../store/records';
-import { GatedReads, trailRead } from './gate';
+import { GatedReads, shown, trailRead } from './gate';
 import type { CursorSeal } from './cursor';
 import type { AccessPolicy, ReadPurpose } from './policy';
 import { TransactionView } from './policy-data';
@@ -142,7 +142,9 @@ export class ExportGate {
     let kept = '';
     versions.forEach((v, i) => {
       this.reads.note(ctx, 'read', v, decisions[i]);
-      if (decisions[i].effect === 'permit') kept += `${lines[i]}\n`;
+      if (decisions[i].effect !== 'permit') return;
+      const out = shown(ctx, v, decisions[i]);
+      kept += `${out === v ? lines[i] : out.text}\n`;
     });
     return { job, content: kept };
   }

@@ -17,6 +17,7 @@ import type { WrittenVersion } from '../store/subscriptions';
 import type { Writer, WriteTx } from '../store/write';
 import { bearerPatient, confinedToPatient, type Permission } from '../access/scopes';
 import type { AccessNote, AuditInteraction } from '../audit/balp';
+import { mayNeedRedaction, redactedEvent, seesWhole } from '../audit/redact';
 import type { AuditSink } from '../audit/trail';
 import { custodiansOf, type PatientRecord, type PolicyData } from '../consent/policy';
 import { isCustodian } from '../consent/evaluate';
@@ -260,6 +261,20 @@ export interface CommitHooks {
  * far, a fifth more for that share to vary. At least 50 (a round trip costs more than a few
  * rows), at most 2000.
  */
+/**
+ * A permitted version as its reader gets it: an AuditEvent's parts that are the whole request's
+ * (its query, a failure's text) only for those who see events whole (audit/redact.ts). Every
+ * read path that hands content to a client passes it through here.
+ */
+export function shown<V extends StoredVersion>(ctx: AccessContext, v: V, decision: Decision): V {
+  if (v.type !== 'AuditEvent' || v.deleted || decision.effect !== 'permit' || seesWhole(decision, ctx.clientId, v.createdBy)) return v;
+  if (v.text !== undefined && !mayNeedRedaction(v.text)) return v;
+  const event = v.resource as AuditEvent | undefined;
+  const redacted = event && redactedEvent(event, patientIdsOf(v));
+  if (!redacted) return v;
+  return { ...v, resource: redacted, text: JSON.stringify(redacted) };
+}
+
 export function batchSize(want: number, found: number, scanned: number): number {
   const rows = scanned === 0 ? want + Math.min(want, 64) : ((want - found) * scanned * 1.2) / Math.max(found, scanned / 40);
   return Math.min(Math.max(Math.ceil(rows), 50), 2000);
@@ -335,7 +350,7 @@ export class GatedReads {
     const decision = await this.decide(ctx, version, purpose);
     this.note(ctx, 'read', version, decision);
     if (decision.effect === 'deny') throw forbidden(type, decision, ctx, true);
-    return version;
+    return shown(ctx, version, decision);
   }
 
   /** One version of a resource (vread). */
@@ -371,7 +386,7 @@ export class GatedReads {
     const decision = await this.decide(ctx, version, purpose);
     this.note(ctx, 'vread', version, decision);
     if (decision.effect === 'deny') throw forbidden(type, decision, ctx, true);
-    return version;
+    return shown(ctx, version, decision);
   }
 
   /**
@@ -501,7 +516,7 @@ export class GatedReads {
     const hasNext = entries.length > 0 && (backwards || more);
     const hasPrevious = entries.length > 0 && (backwards ? more : from !== undefined);
     return {
-      entries,
+      entries: entries.map((v) => shown(ctx, v, decided.get(v)!)),
       next: hasNext ? this.seal.seal({ dir: 'after', at: entries[entries.length - 1].position }, search) : undefined,
       previous: hasPrevious ? this.seal.seal({ dir: 'before', at: entries[0].position }, search) : undefined,
     };
@@ -523,7 +538,7 @@ export class GatedReads {
       versions.forEach((v, i) => {
         if (decisions[i].effect !== 'permit') return;
         this.note(ctx, 'search-type', v, decisions[i]);
-        out.push(v);
+        out.push(shown(ctx, v, decisions[i]));
       });
     }
     return out;
@@ -596,11 +611,12 @@ export class GatedReads {
       else if (before && hasContent(before)) this.note(ctx, interaction, v, decided.get(v)!, patientIdsOf(before));
     }
     const more = found.length > req.limit;
-    if (more) return { entries, nextSeq: entries[entries.length - 1].seq, scannedTo: entries[entries.length - 1].seq };
+    const out = entries.map((v) => shown(ctx, v, decided.get(v)!));
+    if (more) return { entries: out, nextSeq: entries[entries.length - 1].seq, scannedTo: entries[entries.length - 1].seq };
     // Everything up to the head was read (the versions above it, committed since, were read too
     // if there were any; the last of them the client may see bounds the resume point from below).
     const ends = [req.afterSeq, lastVisible, head].filter((x): x is number => x !== undefined);
-    return { entries, scannedTo: ends.length ? Math.max(...ends) : undefined };
+    return { entries: out, scannedTo: ends.length ? Math.max(...ends) : undefined };
   }
 
   /**

@@ -1,6 +1,7 @@
 import type { Request, Response } from 'express';
 import type { AuditEvent, Parameters, ParametersParameter } from 'fhir/r4';
 import { CLIENT_ID_SYSTEM } from '../audit/balp';
+import { requestLine, shownOutcome } from '../audit/redact';
 import { FhirError } from '../errors';
 import { isInstant, parseDateRange } from '../fhir/dates';
 import type { HttpDeps } from '../http/deps';
@@ -13,12 +14,9 @@ export const ACCESS_REPORT_URL = 'https://custodian.example.org/fhir/OperationDe
 const OUTCOME: Record<string, string> = { '0': 'permitted', '4': 'failed', '8': 'refused', '12': 'failed' };
 
 /**
- * One line of the report, from one AuditEvent about the patient. An event's query and outcome
- * text are the whole request's: a search for several patients names them all
- * (`identifier=…|A,…|B`), a failed transaction's text quotes the entry that failed. So only
- * auditors get the whole query; others get its method and path (`GET …/Patient`), and the text
- * of a refusal (the decision about this patient, unless it names another) but not that of a
- * failure, which may quote anything the request held (`PUT Patient?identifier=…|<NHS number>`).
+ * One line of the report, from one AuditEvent about the patient. Its query and outcome text are
+ * the whole request's, so only auditors get them whole; others get them as every read of the
+ * event gives them (audit/redact.ts).
  */
 function line(e: AuditEvent, id: string, patientId: string, auditor: boolean): ParametersParameter {
   const authz = e.subtype?.some((s) => s.code === 'AuthZ-Consent');
@@ -37,7 +35,7 @@ function line(e: AuditEvent, id: string, patientId: string, auditor: boolean): P
       // A valueString may not be empty: an event posted without a subtype says its type.
       { name: 'what', valueString: authz ? 'consent decision' : (e.subtype ?? []).map((s) => s.code).filter(Boolean).join(', ') || e.type?.code || e.type?.display || 'access' },
       { name: 'outcome', valueCode: OUTCOME[e.outcome ?? '0'] ?? 'failed' },
-      ...(e.outcomeDesc ? [{ name: 'reason', valueString: auditor || (e.outcome === '8' && !namesAnotherPatient(e.outcomeDesc, patientId)) ? e.outcomeDesc : 'the request failed (its details are for auditors)' }] : []),
+      ...(e.outcomeDesc ? [{ name: 'reason', valueString: auditor ? e.outcomeDesc : shownOutcome(e, [patientId])! }] : []),
       ...(client?.who ? [{ name: 'client', valueReference: client.who }] : []),
       ...(org?.who ? [{ name: 'organization', valueReference: org.who }] : []),
       ...(user?.who ? [{ name: 'user', valueReference: user.who }] : []),
@@ -58,19 +56,6 @@ function line(e: AuditEvent, id: string, patientId: string, auditor: boolean): P
  * URL in `next` when there is one. For the patient (patient/ scope), its custodian and auditors.
  * Reading it is itself audited.
  */
-/** A recorded query's method and URL without its query string (its first line, `GET https://…/Patient?…`). */
-function requestLine(query: string): string {
-  const first = query.split('\n', 1)[0];
-  const q = first.indexOf('?');
-  return q < 0 ? first : first.slice(0, q);
-}
-
-/** Whether a text names a Patient other than `patientId` (`Patient/<id>`, relative or absolute). */
-function namesAnotherPatient(text: string, patientId: string): boolean {
-  for (const m of text.matchAll(/Patient\/([A-Za-z0-9\-.]{1,64})/g)) if (m[1] !== patientId) return true;
-  return false;
-}
-
 export const accessReportOperation: OperationDef = {
   name: '$access-report',
   definition: ACCESS_REPORT_URL,

@@ -322,6 +322,50 @@ describe('Consent enforcement through the HTTP API', () => {
       assert.equal((await auditor.get(`/AuditEvent/${both}`)).status, 200);
     });
 
+    it('the query and failure text of a request about several patients are for auditors: its custodian gets the request line', async () => {
+      const gp2 = await h.as('gp2');
+      const otherNhs = '9000000033';
+      const other = (await gp2.post('/Patient', patient('Quaile', otherNhs, { managingOrganization: org('GP2') }))).body.id;
+      // A search naming the open patient's NHS number and another custodian's patient's.
+      const search = await hospital.get(`/Patient?identifier=${NHS}|9000000009,${NHS}|${otherNhs}`);
+      assert.equal(search.status, 200);
+      // A transaction reading both, refused for the other one: its text quotes that entry.
+      const tx = await hospital.post('/', { resourceType: 'Bundle', type: 'transaction', entry: [{ request: { method: 'GET', url: `Patient/${ids.open}` } }, { request: { method: 'GET', url: `Patient/${other}` } }] });
+      assert.equal(tx.status, 403, tx.text);
+      const requestId = (res: ApiResponse) => res.headers['x-request-id'] as string;
+      const events = async (api: Api) => {
+        const bundle = (await api.get(`/AuditEvent?patient=${ids.open}&_count=1000`)).body as { entry?: { resource: Record<string, unknown> & { id: string } }[] };
+        const of = (res: ApiResponse) => (bundle.entry ?? []).map((e) => e.resource).filter((r) => JSON.stringify(r).includes(requestId(res)));
+        return { search: of(search), tx: of(tx) };
+      };
+      const byGp = await events(gp);
+      assert.equal(byGp.search.length, 1, 'the custodian finds the search on its patient\'s trail');
+      assert.ok(byGp.tx.length >= 1, 'and the transaction (its RESTful event, and the Consent decision\'s)');
+      for (const e of [...byGp.search, ...byGp.tx]) {
+        const text = JSON.stringify(e);
+        assert.ok(!text.includes(otherNhs) && !text.includes(Buffer.from(otherNhs).toString('base64').slice(0, 8)), `another patient's NHS number: ${text}`);
+        assert.ok(!text.includes(other), `another patient's id: ${text}`);
+      }
+      const query = (e: Record<string, unknown>) => (e.entity as { role?: { code: string }; description?: string; query?: string }[]).find((x) => x.role?.code === '24')!;
+      assert.match(query(byGp.search[0]).description!, /^GET http\S+\/Patient$/);
+      assert.equal(Buffer.from(query(byGp.search[0]).query!, 'base64').toString(), query(byGp.search[0]).description);
+      const failed = byGp.tx.find((e) => e.outcomeDesc !== undefined)!;
+      assert.equal(failed.outcomeDesc, 'the outcome concerns more than this patient (its details are for auditors)', 'a refusal that names the other patient');
+      const subsetted = (e: Record<string, unknown>) => !!(e.meta as { tag?: { code: string }[] }).tag?.some((t) => t.code === 'SUBSETTED');
+      assert.ok(subsetted(byGp.search[0]) && subsetted(failed), 'marked as not the whole event');
+      // The same event read by id, and in the type's history.
+      const read = (await gp.get(`/AuditEvent/${byGp.search[0].id}`)).body;
+      assert.ok(!JSON.stringify(read).includes(otherNhs));
+      const history = (await gp.get('/AuditEvent/_history?_count=1000')).body as { entry?: { resource?: { id: string } }[] };
+      const inHistory = (history.entry ?? []).find((e) => e.resource?.id === byGp.search[0].id);
+      if (inHistory) assert.ok(!JSON.stringify(inHistory).includes(otherNhs), 'history shows it as a read does');
+      // Auditors get the whole request.
+      const byAuditor = await events(auditor);
+      assert.ok(query(byAuditor.search[0]).description!.includes(otherNhs));
+      assert.ok(byAuditor.tx.some((e) => String(e.outcomeDesc).includes(other)));
+      assert.ok(!JSON.stringify(byAuditor.search[0]).includes('SUBSETTED'));
+    });
+
     it('an audit source reading back its events cannot tell whether a Patient exists, existed or never did', async () => {
       const source = await h.as('lab-audit', { purpose: 'HOPERAT' });
       const gone = (await gp.post('/Patient', patient('Goneaway', '9000000025'))).body.id;
