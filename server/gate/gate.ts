@@ -544,7 +544,7 @@ export class GatedReads {
     return out;
   }
 
-  /** How many resources match the filter that this context may see. */
+  /** How many resources match the filter that this context may see; each one counted is on its patients' trail (audited as a match). */
   async count(ctx: AccessContext, q: Pick<SearchQuery, 'types' | 'filter'>): Promise<number> {
     const { types, filter } = this.restricted(ctx, { ...q, count: 0 }, 'search-type');
     await this.auditIndexed(types, q.filter, filter, undefined);
@@ -555,7 +555,13 @@ export class GatedReads {
       const rows = await this.reader.page({ types, filter, after, limit: 1000 });
       const decisions = await this.policy.canRead(ctx, rows, purpose, this.view);
       const linked = filter.links ? await linksHold(this.reader, this.policy, ctx, this.view, rows, filter.links) : undefined;
-      total += decisions.filter((d, i) => d.effect === 'permit' && (!linked || linked[i])).length;
+      rows.forEach((v, i) => {
+        if (decisions[i].effect !== 'permit' || (linked && !linked[i])) return;
+        total++;
+        // Counted is touched: a count is an answer about the data (how many of this patient's
+        // match), so each resource counted is on its patients' trail as a search match is.
+        this.note(ctx, 'search-type', v, decisions[i]);
+      });
       if (rows.length < 1000) return total;
       after = rows[rows.length - 1].position;
     }

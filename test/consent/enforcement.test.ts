@@ -366,6 +366,19 @@ describe('Consent enforcement through the HTTP API', () => {
       assert.ok(!JSON.stringify(byAuditor.search[0]).includes('SUBSETTED'));
     });
 
+    it('a count is on the trail of every patient it counted, as a search is', async () => {
+      const counted = [
+        await hospital.get(`/Patient?identifier=${NHS}|9000000009&_summary=count`),
+        await hospital.get(`/Patient?identifier=${NHS}|9000000009&_total=accurate&_count=0`),
+        await hospital.get(`/Patient?_id=${ids.open},${ids.hidden}&_summary=count`),
+      ];
+      for (const res of counted) assert.equal(res.body.total, 1, 'the hidden patient is not counted');
+      const trail = JSON.stringify((await gp.get(`/AuditEvent?patient=${ids.open}&_count=1000`)).body);
+      for (const res of counted) assert.ok(trail.includes(res.headers['x-request-id'] as string), 'the count is on the patient\'s trail');
+      const hidden = JSON.stringify((await gp.get(`/AuditEvent?patient=${ids.hidden}&_count=1000`)).body);
+      assert.ok(!hidden.includes(counted[2].headers['x-request-id'] as string), 'not on the trail of a patient it did not count');
+    });
+
     it('an audit source reading back its events cannot tell whether a Patient exists, existed or never did', async () => {
       const source = await h.as('lab-audit', { purpose: 'HOPERAT' });
       const gone = (await gp.post('/Patient', patient('Goneaway', '9000000025'))).body.id;
