@@ -33,16 +33,64 @@ export function requestAudit(res: Response): RequestAudit | undefined {
 }
 
 /** Routes call this to name the interaction; searches and history also record their query. */
-export function auditAs(req: Request, res: Response, interaction: AuditInteraction, options: { query?: boolean; operation?: string } = {}): void {
+export function auditAs(req: Request, res: Response, interaction: AuditInteraction, options: { query?: boolean; operation?: string } & AskedBeyondUrl = {}): void {
   const audit = requestAudit(res);
   if (!audit) return;
   audit.interaction = interaction;
   if (options.operation) audit.operation = options.operation;
-  if (options.query) {
-    // The path and query are the client's; the server in front of them is the fixed one, never
-    // the Host or X-Forwarded-* a client could choose.
-    audit.query = `${req.method} ${audit.server}${req.originalUrl}\nAccept: ${req.get('accept') ?? '*/*'}\nX-Request-Id: ${locals(res).requestId}`;
-  }
+  if (options.query) recordQuery(req, res, options);
+}
+
+/** What a request asked that its URL does not say. */
+export interface AskedBeyondUrl {
+  /** A POST _search's form parameters: searched after the URL's own, so recorded after them. */
+  readonly form?: readonly (readonly [string, string])[];
+  /** A Bundle's read entries, one line each (`Bundle.entry[2]: GET Patient?identifier=…`). */
+  readonly entries?: readonly string[];
+}
+
+/**
+ * The most of what a request asked (its path and query, a form's parameters, a Bundle's read
+ * entries) that its events record. Every event of the request carries the text, one per patient
+ * whose data it touched (a thousand on a page), so it must stay small. Node refuses a GET whose
+ * request line and headers pass 16 KiB (its default), which already bounds a GET search's text;
+ * a form or a Bundle (up to CUSTODIAN_MAX_BODY) is recorded to the same bound, and what is cut
+ * off is counted in the text, so an auditor sees that there was more.
+ */
+export const QUERY_LIMIT = 16 * 1024;
+
+/**
+ * Records what the request asked for its events' query entity (BALP: the request, base64):
+ * the request line with everything it searched — the URL's query string, then a POST
+ * _search's form parameters as the search merges them, keeping the method so an auditor sees
+ * how it was asked — the headers that shape the answer, and a Bundle's read entries.
+ */
+export function recordQuery(req: Request, res: Response, asked: AskedBeyondUrl = {}): void {
+  const audit = requestAudit(res);
+  if (!audit) return;
+  // The path and query are the client's; the server in front of them is the fixed one, never
+  // the Host or X-Forwarded-* a client could choose.
+  const target = clip(withForm(req.originalUrl, asked.form ?? []), QUERY_LIMIT);
+  const lines = [`${req.method} ${audit.server}${target}`, `Accept: ${req.get('accept') ?? '*/*'}`, `X-Request-Id: ${locals(res).requestId}`];
+  if (asked.entries?.length) lines.push(clip(asked.entries.join('\n'), Math.max(QUERY_LIMIT - target.length, 0)));
+  audit.query = lines.join('\n');
+}
+
+/** The URL with form parameters appended to its query string, form-encoded as they were sent. */
+function withForm(url: string, form: readonly (readonly [string, string])[]): string {
+  if (form.length === 0) return url;
+  const encoded = new URLSearchParams(form as [string, string][]).toString();
+  const q = url.indexOf('?');
+  if (q < 0) return `${url}?${encoded}`;
+  return url.endsWith('?') || url.endsWith('&') ? `${url}${encoded}` : `${url}&${encoded}`;
+}
+
+/** The text cut to `max` characters (never inside a surrogate pair), saying how much was cut. */
+function clip(text: string, max: number): string {
+  if (text.length <= max) return text;
+  let end = max;
+  if (end > 0 && /[\uD800-\uDBFF]/.test(text[end - 1])) end--;
+  return `${text.slice(0, end)}... (${text.length - end} more characters not recorded)`;
 }
 
 /**

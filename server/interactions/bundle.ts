@@ -30,6 +30,12 @@ export interface BundleRequestOptions extends BundleOptions {
    * request id); the other entries still run. Without it such a failure fails the whole batch.
    */
   readonly entryFailure?: (err: unknown, index: number) => FhirError;
+  /**
+   * Told, before any entry runs, what the Bundle's read entries ask (`Bundle.entry[2]: GET
+   * Patient?identifier=…`, GET and HEAD), so the request's events record the searches and reads
+   * it made even when they matched nothing. Not called when there are none.
+   */
+  readonly readsAsked?: (entries: readonly string[]) => void;
 }
 
 interface Entry {
@@ -56,7 +62,11 @@ export async function processBundle(gate: Gate, ctx: AccessContext, env: Interac
     throw new FhirError('payload-too-large', `The Bundle has ${raw.length} entries; this server accepts at most ${options.maxEntries}`);
   }
   assertUniqueFullUrls(raw);
-  if (bundle.type === 'transaction') return transaction(gate, ctx, env, raw.map((e, i) => parseEntry(e, i, options.baseUrl)), options);
+  if (bundle.type === 'transaction') {
+    const entries = raw.map((e, i) => parseEntry(e, i, options.baseUrl));
+    tellReads(entries, options);
+    return transaction(gate, ctx, env, entries, options);
+  }
   // In a batch a malformed entry fails alone.
   const entries = raw.map((e, i) => {
     try {
@@ -66,7 +76,14 @@ export async function processBundle(gate: Gate, ctx: AccessContext, env: Interac
       throw err;
     }
   });
+  tellReads(entries.filter((e): e is Entry => !(e instanceof FhirError)), options);
   return batch(gate, ctx, env, entries, options);
+}
+
+/** Tells readsAsked the entries that read (a transaction's GETs are noted inside its write transaction, so this comes first). */
+function tellReads(entries: readonly Entry[], options: BundleRequestOptions): void {
+  const reads = entries.filter((e) => e.method === 'GET' || e.method === 'HEAD').map((e) => `Bundle.entry[${e.index}]: ${e.method} ${e.url}`);
+  if (reads.length && options.readsAsked) options.readsAsked(reads);
 }
 
 function asBundle(body: unknown): Bundle {

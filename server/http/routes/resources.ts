@@ -27,14 +27,16 @@ export function resourceRoutes(deps: HttpDeps): Router {
   const ifMatch = (req: Request) => parseETag(req.get('if-match'), 'If-Match');
 
   const search = async (req: Request, res: Response, pairs: [string, string][]) => {
-    auditAs(req, res, 'search-type', { query: true });
     const type = resourceType(req.params.type);
     assertInteraction(type, 'search-type');
     const bundle = await searchBundle(deps.gate, ctxOf(res), envOf(res, deps), type, pairs, bundleOptions(req, res, deps, type));
     sendJson(res, 200, bundle);
   };
 
-  router.get('/:type', (req, res) => search(req, res, queryPairs(req)));
+  router.get('/:type', (req, res) => {
+    auditAs(req, res, 'search-type', { query: true });
+    return search(req, res, queryPairs(req));
+  });
 
   router.post('/:type', async (req, res) => {
     auditAs(req, res, 'create');
@@ -64,8 +66,8 @@ export function resourceRoutes(deps: HttpDeps): Router {
   });
 
   router.post('/:type/_search', async (req, res) => {
-    auditAs(req, res, 'search-type', { query: true });
     const form = res.locals.bodyKind === 'form' ? [...(req.body as URLSearchParams).entries()] : [];
+    auditAs(req, res, 'search-type', { query: true, form });
     if (res.locals.bodyKind !== 'form' && res.locals.bodyKind !== 'none') {
       throw new FhirError('unsupported-media-type', 'POST _search takes application/x-www-form-urlencoded parameters');
     }

@@ -1,5 +1,5 @@
 import { Router } from 'express';
-import { auditAs } from '../../audit/hold';
+import { auditAs, recordQuery } from '../../audit/hold';
 import { FhirError } from '../../errors';
 import { processBundle } from '../../interactions/bundle';
 import { historyBundle } from '../../interactions/reads';
@@ -24,6 +24,7 @@ export function systemRoutes(deps: HttpDeps): Router {
     if (res.locals.bodyKind !== 'json') throw new FhirError('invalid-request', 'POST to the base URL takes a batch or transaction Bundle as application/fhir+json');
     const options = {
       ...bundleOptions(req, res, deps, ''),
+      readsAsked: (entries: readonly string[]) => recordQuery(req, res, { entries }),
       maxEntries: deps.config.maxBundleEntries,
       returnPreference: preferOf(req).return ?? 'representation',
       entryFailure: (err: unknown, index: number) => partFailure(deps.logger, locals(res).requestId, err, { entry: index }),
@@ -43,11 +44,11 @@ export function systemRoutes(deps: HttpDeps): Router {
   });
 
   router.post('/_search', async (req, res) => {
-    auditAs(req, res, 'search-system', { query: true });
+    const form = res.locals.bodyKind === 'form' ? [...(req.body as URLSearchParams).entries()] : [];
+    auditAs(req, res, 'search-system', { query: true, form });
     if (res.locals.bodyKind !== 'form' && res.locals.bodyKind !== 'none') {
       throw new FhirError('unsupported-media-type', 'POST _search takes application/x-www-form-urlencoded parameters');
     }
-    const form = res.locals.bodyKind === 'form' ? [...(req.body as URLSearchParams).entries()] : [];
     sendJson(res, 200, await systemSearchBundle(deps.gate, ctxOf(res), envOf(res, deps), [...queryPairs(req), ...form], bundleOptions(req, res, deps, '')));
   });
 
