@@ -126,9 +126,17 @@ describe('Feed: Bulk Data export', function () {
   });
 
   it('the custodian\'s export of the audit trail holds only the AuditEvents about its own patients', async () => {
+    // A search whose query names more than the patient it found: its event is on a's trail.
+    const probe = await gp.get(`/Patient?_id=${ids.a},probe-not-a-patient`, { 'X-Request-Id': 'export-probe' });
+    assert.equal(probe.status, 200);
     const { files, manifest } = await finish(gp, await kickOff(gp, '/$export?_type=AuditEvent'));
     const events = files.get('AuditEvent')!;
     assert.ok(events.length > 0);
+    // Exported as every other read gives it to the custodian: the query's request line only (audit/redact.ts).
+    const probed = events.find((e) => JSON.stringify(e).includes('export-probe'));
+    assert.ok(probed, 'the search is on a\'s trail');
+    assert.ok(!JSON.stringify(events).includes('probe-not-a-patient'), 'no query is exported whole to the custodian');
+    assert.match((probed as AuditEvent).entity!.find((x) => x.role?.code === '24')!.description!, /^GET \S+\/Patient$/);
     // Most of the trail is about other patients, yet every file but the last is full: a file's
     // count never tells how many versions were withheld around it.
     assert.equal(new Set(events.map((e) => e.id)).size, events.length, 'each event once, across pages cut between withheld ones');
