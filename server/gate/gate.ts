@@ -628,17 +628,28 @@ export class GatedReads {
   /**
    * How many versions of the history window this context may see (`_summary=count` on history):
    * the same filter as history() applies, version by version, so a reconciling client can compare
-   * it with what it received. Reports nothing to the audit trail but the request itself.
+   * it with what it received. Each version counted is on its patients' trail.
    */
   async historyCount(ctx: AccessContext, req: Omit<HistoryRequest, 'limit' | 'order'>): Promise<number> {
     const { purpose, req: scoped } = this.historyScope(ctx, req);
     await this.trailSettled(scoped.types);
     if (scoped.id !== undefined) await this.assertMayKnowOf(ctx, scoped.types[0], scoped.id, purpose, true);
+    const interaction: AuditInteraction = scoped.id !== undefined ? 'history-instance' : scoped.types.length === 1 ? 'history-type' : 'history-system';
     let total = 0;
     let afterSeq = scoped.afterSeq;
     for (;;) {
       const rows = await this.reader.history({ ...scoped, afterSeq, order: 'asc', limit: 2000 });
-      total += (await this.decideVersions(ctx, rows, purpose)).filter((d) => d.effect === 'permit').length;
+      const replaced = new Map<HistoryVersion, StoredVersion>();
+      const decisions = await this.decideVersions(ctx, rows, purpose, replaced);
+      rows.forEach((v, i) => {
+        if (decisions[i].effect !== 'permit') return;
+        total++;
+        // Each version counted is on its patients' trail, as it is when history lists it (and as
+        // a search count's matches are, see count()).
+        const before = replaced.get(v);
+        if (!v.deleted) this.note(ctx, interaction, v, decisions[i]);
+        else if (before && hasContent(before)) this.note(ctx, interaction, v, decisions[i], patientIdsOf(before));
+      });
       if (rows.length < 2000) return total;
       afterSeq = rows[rows.length - 1].seq;
     }

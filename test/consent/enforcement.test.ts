@@ -377,6 +377,12 @@ describe('Consent enforcement through the HTTP API', () => {
       for (const res of counted) assert.ok(trail.includes(res.headers['x-request-id'] as string), 'the count is on the patient\'s trail');
       const hidden = JSON.stringify((await gp.get(`/AuditEvent?patient=${ids.hidden}&_count=1000`)).body);
       assert.ok(!hidden.includes(counted[2].headers['x-request-id'] as string), 'not on the trail of a patient it did not count');
+      // A history count too: the open patient's versions are counted, the hidden one's are not.
+      const history = await hospital.get('/Patient/_history?_summary=count');
+      assert.equal(history.status, 200, history.text);
+      const historyId = history.headers['x-request-id'] as string;
+      assert.ok(JSON.stringify((await gp.get(`/AuditEvent?patient=${ids.open}&_count=1000`)).body).includes(historyId), 'the history count is on the trail');
+      assert.ok(!JSON.stringify((await gp.get(`/AuditEvent?patient=${ids.hidden}&_count=1000`)).body).includes(historyId));
     });
 
     it('an audit source reading back its events cannot tell whether a Patient exists, existed or never did', async () => {
