@@ -51,15 +51,29 @@ export async function systemSearchBundle(reads: SearchReads, ctx: AccessContext,
     issues.push({ severity: 'warning', code: 'not-supported', diagnostics: `Parameter '${name}' was ignored: ${why}`, expression: [name] });
   };
   let types: ResourceType[] = [...RESOURCE_TYPES];
+  // `_type` first, wherever it stands in the query: which parameters are shared depends on it.
+  for (const [name, value] of query) {
+    if (name !== '_type') continue;
+    const listed = value.split(',').filter(Boolean);
+    const unknown = listed.filter((t) => !isResourceType(t));
+    if (unknown.length) ignore(`_type=${unknown.join(',')}`, 'not a resource type stored on this server');
+    const known = listed.filter(isResourceType);
+    types = types.filter((t) => known.includes(t));
+    if (known.length === 0) types = [];
+  }
   const rest: [string, string][] = [];
   for (const [name, value] of query) {
-    if (name === '_type') {
-      const listed = value.split(',').filter(Boolean);
-      const unknown = listed.filter((t) => !isResourceType(t));
-      if (unknown.length) ignore(`_type=${unknown.join(',')}`, 'not a resource type stored on this server');
-      const known = listed.filter(isResourceType);
-      types = types.filter((t) => known.includes(t));
-      if (known.length === 0) types = [];
+    if (name === '_type') continue;
+    if (name === '_sort') {
+      // A sort key is a parameter like any other: one that a listed type lacks is ignored here,
+      // key by key, so every type's parse sees only keys it defines.
+      const kept = value.split(',').filter((raw) => {
+        const key = raw.startsWith('-') ? raw.slice(1) : raw;
+        const missing = key ? types.filter((t) => !searchParams(t).has(key)) : [];
+        if (missing.length) ignore(`_sort=${raw}`, `${key} is not a search parameter of ${missing.join(', ')} (use _type to narrow the search)`);
+        return missing.length === 0;
+      });
+      if (kept.length) rest.push([name, kept.join(',')]);
       continue;
     }
     if (name.startsWith('_include') || name.startsWith('_revinclude') || name.startsWith('_has') || name.includes('.')) {
