@@ -138,7 +138,9 @@ async function buildBundle(
   const bundle: Bundle = { resourceType: 'Bundle', type: 'searchset', timestamp: new Date(env.now()).toISOString() };
   const warnings: OperationOutcomeIssue[] = [...parsed.ignored];
 
-  if (subset.summary === 'count') {
+  // "if _count has the value 0, this shall be treated the same as _summary=count" (search.html#count):
+  // the total of what the asker may see, counted through the gate, and no entries.
+  if (subset.summary === 'count' || parsed.count === 0) {
     bundle.total = await reads.count(ctx, q);
     bundle.link = [{ relation: 'self', url: link() }];
     if (warnings.length) bundle.entry = [outcomeEntry(warnings)];

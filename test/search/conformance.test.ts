@@ -60,4 +60,17 @@ describe('Search: conformance to the R4 search page', () => {
       assert.deepEqual(ids(await get('/?_type=Patient&_sort=family', STRICT)), [p[1], p[2], p[0]]);
     });
   });
+
+  describe('_count=0', () => {
+    it('is treated as _summary=count: the total of the matches, and no entries', async () => {
+      // "if _count has the value 0, this shall be treated the same as _summary=count" and
+      // "The _count parameter has no impact on the value of Bundle.total" (search.html#count)
+      const b = await get('/Patient?_count=0');
+      assert.equal(b.total, 3);
+      assert.equal(b.entry, undefined);
+      assert.equal((await get('/Patient?family=abbott,baker&_count=0')).total, 2);
+      assert.equal((await get(`/Consent?patient=${p[0]}&_count=0`)).total, 1);
+      assert.match(self(b), /_count=0/);
+    });
+  });
 });

@@ -134,6 +134,13 @@ describe('Search: chains, _has, includes and sorting never reveal what the Conse
       }
     });
 
+    it('_count=0, like _summary=count, counts only what the asker may see', async () => {
+      const res = await hospital.get('/Patient?_count=0');
+      noLeak(res);
+      assert.equal(res.body.total, 1);
+      assert.equal((await gp.get('/Patient?_count=0')).body.total, 2, 'the custodian GP sees both');
+    });
+
     it('system search filters every type the same way', async () => {
       const res = await hospital.get(`/?_id=${id.open},${id.hidden},${id.openOther},${id.openPermit}&_total=accurate`);
       noLeak(res);
