@@ -15,7 +15,11 @@ export type SummaryMode = 'true' | 'text' | 'data' | 'count' | 'false';
 export const SUBSETTED = { system: 'http://terminology.hl7.org/CodeSystem/v3-ObservationValue', code: 'SUBSETTED', display: 'subsetted' } as const;
 
 interface Shape {
-  /** Element paths (relative, `[x]` removed) marked isSummary, and their ancestors. */
+  /**
+   * Element paths (relative, `[x]` removed) marked isSummary, and mandatory top-level ones. Not
+   * the ancestors of summary elements: every backbone's `modifierExtension` is isSummary, so
+   * marking parents would keep every backbone.
+   */
   readonly summary: ReadonlySet<string>;
   /** Top-level elements with min >= 1. */
   readonly mandatory: ReadonlySet<string>;
@@ -38,7 +42,9 @@ function shapeOf(type: ResourceType): Shape {
         const rel = el.path.slice(t.length + 1).replace(/\[x\]$/, '');
         const parts = rel.split('.');
         for (let i = 1; i < parts.length; i++) backbone.add(parts.slice(0, i).join('.'));
-        if (el.isSummary) for (let i = 1; i <= parts.length; i++) summary.add(parts.slice(0, i).join('.'));
+        // ElementDefinition.isSummary: a mandatory element at the root must be marked summary. R4's
+        // AuditEvent.agent and .source (1..1) are not; kept anyway, the summary stays a valid resource.
+        if (el.isSummary || (parts.length === 1 && (el.min ?? 0) > 0)) summary.add(rel);
         if (parts.length === 1 && (el.min ?? 0) > 0) mandatory.add(rel);
       }
       shapes.set(t, { summary, mandatory, backbone });
@@ -60,6 +66,11 @@ function tagged(resource: Resource): Resource {
   return { ...resource, meta: { ...resource.meta, tag: [...tags, { ...SUBSETTED }] } };
 }
 
+/**
+ * The summary elements of `node`: an element is kept only if it is itself marked isSummary (a
+ * backbone element whose children are is not enough), and a backbone left with no summary
+ * content is dropped, as FHIR JSON has no empty objects or arrays (ele-1).
+ */
 function keepSummary(node: Record<string, unknown>, shape: Shape, prefix: string): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (const [key, value] of Object.entries(node)) {
@@ -72,14 +83,19 @@ function keepSummary(node: Record<string, unknown>, shape: Shape, prefix: string
     const rel = prefix + name;
     if (!shape.summary.has(rel)) continue;
     if (shape.backbone.has(rel) && value && typeof value === 'object') {
-      out[key] = Array.isArray(value)
-        ? value.map((v) => (v && typeof v === 'object' ? keepSummary(v as Record<string, unknown>, shape, rel + '.') : v))
+      const kept = Array.isArray(value)
+        ? value.map((v) => (v && typeof v === 'object' ? keepSummary(v as Record<string, unknown>, shape, rel + '.') : v)).filter((v) => !isEmptyObject(v))
         : keepSummary(value as Record<string, unknown>, shape, rel + '.');
+      if (!isEmptyObject(kept) && !(Array.isArray(kept) && kept.length === 0)) out[key] = kept;
     } else {
       out[key] = value;
     }
   }
   return out;
+}
+
+function isEmptyObject(v: unknown): boolean {
+  return v !== null && typeof v === 'object' && !Array.isArray(v) && Object.keys(v).length === 0;
 }
 
 /** Applies a `_summary` mode to a resource (`count` is handled by search, `false` returns it whole). */

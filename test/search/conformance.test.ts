@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
-import type { Bundle, OperationOutcome } from 'fhir/r4';
+import type { Bundle, OperationOutcome, StructureDefinition } from 'fhir/r4';
 import { openAccessPolicy } from '../../server/gate/policy';
-import { consent, patient } from '../support/fixtures';
+import { consent, examples, patient, repoJson } from '../support/fixtures';
 import { startHarness, type Harness } from '../support/harness';
 
 const ids = (b: Bundle, mode = 'match') => (b.entry ?? []).filter((e) => e.search?.mode === mode).map((e) => e.resource!.id!);
@@ -72,5 +72,86 @@ describe('Search: conformance to the R4 search page', () => {
       assert.equal((await get(`/Consent?patient=${p[0]}&_count=0`)).total, 1);
       assert.match(self(b), /_count=0/);
     });
+  });
+});
+
+/**
+ * `_summary=true` "SHOULD consist solely of all supported elements that are marked as 'summary'
+ * in the base definition of the resource(s)" (search.html#summary), and FHIR JSON never holds an
+ * empty object or array (ele-1): checked on every R4 example of the three types.
+ */
+describe('Search: _summary=true on the R4 examples', () => {
+  let h: Harness;
+  before(async () => {
+    h = await startHarness({ policy: openAccessPolicy });
+    for (const folder of ['Patient', 'Consent', 'AuditEvent']) {
+      for (const [file, r] of examples(`r4/examples/${folder}`)) {
+        const res = folder === 'AuditEvent' ? await h.api.post('/AuditEvent', r) : await h.api.put(`/${folder}/${r.id}`, r);
+        assert.equal(res.status, 201, `${file}: ${JSON.stringify(res.body).slice(0, 300)}`);
+      }
+    }
+  });
+  after(() => h.close());
+
+  /** The paths of a base definition marked isSummary, and those that have children. */
+  const definition = (type: string) => {
+    const sd = repoJson<StructureDefinition>('profiles', 'r4', `StructureDefinition-${type}.json`);
+    const paths = sd.snapshot!.element.map((e) => e.path);
+    return {
+      // and the mandatory top-level elements, which the definition of isSummary says must be
+      // summary (R4 fails to mark AuditEvent.agent and .source)
+      summary: new Set(sd.snapshot!.element.filter((e) => e.isSummary || (e.path.split('.').length === 2 && e.min! > 0)).map((e) => e.path)),
+      parent: (path: string) => paths.some((q) => q.startsWith(path + '.')),
+    };
+  };
+
+  /** Problems in one summarised resource: empty objects or arrays, and elements not marked summary. */
+  const problems = (type: string, resource: Record<string, unknown>): string[] => {
+    const def = definition(type);
+    const found: string[] = [];
+    const walk = (node: unknown, path: string, typed: boolean) => {
+      if (node === null || typeof node !== 'object') return;
+      if (Array.isArray(node)) {
+        if (node.length === 0) found.push(`${path}: empty array`);
+        node.forEach((n) => walk(n, path, typed));
+        return;
+      }
+      const entries = Object.entries(node);
+      if (entries.length === 0) found.push(`${path}: empty object`);
+      for (const [key, value] of entries) {
+        if (key === 'resourceType') continue;
+        if (!typed) {
+          walk(value, `${path}.${key}`, false);
+          continue;
+        }
+        const name = key.replace(/^_/, '');
+        // a choice element's name in JSON carries its type: deceasedBoolean is deceased[x]
+        const element = [...def.summary].find((s) => s === `${path}.${name}` || (s.endsWith('[x]') && `${path}.${name}`.startsWith(s.slice(0, -3)) && /^[A-Z]/.test(`${path}.${name}`.slice(s.length - 3))));
+        if (!element) found.push(`${path}.${name}: not a summary element`);
+        // inside a data type (not a backbone of this resource) every element belongs
+        walk(value, `${path}.${name}`, element !== undefined && def.parent(element));
+      }
+    };
+    walk(resource, type, true);
+    return found;
+  };
+
+  for (const type of ['Patient', 'Consent', 'AuditEvent']) {
+    it(`every ${type} example comes out with summary elements only, and no empty object or array`, async () => {
+      const res = await h.api.get(`/${type}?_summary=true&_count=100`);
+      assert.equal(res.status, 200);
+      const entries = (res.body as Bundle).entry!.filter((e) => e.search?.mode === 'match');
+      assert.ok(entries.length >= examples(`r4/examples/${type}`).length);
+      for (const e of entries) assert.deepEqual(problems(type, e.resource as unknown as Record<string, unknown>), [], `${type}/${e.resource!.id}`);
+    });
+  }
+
+  it('Patient: contact and communication are not summary elements, link is', async () => {
+    const r = (await h.api.get('/Patient?_id=example&_summary=true')).body.entry[0].resource;
+    assert.equal(r.contact, undefined);
+    assert.equal(r.communication, undefined);
+    assert.ok(r.name && r.birthDate && r.meta.tag.some((t: { code: string }) => t.code === 'SUBSETTED'));
+    const linked = (await h.api.get('/Patient?_id=pat1&_summary=true')).body.entry[0].resource;
+    assert.deepEqual(linked.link, [{ other: { reference: 'Patient/pat2' }, type: 'seealso' }]);
   });
 });
