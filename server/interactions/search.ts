@@ -157,10 +157,12 @@ async function buildBundle(
   if (page.next) bundle.link.push({ relation: 'next', url: link(page.next) });
 
   const included = await includes(reads, ctx, env, page.entries, parsed, options, warnings);
-  const shaped = reshapes(subset);
+  // "The list of elements does not apply to included resources" (search.html#elements); _summary
+  // does (which is why it "cannot be mixed" with includes when it is text).
+  const shapes = { match: subset, include: subset.summary ? { summary: subset.summary } : {} };
   const entry = (v: StoredVersion, mode: 'match' | 'include'): BundleEntry => {
     // Unshaped, it goes out as the store holds it, unparsed (see fhir/stored-json.ts).
-    const resource = !shaped && v.text !== undefined ? storedResource(v.text) : applySubset(v.type, v.resource!, subset);
+    const resource = !reshapes(shapes[mode]) && v.text !== undefined ? storedResource(v.text) : applySubset(v.type, v.resource!, shapes[mode]);
     return { fullUrl: `${options.baseUrl}/${v.type}/${v.id}`, resource, search: { mode } };
   };
   const entries = [...page.entries.map((v) => entry(v, 'match')), ...included.map((v) => entry(v, 'include'))];

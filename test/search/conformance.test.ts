@@ -61,6 +61,28 @@ describe('Search: conformance to the R4 search page', () => {
     });
   });
 
+  describe('_elements and _summary with _include and _revinclude', () => {
+    it('_elements shapes the matches only: "The list of elements does not apply to included resources"', async () => {
+      const b = await get(`/Consent?_id=${c[0]}&_include=Consent:patient&_elements=status`);
+      const [match] = b.entry!.filter((e) => e.search?.mode === 'match');
+      const [included] = b.entry!.filter((e) => e.search?.mode === 'include');
+      assert.equal((match.resource as { scope?: unknown }).scope !== undefined, true, 'scope is mandatory, so kept');
+      assert.equal((match.resource as { policyRule?: unknown }).policyRule, undefined);
+      assert.ok(match.resource!.meta!.tag!.some((t) => t.code === 'SUBSETTED'));
+      assert.equal(included.resource!.id, p[0]);
+      assert.deepEqual((included.resource as { name?: unknown }).name, [{ family: 'Carter' }]);
+      assert.ok(!(included.resource!.meta?.tag ?? []).some((t) => t.code === 'SUBSETTED'));
+      const rev = await get(`/Patient?_id=${p[0]}&_revinclude=Consent:patient&_elements=gender`);
+      const revIncluded = rev.entry!.find((e) => e.search?.mode === 'include')!.resource as { policyRule?: unknown };
+      assert.ok(revIncluded.policyRule);
+    });
+
+    it('_summary applies to included resources too', async () => {
+      const b = await get(`/Consent?_id=${c[0]}&_include=Consent:patient&_summary=data`);
+      for (const e of b.entry!) assert.ok(e.resource!.meta!.tag!.some((t) => t.code === 'SUBSETTED'), e.search!.mode);
+    });
+  });
+
   describe('_count=0', () => {
     it('is treated as _summary=count: the total of the matches, and no entries', async () => {
       // "if _count has the value 0, this shall be treated the same as _summary=count" and
