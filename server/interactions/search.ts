@@ -33,6 +33,7 @@ export async function searchBundle(
   options: BundleOptions,
 ): Promise<Bundle> {
   const subset = subsetOf(query);
+  refuseTextWithIncludes(subset, query);
   const parsed = parseSearch(type, query, parseOptions(options, env));
   const filter = compileFilter(parsed.criteria, env.now());
   const order = parsed.sort.length ? compileOrder(parsed.sort, [type]) : undefined;
@@ -45,6 +46,7 @@ export async function searchBundle(
  * Chained, reverse-chained and include parameters are type-specific and are not offered here.
  */
 export async function systemSearchBundle(reads: SearchReads, ctx: AccessContext, env: InteractionEnv, query: readonly [string, string][], options: BundleOptions): Promise<Bundle> {
+  refuseTextWithIncludes(subsetOf(query), query);
   const issues: OperationOutcomeIssue[] = [];
   const ignore = (name: string, why: string) => {
     if (options.strict) throw new FhirError('invalid-search', `Unknown or unsupported search parameter '${name}': ${why}`, { expression: [name] });
@@ -112,6 +114,13 @@ export async function systemSearchBundle(reads: SearchReads, ctx: AccessContext,
   const order = parsed.sort.length ? compileOrder(parsed.sort, types) : undefined;
   const typeParam: [string, string][] = query.some(([k]) => k === '_type') ? [['_type', types.join(',')]] : [];
   return buildBundle(reads, ctx, env, { types, filter, order }, { ...parsed, applied: [...typeParam, ...parsed.applied] }, subset, { ...options, path: '' });
+}
+
+/** "the _include and _revinclude parameters cannot be mixed with _summary=text" (search.html#summary). */
+function refuseTextWithIncludes(subset: Subset, query: readonly [string, string][]): void {
+  if (subset.summary !== 'text') return;
+  const include = query.find(([k]) => k.startsWith('_include') || k.startsWith('_revinclude'));
+  if (include) throw new FhirError('invalid-search', `${include[0]} cannot be mixed with _summary=text`, { expression: [include[0], '_summary'] });
 }
 
 function parseOptions(options: BundleOptions, env: InteractionEnv) {

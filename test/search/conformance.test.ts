@@ -83,6 +83,19 @@ describe('Search: conformance to the R4 search page', () => {
     });
   });
 
+  describe('_summary=text with _include or _revinclude', () => {
+    it('is a 400: "the _include and _revinclude parameters cannot be mixed with _summary=text"', async () => {
+      for (const q of [`/Consent?_include=Consent:patient&_summary=text`, `/Patient?_summary=text&_revinclude=Consent:patient`, `/Consent?_summary=text&_include:iterate=Consent:patient`, '/?_summary=text&_include=Consent:patient']) {
+        const res = await h.api.get(q);
+        assert.equal(res.status, 400, q);
+        assert.equal(res.body.resourceType, 'OperationOutcome');
+        assert.match(JSON.stringify(res.body), /_summary=text/, q);
+      }
+      assert.equal((await h.api.get('/Consent?_include=Consent:patient&_summary=true')).status, 200);
+      assert.equal((await h.api.get('/Consent?_summary=text')).status, 200);
+    });
+  });
+
   describe('_count=0', () => {
     it('is treated as _summary=count: the total of the matches, and no entries', async () => {
       // "if _count has the value 0, this shall be treated the same as _summary=count" and
