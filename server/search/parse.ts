@@ -232,7 +232,7 @@ export function parseSearch(type: ResourceType, query: readonly [string, string]
       ignore(rawName, `not a search parameter of ${type}`);
       continue;
     }
-    const criterion = parseCriterion(def, rawName, modifier, rawValue, options, bad, ignore);
+    const criterion = parseCriterion(def, rawName, modifier, rawValue, options, bad);
     if (criterion) {
       criteria.push(criterion);
       applied.push([rawName, rawValue]);
@@ -335,7 +335,7 @@ function parseChain(type: ResourceType, rawName: string, dot: number, value: str
   for (const target of candidates) {
     const innerDef = searchParams(target).get(innerCode);
     if (!innerDef) continue;
-    const inner = parseCriterion(innerDef, rawName, innerModifier, value, options, bad, ignore);
+    const inner = parseCriterion(innerDef, rawName, innerModifier, value, options, bad);
     if (!inner) return undefined;
     targets.push({ type: target, inner });
   }
@@ -367,11 +367,11 @@ function parseHas(type: ResourceType, rawName: string, value: string, options: P
     ignore(rawName, `${innerCode} is not a search parameter of ${sourceName}`);
     return undefined;
   }
-  const inner = parseCriterion(innerDef, rawName, modifiers.length ? modifiers.join(':') : undefined, value, options, bad, ignore);
+  const inner = parseCriterion(innerDef, rawName, modifiers.length ? modifiers.join(':') : undefined, value, options, bad);
   return inner ? { kind: 'has', source: sourceName, via, target: type, inner } : undefined;
 }
 
-function parseCriterion(def: SearchParamDef, name: string, modifier: string | undefined, raw: string, options: ParseOptions, bad: Bad, ignore: Ignore): Criterion | undefined {
+function parseCriterion(def: SearchParamDef, name: string, modifier: string | undefined, raw: string, options: ParseOptions, bad: Bad): Criterion {
   const values = splitOr(raw);
   if (modifier === 'missing') {
     if (raw !== 'true' && raw !== 'false') bad(name, ':missing takes true or false');
@@ -389,24 +389,15 @@ function parseCriterion(def: SearchParamDef, name: string, modifier: string | un
         });
         return { kind: 'token', def, not: false, values: parsed, param: `${def.code}:of-type` };
       }
-      if (modifier && modifier !== 'not') {
-        ignore(name, `modifier :${modifier} is not supported for token parameters`);
-        return undefined;
-      }
+      if (modifier && modifier !== 'not') unsupportedModifier(name, modifier, 'token');
       return { kind: 'token', def, not: modifier === 'not', values: values.map(parseToken), param: def.code };
     }
     case 'string': {
-      if (modifier && modifier !== 'exact' && modifier !== 'contains') {
-        ignore(name, `modifier :${modifier} is not supported for string parameters`);
-        return undefined;
-      }
+      if (modifier && modifier !== 'exact' && modifier !== 'contains') unsupportedModifier(name, modifier, 'string');
       return { kind: 'string', def, mode: modifier === 'exact' ? 'exact' : modifier === 'contains' ? 'contains' : 'starts', values: values.map(unescape) };
     }
     case 'date': {
-      if (modifier) {
-        ignore(name, `modifier :${modifier} is not supported for date parameters`);
-        return undefined;
-      }
+      if (modifier) unsupportedModifier(name, modifier, 'date');
       return { kind: 'date', def, values: values.map((v) => parseDateValue(v) ?? bad(name, `"${v}" is not a date, optionally prefixed with eq, ne, gt, lt, ge, le, sa, eb or ap`)) };
     }
     case 'reference': {
@@ -420,21 +411,24 @@ function parseCriterion(def: SearchParamDef, name: string, modifier: string | un
           }),
         };
       }
-      if (modifier && !/^[A-Z][A-Za-z]+$/.test(modifier)) {
-        ignore(name, `modifier :${modifier} is not supported for reference parameters`);
-        return undefined;
-      }
+      if (modifier && !/^[A-Z][A-Za-z]+$/.test(modifier)) unsupportedModifier(name, modifier, 'reference');
       if (modifier && def.targets.length && !def.targets.includes(modifier)) bad(name, `${modifier} is not a target type of ${def.code}`);
       return { kind: 'reference', def, values: values.map((v) => parseReference(unescape(v), modifier, options.baseUrl) ?? bad(name, `"${v}" is not a reference`)) };
     }
     case 'uri': {
-      if (modifier && modifier !== 'below' && modifier !== 'above') {
-        ignore(name, `modifier :${modifier} is not supported for uri parameters`);
-        return undefined;
-      }
+      if (modifier && modifier !== 'below' && modifier !== 'above') unsupportedModifier(name, modifier, 'uri');
       return { kind: 'uri', def, mode: (modifier as 'below' | 'above' | undefined) ?? 'exact', values: values.map(unescape) };
     }
   }
+}
+
+/**
+ * "Servers SHALL reject any search request that contains a search parameter with an unsupported
+ * modifier" (search.html#modifiers): a 400 whatever the handling preference, since ignoring it
+ * would answer a different question (`gender:in=…` as every Patient).
+ */
+function unsupportedModifier(name: string, modifier: string, kind: string): never {
+  throw new FhirError('invalid-search', `Unsupported modifier on search parameter '${name}': :${modifier} is not supported for ${kind} parameters`, { expression: [name] });
 }
 
 function parseToken(value: string): TokenValue {

@@ -96,6 +96,47 @@ describe('Search: conformance to the R4 search page', () => {
     });
   });
 
+  describe('unsupported modifiers', () => {
+    const unsupported = [
+      'family:foo=x',
+      'gender:in=http://x',
+      'birthdate:exact=1980',
+      '_id:exact=t-p1',
+      'address-use:not-in=x',
+      'family:text=x',
+      'general-practitioner:above=x',
+      'link.family:foo=x',
+    ];
+
+    it('are a 400 naming the parameter, whatever the handling: "Servers SHALL reject any search request that contains a search parameter with an unsupported modifier"', async () => {
+      for (const q of unsupported) {
+        const name = q.slice(0, q.lastIndexOf('='));
+        for (const headers of [undefined, STRICT, { Prefer: 'handling=lenient' }]) {
+          const res = await h.api.get(`/Patient?${q}`, headers);
+          assert.equal(res.status, 400, `${q} ${JSON.stringify(headers)}`);
+          assert.equal(res.body.resourceType, 'OperationOutcome');
+          assert.ok(JSON.stringify(res.body).includes(name), `${q}: ${JSON.stringify(res.body)}`);
+        }
+      }
+    });
+
+    it('in a chain or _has too', async () => {
+      assert.equal((await h.api.get('/Consent?patient.family:foo=x')).status, 400);
+      assert.equal((await h.api.get('/Patient?_has:Consent:patient:status:in=active')).status, 400);
+      assert.equal((await h.api.get('/?_id:exact=x')).status, 400);
+    });
+
+    it('supported modifiers still work, and an unknown parameter name is still only reported', async () => {
+      assert.deepEqual(ids(await get('/Patient?family:exact=Abbott')), [p[1]]);
+      assert.deepEqual(ids(await get('/Patient?family:contains=arte')), [p[0]]);
+      assert.equal(ids(await get('/Patient?gender:not=male')).length, 3);
+      assert.equal(ids(await get('/Patient?gender:missing=true')).length, 3);
+      assert.deepEqual(ids(await get(`/Consent?patient:Patient=${p[0]}`)), [c[0]]);
+      const b = await get('/Patient?colour:foo=blue');
+      assert.match(JSON.stringify(outcome(b)), /colour:foo/);
+    });
+  });
+
   describe('_count=0', () => {
     it('is treated as _summary=count: the total of the matches, and no entries', async () => {
       // "if _count has the value 0, this shall be treated the same as _summary=count" and
