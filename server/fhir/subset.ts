@@ -144,6 +144,7 @@ export function subsetOf(pairs: readonly (readonly [string, string])[]): Subset 
   const elements: string[] = [];
   let sawElements = false;
   for (const [name, value] of pairs) {
+    if (value === '') continue; // empty parameters are ignored (http://hl7.org/fhir/R4/search.html#errors)
     if (name === '_summary') {
       if (!SUMMARY_MODES.includes(value)) throw new FhirError('invalid-request', `_summary must be one of true, text, data, count, false`, { expression: ['_summary'] });
       summary = value as SummaryMode;

@@ -55,7 +55,7 @@ export async function systemSearchBundle(reads: SearchReads, ctx: AccessContext,
   let types: ResourceType[] = [...RESOURCE_TYPES];
   // `_type` first, wherever it stands in the query: which parameters are shared depends on it.
   for (const [name, value] of query) {
-    if (name !== '_type') continue;
+    if (name !== '_type' || value === '') continue;
     const listed = value.split(',').filter(Boolean);
     const unknown = listed.filter((t) => !isResourceType(t));
     if (unknown.length) ignore(`_type=${unknown.join(',')}`, 'not a resource type stored on this server');
@@ -65,7 +65,7 @@ export async function systemSearchBundle(reads: SearchReads, ctx: AccessContext,
   }
   const rest: [string, string][] = [];
   for (const [name, value] of query) {
-    if (name === '_type') continue;
+    if (name === '_type' || value === '') continue; // empty parameters are ignored (see parseSearch)
     if (name === '_sort') {
       // A sort key is a parameter like any other: one that a listed type lacks is ignored here,
       // key by key, so every type's parse sees only keys it defines.
@@ -112,7 +112,7 @@ export async function systemSearchBundle(reads: SearchReads, ctx: AccessContext,
   });
   const filter: ResourceFilter = { where: parts.map((p) => p.where).join(' OR '), params: parts.flatMap((p) => [...p.params]) };
   const order = parsed.sort.length ? compileOrder(parsed.sort, types) : undefined;
-  const typeParam: [string, string][] = query.some(([k]) => k === '_type') ? [['_type', types.join(',')]] : [];
+  const typeParam: [string, string][] = query.some(([k, v]) => k === '_type' && v !== '') ? [['_type', types.join(',')]] : [];
   return buildBundle(reads, ctx, env, { types, filter, order }, { ...parsed, applied: [...typeParam, ...parsed.applied] }, subset, { ...options, path: '' });
 }
 

@@ -144,6 +144,9 @@ export function parseSearch(type: ResourceType, query: readonly [string, string]
   };
 
   for (const [rawName, rawValue] of query) {
+    // "Empty parameters are not an error - they are just ignored by the server" (search.html#errors):
+    // under strict handling too, and left out of the self link.
+    if (rawValue === '') continue;
     const [code, modifier] = splitModifier(rawName);
     if (RESULT_PARAMS.has(code)) {
       if (options.criteriaOnly) {
@@ -196,10 +199,6 @@ export function parseSearch(type: ResourceType, query: readonly [string, string]
     }
     if (code in UNSUPPORTED_PARAMS) {
       ignore(rawName, UNSUPPORTED_PARAMS[code]);
-      continue;
-    }
-    if (rawValue === '') {
-      ignore(rawName, 'empty value');
       continue;
     }
     if (code === '_has') {

@@ -137,6 +137,25 @@ describe('Search: conformance to the R4 search page', () => {
     });
   });
 
+  describe('empty parameters', () => {
+    it('are ignored, under strict handling too, and left out of the self link: "Empty parameters are not an error - they are just ignored by the server"', async () => {
+      for (const headers of [undefined, STRICT]) {
+        const b = await get('/Patient?family=&given=&family=abbott&_count=&_sort=&_summary=&_elements=&_include=&_cursor=', headers);
+        assert.deepEqual(ids(b), [p[1]]);
+        assert.equal(self(b), 'http://custodian.test/fhir/Patient?family=abbott');
+        assert.equal(outcome(b), undefined);
+        assert.ok(!b.entry![0].resource!.meta?.tag?.some((t) => t.code === 'SUBSETTED'));
+      }
+      assert.equal(ids(await get('/Patient?family=', STRICT)).length, 3);
+    });
+
+    it('in a system search too, _type= included', async () => {
+      const b = await get(`/?_type=&_id=${p[0]},${c[0]}&family=&_sort=`, STRICT);
+      assert.deepEqual(ids(b).sort(), [p[0], c[0]].sort());
+      assert.equal(self(b), `http://custodian.test/fhir/?_id=${encodeURIComponent(`${p[0]},${c[0]}`)}`);
+    });
+  });
+
   describe('_count=0', () => {
     it('is treated as _summary=count: the total of the matches, and no entries', async () => {
       // "if _count has the value 0, this shall be treated the same as _summary=count" and
