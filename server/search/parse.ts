@@ -371,6 +371,8 @@ function parseHas(type: ResourceType, rawName: string, value: string, options: P
 }
 
 function parseCriterion(def: SearchParamDef, name: string, modifier: string | undefined, raw: string, options: ParseOptions, bad: Bad): Criterion {
+  // Only \, \$ \| and \\ are escapes; "The parameter value xx\xx is illegal" (search.html#escaping).
+  if (raw.replace(/\\[,$|\\]/g, '').includes('\\')) bad(name, `"${raw}" holds a backslash that escapes nothing (only \\, \\$ \\| and \\\\ are escapes)`);
   const values = splitOr(raw);
   if (modifier === 'missing') {
     if (raw !== 'true' && raw !== 'false') bad(name, ':missing takes true or false');

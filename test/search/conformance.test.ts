@@ -156,6 +156,24 @@ describe('Search: conformance to the R4 search page', () => {
     });
   });
 
+  describe('escaping', () => {
+    it('a backslash that escapes nothing is a 400: "The parameter value xx\\xx is illegal"', async () => {
+      for (const q of ['identifier=a\\b', 'family=x\\', 'family=\\\\\\y', 'gender=\\male', 'link.family=a\\b', '_has:Consent:patient:status=a\\b']) {
+        for (const headers of [undefined, STRICT]) {
+          const res = await h.api.get(`/Patient?${encodeURI(q)}`, headers);
+          assert.equal(res.status, 400, q);
+          assert.equal(res.body.resourceType, 'OperationOutcome');
+        }
+      }
+    });
+
+    it('\\, \\$ \\| and \\\\ are escapes', async () => {
+      for (const q of ['identifier=a\\,b', 'identifier=a\\$b', 'identifier=a\\|b', 'family=a\\\\b', 'identifier=u\\|v|w\\,x']) {
+        assert.equal((await h.api.get(`/Patient?${encodeURI(q)}`, STRICT)).status, 200, q);
+      }
+    });
+  });
+
   describe('_count=0', () => {
     it('is treated as _summary=count: the total of the matches, and no entries', async () => {
       // "if _count has the value 0, this shall be treated the same as _summary=count" and
