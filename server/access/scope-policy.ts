@@ -85,6 +85,8 @@ function decide(ctx: AccessContext, type: ResourceType, target: ScopeTarget | un
 /** The SQL form of one scope's restriction, or undefined when it restricts nothing. */
 function filterOf(ctx: AccessContext, type: ResourceType, s: Scope): ResourceFilter | undefined {
   const pairs: [string, string][] = [...(s.query ?? [])];
+  // Search ignores an empty parameter; a restriction by one grants nothing (see matchesTokens).
+  if (pairs.some(([, v]) => v === '')) return { where: '1 = 0', params: [], indexParams: [] };
   if (s.level === 'patient') {
     if (!ctx.patient) return { where: '1 = 0', params: [], indexParams: [] };
     pairs.push(type === 'Patient' ? ['_id', ctx.patient] : ['patient', `Patient/${ctx.patient}`]);

@@ -13,7 +13,8 @@ export function matchesTokens(type: ResourceType, resource: Resource, criteria: 
   const rows = extractIndexRows(type, resource).token;
   return criteria.every(([name, value]) => {
     const def = searchParams(type).get(name);
-    if (!def || def.type !== 'token') return false;
+    // An empty value restricts to nothing: search ignores it, a scope must not grant by it.
+    if (!def || def.type !== 'token' || value === '') return false;
     return splitOr(value).some((v) => {
       const bar = v.indexOf('|');
       const system = bar < 0 ? undefined : v.slice(0, bar) || null;

@@ -56,6 +56,7 @@ describe('Identity: SMART scopes', () => {
           { clientId: 'v2-creator', ods: 'TADMIN', scopes: ['system/Patient.c', 'system/Consent.s'], purposes: ['TREAT'] },
           { clientId: 'v2-updater', ods: 'TADMIN', scopes: ['system/Patient.cu'], purposes: ['TREAT'] },
           { clientId: 'privacy-only', ods: 'TADMIN', scopes: [`system/Consent.rs?category=${LOINC_PRIVACY}`], purposes: ['TREAT'] },
+          { clientId: 'empty-restriction', ods: 'TADMIN', scopes: ['system/Consent.rs?category='], purposes: ['TREAT'] },
         ],
         trusted: [{ issuer: IDP, keys: createLocalJWKSet({ keys: [jwk] }), algorithms: ['ES256'], purposes: ['TREAT', 'ETREAT', 'PATRQT'] }],
       });
@@ -134,6 +135,20 @@ describe('Identity: SMART scopes', () => {
       assert.doesNotMatch(hidden.text, /research/);
       assert.equal((await api.get(`/Consent?category=${encodeURIComponent(RESEARCH)}&_total=accurate`)).body.total, 0);
       assert.equal((await api.get(`/Consent/${research}/_history`)).status, 403);
+    });
+
+    it('a granular scope with an empty value grants nothing (search ignores empty parameters; a scope must not widen by it)', async () => {
+      const codeless = await h.api.post('/Consent', consent(alice, { category: [{ coding: [{ system: 'http://loinc.org' }] }] }));
+      assert.equal(codeless.status, 201, codeless.text);
+      try {
+        const api = await h.as('empty-restriction');
+        const found = await api.get('/Consent?_total=accurate');
+        assert.equal(found.status, 200, found.text);
+        assert.equal(found.body.total, 0);
+        assert.equal((await api.get(`/Consent/${codeless.body.id}`)).status, 403);
+      } finally {
+        await h.api.delete(`/Consent/${codeless.body.id}`);
+      }
     });
 
     it('patient/ scopes confine a token to its patient\'s compartment', async () => {
