@@ -168,6 +168,27 @@ function fastPath(resourceType: string, expression: string): Compiled | undefine
   };
 }
 
+const folding = new Map<string, boolean>();
+
+/**
+ * Whether a token parameter matches its values case-insensitively: "If the underlying data type
+ * is string then the search is not case sensitive" (http://hl7.org/fhir/R4/search.html#token).
+ * True when every path of its expression ends at a string element (AuditEvent `altid`, `site`)
+ * or a ContactPoint, whose value is one (`email`, `phone`, `telecom`); not for codes, Codings or
+ * Identifiers, whose case their system decides. Such codes are indexed lower-cased, and the
+ * values searched for are lower-cased to match.
+ */
+export function foldsCase(def: SearchParamDef): boolean {
+  const key = `${def.resourceType}.${def.code}`;
+  let folds = folding.get(key);
+  if (folds === undefined) {
+    const paths = def.type === 'token' && def.expression ? def.expression.split(' | ').map((alt) => alt.trim().replace(/\.where\([^()]*\)/g, '')) : [];
+    folds = paths.length > 0 && paths.every((p) => /^[A-Za-z.]+$/.test(p) && ['string', 'ContactPoint'].includes(typeOfPath(p) ?? ''));
+    folding.set(key, folds);
+  }
+  return folds;
+}
+
 /** For the test that proves the fast walks and fhirpath.js agree. */
 export function extractWithFhirpathOnly(type: ResourceType, resource: Resource, localBase?: string): IndexRows {
   const saved = new Map(compiled);
@@ -202,7 +223,7 @@ export function extractIndexRows(type: ResourceType, resource: Resource, localBa
           addStrings(rows, def.code, typeName, data);
           break;
         case 'token':
-          addTokens(rows, def.code, typeName, data, systems[def.code] ?? null);
+          addTokens(rows, def.code, typeName, data, systems[def.code] ?? null, foldsCase(def));
           break;
         case 'date':
           addDate(rows, def.code, typeName, data);
@@ -313,9 +334,9 @@ function addStrings(rows: IndexRows, param: string, typeName: string, data: unkn
   }
 }
 
-function addTokens(rows: IndexRows, param: string, typeName: string, data: unknown, boundSystem: string | null): void {
+function addTokens(rows: IndexRows, param: string, typeName: string, data: unknown, boundSystem: string | null, fold: boolean): void {
   const push = (system: string | null | undefined, code: string | null | undefined, text: string | null | undefined) => {
-    if (code || system) rows.token.push({ param, system: system ?? '', code: code ?? '' });
+    if (code || system) rows.token.push({ param, system: system ?? '', code: (fold ? code?.toLowerCase() : code) ?? '' });
     if (text) rows.token.push({ param: `${param}:text`, system: '', code: normalizeString(text) });
   };
   switch (typeName) {

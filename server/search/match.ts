@@ -1,6 +1,6 @@
 import type { Resource } from 'fhir/r4';
 import type { ResourceType } from '../../resources';
-import { extractIndexRows, indexKey } from './extract';
+import { extractIndexRows, foldsCase, indexKey } from './extract';
 import { searchParams } from './parameters';
 import { splitOr } from './parse';
 
@@ -18,7 +18,8 @@ export function matchesTokens(type: ResourceType, resource: Resource, criteria: 
     return splitOr(value).some((v) => {
       const bar = v.indexOf('|');
       const system = bar < 0 ? undefined : v.slice(0, bar) || null;
-      const code = bar < 0 ? v : v.slice(bar + 1) || undefined;
+      const given = bar < 0 ? v : v.slice(bar + 1) || undefined;
+      const code = given !== undefined && foldsCase(def) ? given.toLowerCase() : given;
       return rows.some((r) => r.param === name && (code === undefined || r.code === indexKey(code)) && (system === undefined || r.system === indexKey(system ?? '')));
     });
   });

@@ -1,4 +1,4 @@
-import { identifierRef, indexKey, normalizeString, prefixKey, soundex } from './extract';
+import { foldsCase, identifierRef, indexKey, normalizeString, prefixKey, soundex } from './extract';
 import { definitions, isResourceType, pairCode } from '../../resources';
 import type { DrivenFilter, LinkCheck, ResourceFilter } from './filter';
 import type { SearchParamDef } from './parameters';
@@ -200,7 +200,8 @@ function compileOne(c: Criterion, ctx: Ctx): Sql {
         const ids = c.values.map((v) => v.code ?? '');
         return [`${r}.id ${c.not ? 'NOT IN' : 'IN'} (${ids.map(() => '?').join(', ')})`, ids];
       }
-      const [cond, p] = any(c.values, tokenCondition);
+      const fold = foldsCase(c.def);
+      const [cond, p] = any(c.values, (v) => tokenCondition(fold && v.code !== undefined ? { ...v, code: v.code.toLowerCase() } : v));
       return inIndex(ctx, 'idx_token', c, cond, p, c.not, c.param);
     }
     case 'token-text': {

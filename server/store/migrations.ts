@@ -387,6 +387,16 @@ const migrations: readonly Migration[] = [
       );
     },
   },
+  {
+    id: '0030-token-case-folding',
+    async up(m) {
+      // Token parameters over string elements and ContactPoints (AuditEvent altid and site,
+      // Patient email, phone, telecom) now index their codes lower-cased, as the spec makes such
+      // searches case-insensitive (search/extract.ts foldsCase). Rows already stored keep their
+      // case, so Store.open rebuilds the index from content (store/reindex.ts), as 0006 asked.
+      await m.sql("INSERT INTO custodian_state (name, value) VALUES ('reindex', 'all') ON CONFLICT (name) DO NOTHING");
+    },
+  },
 ];
 
 /** Ids of all migrations, in order (for the health report and tests). */
