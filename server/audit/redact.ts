@@ -54,8 +54,18 @@ export function namesAnotherPatient(text: string, patients: readonly string[]): 
 export function shownOutcome(event: Pick<AuditEvent, 'outcome' | 'outcomeDesc'>, patients: readonly string[]): string | undefined {
   if (!event.outcomeDesc) return undefined;
   const failed = event.outcome === '4' || event.outcome === '12';
-  if (!failed && !namesAnotherPatient(event.outcomeDesc, patients)) return event.outcomeDesc;
-  return failed ? FAILURE_FOR_AUDITORS : WITHHELD_FOR_AUDITORS;
+  if (failed) return FAILURE_FOR_AUDITORS;
+  return quotesRequest(event.outcomeDesc) || namesAnotherPatient(event.outcomeDesc, patients) ? WITHHELD_FOR_AUDITORS : event.outcomeDesc;
+}
+
+/**
+ * Whether a text quotes part of a request: a failed Bundle entry (`Entry 3 (PUT
+ * Patient?identifier=…|<NHS number>): Not permitted …`) or any search string. A refused
+ * transaction's text is on the event of every patient it touched, and such a quote may name
+ * another patient by identifier, which namesAnotherPatient cannot see.
+ */
+function quotesRequest(text: string): boolean {
+  return /\bEntry \d+ \(/.test(text) || text.includes('?');
 }
 
 /**
@@ -63,7 +73,8 @@ export function shownOutcome(event: Pick<AuditEvent, 'outcome' | 'outcomeDesc'>,
  * text. Most events hold neither (a read's), and are sent as stored, unparsed.
  */
 export function mayNeedRedaction(text: string): boolean {
-  return text.includes('"outcomeDesc"') || text.includes('"query"');
+  // A query entity may come with a description only (an audit source's); `"description"` finds it.
+  return text.includes('"outcomeDesc"') || text.includes('"query"') || text.includes('"description"');
 }
 
 /**

@@ -52,6 +52,10 @@ export function parseSubscription(body: unknown, allowList: readonly URL[], id?:
   if (!m) throw invalid(`criteria must be a Consent search such as Consent?category=… (this server notifies Consent changes only), not ${JSON.stringify(sub.criteria)}`, 'Subscription.criteria');
   const criteria = [...new URLSearchParams(m[1] ?? '').entries()];
   if (criteria.some(([k]) => k.startsWith('_') && k !== '_security' && k !== '_tag')) throw invalid('criteria may not use result parameters (_count, _sort, _include, …) or _id, _lastUpdated', 'Subscription.criteria');
+  // A search ignores an empty parameter; a Subscription's criterion with none would match nothing
+  // (token matching), so a national service would silently miss every Consent.
+  const empty = criteria.find(([, v]) => v === '');
+  if (empty) throw invalid(`criteria parameter ${empty[0]} has no value`, 'Subscription.criteria');
   parseSearch('Consent', criteria, { strict: true, defaultCount: 1, maxCount: 1, baseUrl: '', now: 0 }); // a malformed or unknown parameter is a 400
   if (!isTokenQuery('Consent', criteria)) throw invalid('criteria may use token search parameters of Consent only (category, status, scope, action, purpose, security-label, identifier, _tag, _security)', 'Subscription.criteria');
 

@@ -550,6 +550,7 @@ export class GatedReads {
     await this.auditIndexed(types, q.filter, filter, undefined);
     const purpose: ReadPurpose = { permission: 's', action: 'access' };
     let total = 0;
+    const noted = new Set<string>();
     let after: Keyset | undefined;
     for (;;) {
       const rows = await this.reader.page({ types, filter, after, limit: 1000 });
@@ -559,8 +560,14 @@ export class GatedReads {
         if (decisions[i].effect !== 'permit' || (linked && !linked[i])) return;
         total++;
         // Counted is touched: a count is an answer about the data (how many of this patient's
-        // match), so each resource counted is on its patients' trail as a search match is.
-        this.note(ctx, 'search-type', v, decisions[i]);
+        // match), so it is on the trail of every patient it counted, as a search match is. One
+        // resource per patient names it there: a count over a whole type must not hold a note
+        // for every resource it counted (a million AuditEvents are about far fewer patients).
+        const whose = patientIdsOf(v);
+        const key = whose.join('\u0000');
+        if (noted.has(key)) return;
+        noted.add(key);
+        this.note(ctx, 'search-type', v, decisions[i], whose);
       });
       if (rows.length < 1000) return total;
       after = rows[rows.length - 1].position;
@@ -636,6 +643,7 @@ export class GatedReads {
     if (scoped.id !== undefined) await this.assertMayKnowOf(ctx, scoped.types[0], scoped.id, purpose, true);
     const interaction: AuditInteraction = scoped.id !== undefined ? 'history-instance' : scoped.types.length === 1 ? 'history-type' : 'history-system';
     let total = 0;
+    const noted = new Set<string>();
     let afterSeq = scoped.afterSeq;
     for (;;) {
       const rows = await this.reader.history({ ...scoped, afterSeq, order: 'asc', limit: 2000 });
@@ -644,11 +652,16 @@ export class GatedReads {
       rows.forEach((v, i) => {
         if (decisions[i].effect !== 'permit') return;
         total++;
-        // Each version counted is on its patients' trail, as it is when history lists it (and as
-        // a search count's matches are, see count()).
+        // On the trail of every patient whose versions it counted, as history listing them is
+        // (one version per patient names it there, as in count()); a deletion is on that of the
+        // patients of the version it replaced.
         const before = replaced.get(v);
-        if (!v.deleted) this.note(ctx, interaction, v, decisions[i]);
-        else if (before && hasContent(before)) this.note(ctx, interaction, v, decisions[i], patientIdsOf(before));
+        const whose = !v.deleted ? patientIdsOf(v) : before && hasContent(before) ? patientIdsOf(before) : undefined;
+        if (!whose) return;
+        const key = whose.join('\u0000');
+        if (noted.has(key)) return;
+        noted.add(key);
+        this.note(ctx, interaction, v, decisions[i], whose);
       });
       if (rows.length < 2000) return total;
       afterSeq = rows[rows.length - 1].seq;

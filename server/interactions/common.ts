@@ -75,6 +75,10 @@ export function conditionalFilter(type: ResourceType, query: string, env: Intera
   // Criteria also arrive in headers and Bundle entries, not only in checked URLs.
   if (pairs.some(([k, v]) => /[\u0000-\u001F\u007F]/.test(k + v))) throw new FhirError('invalid-request', 'The conditional criteria contain a control character');
   if (pairs.length === 0) throw new FhirError('invalid-request', 'A conditional interaction needs at least one search criterion');
+  // A search ignores an empty parameter; here that would match more than the client wrote
+  // (`identifier=&family=Smith` overwriting the one Smith), so it is a 400 like any other.
+  const empty = pairs.find(([, v]) => v === '');
+  if (empty) throw new FhirError('invalid-request', `Conditional criterion '${empty[0]}' has no value`, { expression: [empty[0]] });
   const parsed = parseSearch(type, pairs, { strict: true, defaultCount: 2, maxCount: env.maxCount, baseUrl: env.baseUrl, now: env.now() });
   if (parsed.criteria.length === 0) throw new FhirError('invalid-request', 'A conditional interaction needs at least one search criterion');
   return compileFilter(parsed.criteria, env.now());

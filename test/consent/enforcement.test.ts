@@ -366,6 +366,26 @@ describe('Consent enforcement through the HTTP API', () => {
       assert.ok(!JSON.stringify(byAuditor.search[0]).includes('SUBSETTED'));
     });
 
+    it('an audit source\'s query entity with a description only is withheld from the custodian like the server\'s own', async () => {
+      const otherNhs = '9000000041';
+      // An audit source's event about the open patient with a query entity holding a description only.
+      const source = await h.as('lab-audit', { purpose: 'HOPERAT' });
+      const posted = await eventAbout(source, ids.open);
+      const event = (await auditor.get(`/AuditEvent/${posted}`)).body as Record<string, unknown> & { entity: Record<string, unknown>[] };
+      const withQuery = await source.post('/AuditEvent', {
+        ...event,
+        id: undefined,
+        meta: undefined,
+        entity: [...event.entity, { type: { system: 'http://terminology.hl7.org/CodeSystem/audit-entity-type', code: '2' }, role: { system: 'http://terminology.hl7.org/CodeSystem/object-role', code: '24' }, description: `GET https://lab.example/fhir/Patient?identifier=${NHS}|${otherNhs}` }],
+      });
+      assert.equal(withQuery.status, 201, withQuery.text);
+      const trail = JSON.stringify((await gp.get(`/AuditEvent?patient=${ids.open}&_count=1000`)).body);
+      assert.ok(trail.includes(withQuery.body.id), 'and so is the audit source\'s event');
+      assert.ok(!trail.includes(otherNhs), 'no other patient\'s NHS number reaches the custodian');
+      assert.ok(!JSON.stringify((await gp.get(`/AuditEvent/${withQuery.body.id}`)).body).includes(otherNhs), 'by read either');
+      assert.ok(JSON.stringify((await auditor.get(`/AuditEvent/${withQuery.body.id}`)).body).includes(otherNhs), 'an auditor reads it whole');
+    });
+
     it('a count is on the trail of every patient it counted, as a search is', async () => {
       const counted = [
         await hospital.get(`/Patient?identifier=${NHS}|9000000009&_summary=count`),

@@ -89,6 +89,12 @@ describe('Feed: Subscriptions (rest-hook) from a durable outbox', function () {
     assert.equal((await national.delete(`/Subscription/${sub.id}`)).status, 204);
   });
 
+  it('a criterion without a value is refused: it would match no Consent, and its subscriber would miss them all', async () => {
+    const res = await national.post('/Subscription', subscription(`${receiver.base}/hooks/empty-value`, { criteria: 'Consent?category=' }));
+    assert.ok(res.status >= 400 && res.status < 500, `${res.status} ${res.text}`);
+    assert.match(res.body.issue[0].diagnostics, /category/);
+  });
+
   it('break-the-glass neither creates nor reaches a Subscription: it opens one record in an emergency', async () => {
     // Found by a second reading (stop 23): a BTG Subscription would be pushed every patient's Consents.
     const btg = await h.as('emergency', { purpose: 'BTG' });

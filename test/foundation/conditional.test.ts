@@ -33,6 +33,19 @@ describe('Foundation: conditional create, update and delete', () => {
     assert.equal((await h.api.post('/Patient', patient(), { 'If-None-Exist': '' })).status, 400);
   });
 
+  it('an empty criterion is a 400, not ignored: it must not widen the match to what the other criteria alone find', async () => {
+    const only = (await h.api.post('/Patient', patient({ ...ident('empty-1'), name: [{ family: 'Emptyton' }] }))).body.id as string;
+    const put = await h.api.put('/Patient?identifier=&family=Emptyton', patient({ ...ident('overwritten'), name: [{ family: 'Emptyton' }] }));
+    assert.equal(put.status, 400, put.text);
+    assert.match(put.body.issue[0].diagnostics, /identifier/);
+    assert.equal((await h.api.delete('/Patient?identifier=&family=Emptyton')).status, 400);
+    const create = await h.api.post('/Patient', patient(ident('new-1')), { 'If-None-Exist': 'identifier=&family=Emptyton' });
+    assert.equal(create.status, 400);
+    const still = await h.api.get(`/Patient/${only}`);
+    assert.equal(still.status, 200, 'neither changed nor deleted');
+    assert.equal(still.body.identifier[0].value, 'empty-1');
+  });
+
   it('concurrent identical conditional creates make exactly one resource', async () => {
     const results = await Promise.all(
       Array.from({ length: 8 }, () => h.api.post('/Patient', patient(ident('race-1')), { 'If-None-Exist': 'identifier=urn:test:mrn|race-1' })),
