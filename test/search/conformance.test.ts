@@ -4,7 +4,7 @@ import { openAccessPolicy } from '../../server/gate/policy';
 import { paramId } from '../../server/search/param-id';
 import { migrate } from '../../server/store/migrations';
 import { reindexIfAsked } from '../../server/store/reindex';
-import { consent, examples, patient, repoJson } from '../support/fixtures';
+import { consent, examples, patient, repoJson, storeSpecExamples } from '../support/fixtures';
 import { startHarness, type Harness } from '../support/harness';
 
 const ids = (b: Bundle, mode = 'match') => (b.entry ?? []).filter((e) => e.search?.mode === mode).map((e) => e.resource!.id!);
@@ -243,12 +243,7 @@ describe('Search: _summary=true on the R4 examples', () => {
   let h: Harness;
   before(async () => {
     h = await startHarness({ policy: openAccessPolicy });
-    for (const folder of ['Patient', 'Consent', 'AuditEvent']) {
-      for (const [file, r] of examples(`r4/examples/${folder}`)) {
-        const res = folder === 'AuditEvent' ? await h.api.post('/AuditEvent', r) : await h.api.put(`/${folder}/${r.id}`, r);
-        assert.equal(res.status, 201, `${file}: ${JSON.stringify(res.body).slice(0, 300)}`);
-      }
-    }
+    await storeSpecExamples(h.api);
   });
   after(() => h.close());
 

@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Resource } from 'fhir/r4';
 import { openAccessPolicy } from '../../server/gate/policy';
-import { examples, SHARED } from '../support/fixtures';
+import { examples, SHARED, storeSpecExamples } from '../support/fixtures';
 import { startHarness, type Harness } from '../support/harness';
 
 /**
@@ -167,12 +167,7 @@ describe('Search: every parameter type and modifier against the spec examples', 
   let h: Harness;
   before(async () => {
     h = await startHarness({ policy: openAccessPolicy });
-    for (const folder of ['Patient', 'Consent', 'AuditEvent']) {
-      for (const [file, r] of examples(`r4/examples/${folder}`)) {
-        const res = folder === 'AuditEvent' ? await h.api.post('/AuditEvent', r) : await h.api.put(`/${folder}/${r.id}`, r);
-        assert.ok(res.status === 201, `${file}: ${res.status} ${JSON.stringify(res.body).slice(0, 300)}`);
-      }
-    }
+    await storeSpecExamples(h.api);
   });
   after(() => h.close());
 

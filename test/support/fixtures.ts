@@ -1,6 +1,8 @@
+import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { AuditEvent, Resource } from 'fhir/r4';
+import type { Api } from './api';
 
 /**
  * The shared FHIR material: CUSTODIAN_SHARED_FHIR, or the first `shared/fhir` found beside the
@@ -37,6 +39,16 @@ export function examples(folder: string, filter: (r: Resource) => boolean = () =
     .sort()
     .map((f) => [f, JSON.parse(fs.readFileSync(path.join(dir, f), 'utf8')) as Resource] as [string, Resource])
     .filter(([, r]) => filter(r));
+}
+
+/** Stores every R4 spec example of the three types through `api`, each a 201 (AuditEvents by POST: the server names them). */
+export async function storeSpecExamples(api: Api): Promise<void> {
+  for (const folder of ['Patient', 'Consent', 'AuditEvent']) {
+    for (const [file, r] of examples(`r4/examples/${folder}`)) {
+      const res = folder === 'AuditEvent' ? await api.post('/AuditEvent', r) : await api.put(`/${folder}/${r.id}`, r);
+      assert.equal(res.status, 201, `${file}: ${JSON.stringify(res.body).slice(0, 300)}`);
+    }
+  }
 }
 
 /** A minimal valid Patient. */
