@@ -253,15 +253,6 @@ export interface CommitHooks {
 }
 
 /**
- * Rows to read next for a page of `want` visible versions, `found` of them among the `scanned`
- * read so far. First a page's worth and up to 64 more: a small page fills in one read even when
- * half its matches are hidden, and a large one reads little it does not need (every row read is
- * parsed and decided: reading twice the page cost the Consent walk, pages of 1000 all visible,
- * a thousand rows per page for nothing). Then what is still wanted at the visible share seen so
- * far, a fifth more for that share to vary. At least 50 (a round trip costs more than a few
- * rows), at most 2000.
- */
-/**
  * A permitted version as its reader gets it: an AuditEvent's parts that are the whole request's
  * (its query, a failure's text) only for those who see events whole (audit/redact.ts). Every
  * read path that hands content to a client passes it through here.
@@ -275,6 +266,15 @@ export function shown<V extends StoredVersion>(ctx: AccessContext, v: V, decisio
   return { ...v, resource: redacted, text: JSON.stringify(redacted) };
 }
 
+/**
+ * Rows to read next for a page of `want` visible versions, `found` of them among the `scanned`
+ * read so far. First a page's worth and up to 64 more: a small page fills in one read even when
+ * half its matches are hidden, and a large one reads little it does not need (every row read is
+ * parsed and decided: reading twice the page cost the Consent walk, pages of 1000 all visible,
+ * a thousand rows per page for nothing). Then what is still wanted at the visible share seen so
+ * far, a fifth more for that share to vary. At least 50 (a round trip costs more than a few
+ * rows), at most 2000.
+ */
 export function batchSize(want: number, found: number, scanned: number): number {
   const rows = scanned === 0 ? want + Math.min(want, 64) : ((want - found) * scanned * 1.2) / Math.max(found, scanned / 40);
   return Math.min(Math.max(Math.ceil(rows), 50), 2000);
@@ -320,6 +320,18 @@ export class GatedReads {
     if (!this.audit) return;
     const whose = patients ?? patientIdsOf(v);
     this.audit.note(ctx, { interaction, reference: `${v.type}/${v.id}/_history/${v.versionId}`, patients: whose, decision });
+  }
+
+  /**
+   * Notes a version a count counted, once per set of patients (`noted`, kept by the count): a
+   * count over a whole type must not hold a note for every resource it counted (a million
+   * AuditEvents are about far fewer patients), and one resource names the count on their trail.
+   */
+  private noteCounted(ctx: AccessContext, interaction: AuditInteraction, v: StoredVersion, decision: Decision, whose: readonly string[], noted: Set<string>): void {
+    const key = whose.join('\u0000');
+    if (noted.has(key)) return;
+    noted.add(key);
+    this.note(ctx, interaction, v, decision, whose);
   }
 
   private async decide(ctx: AccessContext, version: StoredVersion, purpose: ReadPurpose): Promise<Decision> {
@@ -560,14 +572,8 @@ export class GatedReads {
         if (decisions[i].effect !== 'permit' || (linked && !linked[i])) return;
         total++;
         // Counted is touched: a count is an answer about the data (how many of this patient's
-        // match), so it is on the trail of every patient it counted, as a search match is. One
-        // resource per patient names it there: a count over a whole type must not hold a note
-        // for every resource it counted (a million AuditEvents are about far fewer patients).
-        const whose = patientIdsOf(v);
-        const key = whose.join('\u0000');
-        if (noted.has(key)) return;
-        noted.add(key);
-        this.note(ctx, 'search-type', v, decisions[i], whose);
+        // match), so it is on the trail of every patient it counted, as a search match is.
+        this.noteCounted(ctx, 'search-type', v, decisions[i], patientIdsOf(v), noted);
       });
       if (rows.length < 1000) return total;
       after = rows[rows.length - 1].position;
@@ -657,11 +663,7 @@ export class GatedReads {
         // patients of the version it replaced.
         const before = replaced.get(v);
         const whose = !v.deleted ? patientIdsOf(v) : before && hasContent(before) ? patientIdsOf(before) : undefined;
-        if (!whose) return;
-        const key = whose.join('\u0000');
-        if (noted.has(key)) return;
-        noted.add(key);
-        this.note(ctx, interaction, v, decisions[i], whose);
+        if (whose) this.noteCounted(ctx, interaction, v, decisions[i], whose, noted);
       });
       if (rows.length < 2000) return total;
       afterSeq = rows[rows.length - 1].seq;
