@@ -119,7 +119,7 @@ export async function systemSearchBundle(reads: SearchReads, ctx: AccessContext,
 /** "the _include and _revinclude parameters cannot be mixed with _summary=text" (search.html#summary). */
 function refuseTextWithIncludes(subset: Subset, query: readonly [string, string][]): void {
   if (subset.summary !== 'text') return;
-  const include = query.find(([k]) => k.startsWith('_include') || k.startsWith('_revinclude'));
+  const include = query.find(([k, v]) => v !== '' && (k.startsWith('_include') || k.startsWith('_revinclude')));
   if (include) throw new FhirError('invalid-search', `${include[0]} cannot be mixed with _summary=text`, { expression: [include[0], '_summary'] });
 }
 

@@ -96,6 +96,9 @@ describe('Search: conformance to the R4 search page', () => {
       }
       assert.equal((await h.api.get('/Consent?_include=Consent:patient&_summary=true')).status, 200);
       assert.equal((await h.api.get('/Consent?_summary=text')).status, 200);
+      // An empty _include is no include: empty parameters are ignored.
+      assert.equal((await h.api.get('/Consent?_summary=text&_include=')).status, 200);
+      assert.equal((await h.api.get('/?_summary=text&_revinclude=')).status, 200);
     });
   });
 
