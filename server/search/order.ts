@@ -115,11 +115,15 @@ export function keysetCondition(order: OrderSql, at: Keyset, backwards: boolean)
  * The sort keys as output columns `s0, s1, …` (to read each row's keyset position back) and the
  * ORDER BY over them (reversed when walking backwards).
  */
-export function orderColumns(order: OrderSql | undefined, backwards: boolean): { select: string; selectParams: unknown[]; orderBy: string } {
+export function orderColumns(order: OrderSql | undefined, backwards: boolean): { select: string; selectParams: unknown[]; orderBy: string; columns: string[]; outputOrderBy: string } {
   const keys = order?.keys ?? [];
+  const sorted = (rid: string) => [...keys.map((k, i) => `s${i} ${k.desc !== backwards ? 'DESC' : 'ASC'}`), `${rid} ${backwards ? 'DESC' : 'ASC'}`].join(', ');
   return {
     select: keys.map((k, i) => `, ${k.expr} AS s${i}`).join(''),
     selectParams: keys.flatMap((k) => k.params),
-    orderBy: [...keys.map((k, i) => `s${i} ${k.desc !== backwards ? 'DESC' : 'ASC'}`), `r.rid ${backwards ? 'DESC' : 'ASC'}`].join(', '),
+    orderBy: sorted('r.rid'),
+    /** The key columns' names, and the order over the output columns (a query reading the page's rows). */
+    columns: keys.map((_, i) => `s${i}`),
+    outputOrderBy: sorted('rid'),
   };
 }

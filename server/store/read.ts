@@ -2,7 +2,7 @@ import type { ResourceType } from '../../resources';
 import type { ResourceFilter } from '../search/filter';
 import { drivenOrder, keysetCondition, orderColumns, type Keyset, type OrderSql } from '../search/order';
 import { paramId } from '../search/param-id';
-import { limitClause, type Queryable } from './driver';
+import { limitClause, type Packing, type Queryable } from './driver';
 import { fromCurrentRow, fromPageRow, fromVersionRow, type CurrentRow, type HistoryVersion, type StoredVersion, type VersionRow } from './records';
 
 /**
@@ -43,7 +43,8 @@ export interface HistoryRequest {
 /** Larger than any commit sequence (BIGINT on PostgreSQL, INTEGER on SQLite: both 64-bit). */
 const MAX_SEQ = '9223372036854775807';
 
-const CURRENT = 'r.rid, r.type, r.id, r.version_id, r.last_updated, r.deleted, r.content, r.created_by, r.creator_org, r.patients';
+const CURRENT_COLUMNS = ['rid', 'type', 'id', 'version_id', 'last_updated', 'deleted', 'content', 'created_by', 'creator_org', 'patients'] as const;
+const CURRENT = CURRENT_COLUMNS.map((c) => `r.${c}`).join(', ');
 /**
  * A history row's columns. An AuditEvent's history row keeps no content of its own (it has one
  * version only, and its content is the current row's, which the audit chain covers; see
@@ -64,7 +65,7 @@ function matching(types: readonly ResourceType[], filter: ResourceFilter): [stri
 }
 
 /** The SQL of one keyset page (see StoreReader.page). */
-function pageSql(req: PageRequest): { sql: string; params: unknown[]; backwards: boolean; order: OrderSql } {
+function pageSql(req: PageRequest): { sql: string; params: unknown[]; backwards: boolean; order: OrderSql; packing: Packing } {
   const backwards = req.before !== undefined;
   const driven = req.types.length === 1 ? req.filter.driven : undefined;
   const ordered = driven ? drivenOrder(req.order, driven.date) : req.order;
@@ -80,7 +81,7 @@ function pageSql(req: PageRequest): { sql: string; params: unknown[]; backwards:
     params.push(...p);
   }
   sql += ` ORDER BY ${cols.orderBy}${limitClause(req.limit)}`;
-  return { sql, params, backwards, order };
+  return { sql, params, backwards, order, packing: { columns: [...CURRENT_COLUMNS, ...cols.columns], text: 'content', orderBy: cols.outputOrderBy } };
 }
 
 export class StoreReader {
@@ -163,8 +164,9 @@ export class StoreReader {
 
   /** Current, non-deleted resources matching a filter, one keyset page in the order. */
   async page(req: PageRequest): Promise<PagedVersion[]> {
-    const { sql, params, backwards, order } = pageSql(req);
-    const rows = (await this.driver.all<CurrentRow & Record<string, unknown>>(sql, params)).map((row): PagedVersion => {
+    const { sql, params, backwards, order, packing } = pageSql(req);
+    // A page is up to a few thousand rows of eleven-odd cells: packed (see Packing).
+    const rows = (await this.driver.allPacked<CurrentRow & Record<string, unknown>>(sql, params, packing)).map((row): PagedVersion => {
       const keys = order.keys.map((k, i) => (k.numeric ? Number(row[`s${i}`]) : String(row[`s${i}`])));
       // Not a spread of the version: that would parse its content (see fromCurrentRow).
       return fromPageRow(row, { rid: Number(row.rid), keys });

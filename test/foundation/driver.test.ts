@@ -38,6 +38,25 @@ describe(`Store driver: prepared statements are bounded (${ENGINE})`, () => {
     assert.equal(Number((await q.get<{ n: number | string }>('SELECT COUNT(*) AS n FROM resources'))!.n) >= 0, true, 'the connection still serves');
   });
 
+  it('a packed read (allPacked) gives the rows `all` gives, in its order: NULL and empty texts, REAL keys exact, and no rows', async () => {
+    const q = suiteStore().driver;
+    // A text holding an escaped U+001E (JSON's \u001e, as stored JSON holds one) is not split.
+    const rows = `SELECT 3 AS rid, 'c' AS id, '{"a":"\\u001e"}' AS content, 0.1 AS s0 UNION ALL SELECT 1, 'a', NULL, 1e300 UNION ALL SELECT 2, 'b', '', 1.2345678901234567 UNION ALL SELECT 5, 'e', '{"b":2}', 0.1 UNION ALL SELECT 4, 'd', '{"c":3}', 7`;
+    const sql = `SELECT * FROM (${rows}) t WHERE rid > ? ORDER BY s0 DESC, rid ASC`;
+    const packing = { columns: ['rid', 'id', 'content', 's0'], text: 'content', orderBy: 's0 DESC, rid ASC' };
+    const norm = (list: Record<string, unknown>[]) => list.map((r) => ({ rid: Number(r.rid), id: r.id, content: r.content, s0: Number(r.s0) }));
+    const plain = norm(await q.all(sql, [0]));
+    assert.deepEqual(plain.map((r) => r.id), ['a', 'd', 'b', 'c', 'e']);
+    assert.deepEqual(norm(await q.allPacked(sql, [0], packing)), plain);
+    assert.equal(plain[2].s0, 1.2345678901234567, 'a REAL comes back exactly (SQLite JSON writes 15 digits)');
+    assert.deepEqual(plain.map((r) => r.content), [null, '{"c":3}', '', '{"a":"\\u001e"}', '{"b":2}']);
+    assert.deepEqual(await q.allPacked(sql, [99], packing), []);
+    if (ENGINE === 'sqlite') {
+      // A raw U+001E (never in stored JSON) is refused, not split into rows that do not exist.
+      await assert.rejects(q.allPacked(`SELECT 1 AS rid, 'x' || char(30) || 'y' AS content`, [], { columns: ['rid', 'content'], text: 'content', orderBy: '' }), /packed rows/);
+    }
+  });
+
   it('LIMIT is written into the SQL as a row count (a bound one recompiles the statement on SQLite), never anything else', () => {
     assert.equal(limitClause(102), ' LIMIT 102');
     assert.equal(limitClause(0), ' LIMIT 0');
