@@ -184,6 +184,9 @@ export class Gate {
   included(ctx: AccessContext, refs: readonly { type: ResourceType; id: string }[]): Promise<StoredVersion[]> {
     return this.reads.included(ctx, refs);
   }
+  revincluded(ctx: AccessContext, q: SearchQuery): Promise<SearchResult | undefined> {
+    return this.reads.revincluded(ctx, q);
+  }
   history(ctx: AccessContext, req: HistoryRequest): Promise<HistoryPage> {
     return this.reads.history(ctx, req);
   }
@@ -532,6 +535,16 @@ export class GatedReads {
       next: hasNext ? this.seal.seal({ dir: 'after', at: entries[entries.length - 1].position }, search) : undefined,
       previous: hasPrevious ? this.seal.seal({ dir: 'before', at: entries[0].position }, search) : undefined,
     };
+  }
+
+  /**
+   * `_revinclude`: a search's page as `search` gives it, or undefined when the context may not
+   * search that type at all (a wildcard stands for every type that can point at the matches; like
+   * `included`, what the context may not read is left out, not refused).
+   */
+  async revincluded(ctx: AccessContext, q: SearchQuery): Promise<SearchResult | undefined> {
+    if (q.types.every((t) => this.policy.allowsInteraction(ctx, t, 'search-type').effect === 'deny')) return undefined;
+    return this.search(ctx, q);
   }
 
   /**

@@ -274,7 +274,7 @@ async function runWrite(tx: GatedTx, env: InteractionEnv, entry: Entry, assigned
   }
 }
 
-async function runRead(reads: Pick<GatedReads, 'read' | 'vread' | 'search' | 'count' | 'history' | 'historyCount' | 'feedCursor' | 'included'>, ctx: AccessContext, env: InteractionEnv, entry: Entry, options: BundleRequestOptions): Promise<BundleEntry> {
+async function runRead(reads: Pick<GatedReads, 'read' | 'vread' | 'search' | 'count' | 'history' | 'historyCount' | 'feedCursor' | 'included' | 'revincluded'>, ctx: AccessContext, env: InteractionEnv, entry: Entry, options: BundleRequestOptions): Promise<BundleEntry> {
   const pairs = entry.query ? [...new URLSearchParams(entry.query).entries()] : [];
   const sub = { ...options, path: entry.url.split('?')[0].replace(/^\//, '') };
   let resource: Resource;

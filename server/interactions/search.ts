@@ -16,7 +16,7 @@ import type { InteractionEnv } from './common';
 import type { BundleOptions } from './reads';
 
 /** The gated reads a search bundle is built from (a Gate or a transaction's reads). */
-export type SearchReads = Pick<GatedReads, 'search' | 'count' | 'included'>;
+export type SearchReads = Pick<GatedReads, 'search' | 'count' | 'included' | 'revincluded'>;
 
 /**
  * Type-level search (http://hl7.org/fhir/R4/http.html#search) as a searchset Bundle: filtered
@@ -220,7 +220,8 @@ async function includes(
       if (!targets.length) continue;
       const criterion = { kind: 'reference' as const, def: spec.param!, values: targets.map((v) => ({ local: true as const, type: v.type, id: v.id })) };
       const filter = compileFilter([criterion], env.now());
-      const page = await reads.search(ctx, { types: [spec.source], filter, count: limit });
+      const page = await reads.revincluded(ctx, { types: [spec.source], filter, count: limit });
+      if (!page) continue;
       if (page.next) {
         warnings.push({
           severity: 'warning',

@@ -178,9 +178,9 @@ export function parseSearch(type: ResourceType, query: readonly [string, string]
         }
         case '_include':
         case '_revinclude': {
-          const spec = parseInclude(type, code, modifier, rawValue, bad, ignore);
-          if (spec) {
-            (code === '_include' ? include : revinclude).push(spec);
+          const specs = parseInclude(type, code, modifier, rawValue, bad, ignore);
+          if (specs?.length) {
+            (code === '_include' ? include : revinclude).push(...specs);
             applied.push([rawName, rawValue]);
           }
           break;
@@ -268,14 +268,19 @@ function parseSort(type: ResourceType, value: string, bad: Bad, ignore: Ignore):
   return keys;
 }
 
-/** `_include=Consent:patient[:Patient]`, `_include=*`, `_include:iterate=…`, `_revinclude=Consent:patient`. */
-function parseInclude(type: ResourceType, code: '_include' | '_revinclude', modifier: string | undefined, value: string, bad: Bad, ignore: Ignore): IncludeSpec | undefined {
+/**
+ * `_include=Consent:patient[:Patient]`, `_include=*`, `_include:iterate=…`, `_revinclude=Consent:patient`,
+ * `_revinclude=*`, `_revinclude=Consent:*`: the wildcard ("any search parameter of type=reference",
+ * search.html#include) in a `_revinclude` stands for each reference parameter that can point at
+ * what it is applied to, one spec each.
+ */
+function parseInclude(type: ResourceType, code: '_include' | '_revinclude', modifier: string | undefined, value: string, bad: Bad, ignore: Ignore): IncludeSpec[] | undefined {
   const name = modifier ? `${code}:${modifier}` : code;
   if (modifier && modifier !== 'iterate' && modifier !== 'recurse') bad(name, `unknown modifier :${modifier} (only :iterate)`);
   const iterate = modifier !== undefined;
   if (value === '*') {
-    if (code === '_revinclude') bad(name, '* is not allowed for _revinclude');
-    return { source: type, iterate };
+    if (code === '_revinclude') return revincludeAll(type, RESOURCE_TYPES, undefined, iterate, () => ignore(`${name}=${value}`, `no resource type stored on this server can point at ${type}`));
+    return [{ source: type, iterate }];
   }
   const [sourceName, paramCode, targetName, ...rest] = value.split(':');
   if (rest.length || !sourceName || !paramCode) bad(name, `"${value}" is not Type:parameter[:targetType]`);
@@ -285,12 +290,13 @@ function parseInclude(type: ResourceType, code: '_include' | '_revinclude', modi
   }
   if (code === '_include' && !iterate && sourceName !== type) bad(name, `${value} does not start with the searched type ${type} (use :iterate to include from included resources)`);
   if (paramCode === '*') {
-    if (code === '_revinclude') bad(name, '* is not allowed for _revinclude');
     if (targetName !== undefined && !isResourceType(targetName)) {
       ignore(`${name}=${value}`, `${targetName} resources are not stored on this server`);
       return undefined;
     }
-    return { source: sourceName, target: targetName as ResourceType | undefined, iterate };
+    const target = targetName as ResourceType | undefined;
+    if (code === '_revinclude') return revincludeAll(type, [sourceName], target, iterate, () => ignore(`${name}=${value}`, `no reference parameter of ${sourceName} can point at ${target ?? type}`));
+    return [{ source: sourceName, target, iterate }];
   }
   const def = searchParams(sourceName).get(paramCode);
   if (!def || def.type !== 'reference') bad(name, `${paramCode} is not a reference parameter of ${sourceName}`);
@@ -304,7 +310,27 @@ function parseInclude(type: ResourceType, code: '_include' | '_revinclude', modi
     ignore(`${name}=${value}`, `${sourceName}:${paramCode} points at no resource type stored on this server`);
     return undefined;
   }
-  return { source: sourceName, param: def, target: targetName as ResourceType | undefined, iterate };
+  return [{ source: sourceName, param: def, target: targetName as ResourceType | undefined, iterate }];
+}
+
+/**
+ * A wildcard `_revinclude`: one spec per reference parameter of the `sources` that can point at
+ * `target` (given), or at the searched type, or with :iterate at anything stored (what it is
+ * applied to is then also what the first round included); `none` reports a wildcard that stands
+ * for nothing.
+ */
+function revincludeAll(type: ResourceType, sources: readonly ResourceType[], target: ResourceType | undefined, iterate: boolean, none: () => void): IncludeSpec[] | undefined {
+  const specs: IncludeSpec[] = [];
+  for (const source of sources) {
+    for (const def of searchParams(source).values()) {
+      if (def.type !== 'reference') continue;
+      const served = servedTargets(def);
+      if (target ? !served.includes(target) : iterate ? served.length === 0 : !served.includes(type)) continue;
+      specs.push({ source, param: def, ...(target ? { target } : {}), iterate });
+    }
+  }
+  if (specs.length === 0) none();
+  return specs.length ? specs : undefined;
 }
 
 /**

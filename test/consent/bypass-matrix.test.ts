@@ -398,6 +398,18 @@ describe('Consent: the HTTP bypass matrix (paths × permitted, denied, break-the
       },
     },
     {
+      does: 'a search with _revinclude=* (every type that can point at the patient, AuditEvents among them, which it may not search)',
+      gets: ['the patient, and nothing pointing at it that it may not see', 'nothing'],
+      async run(cell) {
+        const res = await cell.api.get(`/Patient?_id=${cell.target.id}&_revinclude=*`);
+        cell.scan(res, '_revinclude=*', [cell.target.id]);
+        assert.equal(res.status, 200, res.text);
+        const entries = (res.body.entry ?? []) as { search: { mode: string }; resource: { id: string } }[];
+        assert.deepEqual(entries.filter((e) => e.search.mode === 'match').map((e) => e.resource.id), cell.scenario.visible ? [cell.target.id] : []);
+        assert.deepEqual(entries.filter((e) => e.search.mode === 'include'), []);
+      },
+    },
+    {
       does: 'a chained search (Consent?patient.identifier=<the target\'s NHS number>)',
       gets: ['no Consent it may not see, total 0', 'no match, total 0'],
       async run(cell) {

@@ -156,8 +156,26 @@ describe('Search: sorting, paging, includes, chaining, _has, system search', () 
       assert.deepEqual(ids(linked, 'include').sort(), [p[1], c[1], c[2]].sort());
     });
 
+    it('_revinclude=* adds what points at the matches through any reference parameter; Type:* through any of that type', async () => {
+      const all = await get(`/Patient?_id=${p[1]}&_revinclude=*`);
+      const included = (all.entry ?? []).filter((e) => e.search?.mode === 'include').map((e) => e.resource!);
+      const got = included.map((r) => r.id!);
+      for (const id of [c[1], c[2], p[3]]) assert.ok(got.includes(id), `${id} (its Consents, and the Patient linking to it) in ${got.join(', ')}`);
+      assert.ok(included.some((r) => r.resourceType === 'AuditEvent'), 'the AuditEvents about the patient point at it too');
+      for (const r of included) assert.ok(JSON.stringify(r).includes(`Patient/${p[1]}`), `${r.resourceType}/${r.id} points at the patient`);
+      assert.equal(new Set(got).size, got.length, 'each once');
+      assert.match(self(all), /_revinclude=\*/);
+      assert.deepEqual(ids(await get(`/Patient?_id=${p[1]}&_revinclude=Consent:*`), 'include').sort(), [c[1], c[2]].sort());
+      assert.deepEqual(ids(await get(`/Consent?_id=${c[1]}&_revinclude=Consent:*`), 'include'), [c[2]], 'source-reference');
+      // A wildcard that stands for nothing is ignored and reported; strict handling refuses it.
+      const none = await get(`/Consent?_id=${c[1]}&_revinclude=Patient:*`);
+      assert.deepEqual(ids(none, 'include'), []);
+      assert.ok(none.entry!.some((e) => e.search?.mode === 'outcome'));
+      assert.equal((await h.api.get(`/Consent?_id=${c[1]}&_revinclude=Patient:*`, { Prefer: 'handling=strict' })).status, 400);
+    });
+
     it('refuses malformed include values', async () => {
-      for (const v of ['_include=Consent', '_include=Patient:family', '_include=Consent:patient:Organization', '_revinclude=*', '_include:deep=Consent:patient', '_include=Patient:link']) {
+      for (const v of ['_include=Consent', '_include=Patient:family', '_include=Consent:patient:Organization', '_revinclude=Consent', '_include:deep=Consent:patient', '_include=Patient:link']) {
         assert.equal((await h.api.get(`/Consent?${v}`)).status, 400, v);
       }
     });
