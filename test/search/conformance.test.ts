@@ -20,11 +20,7 @@ describe('Search: conformance to the R4 search page', () => {
   let h: Harness;
   const p: string[] = [];
   const c: string[] = [];
-  const get = async (q: string, headers?: Record<string, string>) => {
-    const res = await h.api.get(q, headers);
-    assert.equal(res.status, 200, JSON.stringify(res.body).slice(0, 500));
-    return res.body as Bundle;
-  };
+  const get = (q: string, headers?: Record<string, string>) => h.api.bundle(q, headers);
 
   before(async () => {
     h = await startHarness({ policy: openAccessPolicy });

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import type { Express } from 'express';
+import type { Bundle } from 'fhir/r4';
 import supertest from 'supertest';
 import { schemaValidator } from '../../server/validation/schema';
 
@@ -59,6 +60,12 @@ export class Api {
 
   get(path: string, headers?: Record<string, string>) {
     return this.request('get', path, { headers });
+  }
+  /** A search (or any GET) that must answer 200 with a Bundle: the Bundle. */
+  async bundle(path: string, headers?: Record<string, string>): Promise<Bundle> {
+    const res = await this.get(path, headers);
+    assert.equal(res.status, 200, JSON.stringify(res.body).slice(0, 500));
+    return res.body as Bundle;
   }
   post(path: string, body: unknown, headers?: Record<string, string>) {
     return this.request('post', path, { body, headers });
