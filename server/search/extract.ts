@@ -37,6 +37,39 @@ export function normalizeString(value: string): string {
   return value.normalize('NFKD').replace(/[\u0300-\u036f]/g, '').toLowerCase();
 }
 
+/**
+ * The form a person's name or address is matched in by default (wordParts): normalised as every
+ * string is (normalizeString), apostrophes dropped (`O'Brien` is `obrien`), and each run of
+ * whitespace, dashes and other punctuation one space (`Smith-Jones`, `Smith  Jones` and
+ * `Smith, Jones` are all `smith jones`).
+ */
+export function wordForm(value: string): string {
+  return normalizeString(value)
+    .replace(/['\u2019]/g, '')
+    .replace(/[\s\p{P}\p{S}]+/gu, ' ');
+}
+
+/** Words of one name or address value indexed on their own at most: a longer text is found by its first ones. */
+export const MAX_WORD_PARTS = 16;
+
+/**
+ * The index values of a name or address part for matching by word: its word form (wordForm) from
+ * each word on, so that a prefix search finds any word of it (`van der Berg`: `van der berg`,
+ * `der berg`, `berg`).
+ */
+export function wordParts(value: string): string[] {
+  const w = wordForm(value).trim();
+  if (!w) return [];
+  const parts = [w];
+  for (let i = w.indexOf(' '); i >= 0 && parts.length < MAX_WORD_PARTS; i = w.indexOf(' ', i + 1)) parts.push(w.slice(i + 1));
+  return parts;
+}
+
+/** The index parameter (search/param-id.ts) that holds a word-matched parameter's wordParts. */
+export function wordPartParam(code: string): string {
+  return `${code}:part`;
+}
+
 /** American Soundex of one word, used for the `phonetic` parameter. */
 export function soundex(word: string): string {
   const letters = normalizeString(word).replace(/[^a-z]/g, '');
@@ -189,6 +222,34 @@ export function foldsCase(def: SearchParamDef): boolean {
   return folds;
 }
 
+const wordMatching = new Map<string, boolean>();
+
+/**
+ * Whether a string parameter matches by default at the start of any word of the value, not only
+ * at its start: those over a person's names and addresses (Patient `family`, `given`, `name`,
+ * `address` and its parts), found from the types their expressions go through (HumanName,
+ * Address). The spec defines `family` and `given` as "a portion of" the name and `name` and
+ * `address` as a "server defined search" over its parts; a receptionist who types `jones` looks
+ * for Smith-Jones too, and `berg` for van der Berg. `phonetic` already matches each word
+ * (Soundex). `:exact` and `:contains` compare the whole value, as before.
+ */
+export function matchesWords(def: SearchParamDef): boolean {
+  const key = `${def.resourceType}.${def.code}`;
+  let words = wordMatching.get(key);
+  if (words === undefined) {
+    const paths = def.type === 'string' && def.code !== 'phonetic' && def.expression ? def.expression.split(' | ').map((alt) => alt.trim()) : [];
+    words =
+      paths.length > 0 &&
+      paths.every((p) => {
+        if (!/^[A-Za-z.]+$/.test(p)) return false;
+        const steps = p.split('.');
+        return steps.some((_, i) => i > 0 && ['HumanName', 'Address'].includes(typeOfPath(steps.slice(0, i + 1).join('.')) ?? ''));
+      });
+    wordMatching.set(key, words);
+  }
+  return words;
+}
+
 /** For the test that proves the fast walks and fhirpath.js agree. */
 export function extractWithFhirpathOnly(type: ResourceType, resource: Resource, localBase?: string): IndexRows {
   const saved = new Map(compiled);
@@ -220,7 +281,7 @@ export function extractIndexRows(type: ResourceType, resource: Resource, localBa
       const [typeName, data] = unwrap(node);
       switch (def.type) {
         case 'string':
-          addStrings(rows, def.code, typeName, data);
+          addStrings(rows, def.code, typeName, data, matchesWords(def));
           break;
         case 'token':
           addTokens(rows, def.code, typeName, data, systems[def.code] ?? null, foldsCase(def));
@@ -311,7 +372,7 @@ function unwrap(node: unknown): [string, unknown] {
   return [typeof node, node];
 }
 
-function addStrings(rows: IndexRows, param: string, typeName: string, data: unknown): void {
+function addStrings(rows: IndexRows, param: string, typeName: string, data: unknown, words: boolean): void {
   const push = (value: unknown) => {
     if (typeof value !== 'string' || value === '') return;
     if (param === 'phonetic') {
@@ -322,6 +383,9 @@ function addStrings(rows: IndexRows, param: string, typeName: string, data: unkn
       return;
     }
     rows.string.push({ param, norm: normalizeString(value), exact: value });
+    // Matched by word (matchesWords): under an index parameter of its own, so that `:exact`,
+    // `:contains`, `:missing` and `_sort` still read the whole values.
+    if (words) for (const part of wordParts(value)) rows.string.push({ param: wordPartParam(param), norm: part, exact: '' });
   };
   if (typeName === 'HumanName' && data && typeof data === 'object') {
     const n = data as { family?: string; given?: string[]; prefix?: string[]; suffix?: string[]; text?: string };

@@ -1,4 +1,5 @@
 import { definitions, pairCode, RESOURCE_TYPES } from '../../resources';
+import { matchesWords, wordPartParam } from './extract';
 import { searchParams } from './parameters';
 
 /**
@@ -18,12 +19,13 @@ export function paramId(type: string, code: string): number {
 
 /**
  * Index parameters that are not search parameters themselves: identifier type + value for
- * `:of-type`, each token parameter's display/text for `:text`, and the type's reference-date
- * pairs (`idx_ref_date`).
+ * `:of-type`, each token parameter's display/text for `:text`, the words of names and addresses
+ * (extract.ts matchesWords), and the type's reference-date pairs (`idx_ref_date`).
  */
 function pseudoParams(type: (typeof RESOURCE_TYPES)[number]): string[] {
   const tokens = [...searchParams(type).values()].filter((d) => d.type === 'token').map((d) => `${d.code}:text`);
-  return ['identifier:of-type', ...tokens, ...(definitions[type].referenceDatePairs ?? []).map(pairCode)];
+  const words = [...searchParams(type).values()].filter(matchesWords).map((d) => wordPartParam(d.code));
+  return ['identifier:of-type', ...tokens, ...words, ...(definitions[type].referenceDatePairs ?? []).map(pairCode)];
 }
 
 /** Fails at start-up if two parameters would share a key (none do today; a new one must not). */

@@ -1,4 +1,4 @@
-import { foldsCase, identifierRef, indexKey, normalizeString, prefixKey, soundex } from './extract';
+import { foldsCase, identifierRef, indexKey, matchesWords, normalizeString, prefixKey, soundex, wordForm, wordPartParam } from './extract';
 import { definitions, isResourceType, pairCode } from '../../resources';
 import type { DrivenFilter, LinkCheck, ResourceFilter } from './filter';
 import type { SearchParamDef } from './parameters';
@@ -213,6 +213,15 @@ function compileOne(c: Criterion, ctx: Ctx): Sql {
       return inIndex(ctx, 'idx_token', c, cond, p, false, `${c.def.code}:text`);
     }
     case 'string': {
+      if (c.mode === 'starts' && matchesWords(c.def)) {
+        // At the start of any word (matchesWords), in the form the words were indexed in; a
+        // value with nothing but punctuation and spaces names no word, and matches nothing.
+        const [cond, p] = any(c.values, (v): Sql => {
+          const n = wordForm(v).trimStart();
+          return n.trim() ? ['norm >= ? AND norm < ?', [prefixKey(n), prefixEnd(prefixKey(n))]] : ['1 = 0', []];
+        });
+        return inIndex(ctx, 'idx_string', c, cond, p, false, wordPartParam(c.def.code));
+      }
       const [cond, p] = any(c.values, (v): Sql => {
         // phonetic: the Soundex code of the word, as indexed (http://hl7.org/fhir/R4/patient.html#search)
         if (c.def.code === 'phonetic') return ['norm = ?', [soundex(v).toLowerCase()]];

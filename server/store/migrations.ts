@@ -397,6 +397,15 @@ const migrations: readonly Migration[] = [
       await m.sql("INSERT INTO custodian_state (name, value) VALUES ('reindex', 'all') ON CONFLICT (name) DO NOTHING");
     },
   },
+  {
+    id: '0031-name-and-address-words',
+    async up(m) {
+      // A Patient's names and addresses are now also indexed word by word (search/extract.ts
+      // matchesWords), so `family=jones` finds Smith-Jones: Store.open rebuilds the Patients'
+      // index rows (store/reindex.ts), not the whole trail's. An `all` already asked covers them.
+      await m.sql("INSERT INTO custodian_state (name, value) VALUES ('reindex', 'types:Patient') ON CONFLICT (name) DO NOTHING");
+    },
+  },
 ];
 
 /** Ids of all migrations, in order (for the health report and tests). */

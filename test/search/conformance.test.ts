@@ -219,6 +219,82 @@ describe('Search: conformance to the R4 search page', () => {
     });
   });
 
+  describe('names and addresses match at the start of any word: family is "A portion of the family name of the patient"', () => {
+    const q: Record<string, string> = {};
+    let jonesConsent: string;
+    before(async () => {
+      const people: [string, Record<string, unknown>][] = [
+        ['berg', { name: [{ family: 'van der Berg', given: ['Anna  Maria'] }] }],
+        ['jones', { name: [{ family: 'Smith-Jones', given: ['Ola'] }] }],
+        ['obrien', { name: [{ family: "O'Brien", given: ['Seán'] }], address: [{ line: ['221B Baker Street'], city: 'Milton Keynes' }] }],
+        ['bergman', { name: [{ family: 'Bergman', given: ['Ingrid'] }] }],
+      ];
+      for (const [key, body] of people) q[key] = (await h.api.post('/Patient', patient(body))).body.id;
+      jonesConsent = (await h.api.post('/Consent', consent(q.jones))).body.id;
+    });
+    const mine = (b: Bundle) => ids(b).filter((id) => Object.values(q).includes(id));
+    const named = (...keys: string[]) => keys.map((k) => q[k]).sort();
+
+    it('finds a word inside the value, from its start, whatever the case, accents, spaces and dashes', async () => {
+      const cases: [string, string[]][] = [
+        ['family=berg', ['berg', 'bergman']],
+        ['family=der%20berg', ['berg']],
+        ['family=van%20%20der', ['berg']],
+        ['family=VAN%20DER%20B', ['berg']],
+        ['family=jones', ['jones']],
+        ['family=smith%20jones', ['jones']],
+        ['family=smith-jones', ['jones']],
+        ["family=o'brien", ['obrien']],
+        ['family=obrien', ['obrien']],
+        ['family=erg', []],
+        ['family=brien', []],
+        ['family=-', []],
+        ['given=maria', ['berg']],
+        ['given=anna%20maria', ['berg']],
+        ['given=sean', ['obrien']],
+        ['name=jones', ['jones']],
+        ['name=ingrid', ['bergman']],
+        ['address=baker', ['obrien']],
+        ['address=street', ['obrien']],
+        ['address-city=keynes', ['obrien']],
+        ['family=jones,berg', ['berg', 'bergman', 'jones']],
+      ];
+      for (const [query, expected] of cases) assert.deepEqual(mine(await get(`/Patient?${query}&_count=100`)).sort(), named(...expected), query);
+    });
+
+    it(':exact and :contains still compare the whole value, and _sort sorts by it', async () => {
+      assert.deepEqual(mine(await get('/Patient?family:exact=van%20der%20Berg')), [q.berg]);
+      assert.deepEqual(mine(await get('/Patient?family:exact=Berg')), []);
+      assert.deepEqual(mine(await get('/Patient?family:contains=der%20b')), [q.berg]);
+      assert.deepEqual(mine(await get('/Patient?family:contains=rg')).sort(), named('berg', 'bergman'));
+      assert.deepEqual(ids(await get(`/Patient?_id=${q.berg},${q.bergman},${q.jones}&_sort=family`)), [q.bergman, q.jones, q.berg]);
+      assert.deepEqual(mine(await get('/Patient?family:missing=false&family=jones')), [q.jones]);
+    });
+
+    it('through a chain too: Consent?patient.family=jones', async () => {
+      assert.deepEqual(ids(await get('/Consent?patient.family=jones')), [jonesConsent]);
+      assert.deepEqual(ids(await get('/Consent?patient.family=ones')), []);
+    });
+
+    it('migration 0031 rebuilds the Patients\' index rows, and only theirs', async () => {
+      // As an older build left them: no word rows.
+      await h.store.driver.run('DELETE FROM idx_string WHERE pid IN (?, ?, ?, ?)', ['family', 'given', 'name', 'address'].map((c) => paramId('Patient', `${c}:part`)));
+      assert.deepEqual(mine(await get('/Patient?family=jones')), []);
+      // A row no extraction makes, on an AuditEvent: rebuilding every type's rows would drop it.
+      const event = await h.store.driver.get<{ rid: number | string }>("SELECT rid FROM resources WHERE type = 'AuditEvent' AND deleted = 0 LIMIT 1");
+      assert.ok(event);
+      await h.store.driver.run('INSERT INTO idx_string (pid, norm, exact, rid) VALUES (?, ?, ?, ?)', [1, 'sentinel', 'sentinel', Number(event.rid)]);
+      await h.store.driver.run("DELETE FROM custodian_migrations WHERE id = '0031-name-and-address-words'");
+      assert.deepEqual(await migrate(h.store.sequelize), ['0031-name-and-address-words']);
+      const patients = await h.store.driver.get<{ n: number | string }>("SELECT COUNT(*) AS n FROM resources WHERE type = 'Patient' AND deleted = 0");
+      assert.equal(await reindexIfAsked(h.store.driver, h.config.baseUrl), Number(patients!.n));
+      assert.deepEqual(mine(await get('/Patient?family=jones')), [q.jones]);
+      assert.ok(await h.store.driver.get("SELECT rid FROM idx_string WHERE pid = 1 AND norm = 'sentinel'"));
+      await h.store.driver.run("DELETE FROM idx_string WHERE pid = 1 AND norm = 'sentinel'");
+      assert.equal(await h.store.driver.get("SELECT value FROM custodian_state WHERE name = 'reindex'"), undefined);
+    });
+  });
+
   describe('_count=0', () => {
     it('is treated as _summary=count: the total of the matches, and no entries', async () => {
       // "if _count has the value 0, this shall be treated the same as _summary=count" and
