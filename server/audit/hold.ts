@@ -45,7 +45,7 @@ export function auditAs(req: Request, res: Response, interaction: AuditInteracti
 export interface AskedBeyondUrl {
   /** A POST _search's form parameters: searched after the URL's own, so recorded after them. */
   readonly form?: readonly (readonly [string, string])[];
-  /** A Bundle's read entries, one line each (`Bundle.entry[2]: GET Patient?identifier=…`). */
+  /** A Bundle's reading and searching entries, one line each (`Bundle.entry[2]: GET Patient?identifier=…`, see BundleRequestOptions.asked). */
   readonly entries?: readonly string[];
 }
 
@@ -63,7 +63,8 @@ export const QUERY_LIMIT = 16 * 1024;
  * Records what the request asked for its events' query entity (BALP: the request, base64):
  * the request line with everything it searched — the URL's query string, then a POST
  * _search's form parameters as the search merges them, keeping the method so an auditor sees
- * how it was asked — the headers that shape the answer, and a Bundle's read entries.
+ * how it was asked — the headers that shape the answer (a conditional create's If-None-Exist
+ * among them), and a Bundle's reading and searching entries.
  */
 export function recordQuery(req: Request, res: Response, asked: AskedBeyondUrl = {}): void {
   const audit = requestAudit(res);
@@ -72,6 +73,9 @@ export function recordQuery(req: Request, res: Response, asked: AskedBeyondUrl =
   // the Host or X-Forwarded-* a client could choose.
   const target = clip(withForm(req.originalUrl, asked.form ?? []), QUERY_LIMIT);
   const lines = [`${req.method} ${audit.server}${target}`, `Accept: ${req.get('accept') ?? '*/*'}`, `X-Request-Id: ${locals(res).requestId}`];
+  // A conditional create's criteria: what it searched for.
+  const ifNoneExist = req.get('if-none-exist');
+  if (ifNoneExist !== undefined) lines.push(`If-None-Exist: ${clip(ifNoneExist, QUERY_LIMIT)}`);
   if (asked.entries?.length) lines.push(clip(asked.entries.join('\n'), Math.max(QUERY_LIMIT - target.length, 0)));
   audit.query = lines.join('\n');
 }

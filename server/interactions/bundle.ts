@@ -31,11 +31,13 @@ export interface BundleRequestOptions extends BundleOptions {
    */
   readonly entryFailure?: (err: unknown, index: number) => FhirError;
   /**
-   * Told, before any entry runs, what the Bundle's read entries ask (`Bundle.entry[2]: GET
-   * Patient?identifier=…`, GET and HEAD), so the request's events record the searches and reads
-   * it made even when they matched nothing. Not called when there are none.
+   * Told, before any entry runs, what the Bundle's reading and searching entries ask, one line
+   * each: GET and HEAD (`Bundle.entry[2]: GET Patient?identifier=…`), and the conditional writes,
+   * which search before they write (`Bundle.entry[3]: PUT Patient?identifier=…`,
+   * `Bundle.entry[4]: POST Patient (If-None-Exist: identifier=…)`), so the request's events
+   * record what it looked for even when it matched nothing. Not called when there are none.
    */
-  readonly readsAsked?: (entries: readonly string[]) => void;
+  readonly asked?: (entries: readonly string[]) => void;
 }
 
 interface Entry {
@@ -64,7 +66,7 @@ export async function processBundle(gate: Gate, ctx: AccessContext, env: Interac
   assertUniqueFullUrls(raw);
   if (bundle.type === 'transaction') {
     const entries = raw.map((e, i) => parseEntry(e, i, options.baseUrl));
-    tellReads(entries, options);
+    tellAsked(entries, options);
     return transaction(gate, ctx, env, entries, options);
   }
   // In a batch a malformed entry fails alone.
@@ -76,14 +78,19 @@ export async function processBundle(gate: Gate, ctx: AccessContext, env: Interac
       throw err;
     }
   });
-  tellReads(entries.filter((e): e is Entry => !(e instanceof FhirError)), options);
+  tellAsked(entries.filter((e): e is Entry => !(e instanceof FhirError)), options);
   return batch(gate, ctx, env, entries, options);
 }
 
-/** Tells readsAsked the entries that read (a transaction's GETs are noted inside its write transaction, so this comes first). */
-function tellReads(entries: readonly Entry[], options: BundleRequestOptions): void {
-  const reads = entries.filter((e) => e.method === 'GET' || e.method === 'HEAD').map((e) => `Bundle.entry[${e.index}]: ${e.method} ${e.url}`);
-  if (reads.length && options.readsAsked) options.readsAsked(reads);
+/** Tells `asked` what the entries that read or search ask (a transaction's GETs are noted inside its write transaction, so this comes first). */
+function tellAsked(entries: readonly Entry[], options: BundleRequestOptions): void {
+  const lines = entries.flatMap((e) => {
+    const line = `Bundle.entry[${e.index}]: ${e.method} ${e.url}`;
+    if (e.method === 'GET' || e.method === 'HEAD' || e.query !== undefined) return [line];
+    if (e.method === 'POST' && e.request.ifNoneExist !== undefined) return [`${line} (If-None-Exist: ${e.request.ifNoneExist})`];
+    return [];
+  });
+  if (lines.length && options.asked) options.asked(lines);
 }
 
 function asBundle(body: unknown): Bundle {

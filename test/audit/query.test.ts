@@ -140,6 +140,42 @@ describe('Audit: the query entity records every search criterion, however it was
     assert.deepEqual(description.split('\n').slice(3), [`Bundle.entry[1]: GET ${probe}`]);
   });
 
+  it('a conditional create records its If-None-Exist criteria, whether they matched or not', async () => {
+    for (const [value, status] of [['9434765919', 200], ['9999999999', 201]] as const) {
+      const id = rid();
+      const criteria = `identifier=${NHS}|${value}`;
+      const res = await h.api.post('/Patient', patient({ name: [{ family: 'Conditional' }], identifier: [{ system: NHS, value }] }), { 'X-Request-Id': id, 'If-None-Exist': criteria });
+      assert.equal(res.status, status, res.text);
+      if (status === 200) assert.equal(res.body.id, known);
+      const { description } = await queryOf(id);
+      assert.deepEqual(description.split('\n'), [`POST ${BASE}/Patient`, 'Accept: */*', `X-Request-Id: ${id}`, `If-None-Exist: ${criteria}`]);
+    }
+  });
+
+  it("a Bundle's conditional writes record their criteria with its reads", async () => {
+    const id = rid();
+    const put = `Patient?identifier=${NHS}|9434765919`;
+    const del = `Patient?identifier=${NHS}|9000000009`;
+    const ifNoneExist = `identifier=${NHS}|9434765919`;
+    const res = await h.api.post(
+      '/',
+      {
+        resourceType: 'Bundle',
+        type: 'transaction',
+        entry: [
+          { request: { method: 'DELETE', url: del } },
+          { resource: patient({ name: [{ family: 'Queried' }], identifier: [{ system: NHS, value: '9434765919' }] }), request: { method: 'PUT', url: put } },
+          { fullUrl: 'urn:uuid:0b3ad1c4-8d1f-4a7a-9f4e-3c2b1a0d9e8f', resource: patient({ name: [{ family: 'Queried' }] }), request: { method: 'POST', url: 'Patient', ifNoneExist } },
+          { resource: patient({ name: [{ family: 'Plain' }] }), request: { method: 'POST', url: 'Patient' } },
+        ],
+      },
+      { 'X-Request-Id': id },
+    );
+    assert.equal(res.status, 200, res.text);
+    const { description } = await queryOf(id);
+    assert.deepEqual(description.split('\n').slice(3), [`Bundle.entry[0]: DELETE ${del}`, `Bundle.entry[1]: PUT ${put}`, `Bundle.entry[2]: POST Patient (If-None-Exist: ${ifNoneExist})`]);
+  });
+
   it(`a Bundle's entries are recorded up to ${QUERY_LIMIT} characters, and what is cut off is counted`, async () => {
     const id = rid();
     const entry = Array.from({ length: 300 }, (_, i) => ({ request: { method: 'GET', url: `Patient?identifier=${NHS}|${String(i).padStart(10, '0')}&family=${'x'.repeat(40)}` } }));

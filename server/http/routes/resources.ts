@@ -39,7 +39,8 @@ export function resourceRoutes(deps: HttpDeps): Router {
   });
 
   router.post('/:type', async (req, res) => {
-    auditAs(req, res, 'create');
+    // A conditional create searches first: its events record the criteria (recordQuery).
+    auditAs(req, res, 'create', { query: req.get('if-none-exist') !== undefined });
     const type = resourceType(req.params.type);
     if (req.originalUrl.includes('?') && queryPairs(req).some(([k]) => k !== '_format' && k !== '_pretty')) {
       throw new FhirError('invalid-request', 'Create takes no search parameters; use the If-None-Exist header for a conditional create');

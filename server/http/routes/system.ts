@@ -24,7 +24,7 @@ export function systemRoutes(deps: HttpDeps): Router {
     if (res.locals.bodyKind !== 'json') throw new FhirError('invalid-request', 'POST to the base URL takes a batch or transaction Bundle as application/fhir+json');
     const options = {
       ...bundleOptions(req, res, deps, ''),
-      readsAsked: (entries: readonly string[]) => recordQuery(req, res, { entries }),
+      asked: (entries: readonly string[]) => recordQuery(req, res, { entries }),
       maxEntries: deps.config.maxBundleEntries,
       returnPreference: preferOf(req).return ?? 'representation',
       entryFailure: (err: unknown, index: number) => partFailure(deps.logger, locals(res).requestId, err, { entry: index }),
