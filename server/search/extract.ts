@@ -226,28 +226,31 @@ const wordMatching = new Map<string, boolean>();
 
 /**
  * Whether a string parameter matches by default at the start of any word of the value, not only
- * at its start: those over a person's names and addresses (Patient `family`, `given`, `name`,
- * `address` and its parts), found from the types their expressions go through (HumanName,
- * Address). The spec defines `family` and `given` as "a portion of" the name and `name` and
- * `address` as a "server defined search" over its parts; a receptionist who types `jones` looks
- * for Smith-Jones too, and `berg` for van der Berg. `phonetic` already matches each word
- * (Soundex). `:exact` and `:contains` compare the whole value, as before.
+ * at its start: those the official definitions describe as matching "a portion of" a name or as
+ * "a server defined search" over a name's or an address's parts (Patient `family`, `given`,
+ * `name`, `address`); a receptionist who types `jones` looks for Smith-Jones too, and `berg` for
+ * van der Berg. Not `phonetic`, which matches each word by its Soundex already, nor a parameter
+ * defined as one part of an address (`address-city` is "a city specified in an address").
+ * `:exact` and `:contains` compare the whole value, as before.
  */
 export function matchesWords(def: SearchParamDef): boolean {
   const key = `${def.resourceType}.${def.code}`;
   let words = wordMatching.get(key);
   if (words === undefined) {
-    const paths = def.type === 'string' && def.code !== 'phonetic' && def.expression ? def.expression.split(' | ').map((alt) => alt.trim()) : [];
-    words =
-      paths.length > 0 &&
-      paths.every((p) => {
-        if (!/^[A-Za-z.]+$/.test(p)) return false;
-        const steps = p.split('.');
-        return steps.some((_, i) => i > 0 && ['HumanName', 'Address'].includes(typeOfPath(steps.slice(0, i + 1).join('.')) ?? ''));
-      });
+    words = def.type === 'string' && def.code !== 'phonetic' && /^(A portion of|A server defined search)/i.test(descriptionFor(def));
     wordMatching.set(key, words);
   }
   return words;
+}
+
+/** A parameter's description for its own type: a definition shared by several types describes each in a bullet of its own (`* [Patient](patient.html): A portion of …`). */
+function descriptionFor(def: SearchParamDef): string {
+  const marker = `[${def.resourceType}](${def.resourceType.toLowerCase()}.html):`;
+  const at = def.description.indexOf(marker);
+  if (at < 0) return def.description.trim();
+  const rest = def.description.slice(at + marker.length);
+  const next = rest.indexOf('* [');
+  return (next < 0 ? rest : rest.slice(0, next)).trim();
 }
 
 /** For the test that proves the fast walks and fhirpath.js agree. */
