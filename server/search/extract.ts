@@ -53,19 +53,24 @@ export function wordForm(value: string): string {
 export const MAX_WORD_PARTS = 16;
 
 /**
- * The index values of a name or address part for matching by word: its word form (wordForm) from
- * each word on, so that a prefix search finds any word of it (`van der Berg`: `van der berg`,
- * `der berg`, `berg`).
+ * The index values of a name or address part for matching by word (its `:part` rows, see
+ * wordPartParam): its word form (wordForm) from each word after the first on (`van der Berg`:
+ * `der berg`, `berg`), and from its first word too when that differs from the value's ordinary
+ * index row (`O'Brien`: `obrien`; `Smith-Jones`: `smith jones`). A value of one plain word, as
+ * most names are, needs none: its ordinary row is its word form, and the search reads both.
  */
 export function wordParts(value: string): string[] {
   const w = wordForm(value).trim();
   if (!w) return [];
-  const parts = [w];
+  const parts = w === normalizeString(value) ? [] : [w];
   for (let i = w.indexOf(' '); i >= 0 && parts.length < MAX_WORD_PARTS; i = w.indexOf(' ', i + 1)) parts.push(w.slice(i + 1));
   return parts;
 }
 
-/** The index parameter (search/param-id.ts) that holds a word-matched parameter's wordParts. */
+/**
+ * The index parameter (search/param-id.ts) that holds a word-matched parameter's wordParts: a
+ * search reads it with the parameter's own rows (search/sql.ts).
+ */
 export function wordPartParam(code: string): string {
   return `${code}:part`;
 }

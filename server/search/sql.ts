@@ -153,11 +153,14 @@ interface Ctx {
 const TABLE: Record<string, string> = { string: 'idx_string', token: 'idx_token', date: 'idx_date', reference: 'idx_reference', uri: 'idx_uri' };
 
 /** `condition` may name the index table's columns unqualified. */
-function inIndex(ctx: Ctx, table: string, c: { def: SearchParamDef }, condition: string, params: unknown[], negate = false, param = c.def.code): Sql {
-  const pid = paramId(c.def.resourceType, param);
+function inIndex(ctx: Ctx, table: string, c: { def: SearchParamDef }, condition: string, params: unknown[], negate = false, param = c.def.code, alsoParam?: string): Sql {
+  // With alsoParam, the rows of two index parameters (a word-matched string's own and its `:part`
+  // rows): one range of the primary key each.
+  const pids = [paramId(c.def.resourceType, param), ...(alsoParam ? [paramId(c.def.resourceType, alsoParam)] : [])];
+  const pid = pids.length === 1 ? 'pid = ?' : 'pid IN (?, ?)';
   const where = condition ? ` AND (${condition})` : '';
-  if (ctx.drives && !negate) return [`${ctx.row}.rid IN (SELECT rid FROM ${table} WHERE pid = ?${where})`, [pid, ...params]];
-  return [`${negate ? 'NOT ' : ''}EXISTS (SELECT 1 FROM ${table} WHERE rid = ${ctx.row}.rid AND pid = ?${where})`, [pid, ...params]];
+  if (ctx.drives && !negate) return [`${ctx.row}.rid IN (SELECT rid FROM ${table} WHERE ${pid}${where})`, [...pids, ...params]];
+  return [`${negate ? 'NOT ' : ''}EXISTS (SELECT 1 FROM ${table} WHERE rid = ${ctx.row}.rid AND ${pid}${where})`, [...pids, ...params]];
 }
 
 function any<T>(values: readonly T[], one: (v: T) => Sql): Sql {
@@ -214,13 +217,15 @@ function compileOne(c: Criterion, ctx: Ctx): Sql {
     }
     case 'string': {
       if (c.mode === 'starts' && matchesWords(c.def)) {
-        // At the start of any word (matchesWords), in the form the words were indexed in; a
-        // value with nothing but punctuation and spaces names no word, and matches nothing.
+        // At the start of any word (matchesWords), in the form the words were indexed in: the
+        // parameter's own rows hold each value's first word on when that is its word form, its
+        // `:part` rows the rest (wordParts). A value with nothing but punctuation and spaces
+        // names no word, and matches nothing.
         const [cond, p] = any(c.values, (v): Sql => {
           const n = wordForm(v).trimStart();
           return n.trim() ? ['norm >= ? AND norm < ?', [prefixKey(n), prefixEnd(prefixKey(n))]] : ['1 = 0', []];
         });
-        return inIndex(ctx, 'idx_string', c, cond, p, false, wordPartParam(c.def.code));
+        return inIndex(ctx, 'idx_string', c, cond, p, false, c.def.code, wordPartParam(c.def.code));
       }
       const [cond, p] = any(c.values, (v): Sql => {
         // phonetic: the Soundex code of the word, as indexed (http://hl7.org/fhir/R4/patient.html#search)

@@ -271,6 +271,18 @@ describe('Search: conformance to the R4 search page', () => {
       assert.deepEqual(worded.sort(), ['Patient.address', 'Patient.family', 'Patient.given', 'Patient.name']);
     });
 
+    it('a name of one plain word needs no word rows (most do not); the others get one per word after the first, and one for a first word that differs from the value', async () => {
+      const partRows = async (key: string) => {
+        const rid = (await h.store.driver.get<{ rid: number | string }>("SELECT rid FROM resources WHERE type = 'Patient' AND id = ?", [q[key]]))!.rid;
+        const rows = await h.store.driver.all<{ norm: string }>('SELECT norm FROM idx_string WHERE rid = ? AND pid = ? ORDER BY norm', [rid, paramId('Patient', 'family:part')]);
+        return rows.map((r) => r.norm);
+      };
+      assert.deepEqual(await partRows('bergman'), []);
+      assert.deepEqual(await partRows('berg'), ['berg', 'der berg']);
+      assert.deepEqual(await partRows('jones'), ['jones', 'smith jones']);
+      assert.deepEqual(await partRows('obrien'), ['obrien']);
+    });
+
     it(':exact and :contains still compare the whole value, and _sort sorts by it', async () => {
       assert.deepEqual(mine(await get('/Patient?family:exact=van%20der%20Berg')), [q.berg]);
       assert.deepEqual(mine(await get('/Patient?family:exact=Berg')), []);
