@@ -45,6 +45,8 @@ export function auditAs(req: Request, res: Response, interaction: AuditInteracti
 export interface AskedBeyondUrl {
   /** A POST _search's form parameters: searched after the URL's own, so recorded after them. */
   readonly form?: readonly (readonly [string, string])[];
+  /** A conditional create's If-None-Exist criteria (the header's value), which it searched before writing. */
+  readonly ifNoneExist?: string;
   /** A Bundle's reading and searching entries, one line each (`Bundle.entry[2]: GET Patient?identifier=…`, see BundleRequestOptions.asked). */
   readonly entries?: readonly string[];
 }
@@ -73,9 +75,8 @@ export function recordQuery(req: Request, res: Response, asked: AskedBeyondUrl =
   // the Host or X-Forwarded-* a client could choose.
   const target = clip(withForm(req.originalUrl, asked.form ?? []), QUERY_LIMIT);
   const lines = [`${req.method} ${audit.server}${target}`, `Accept: ${req.get('accept') ?? '*/*'}`, `X-Request-Id: ${locals(res).requestId}`];
-  // A conditional create's criteria: what it searched for.
-  const ifNoneExist = req.get('if-none-exist');
-  if (ifNoneExist !== undefined) lines.push(`If-None-Exist: ${clip(ifNoneExist, QUERY_LIMIT)}`);
+  // A conditional create's criteria, given by its route: the header on any other request is not acted on, so not recorded.
+  if (asked.ifNoneExist !== undefined) lines.push(`If-None-Exist: ${clip(asked.ifNoneExist, QUERY_LIMIT)}`);
   if (asked.entries?.length) lines.push(clip(asked.entries.join('\n'), Math.max(QUERY_LIMIT - target.length, 0)));
   audit.query = lines.join('\n');
 }

@@ -86,8 +86,9 @@ export async function processBundle(gate: Gate, ctx: AccessContext, env: Interac
 function tellAsked(entries: readonly Entry[], options: BundleRequestOptions): void {
   const lines = entries.flatMap((e) => {
     const line = `Bundle.entry[${e.index}]: ${e.method} ${e.url}`;
-    if (e.method === 'GET' || e.method === 'HEAD' || e.query !== undefined) return [line];
+    // Its If-None-Exist is what a POST searches, whatever its url holds (`Patient?` too).
     if (e.method === 'POST' && e.request.ifNoneExist !== undefined) return [`${line} (If-None-Exist: ${e.request.ifNoneExist})`];
+    if (e.method === 'GET' || e.method === 'HEAD' || e.query !== undefined) return [line];
     return [];
   });
   if (lines.length && options.asked) options.asked(lines);

@@ -150,6 +150,10 @@ describe('Audit: the query entity records every search criterion, however it was
       const { description } = await queryOf(id);
       assert.deepEqual(description.split('\n'), [`POST ${BASE}/Patient`, 'Accept: */*', `X-Request-Id: ${id}`, `If-None-Exist: ${criteria}`]);
     }
+    // On any other request the header is not acted on, and so not recorded as if it had been.
+    const id = rid();
+    assert.equal((await h.api.get(`/Patient?_id=${known}`, { 'X-Request-Id': id, 'If-None-Exist': `identifier=${NHS}|9000000009` })).status, 200);
+    assert.deepEqual((await queryOf(id)).description.split('\n'), [`GET ${BASE}/Patient?_id=${known}`, 'Accept: */*', `X-Request-Id: ${id}`]);
   });
 
   it("a Bundle's conditional writes record their criteria with its reads", async () => {
@@ -174,6 +178,12 @@ describe('Audit: the query entity records every search criterion, however it was
     assert.equal(res.status, 200, res.text);
     const { description } = await queryOf(id);
     assert.deepEqual(description.split('\n').slice(3), [`Bundle.entry[0]: DELETE ${del}`, `Bundle.entry[1]: PUT ${put}`, `Bundle.entry[2]: POST Patient (If-None-Exist: ${ifNoneExist})`]);
+    // A POST whose url holds a `?` still searches by its If-None-Exist (found by a second reading).
+    const again = rid();
+    const batch = await h.api.post('/', { resourceType: 'Bundle', type: 'batch', entry: [{ resource: patient({ name: [{ family: 'Queried' }] }), request: { method: 'POST', url: 'Patient?', ifNoneExist } }] }, { 'X-Request-Id': again });
+    assert.equal(batch.status, 200, batch.text);
+    assert.equal(batch.body.entry[0].response.status, '200 OK', 'the existing patient, found by its NHS number');
+    assert.deepEqual((await queryOf(again)).description.split('\n').slice(3), [`Bundle.entry[0]: POST Patient? (If-None-Exist: ${ifNoneExist})`]);
   });
 
   it(`a Bundle's entries are recorded up to ${QUERY_LIMIT} characters, and what is cut off is counted`, async () => {

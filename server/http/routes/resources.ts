@@ -39,13 +39,13 @@ export function resourceRoutes(deps: HttpDeps): Router {
   });
 
   router.post('/:type', async (req, res) => {
+    const ifNoneExist = req.get('if-none-exist');
     // A conditional create searches first: its events record the criteria (recordQuery).
-    auditAs(req, res, 'create', { query: req.get('if-none-exist') !== undefined });
+    auditAs(req, res, 'create', ifNoneExist !== undefined ? { query: true, ifNoneExist } : {});
     const type = resourceType(req.params.type);
     if (req.originalUrl.includes('?') && queryPairs(req).some(([k]) => k !== '_format' && k !== '_pretty')) {
       throw new FhirError('invalid-request', 'Create takes no search parameters; use the If-None-Exist header for a conditional create');
     }
-    const ifNoneExist = req.get('if-none-exist');
     const result = await deps.gate.transaction(ctxOf(res), (tx) => createResource(tx, envOf(res, deps), type, req.body, ifNoneExist), {
       readsAuditIndex: type === 'AuditEvent' && ifNoneExist !== undefined,
     });
