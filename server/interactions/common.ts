@@ -3,7 +3,7 @@ import type { Resource } from 'fhir/r4';
 import { definitions, type Interaction, type ResourceType } from '../../resources';
 import { FhirError } from '../errors';
 import type { StoredVersion } from '../store/records';
-import { parseSearch } from '../search/parse';
+import { parseSearch, wholeValueStrings } from '../search/parse';
 import { compileFilter } from '../search/sql';
 import type { ResourceFilter } from '../search/filter';
 import type { Validator } from '../validation/validate';
@@ -81,7 +81,7 @@ export function conditionalFilter(type: ResourceType, query: string, env: Intera
   if (empty) throw new FhirError('invalid-request', `Conditional criterion '${empty[0]}' has no value`, { expression: [empty[0]] });
   const parsed = parseSearch(type, pairs, { strict: true, defaultCount: 2, maxCount: env.maxCount, baseUrl: env.baseUrl, now: env.now() });
   if (parsed.criteria.length === 0) throw new FhirError('invalid-request', 'A conditional interaction needs at least one search criterion');
-  return compileFilter(parsed.criteria, env.now());
+  return compileFilter(wholeValueStrings(parsed.criteria), env.now());
 }
 
 /** Server-managed meta elements are the server's; the client's values are dropped. */

@@ -38,16 +38,18 @@ export function normalizeString(value: string): string {
 }
 
 /**
- * The form a person's name or address is matched in by default (wordParts): normalised as every
- * string is (normalizeString), apostrophes dropped (`O'Brien` is `obrien`), and each run of
- * whitespace, dashes and other punctuation one space (`Smith-Jones`, `Smith  Jones` and
- * `Smith, Jones` are all `smith jones`).
+ * The form a person's name or address is matched in by default (wordParts): apostrophes dropped,
+ * whichever way they are written (`O'Brien`, `O’Brien`, `O‘Brien`, `OʼBrien`, `O´Brien` are all
+ * `obrien`; dropped before normalising, which would make an acute accent a space), normalised as
+ * every string is (normalizeString), and each run of whitespace, dashes and other punctuation one
+ * space (`Smith-Jones`, `Smith  Jones` and `Smith, Jones` are all `smith jones`).
  */
 export function wordForm(value: string): string {
-  return normalizeString(value)
-    .replace(/['\u2019]/g, '')
-    .replace(/[\s\p{P}\p{S}]+/gu, ' ');
+  return normalizeString(value.replace(APOSTROPHES, '')).replace(/[\s\p{P}\p{S}]+/gu, ' ');
 }
+
+/** ' ’ ‘ ʼ ` ´ and the fullwidth apostrophe. */
+const APOSTROPHES = /['\u2019\u2018\u02bc`\u00b4\uff07]/g;
 
 /** Words of one name or address value indexed on their own at most: a longer text is found by its first ones. */
 export const MAX_WORD_PARTS = 16;

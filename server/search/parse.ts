@@ -45,7 +45,12 @@ export type Criterion =
   | { kind: 'missing'; def: SearchParamDef; missing: boolean }
   | { kind: 'token'; def: SearchParamDef; not: boolean; values: TokenValue[]; param: string }
   | { kind: 'token-text'; def: SearchParamDef; values: string[] }
-  | { kind: 'string'; def: SearchParamDef; mode: 'starts' | 'exact' | 'contains'; values: string[] }
+  /**
+   * `starts`: the default match (at the start of any word for names and addresses, extract.ts
+   * matchesWords); `starts-value`: at the start of the whole value only, as conditional criteria
+   * match (wholeValueStrings).
+   */
+  | { kind: 'string'; def: SearchParamDef; mode: 'starts' | 'starts-value' | 'exact' | 'contains'; values: string[] }
   | { kind: 'date'; def: SearchParamDef; values: DateValue[] }
   | { kind: 'reference'; def: SearchParamDef; values: ReferenceValue[] }
   | { kind: 'uri'; def: SearchParamDef; mode: 'exact' | 'below' | 'above'; values: string[] }
@@ -489,4 +494,26 @@ function parseReference(value: string, typeModifier: string | undefined, baseUrl
   }
   if (/^[a-z][a-z0-9+.-]*:/i.test(v)) return { local: false, url: v };
   return null;
+}
+
+/**
+ * The criteria with every default string match at the start of the whole value, not of any word
+ * (through chains and `_has` too): for conditional creates, updates and deletes, whose criteria
+ * pick the one resource to write, so that `PUT Patient?family=Jones&birthdate=…` never takes a
+ * Smith-Jones for the Jones the client meant (interactions/common.ts conditionalFilter).
+ */
+export function wholeValueStrings(criteria: readonly Criterion[]): Criterion[] {
+  const one = (c: Criterion): Criterion => {
+    switch (c.kind) {
+      case 'string':
+        return c.mode === 'starts' ? { ...c, mode: 'starts-value' } : c;
+      case 'chain':
+        return { ...c, targets: c.targets.map((t) => ({ ...t, inner: one(t.inner) })) };
+      case 'has':
+        return { ...c, inner: one(c.inner) };
+      default:
+        return c;
+    }
+  };
+  return criteria.map(one);
 }

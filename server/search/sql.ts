@@ -220,10 +220,12 @@ function compileOne(c: Criterion, ctx: Ctx): Sql {
         // At the start of any word (matchesWords), in the form the words were indexed in: the
         // parameter's own rows hold each value's first word on when that is its word form, its
         // `:part` rows the rest (wordParts). A value with nothing but punctuation and spaces
-        // names no word, and matches nothing.
+        // names no word: it matches as it is, at the start of the value (`family=-` finds a
+        // name written `-`; `:part` rows never start with punctuation).
         const [cond, p] = any(c.values, (v): Sql => {
-          const n = wordForm(v).trimStart();
-          return n.trim() ? ['norm >= ? AND norm < ?', [prefixKey(n), prefixEnd(prefixKey(n))]] : ['1 = 0', []];
+          const w = wordForm(v).trimStart();
+          const n = w.trim() ? w : normalizeString(v);
+          return ['norm >= ? AND norm < ?', [prefixKey(n), prefixEnd(prefixKey(n))]];
         });
         return inIndex(ctx, 'idx_string', c, cond, p, false, c.def.code, wordPartParam(c.def.code));
       }

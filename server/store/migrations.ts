@@ -402,8 +402,9 @@ const migrations: readonly Migration[] = [
     async up(m) {
       // A Patient's names and addresses are now also indexed word by word (search/extract.ts
       // matchesWords), so `family=jones` finds Smith-Jones: Store.open rebuilds the Patients'
-      // index rows (store/reindex.ts), not the whole trail's. An `all` already asked covers them.
-      await m.sql("INSERT INTO custodian_state (name, value) VALUES ('reindex', 'types:Patient') ON CONFLICT (name) DO NOTHING");
+      // index rows (store/reindex.ts), not the whole trail's. Any other rebuild already asked
+      // becomes one of everything, which covers both.
+      await m.sql("INSERT INTO custodian_state (name, value) VALUES ('reindex', 'types:Patient') ON CONFLICT (name) DO UPDATE SET value = CASE WHEN custodian_state.value = 'types:Patient' THEN 'types:Patient' ELSE 'all' END");
     },
   },
 ];

@@ -10,8 +10,8 @@ import { insertIndexRowsMany } from './write';
  * `custodian_state`): index rows are derived from content by the search parameters' code, which
  * SQL migrations cannot run. `all` rebuilds every current resource's rows; `types:Patient,…` only
  * those of the resources of these types (a change to how one type is indexed need not rebuild a
- * whole audit trail). A migration that asks for some types leaves an `all` already asked in place
- * (ON CONFLICT DO NOTHING); one that asks for all must replace whatever was asked. Called by Store.open before the server serves
+ * whole audit trail). A migration that asks while another request is pending leaves it as is if
+ * it is the same, and makes it `all` otherwise (0031 shows how), so no rebuild asked is lost. Called by Store.open before the server serves
  * anything; one process does it while others starting at the same time wait (PostgreSQL advisory
  * lock), and it commits in one transaction, so a crash midway leaves the request in place.
  */

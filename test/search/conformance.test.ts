@@ -231,6 +231,8 @@ describe('Search: conformance to the R4 search page', () => {
         ['jones', { name: [{ family: 'Smith-Jones', given: ['Ola'] }] }],
         ['obrien', { name: [{ family: "O'Brien", given: ['Seán'] }], address: [{ line: ['221B Baker Street'], city: 'Milton Keynes' }] }],
         ['bergman', { name: [{ family: 'Bergman', given: ['Ingrid'] }] }],
+        ['oneill', { name: [{ family: 'O\u2018Neill', given: ['Ros\u00b4in'] }] }],
+        ['dash', { name: [{ family: '-', given: ['Unknown'] }] }],
       ];
       for (const [key, body] of people) q[key] = (await h.api.post('/Patient', patient(body))).body.id;
       jonesConsent = (await h.api.post('/Consent', consent(q.jones))).body.id;
@@ -251,7 +253,11 @@ describe('Search: conformance to the R4 search page', () => {
         ['family=obrien', ['obrien']],
         ['family=erg', []],
         ['family=brien', []],
-        ['family=-', []],
+        ['family=-', ['dash']],
+        ['family=oneill', ['oneill']],
+        ["family=o'neill", ['oneill']],
+        ['family=neill', []],
+        ['given=rosin', ['oneill']],
         ['given=maria', ['berg']],
         ['given=anna%20maria', ['berg']],
         ['given=sean', ['obrien']],
@@ -290,6 +296,20 @@ describe('Search: conformance to the R4 search page', () => {
       assert.deepEqual(mine(await get('/Patient?family:contains=rg')).sort(), named('berg', 'bergman'));
       assert.deepEqual(ids(await get(`/Patient?_id=${q.berg},${q.bergman},${q.jones}&_sort=family`)), [q.bergman, q.jones, q.berg]);
       assert.deepEqual(mine(await get('/Patient?family:missing=false&family=jones')), [q.jones]);
+    });
+
+    it('but conditional criteria match at the start of the whole value: a conditional write never takes Smith-Jones for the Jones it names', async () => {
+      const jones = patient({ name: [{ family: 'Jones', given: ['Ola'] }] });
+      const created = await h.api.post('/Patient', jones, { 'If-None-Exist': 'family=jones&given=ola' });
+      assert.equal(created.status, 201, 'If-None-Exist found no Jones, so it created one');
+      assert.notEqual(created.body.id, q.jones);
+      const updated = await h.api.put('/Patient?family=smith&given=ola', { ...patient({ name: [{ family: 'Smith-Jones', given: ['Ola'] }] }), gender: 'female' });
+      assert.equal(updated.status, 200, 'Smith-Jones starts with smith');
+      assert.equal(updated.body.id, q.jones);
+      const chained = await h.api.post('/Consent', consent(q.jones), { 'If-None-Exist': 'patient.family=jones' });
+      assert.equal(chained.status, 201, 'through a chain too: the Consent of Smith-Jones is not one of a Jones');
+      await h.api.delete(`/Consent/${chained.body.id}`);
+      await h.api.delete(`/Patient/${created.body.id}`);
     });
 
     it('through a chain too: Consent?patient.family=jones', async () => {
