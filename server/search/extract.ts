@@ -208,7 +208,16 @@ function fastPath(resourceType: string, expression: string): Compiled | undefine
   };
 }
 
-const folding = new Map<string, boolean>();
+/** A fact about a search parameter, worked out once per parameter (by type and code). */
+function perParameter<T>(compute: (def: SearchParamDef) => T): (def: SearchParamDef) => T {
+  const known = new Map<string, T>();
+  return (def) => {
+    const key = `${def.resourceType}.${def.code}`;
+    let value = known.get(key);
+    if (value === undefined) known.set(key, (value = compute(def)));
+    return value;
+  };
+}
 
 /**
  * Whether a token parameter matches its values case-insensitively: "If the underlying data type
@@ -218,18 +227,10 @@ const folding = new Map<string, boolean>();
  * Identifiers, whose case their system decides. Such codes are indexed lower-cased, and the
  * values searched for are lower-cased to match.
  */
-export function foldsCase(def: SearchParamDef): boolean {
-  const key = `${def.resourceType}.${def.code}`;
-  let folds = folding.get(key);
-  if (folds === undefined) {
-    const paths = def.type === 'token' && def.expression ? def.expression.split(' | ').map((alt) => alt.trim().replace(/\.where\([^()]*\)/g, '')) : [];
-    folds = paths.length > 0 && paths.every((p) => /^[A-Za-z.]+$/.test(p) && ['string', 'ContactPoint'].includes(typeOfPath(p) ?? ''));
-    folding.set(key, folds);
-  }
-  return folds;
-}
-
-const wordMatching = new Map<string, boolean>();
+export const foldsCase = perParameter((def): boolean => {
+  const paths = def.type === 'token' && def.expression ? def.expression.split(' | ').map((alt) => alt.trim().replace(/\.where\([^()]*\)/g, '')) : [];
+  return paths.length > 0 && paths.every((p) => /^[A-Za-z.]+$/.test(p) && ['string', 'ContactPoint'].includes(typeOfPath(p) ?? ''));
+});
 
 /**
  * Whether a string parameter matches by default at the start of any word of the value, not only
@@ -238,17 +239,12 @@ const wordMatching = new Map<string, boolean>();
  * `name`, `address`); a receptionist who types `jones` looks for Smith-Jones too, and `berg` for
  * van der Berg. Not `phonetic`, which matches each word by its Soundex already, nor a parameter
  * defined as one part of an address (`address-city` is "a city specified in an address").
- * `:exact` and `:contains` compare the whole value, as before.
+ * `:exact` and `:contains` compare the whole value, as before, and so do conditional criteria
+ * (parse.ts wholeValueStrings).
  */
-export function matchesWords(def: SearchParamDef): boolean {
-  const key = `${def.resourceType}.${def.code}`;
-  let words = wordMatching.get(key);
-  if (words === undefined) {
-    words = def.type === 'string' && def.code !== 'phonetic' && /^(A portion of|A server defined search)/i.test(descriptionFor(def));
-    wordMatching.set(key, words);
-  }
-  return words;
-}
+export const matchesWords = perParameter(
+  (def): boolean => def.type === 'string' && def.code !== 'phonetic' && /^(A portion of|A server defined search)/i.test(descriptionFor(def)),
+);
 
 /** A parameter's description for its own type: a definition shared by several types describes each in a bullet of its own (`* [Patient](patient.html): A portion of …`). */
 function descriptionFor(def: SearchParamDef): string {
