@@ -11,9 +11,10 @@ import { insertIndexRowsMany } from './write';
  * SQL migrations cannot run. `all` rebuilds every current resource's rows; `types:Patient,…` only
  * those of the resources of these types (a change to how one type is indexed need not rebuild a
  * whole audit trail). A migration that asks while another request is pending leaves it as is if
- * it is the same, and makes it `all` otherwise (0031 shows how), so no rebuild asked is lost. Called by Store.open before the server serves
- * anything; one process does it while others starting at the same time wait (PostgreSQL advisory
- * lock), and it commits in one transaction, so a crash midway leaves the request in place.
+ * it is the same, and makes it `all` otherwise (0031 shows how), so no rebuild asked is lost.
+ * Called by Store.open before the server serves anything; one process does it while others
+ * starting at the same time wait (PostgreSQL advisory lock), and it commits in one transaction,
+ * so a crash midway leaves the request in place.
  */
 export async function reindexIfAsked(driver: Driver, localBase: string | undefined): Promise<number> {
   const asked = await driver.get<{ value: string }>("SELECT value FROM custodian_state WHERE name = 'reindex'");
@@ -23,9 +24,10 @@ export async function reindexIfAsked(driver: Driver, localBase: string | undefin
     const still = await q.get<{ value: string }>("SELECT value FROM custodian_state WHERE name = 'reindex'");
     if (!still) return 0;
     const types = reindexTypes(still.value);
-    const only = types ? ` AND type IN (${types.map(() => '?').join(', ')})` : '';
+    const typeIn = types ? `type IN (${types.map(() => '?').join(', ')})` : undefined;
+    const only = typeIn ? ` AND ${typeIn}` : '';
     for (const table of INDEX_TABLES) {
-      if (types) await q.run(`DELETE FROM ${table} WHERE rid IN (SELECT rid FROM resources WHERE type IN (${types.map(() => '?').join(', ')}))`, types);
+      if (typeIn) await q.run(`DELETE FROM ${table} WHERE rid IN (SELECT rid FROM resources WHERE ${typeIn})`, types);
       else await q.run(`DELETE FROM ${table}`);
     }
     let after = 0;
